@@ -1,0 +1,109 @@
+/**
+ * Entry slot allocator: a per-worker cache of free slots (in the worker's shared record, so
+ * crash recovery can see it) in front of one shared free list protected by H_FREE_LOCK.
+ * The shared list is only touched under its lock, so it has no ABA problem; a worker moves
+ * CACHE_SLOTS / 2 slots per visit, which keeps the lock off the per-packet path.
+ */
+import {
+  CACHE_SLOTS, ENTRY_WORDS, E_LINK, E_STATUS, H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK,
+  W_CACHE, W_CACHE_COUNT, WORKER_WORDS,
+} from './layout.js';
+import { lock, unlock } from './locks.js';
+import type { ConntrackTable } from './table.js';
+
+const BATCH = CACHE_SLOTS / 2;
+
+export class SlotAllocator {
+  private readonly i32: Int32Array;
+  private readonly w: number; // this worker's record
+  private readonly entries: number;
+
+  constructor(table: ConntrackTable, private readonly wid: number) {
+    this.i32 = table.i32;
+    this.w = table.sec.workers + wid * WORKER_WORDS;
+    this.entries = table.sec.entries;
+  }
+
+  /** A free slot, or -1 when none is left. The slot's status is 0 (not allocated). */
+  alloc(): number {
+    const i32 = this.i32;
+    // The cache words are written by this worker only; Atomics make them readable by recovery.
+    let n = Atomics.load(i32, this.w + W_CACHE_COUNT);
+    if (n === 0) {
+      n = this.refill();
+      if (n === 0) return -1;
+    }
+    const slot = i32[this.w + W_CACHE + n - 1]!;
+    Atomics.store(i32, this.w + W_CACHE_COUNT, n - 1);
+    return slot;
+  }
+
+  /** Return a slot that no thread can reach any more. */
+  free(slot: number): void {
+    const i32 = this.i32;
+    // Status 0 first: once in the cache the slot reads as free to everyone.
+    Atomics.store(i32, this.entries + slot * ENTRY_WORDS + E_STATUS, 0);
+    let n = Atomics.load(i32, this.w + W_CACHE_COUNT);
+    if (n === CACHE_SLOTS) n = this.spill();
+    i32[this.w + W_CACHE + n] = slot;
+    Atomics.store(i32, this.w + W_CACHE_COUNT, n + 1);
+  }
+
+  /** Free slots in this worker's cache. */
+  get cached(): number {
+    return Atomics.load(this.i32, this.w + W_CACHE_COUNT);
+  }
+
+  /** Move BATCH slots from the shared list into the (empty) cache; returns the new count. */
+  private refill(): number {
+    const i32 = this.i32;
+    lock(i32, H_FREE_LOCK, this.wid);
+    let head = i32[H_FREE_HEAD]!; // H_FREE_HEAD, H_FREE_COUNT and free slots' E_LINK: H_FREE_LOCK
+    let n = 0;
+    while (n < BATCH && head >= 0) {
+      i32[this.w + W_CACHE + n++] = head;
+      head = i32[this.entries + head * ENTRY_WORDS + E_LINK]!;
+    }
+    i32[H_FREE_HEAD] = head;
+    i32[H_FREE_COUNT] = i32[H_FREE_COUNT]! - n;
+    unlock(i32, H_FREE_LOCK);
+    Atomics.store(i32, this.w + W_CACHE_COUNT, n);
+    return n;
+  }
+
+  /** Push BATCH slots from the (full) cache to the shared list; returns the new count. */
+  private spill(): number {
+    const i32 = this.i32;
+    const keep = CACHE_SLOTS - BATCH;
+    lock(i32, H_FREE_LOCK, this.wid);
+    let head = i32[H_FREE_HEAD]!;
+    for (let k = keep; k < CACHE_SLOTS; k++) {
+      const slot = i32[this.w + W_CACHE + k]!;
+      i32[this.entries + slot * ENTRY_WORDS + E_LINK] = head;
+      head = slot;
+    }
+    i32[H_FREE_HEAD] = head;
+    i32[H_FREE_COUNT] = i32[H_FREE_COUNT]! + BATCH;
+    Atomics.store(i32, this.w + W_CACHE_COUNT, keep);
+    unlock(i32, H_FREE_LOCK);
+    return keep;
+  }
+
+  /** Give every cached slot back to the shared list (when the worker leaves). */
+  drain(): void {
+    const i32 = this.i32;
+    const n = Atomics.load(i32, this.w + W_CACHE_COUNT);
+    if (n === 0) return;
+    lock(i32, H_FREE_LOCK, this.wid);
+    let head = i32[H_FREE_HEAD]!;
+    for (let k = 0; k < n; k++) {
+      const slot = i32[this.w + W_CACHE + k]!;
+      i32[this.entries + slot * ENTRY_WORDS + E_LINK] = head;
+      head = slot;
+    }
+    i32[H_FREE_HEAD] = head;
+    i32[H_FREE_COUNT] = i32[H_FREE_COUNT]! + n;
+    Atomics.store(i32, this.w + W_CACHE_COUNT, 0);
+    unlock(i32, H_FREE_LOCK);
+  }
+}

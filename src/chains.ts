@@ -1,0 +1,407 @@
+/**
+ * The hash table proper (the kernel's nf_conntrack_core lookup/confirm/delete): every entry is
+ * linked into two chains, one per direction (tuplehash[ORIGINAL] and tuplehash[REPLY]).
+ *
+ * Concurrency:
+ *  - Writers (confirm, delete) hold the lock stripes of both directions' buckets, taken in
+ *    ascending order (the kernel's double lock).
+ *  - Readers walk chains with Atomics.load and take no lock. In the 'noref' discipline a found
+ *    entry stays valid until the reader's batch ends (rcu.ts); in 'refcount' a lookup takes a
+ *    reference, re-checks the key and restarts if the slot was recycled meanwhile, and a walk
+ *    that ends on another bucket's nulls marker restarts (hlist_nulls).
+ */
+import { SlotAllocator } from './alloc.js';
+import { hashTuple } from './hash.js';
+import {
+  DIR_ORIGINAL, DIR_REPLY, DISCIPLINE_NOREF, ENTRY_WORDS, E_EXT, E_GEN, E_HASH, E_ID, E_LINK,
+  E_MARK, E_NEXT, E_NS, E_PRIV, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE,
+  H_COUNT, H_KEY0, H_KEY1, H_MAX_CHAIN, H_NEXT_ID, IPS_ALLOCATED, IPS_ASSURED, IPS_CONFIRMED,
+  IPS_DYING, PRIV_WORDS, ST_CHAIN_TOOLONG, ST_EARLY_DROP, ST_EXPIRED, ST_INSERT_FAILED,
+  ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS,
+} from './layout.js';
+import { lock, unlock } from './locks.js';
+import { Qsbr } from './rcu.js';
+import { S_MAX } from './sysctl.js';
+import type { ConntrackTable } from './table.js';
+
+/** confirm() results besides a clashing entry's reference (>= 0). */
+export const CONFIRM_OK = -1;
+export const CONFIRM_CHAIN_TOOLONG = -2;
+export const CONFIRM_DYING = -3;
+
+/** Why an entry left the table (for destroy events and statistics). */
+export const KILL_DELETE = 0;
+export const KILL_EXPIRED = 1;
+export const KILL_EARLY_DROP = 2;
+export const KILL_GC_EVICT = 3;
+export const KILL_REOPEN = 4;
+
+export type DestroyHook = (e: number, why: number) => void;
+
+/** Number of buckets early_drop looks at, from the new entry's own (the kernel's eviction range). */
+const EVICTION_RANGE = 8;
+
+export class Chains {
+  readonly table: ConntrackTable;
+  readonly i32: Int32Array;
+  readonly u32: Uint32Array;
+  /** First word of the entry slab, bucket array, lock stripes, sysctls, zone counters, our stats. */
+  readonly E: number;
+  readonly B: number;
+  readonly L: number;
+  readonly sys: number;
+  readonly Z: number;
+  readonly st: number;
+  readonly mask: number;
+  readonly lockMask: number;
+  readonly k0: number;
+  readonly k1: number;
+  readonly noref: boolean;
+  readonly wid: number;
+  readonly alloc: SlotAllocator;
+  readonly qsbr: Qsbr;
+  /** Called for every entry this thread removes, while its data is still intact. */
+  onDestroy: DestroyHook | null = null;
+
+  constructor(table: ConntrackTable, wid: number) {
+    this.table = table;
+    this.i32 = table.i32;
+    this.u32 = table.u32;
+    this.E = table.sec.entries;
+    this.B = table.sec.buckets;
+    this.L = table.sec.locks;
+    this.sys = table.sec.sysctl;
+    this.Z = table.sec.zones;
+    this.st = table.sec.stats + wid * STAT_WORDS;
+    this.mask = table.buckets - 1;
+    this.lockMask = table.locks - 1;
+    this.k0 = table.i32[H_KEY0]!;
+    this.k1 = table.i32[H_KEY1]!;
+    this.noref = table.discipline === DISCIPLINE_NOREF;
+    this.wid = wid;
+    this.alloc = new SlotAllocator(table, wid);
+    this.qsbr = new Qsbr(table, wid, this.alloc);
+  }
+
+  entry(slot: number): number {
+    return this.E + slot * ENTRY_WORDS;
+  }
+
+  hash(t: Int32Array, off: number, proto: number, zone: number, ns: number): number {
+    return hashTuple(t, off, proto, zone, ns, this.k0, this.k1);
+  }
+
+  private stat(i: number): void {
+    this.i32[this.st + i] = (this.i32[this.st + i]! + 1) | 0; // single writer: this thread
+  }
+
+  /** Does tuplehash `dir` of entry `e` carry this key? */
+  private keyEquals(
+    e: number, dir: number, h: number, t: Int32Array, off: number, proto: number, zone: number, ns: number,
+  ): boolean {
+    const i32 = this.i32;
+    // Key words are written before the entry is published and never change while it is
+    // linked (in 'refcount' mode a recycled slot is caught by the caller's re-check).
+    if (i32[e + E_HASH + dir] !== (h | 0)) return false;
+    const to = e + E_TUPLE + dir * TUPLE_WORDS;
+    for (let k = 0; k < TUPLE_WORDS; k++) if (i32[to + k] !== t[off + k]) return false;
+    if (i32[e + E_PROTO] !== proto || i32[e + E_NS] !== ns) return false;
+    const z = i32[e + E_ZONE]!;
+    return (dir === DIR_ORIGINAL ? z & 0xffff : z >>> 16) === zone;
+  }
+
+  /**
+   * Find the tuplehash of this tuple. Returns slot << 1 | direction, or -1.
+   * Expired entries met on the way are removed (as the kernel's lookup does).
+   * In 'refcount' mode the caller owns a reference on the result and must put() it.
+   */
+  find(t: Int32Array, off: number, proto: number, zone: number, ns: number, h: number, now: number): number {
+    const i32 = this.i32;
+    const bucket = h & this.mask;
+    for (;;) {
+      // Chain words: Atomics.load pairs with the writers' Atomics.store that publish links.
+      let ref = Atomics.load(i32, this.B + bucket);
+      let found = -1;
+      while (ref >= 0) {
+        const e = this.E + (ref >>> 1) * ENTRY_WORDS;
+        const dir = ref & 1;
+        const next = Atomics.load(i32, e + E_NEXT + dir);
+        if (this.keyEquals(e, dir, h, t, off, proto, zone, ns)) {
+          const status = Atomics.load(i32, e + E_STATUS); // DYING/CONFIRMED are set atomically
+          if ((status & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {
+            if (((i32[e + E_TIMEOUT]! - now) | 0) <= 0) {
+              this.expire(ref >>> 1);
+            } else {
+              found = ref;
+              break;
+            }
+          }
+        }
+        ref = next;
+      }
+      if (found < 0 && ref !== ~bucket) {
+        // Ended on another bucket's nulls marker: an entry we walked was moved. Start over.
+        this.stat(ST_SEARCH_RESTART);
+        continue;
+      }
+      if (found < 0 || this.noref) return found;
+      // 'refcount': take a reference, then check the slot still holds what we matched.
+      const e = this.E + (found >>> 1) * ENTRY_WORDS;
+      if (this.getRef(e)) {
+        if (this.keyEquals(e, found & 1, h, t, off, proto, zone, ns) &&
+          (Atomics.load(i32, e + E_STATUS) & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {
+          return found;
+        }
+        this.put(found >>> 1);
+      }
+      this.stat(ST_SEARCH_RESTART);
+    }
+  }
+
+  /** Increment-if-not-zero on the entry's refcount. */
+  getRef(e: number): boolean {
+    const i32 = this.i32;
+    for (;;) {
+      const c = Atomics.load(i32, e + E_REFCNT);
+      if (c === 0) return false;
+      // CAS: never resurrect an entry whose last reference is gone.
+      if (Atomics.compareExchange(i32, e + E_REFCNT, c, c + 1) === c) return true;
+    }
+  }
+
+  /** Drop a reference; the last one hands the slot to reclamation. */
+  put(slot: number): void {
+    const e = this.E + slot * ENTRY_WORDS;
+    // Atomics.sub: exactly one thread sees the count reach zero.
+    if (Atomics.sub(this.i32, e + E_REFCNT, 1) === 1) {
+      if (this.noref) this.qsbr.retire(slot);
+      else this.alloc.free(slot);
+    }
+  }
+
+  /**
+   * Allocate a private (unconfirmed) entry. Counts it against nf_conntrack_max first and, when
+   * the table is full, evicts a not-ASSURED entry near `h` (early_drop). Returns -1 when full.
+   */
+  newEntry(h: number, now: number): number {
+    const i32 = this.i32;
+    const max = i32[this.sys + S_MAX]!;
+    // Counted at allocation, like the kernel: concurrent inserts cannot overshoot together.
+    const count = Atomics.add(i32, H_COUNT, 1) + 1;
+    if (count > max && !this.earlyDrop(h, now)) {
+      Atomics.sub(i32, H_COUNT, 1);
+      return -1;
+    }
+    let slot = this.alloc.alloc();
+    if (slot < 0) {
+      this.qsbr.reclaim();
+      slot = this.alloc.alloc();
+      if (slot < 0) {
+        Atomics.sub(i32, H_COUNT, 1);
+        return -1;
+      }
+    }
+    const e = this.E + slot * ENTRY_WORDS;
+    // The slot is private until confirm() publishes it; plain stores suffice until then.
+    i32[e + E_NEXT] = -1;
+    i32[e + E_NEXT + 1] = -1;
+    i32[e + E_MARK] = 0;
+    i32[e + E_EXT] = 0;
+    i32[e + E_LINK] = -1;
+    i32[e + E_GEN] = (i32[e + E_GEN]! + 1) | 0;
+    i32[e + E_ID] = Atomics.add(i32, H_NEXT_ID, 1); // unique ids across threads
+    i32.fill(0, e + E_PRIV, e + E_PRIV + PRIV_WORDS);
+    Atomics.store(i32, e + E_REFCNT, 1); // the table's (or creator's) reference
+    Atomics.store(i32, e + E_STATUS, IPS_ALLOCATED);
+    return slot;
+  }
+
+  /** Free an entry that was never confirmed. */
+  discard(slot: number): void {
+    Atomics.sub(this.i32, H_COUNT, 1); // it was counted by newEntry
+    Atomics.store(this.i32, this.E + slot * ENTRY_WORDS + E_REFCNT, 0);
+    this.alloc.free(slot);
+  }
+
+  private lockStripes(b0: number, b1: number): void {
+    const l0 = b0 & this.lockMask;
+    const l1 = b1 & this.lockMask;
+    // Fixed order (lower stripe first) so two writers never wait on each other in a cycle.
+    if (l0 === l1) lock(this.i32, this.L + l0, this.wid);
+    else if (l0 < l1) { lock(this.i32, this.L + l0, this.wid); lock(this.i32, this.L + l1, this.wid); }
+    else { lock(this.i32, this.L + l1, this.wid); lock(this.i32, this.L + l0, this.wid); }
+  }
+
+  private unlockStripes(b0: number, b1: number): void {
+    const l0 = b0 & this.lockMask;
+    const l1 = b1 & this.lockMask;
+    unlock(this.i32, this.L + l0);
+    if (l1 !== l0) unlock(this.i32, this.L + l1);
+  }
+
+  /** Lock stripe word guarding the original tuple's bucket of entry `e` (TCP state lock). */
+  stateLock(e: number): number {
+    return this.L + ((this.i32[e + E_HASH]! & this.mask) & this.lockMask);
+  }
+
+  /**
+   * Publish a private entry in both chains (the kernel's __nf_conntrack_confirm). The entry's
+   * tuples, hashes, protocol, zone, namespace and timeout must be set. Returns CONFIRM_OK, the
+   * reference of an entry already holding one of the tuples (a clash: the caller discards its
+   * own and joins that one; in 'refcount' mode the caller owns a reference on it), or
+   * CONFIRM_CHAIN_TOOLONG.
+   */
+  confirm(slot: number): number {
+    const i32 = this.i32;
+    const e = this.E + slot * ENTRY_WORDS;
+    const h0 = i32[e + E_HASH]!;
+    const h1 = i32[e + E_HASH + 1]!;
+    const b0 = h0 & this.mask;
+    const b1 = h1 & this.mask;
+    const proto = i32[e + E_PROTO]!;
+    const ns = i32[e + E_NS]!;
+    const z = i32[e + E_ZONE]!;
+    const maxChain = i32[H_MAX_CHAIN]!;
+    this.lockStripes(b0, b1);
+    let clash = -1;
+    let len = 0;
+    for (let ref = i32[this.B + b0]!; ref >= 0; ref = i32[this.E + (ref >>> 1) * ENTRY_WORDS + E_NEXT + (ref & 1)]!) {
+      if (this.keyEquals(this.E + (ref >>> 1) * ENTRY_WORDS, ref & 1, h0, i32, e + E_TUPLE, proto, z & 0xffff, ns)) { clash = ref; break; }
+      if (++len > maxChain) break;
+    }
+    if (clash < 0 && len <= maxChain) {
+      len = 0;
+      for (let ref = i32[this.B + b1]!; ref >= 0; ref = i32[this.E + (ref >>> 1) * ENTRY_WORDS + E_NEXT + (ref & 1)]!) {
+        if (this.keyEquals(this.E + (ref >>> 1) * ENTRY_WORDS, ref & 1, h1, i32, e + E_TUPLE + TUPLE_WORDS, proto, z >>> 16, ns)) { clash = ref; break; }
+        if (++len > maxChain) break;
+      }
+    }
+    if (clash >= 0) {
+      const ce = this.E + (clash >>> 1) * ENTRY_WORDS;
+      const ok = (Atomics.load(i32, ce + E_STATUS) & IPS_DYING) === 0 && (this.noref || this.getRef(ce));
+      this.unlockStripes(b0, b1);
+      return ok ? clash : CONFIRM_DYING;
+    }
+    if (len > maxChain) {
+      this.unlockStripes(b0, b1);
+      this.stat(ST_CHAIN_TOOLONG);
+      this.stat(ST_INSERT_FAILED);
+      return CONFIRM_CHAIN_TOOLONG;
+    }
+    // CONFIRMED before the links: a reader that finds the entry sees it confirmed.
+    Atomics.or(i32, e + E_STATUS, IPS_CONFIRMED);
+    // Each link: next first, then the head, both seq-cst, so a reader never sees a half link.
+    Atomics.store(i32, e + E_NEXT + DIR_REPLY, i32[this.B + b1]!);
+    Atomics.store(i32, this.B + b1, (slot << 1) | DIR_REPLY);
+    Atomics.store(i32, e + E_NEXT + DIR_ORIGINAL, i32[this.B + b0]!);
+    Atomics.store(i32, this.B + b0, (slot << 1) | DIR_ORIGINAL);
+    Atomics.add(i32, this.Z + (z & 0xffff), 1); // per-zone count, changed under the bucket locks
+    this.unlockStripes(b0, b1);
+    return CONFIRM_OK;
+  }
+
+  /** Remove tuplehash `ref` from its chain; caller holds that bucket's stripe. */
+  private unlinkOne(slot: number, dir: number, bucket: number): void {
+    const i32 = this.i32;
+    const ref = (slot << 1) | dir;
+    const e = this.E + slot * ENTRY_WORDS;
+    const next = i32[e + E_NEXT + dir]!;
+    let prevWord = this.B + bucket;
+    let cur = i32[prevWord]!;
+    while (cur >= 0 && cur !== ref) {
+      prevWord = this.E + (cur >>> 1) * ENTRY_WORDS + E_NEXT + (cur & 1);
+      cur = i32[prevWord]!;
+    }
+    // Bypass the entry; its own next word stays intact for readers standing on it.
+    if (cur === ref) Atomics.store(i32, prevWord, next);
+  }
+
+  /**
+   * Remove an entry from the table (the kernel's nf_ct_delete). Returns false when another
+   * thread removed it first. The table's reference is dropped; the slot is reused after a
+   * grace period ('noref') or when the last reference goes ('refcount').
+   */
+  kill(slot: number, why: number): boolean {
+    const i32 = this.i32;
+    const e = this.E + slot * ENTRY_WORDS;
+    const b0 = i32[e + E_HASH]! & this.mask;
+    const b1 = i32[e + E_HASH + 1]! & this.mask;
+    this.lockStripes(b0, b1);
+    const status = Atomics.load(i32, e + E_STATUS);
+    if ((status & (IPS_DYING | IPS_CONFIRMED)) !== IPS_CONFIRMED) {
+      this.unlockStripes(b0, b1);
+      return false;
+    }
+    // DYING first: readers that already hold the entry see it is on its way out.
+    Atomics.or(i32, e + E_STATUS, IPS_DYING);
+    this.unlinkOne(slot, DIR_ORIGINAL, b0);
+    this.unlinkOne(slot, DIR_REPLY, b1);
+    Atomics.sub(i32, this.Z + (i32[e + E_ZONE]! & 0xffff), 1); // under the bucket locks, like the add
+    this.unlockStripes(b0, b1);
+    Atomics.sub(i32, H_COUNT, 1);
+    if (why === KILL_EXPIRED) this.stat(ST_EXPIRED);
+    if (this.onDestroy) this.onDestroy(e, why);
+    this.put(slot);
+    return true;
+  }
+
+  /** Remove an entry found expired (the kernel's nf_ct_gc_expired). */
+  expire(slot: number): boolean {
+    return this.kill(slot, KILL_EXPIRED);
+  }
+
+  /**
+   * Evict one not-ASSURED entry from the EVICTION_RANGE buckets starting at `h`'s
+   * (the kernel's early_drop). Expired entries met are removed too. True if room was made.
+   */
+  earlyDrop(h: number, now: number): boolean {
+    const i32 = this.i32;
+    let bucket = h & this.mask;
+    let freed = false;
+    for (let i = 0; i < EVICTION_RANGE; i++) {
+      for (let ref = Atomics.load(i32, this.B + bucket); ref >= 0;) {
+        const slot = ref >>> 1;
+        const e = this.E + slot * ENTRY_WORDS;
+        const next = Atomics.load(i32, e + E_NEXT + (ref & 1));
+        const status = Atomics.load(i32, e + E_STATUS);
+        if ((status & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {
+          if (((i32[e + E_TIMEOUT]! - now) | 0) <= 0) {
+            if (this.expire(slot)) freed = true;
+          } else if ((status & IPS_ASSURED) === 0 && this.kill(slot, KILL_EARLY_DROP)) {
+            this.stat(ST_EARLY_DROP);
+            return true;
+          }
+        }
+        ref = next;
+      }
+      if (freed) return true;
+      bucket = (bucket + 1) & this.mask;
+    }
+    return false;
+  }
+
+  /** Confirmed entries in the table right now. */
+  get count(): number {
+    return Atomics.load(this.i32, H_COUNT);
+  }
+
+  /**
+   * Visit every confirmed, live entry once (through its ORIGINAL tuplehash). The caller must
+   * be online (inside a batch) in 'noref' mode; the visitor must not keep `e` past the batch.
+   */
+  forEach(visit: (e: number, slot: number) => void): void {
+    const i32 = this.i32;
+    const nb = this.mask + 1;
+    for (let b = 0; b < nb; b++) {
+      for (let ref = Atomics.load(i32, this.B + b); ref >= 0;) {
+        const e = this.E + (ref >>> 1) * ENTRY_WORDS;
+        const next = Atomics.load(i32, e + E_NEXT + (ref & 1));
+        if ((ref & 1) === DIR_ORIGINAL &&
+          (Atomics.load(i32, e + E_STATUS) & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {
+          visit(e, ref >>> 1);
+        }
+        ref = next;
+      }
+    }
+  }
+}

@@ -1,0 +1,14 @@
+/** Connection events (the kernel's ctnetlink NEW / UPDATE / DESTROY groups). */
+
+export const EVENT_NEW = 1;
+export const EVENT_UPDATE = 2;
+export const EVENT_DESTROY = 4;
+export const EVENT_NAMES: Readonly<Record<number, string>> = { 1: 'NEW', 2: 'UPDATE', 4: 'DESTROY' };
+
+/**
+ * Receives events synchronously on the thread that caused them, while the entry's words
+ * (at `e`) are intact. `now` is the table clock of the packet that caused it.
+ */
+export interface EventSink {
+  event(type: number, e: number, now: number): void;
+}

@@ -1,0 +1,115 @@
+/**
+ * Quiescent-state-based reclamation (RCU-style grace periods) over the shared buffer.
+ *
+ * A packet worker is "online" while inside a batch: its record's W_STATE holds the global epoch
+ * it saw on entry; 0 means offline (idle), which never holds a grace period up. A deleted
+ * entry is retired with tag = epoch + 2 and kept in the retiring worker's limbo list (FIFO, so
+ * tags never decrease along it). It may be reused once every online worker's state is >= its
+ * tag: such a worker entered its batch after the epoch passed the tag, hence after the unlink.
+ * The epoch is odd and advances by 2, so it is never 0; comparisons are wrap-safe.
+ */
+import {
+  ENTRY_WORDS, E_LINK, E_RETIRE, H_EPOCH, ST_GRACE_PERIODS, ST_SLOTS_RECYCLED, STAT_WORDS,
+  W_LIMBO_COUNT, W_LIMBO_HEAD, W_LIMBO_TAIL, W_STATE, WORKER_WORDS,
+} from './layout.js';
+import type { SlotAllocator } from './alloc.js';
+import type { ConntrackTable } from './table.js';
+
+export class Qsbr {
+  private readonly i32: Int32Array;
+  private readonly w: number;
+  private readonly workers: number;
+  private readonly maxWorkers: number;
+  private readonly entries: number;
+  private readonly stats: number;
+  private retiredInBatch = false;
+
+  constructor(table: ConntrackTable, private readonly wid: number, private readonly alloc: SlotAllocator) {
+    this.i32 = table.i32;
+    this.workers = table.sec.workers;
+    this.w = table.sec.workers + wid * WORKER_WORDS;
+    this.maxWorkers = table.maxWorkers;
+    this.entries = table.sec.entries;
+    this.stats = table.sec.stats + wid * STAT_WORDS;
+  }
+
+  /** Enter a read-side section (a batch): from here on, reachable entries stay valid. */
+  online(): void {
+    // Seq-cst store: ordered before every chain read of the batch.
+    Atomics.store(this.i32, this.w + W_STATE, Atomics.load(this.i32, H_EPOCH));
+  }
+
+  /** Leave the read-side section: this worker holds no entry pointers any more. */
+  offline(): void {
+    // Seq-cst store: ordered after every chain read of the batch.
+    Atomics.store(this.i32, this.w + W_STATE, 0);
+  }
+
+  get isOnline(): boolean {
+    return Atomics.load(this.i32, this.w + W_STATE) !== 0;
+  }
+
+  /** Queue an unlinked entry for reuse after a grace period. */
+  retire(slot: number): void {
+    const i32 = this.i32;
+    const e = this.entries + slot * ENTRY_WORDS;
+    // Loaded after the unlink (seq-cst): any reader whose state reaches this tag came later.
+    i32[e + E_RETIRE] = (Atomics.load(i32, H_EPOCH) + 2) | 0;
+    i32[e + E_LINK] = -1;
+    const tail = i32[this.w + W_LIMBO_TAIL]!; // limbo words: owned by this worker
+    if (tail < 0) i32[this.w + W_LIMBO_HEAD] = slot;
+    else i32[this.entries + tail * ENTRY_WORDS + E_LINK] = slot;
+    i32[this.w + W_LIMBO_TAIL] = slot;
+    Atomics.add(i32, this.w + W_LIMBO_COUNT, 1); // read by recovery and stats
+    this.retiredInBatch = true;
+  }
+
+  /**
+   * At the end of a batch: advance the epoch if this batch retired anything, then reuse what
+   * every other worker has moved past. Returns the number of slots freed.
+   */
+  quiesce(): number {
+    if (this.retiredInBatch) {
+      this.retiredInBatch = false;
+      // One epoch step per batch, not per delete: keeps the epoch's cache line cool.
+      Atomics.add(this.i32, H_EPOCH, 2);
+    }
+    if (this.i32[this.w + W_LIMBO_HEAD]! < 0) return 0;
+    return this.reclaim();
+  }
+
+  /** Free the limbo prefix whose grace period has passed. */
+  reclaim(): number {
+    const i32 = this.i32;
+    // The oldest epoch any other online worker may still be reading under.
+    let min = (Atomics.load(i32, H_EPOCH) + 2) | 0;
+    for (let k = 0; k < this.maxWorkers; k++) {
+      if (k === this.wid) continue;
+      const s = Atomics.load(i32, this.workers + k * WORKER_WORDS + W_STATE);
+      if (s !== 0 && ((s - min) | 0) < 0) min = s;
+    }
+    let head = i32[this.w + W_LIMBO_HEAD]!;
+    let n = 0;
+    while (head >= 0) {
+      const e = this.entries + head * ENTRY_WORDS;
+      if (((i32[e + E_RETIRE]! - min) | 0) > 0) break;
+      const next = i32[e + E_LINK]!;
+      this.alloc.free(head);
+      n++;
+      head = next;
+    }
+    if (n > 0) {
+      i32[this.w + W_LIMBO_HEAD] = head;
+      if (head < 0) i32[this.w + W_LIMBO_TAIL] = -1;
+      Atomics.sub(i32, this.w + W_LIMBO_COUNT, n);
+      i32[this.stats + ST_GRACE_PERIODS]!++;
+      i32[this.stats + ST_SLOTS_RECYCLED] += n;
+    }
+    return n;
+  }
+
+  /** Slots waiting in this worker's limbo. */
+  get pending(): number {
+    return Atomics.load(this.i32, this.w + W_LIMBO_COUNT);
+  }
+}

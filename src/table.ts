@@ -1,0 +1,248 @@
+/**
+ * The shared conntrack table: one SharedArrayBuffer laid out by layout.ts, created once and
+ * attached from any thread through a serialisable handle.
+ */
+import { randomBytes } from 'node:crypto';
+import { threadId } from 'node:worker_threads';
+import {
+  CACHE_SLOTS, DISCIPLINE_NOREF, DISCIPLINE_REFCOUNT, ENTRY_WORDS, E_LINK, E_STATUS, HEADER_WORDS,
+  H_BUCKETS, H_CAPACITY, H_CLOCK, H_DISCIPLINE, H_EPOCH, H_FREE_COUNT, H_FREE_HEAD, H_GC_CURSOR,
+  H_KEY0, H_KEY1, H_LOCKS, H_MAGIC, H_MAX_CHAIN, H_MAX_CREATED, H_MAX_WORKERS, H_NEXT_ID, H_NS_MAX, H_VERSION,
+  LAYOUT_VERSION, MAGIC, STAT_NAMES, STAT_WORDS, W_ALIVE, W_LIMBO_HEAD, W_LIMBO_TAIL, W_PID,
+  WORKER_WORDS, bytesPerConnection, sections, type Sections,
+} from './layout.js';
+import { SYSCTLS, S_MAX, findSysctl } from './sysctl.js';
+
+export type Discipline = 'noref' | 'refcount';
+
+export interface TableOptions {
+  /** nf_conntrack_max: most connections at once (default 65536). */
+  max?: number;
+  /** Hash buckets (rounded up to a power of two; default: max rounded up). */
+  buckets?: number;
+  /** Threads that may attach at once (packet workers, GC, callers; default 16). */
+  maxWorkers?: number;
+  /** Namespace records (default 16). */
+  namespaces?: number;
+  /** Sysctls by kernel name (with or without `net.netfilter.`). */
+  sysctls?: Record<string, number>;
+  /** Reclamation: 'noref' (grace periods, default) or 'refcount' (kernel today). */
+  discipline?: Discipline;
+  /** Fixed hash secret (tests only); random by default. */
+  hashKey?: [number, number];
+  /** Chain length cap on insert (default 64). */
+  maxChain?: number;
+}
+
+/** What another thread needs to attach: plain data, safe to postMessage. */
+export interface TableHandle {
+  readonly buffer: SharedArrayBuffer;
+}
+
+function pow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+export class ConntrackTable {
+  readonly buffer: SharedArrayBuffer;
+  readonly i32: Int32Array;
+  readonly u32: Uint32Array;
+  readonly sec: Sections;
+  readonly capacity: number;
+  readonly buckets: number;
+  readonly locks: number;
+  readonly maxWorkers: number;
+  readonly namespaces: number;
+  readonly discipline: number;
+
+  private constructor(buffer: SharedArrayBuffer) {
+    this.buffer = buffer;
+    this.i32 = new Int32Array(buffer);
+    this.u32 = new Uint32Array(buffer);
+    const i32 = this.i32;
+    if (i32.length < HEADER_WORDS || i32[H_MAGIC] !== MAGIC) {
+      throw new Error('not a conntrack-sab table (bad magic)');
+    }
+    if (i32[H_VERSION] !== LAYOUT_VERSION) {
+      throw new Error(`table layout version ${i32[H_VERSION]} is not ${LAYOUT_VERSION}`);
+    }
+    this.capacity = i32[H_CAPACITY]!;
+    this.buckets = i32[H_BUCKETS]!;
+    this.locks = i32[H_LOCKS]!;
+    this.maxWorkers = i32[H_MAX_WORKERS]!;
+    this.namespaces = i32[H_NS_MAX]!;
+    this.discipline = i32[H_DISCIPLINE]!;
+    this.sec = sections({
+      capacity: this.capacity, buckets: this.buckets, locks: this.locks,
+      maxWorkers: this.maxWorkers, namespaces: this.namespaces,
+    });
+    if (this.sec.totalWords * 4 !== buffer.byteLength) throw new Error('table buffer size mismatch');
+  }
+
+  /** Create a new, empty table. */
+  static create(opts: TableOptions = {}): ConntrackTable {
+    const max = opts.max ?? 65536;
+    if (!Number.isInteger(max) || max < 1 || max > 1 << 24) {
+      throw new Error(`max must be an integer in 1..${1 << 24}, got ${max}`);
+    }
+    const maxWorkers = opts.maxWorkers ?? 16;
+    if (!Number.isInteger(maxWorkers) || maxWorkers < 1 || maxWorkers > 256) {
+      throw new Error(`maxWorkers must be an integer in 1..256, got ${maxWorkers}`);
+    }
+    const namespaces = opts.namespaces ?? 16;
+    if (!Number.isInteger(namespaces) || namespaces < 1 || namespaces > 65536) {
+      throw new Error(`namespaces must be an integer in 1..65536, got ${namespaces}`);
+    }
+    const buckets = pow2(Math.max(16, opts.buckets ?? max));
+    if (buckets > 1 << 26) throw new Error(`too many buckets: ${buckets}`);
+    const locks = Math.min(1024, buckets);
+    // Slots beyond max absorb entries waiting for a grace period and the per-worker caches.
+    const capacity = max + Math.ceil(max / 16) + maxWorkers * CACHE_SLOTS;
+    const sec = sections({ capacity, buckets, locks, maxWorkers, namespaces });
+    const buffer = new SharedArrayBuffer(sec.totalWords * 4);
+    const i32 = new Int32Array(buffer);
+    i32[H_MAGIC] = MAGIC;
+    i32[H_VERSION] = LAYOUT_VERSION;
+    i32[H_CAPACITY] = capacity;
+    i32[H_BUCKETS] = buckets;
+    i32[H_LOCKS] = locks;
+    i32[H_MAX_WORKERS] = maxWorkers;
+    i32[H_NS_MAX] = namespaces;
+    i32[H_EPOCH] = 1; // odd, never 0: a worker's state 0 means offline
+    i32[H_NEXT_ID] = 1;
+    i32[H_MAX_CHAIN] = opts.maxChain ?? 64;
+    i32[H_MAX_CREATED] = max;
+    const discipline = opts.discipline ?? 'noref';
+    if (discipline !== 'noref' && discipline !== 'refcount') {
+      throw new Error(`discipline must be 'noref' or 'refcount', got ${String(discipline)}`);
+    }
+    i32[H_DISCIPLINE] = discipline === 'noref' ? DISCIPLINE_NOREF : DISCIPLINE_REFCOUNT;
+    const key = opts.hashKey ?? (() => {
+      const b = randomBytes(8);
+      return [b.readInt32LE(0), b.readInt32LE(4)] as [number, number];
+    })();
+    i32[H_KEY0] = key[0] | 0;
+    i32[H_KEY1] = key[1] | 0;
+    // Every bucket starts empty: its nulls marker names it.
+    for (let b = 0; b < buckets; b++) i32[sec.buckets + b] = ~b;
+    // Every slot starts on the shared free list, in order.
+    for (let s = 0; s < capacity; s++) {
+      i32[sec.entries + s * ENTRY_WORDS + E_LINK] = s + 1 < capacity ? s + 1 : -1;
+      i32[sec.entries + s * ENTRY_WORDS + E_STATUS] = 0;
+    }
+    i32[H_FREE_HEAD] = 0;
+    i32[H_FREE_COUNT] = capacity;
+    for (let w = 0; w < maxWorkers; w++) {
+      i32[sec.workers + w * WORKER_WORDS + W_LIMBO_HEAD] = -1;
+      i32[sec.workers + w * WORKER_WORDS + W_LIMBO_TAIL] = -1;
+    }
+    i32[H_GC_CURSOR] = 0;
+    const t = new ConntrackTable(buffer);
+    for (const d of SYSCTLS) i32[sec.sysctl + d.index] = d.def;
+    i32[sec.sysctl + S_MAX] = max;
+    if (opts.sysctls) for (const [name, value] of Object.entries(opts.sysctls)) t.setSysctl(name, value);
+    return t;
+  }
+
+  /** Attach to a table created elsewhere (any thread). */
+  static attach(handle: TableHandle): ConntrackTable {
+    if (!handle || !(handle.buffer instanceof SharedArrayBuffer)) {
+      throw new Error('attach needs a handle { buffer: SharedArrayBuffer } from table.handle()');
+    }
+    return new ConntrackTable(handle.buffer);
+  }
+
+  handle(): TableHandle {
+    return { buffer: this.buffer };
+  }
+
+  get max(): number {
+    return this.i32[this.sec.sysctl + S_MAX]!;
+  }
+
+  /** Set a sysctl by kernel name; throws on unknown names or out-of-range values. */
+  setSysctl(name: string, value: number): void {
+    const d = findSysctl(name);
+    if (!d) throw new Error(`unknown sysctl "${name}"`);
+    if (!Number.isInteger(value) || value < d.min || value > d.max) {
+      throw new Error(`sysctl ${d.name}: ${value} is out of range ${d.min}..${d.max}`);
+    }
+    if (d.index === S_MAX && value > this.i32[H_MAX_CREATED]!) {
+      // The slab was sized for the max given at creation.
+      throw new Error(`nf_conntrack_max cannot grow past ${this.i32[H_MAX_CREATED]} (the size the table was created with)`);
+    }
+    // Atomic store: readers pick the new value up on their next packet.
+    Atomics.store(this.i32, this.sec.sysctl + d.index, value);
+  }
+
+  getSysctl(name: string): number {
+    const d = findSysctl(name);
+    if (!d) throw new Error(`unknown sysctl "${name}"`);
+    return Atomics.load(this.i32, this.sec.sysctl + d.index);
+  }
+
+  sysctls(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const d of SYSCTLS) out[d.name] = Atomics.load(this.i32, this.sec.sysctl + d.index);
+    return out;
+  }
+
+  /** The table clock (ms, uint32 wrapping), as last published by a driver. */
+  get clock(): number {
+    return Atomics.load(this.i32, H_CLOCK) >>> 0;
+  }
+  set clock(ms: number) {
+    // Published for the GC worker, which has no packets to take time from.
+    Atomics.store(this.i32, H_CLOCK, ms | 0);
+  }
+
+  /** Claim a worker record; returns its id. Throws when all maxWorkers records are taken. */
+  registerWorker(): number {
+    for (let w = 0; w < this.maxWorkers; w++) {
+      const base = this.sec.workers + w * WORKER_WORDS;
+      // CAS claims the record exclusively; its other words are ours after this.
+      if (Atomics.compareExchange(this.i32, base + W_ALIVE, 0, 1) === 0) {
+        Atomics.store(this.i32, base + W_PID, threadId);
+        return w;
+      }
+    }
+    throw new Error(`all ${this.maxWorkers} worker records are in use (raise maxWorkers)`);
+  }
+
+  /** Give a worker record back (its caches and limbo must have been drained). */
+  releaseWorker(w: number): void {
+    const base = this.sec.workers + w * WORKER_WORDS;
+    // Store releases the record after every write the owner made to it.
+    Atomics.store(this.i32, base + W_ALIVE, 0);
+  }
+
+  /** Summed statistics and per-worker rows, by name. */
+  stats(): { total: Record<string, number>; perWorker: Record<string, number>[] } {
+    const total: Record<string, number> = {};
+    const perWorker: Record<string, number>[] = [];
+    for (const n of STAT_NAMES) total[n] = 0;
+    for (let w = 0; w < this.maxWorkers; w++) {
+      const row: Record<string, number> = {};
+      let any = false;
+      STAT_NAMES.forEach((n, i) => {
+        const v = this.i32[this.sec.stats + w * STAT_WORDS + i]! >>> 0;
+        row[n] = v;
+        total[n]! += v;
+        if (v) any = true;
+      });
+      if (any) perWorker.push(row);
+    }
+    return { total, perWorker };
+  }
+
+  /** Bytes of shared memory per connection at nf_conntrack_max (slab with slack, plus buckets). */
+  bytesPerConnection(): number {
+    return bytesPerConnection(this.capacity, this.buckets) * (this.capacity / this.max);
+  }
+
+  get byteLength(): number {
+    return this.buffer.byteLength;
+  }
+}
