@@ -3,22 +3,22 @@
  * the protocol tracker, confirm, and the decision. One Conntrack object per thread; it owns a
  * worker record of the shared table and allocates nothing per packet.
  */
-import { CONFIRM_CHAIN_TOOLONG, CONFIRM_DYING, CONFIRM_OK, Chains, KILL_REOPEN } from './chains.js';
+import { CONFIRM_CHAIN_TOOLONG, CONFIRM_DYING, CONFIRM_OK, Chains, KILL_DELETE, KILL_REOPEN } from './chains.js';
 import { EVENT_DESTROY, EVENT_NEW, EVENT_UPDATE, type EventSink } from './events.js';
 import {
   DIR_ORIGINAL, DIR_REPLY, E_HASH, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE,
-  IPS_EXPECTED, IPS_SEEN_REPLY, ST_CLASH_RESOLVE, ST_DROP, ST_ERROR, ST_FOUND, ST_IGNORE, ST_INSERT, ST_INVALID,
+  IPS_EXPECTED, IPS_FIXED_TIMEOUT, IPS_SEEN_REPLY, ST_CLASH_RESOLVE, ST_DROP, ST_ERROR, ST_FOUND, ST_IGNORE, ST_INSERT, ST_INVALID,
   ST_NEW, ST_PACKETS, STAT_WORDS, T_DST, TUPLE_WORDS,
 } from './layout.js';
 import { unlock, lock } from './locks.js';
 import { parseFrame } from './packet/parse.js';
 import {
-  IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, NFPROTO_IPV4, Packet,
+  IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, LINKTYPE_ETHERNET, NFPROTO_IPV4, Packet,
 } from './packet/packet.js';
 import { genericPacket } from './proto/generic.js';
 import { ICMP_CONTINUE, ICMP_ERROR, ICMP_INVALID, ICMP_UNTRACKED, icmpError, icmpPacket } from './proto/icmp.js';
 import {
-  EV_ASSURED, EV_PROTOINFO, EV_REPLY, PROTO_ACCEPT, PROTO_REPEAT, ProtoResult, type TrackerContext,
+  EV_ASSURED, EV_DESTROY, EV_PROTOINFO, EV_REPLY, PROTO_ACCEPT, PROTO_REPEAT, ProtoResult, type TrackerContext,
 } from './proto/l4proto.js';
 import { tcpError, tcpNew, tcpPacket, tcpState } from './proto/tcp.js';
 import { udpError, udpPacket } from './proto/udp.js';
@@ -94,6 +94,20 @@ export class Conntrack {
     parseFrame(linktype, buf, off, len, this.pkt);
     this.pkt.now = now | 0;
     return this.packet(this.pkt, zone, ns, this.verdict);
+  }
+
+  /**
+   * Convenience for one frame outside a batch: enters a batch, decides, leaves it.
+   * `now` defaults to the wall clock. For many packets, prefer beginBatch/frame/endBatch.
+   */
+  decide(frame: Uint8Array, linktype = LINKTYPE_ETHERNET, now = Date.now(), zone = 0, ns = 0): Verdict {
+    this.beginBatch();
+    try {
+      this.table.clock = now | 0;
+      return this.frame(linktype, frame, 0, frame.length, now, zone, ns);
+    } finally {
+      this.endBatch();
+    }
   }
 
   /** Decide one parsed packet (nf_conntrack_in). Must be called inside a batch. */
@@ -209,6 +223,8 @@ export class Conntrack {
       ret = this.l4packet(l4, pkt.family, e, dir, pkt, res);
     }
     if (ret !== PROTO_ACCEPT) {
+      // An invalid packet may still shorten the timeout (the kernel's nf_tcp_handle_invalid).
+      if (ret !== PROTO_REPEAT && res.timeout >= 0) this.refresh(e, pkt.now, res.timeout);
       if (!c.noref) c.put(slot);
       if (ret === PROTO_REPEAT) {
         // A closed connection reopened: remove it and handle the packet as a new one.
@@ -218,21 +234,30 @@ export class Conntrack {
       }
       return this.invalid(v, res.reason);
     }
-    if (res.timeout >= 0) {
-      // Read by the GC worker and other packet workers: atomic store.
-      Atomics.store(i32, e + E_TIMEOUT, (pkt.now + res.timeout * 1000) | 0);
-    }
+    if (res.timeout >= 0) this.refresh(e, pkt.now, res.timeout);
     let ev = res.events;
     if (dir === DIR_REPLY) {
       // Test-and-set: exactly one thread reports the first reply.
       if ((Atomics.or(i32, e + E_STATUS, IPS_SEEN_REPLY) & IPS_SEEN_REPLY) === 0) ev |= EV_REPLY;
     }
-    if (this.events && (ev & (EV_PROTOINFO | EV_ASSURED | EV_REPLY))) this.events.event(EVENT_UPDATE, e, pkt.now);
+    if (ev & EV_DESTROY) {
+      // Accepted, but the connection ends here (TCP RST before any reply).
+      c.kill(slot, KILL_DELETE);
+    } else if (this.events && (ev & (EV_PROTOINFO | EV_ASSURED | EV_REPLY))) {
+      this.events.event(EVENT_UPDATE, e, pkt.now);
+    }
     if (!c.noref) c.put(slot);
     v.state = state;
     v.dir = dir;
     v.slot = slot;
     return v;
+  }
+
+  /** Set a confirmed entry's deadline (nf_ct_refresh), unless its timeout is fixed. */
+  private refresh(e: number, now: number, seconds: number): void {
+    if (Atomics.load(this.i32, e + E_STATUS) & IPS_FIXED_TIMEOUT) return;
+    // Read by the GC worker and other packet workers: atomic store.
+    Atomics.store(this.i32, e + E_TIMEOUT, (now + seconds * 1000) | 0);
   }
 
   /** Dispatch to the UDP, ICMP or generic tracker. */

@@ -19,6 +19,8 @@ export interface ReplayOptions {
   onPacket?: (index: number, v: Verdict, pkt: Packet, tsMs: number) => void;
   /** Receives NEW / UPDATE / DESTROY events. */
   events?: EventSink;
+  /** Called with each raw record before it is decided (e.g. to read NFLOG labels). */
+  onRecord?: (linktype: number, buf: Uint8Array, off: number, len: number) => void;
   /** Called now and then with bytes done and total. */
   onProgress?: (done: number, total: number) => void;
   /** Packets per batch (read-side section), default 256. */
@@ -67,6 +69,7 @@ export function replay(bytes: Uint8Array, opts: ReplayOptions = {}): ReplayResul
         const k = nflogTimestampMs(rec.buf, rec.off, rec.len);
         if (k !== null) ts = k;
       }
+      if (opts.onRecord) opts.onRecord(rec.linktype, rec.buf, rec.off, rec.len);
       lastTsMs = ts;
       now = clockFromEpochMs(ts);
       const v = ct.frame(rec.linktype, rec.buf, rec.off, rec.len, now);

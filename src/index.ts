@@ -1,0 +1,19 @@
+/**
+ * conntrack-sab: Linux-netfilter-style connection tracking on a SharedArrayBuffer table.
+ *
+ *   const table = ConntrackTable.create({ max: 65536 });
+ *   const ct = new Conntrack(table);          // one per thread; attach others with table.handle()
+ *   const v = ct.decide(frame);               // Ethernet frame, wall clock
+ *   v.ctstate; v.direction; v.reason;
+ */
+export { ConntrackTable, type TableOptions, type TableHandle, type Discipline } from './table.js';
+export { Conntrack, type ConntrackOptions } from './core.js';
+export { Verdict, CTSTATE_NAMES, CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_INVALID, CT_UNTRACKED } from './verdict.js';
+export { Packet, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NFLOG, LINKTYPE_IPV4, LINKTYPE_IPV6 } from './packet/packet.js';
+export { parseFrame } from './packet/parse.js';
+export { readCapture, openCapture, CaptureError, type CaptureReader, CaptureRecord } from './capture/reader.js';
+export { replay, type ReplayOptions, type ReplayResult } from './replay.js';
+export { EVENT_NEW, EVENT_UPDATE, EVENT_DESTROY, type EventSink } from './events.js';
+export { formatEntry, formatEvent, formatStats, entryJson, type EntryJson } from './format.js';
+export { SYSCTLS, findSysctl, type SysctlDef } from './sysctl.js';
+export { TCP_STATE_NAMES } from './proto/tcp.js';

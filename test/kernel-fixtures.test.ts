@@ -1,0 +1,34 @@
+/**
+ * Every kernel-recorded fixture (test/fixtures/kernel/<scenario>/capture.pcap, recorded by
+ * scripts/oracle/record.sh) must replay with exactly the kernel's decision for every packet.
+ */
+import test from 'ava';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { compareWithKernel } from '../src/oracle.js';
+
+const root = new URL('../../test/fixtures/kernel/', import.meta.url);
+const dirs = existsSync(root)
+  ? readdirSync(root, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort()
+  : [];
+
+test('kernel fixtures exist', (t) => {
+  t.true(dirs.length >= 10, `expected at least 10 kernel fixtures, found ${dirs.length}`);
+});
+
+for (const name of dirs) {
+  test(`kernel fixture ${name}: every packet agrees with the kernel`, (t) => {
+    const dir = new URL(`${name}/`, root);
+    const meta = JSON.parse(readFileSync(new URL('meta.json', dir), 'utf8')) as { sysctls?: Record<string, number>; packets?: number };
+    const bytes = readFileSync(new URL('capture.pcap', dir));
+    const r = compareWithKernel(bytes, meta.sysctls ?? {});
+    t.is(r.captureError, null);
+    t.true(r.packets > 0);
+    if (meta.packets !== undefined) t.is(r.packets, meta.packets, 'packet count differs from meta.json');
+    t.is(r.labelled, r.packets, 'every packet carries a kernel label');
+    const shown = r.mismatches.slice(0, 15).map((m) =>
+      `#${m.index}: kernel ${m.expected ? `${m.expected.ctstate}/${m.expected.dir}` : 'unlabelled'}, ours ${m.got.ctstate}/${m.got.dir}` +
+      `${m.reason ? ` (${m.reason})` : ''}${m.tcpState ? ` [${m.tcpState}]` : ''}`);
+    t.deepEqual(shown, [], `${r.agree}/${r.packets} agree`);
+    t.is(r.agree, r.packets);
+  });
+}

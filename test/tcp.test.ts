@@ -1,0 +1,637 @@
+import test from 'ava';
+
+import { IPS_ASSURED, IPS_SEEN_REPLY, TD_END, TD_MAXACK, TD_MAXEND, TD_MAXWIN } from '../src/layout.js';
+import { EV_ASSURED, EV_PROTOINFO } from '../src/proto/l4proto.js';
+import { NFPROTO_IPV4, Packet, IPPROTO_TCP, TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST, TH_SYN, TH_URG } from '../src/packet/packet.js';
+import {
+  S_CHECKSUM,
+  S_TCP_BE_LIBERAL,
+  S_TCP_IGNORE_INVALID_RST,
+  S_TCP_LOOSE,
+  S_TCP_TIMEOUT_MAX_RETRANS,
+} from '../src/sysctl.js';
+import {
+  IP_CT_TCP_FLAG_BE_LIBERAL,
+  IP_CT_TCP_FLAG_CLOSE_INIT,
+  IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED,
+  IP_CT_TCP_FLAG_MAXACK_SET,
+  IP_CT_TCP_FLAG_SACK_PERM,
+  IP_CT_TCP_FLAG_WINDOW_SCALE,
+  R_ACK_OVER,
+  R_ACK_UNDER,
+  R_CHALLENGE_ACK,
+  R_CHECKSUM,
+  R_FLAGS,
+  R_IGNORED,
+  R_INVALID_NEW,
+  R_INVALID_RST,
+  R_INVALID_STATE,
+  R_NO_PICKUP,
+  R_OVERSHOT,
+  R_SEQ_OVER,
+  R_SEQ_UNDER,
+  R_TRUNCATED,
+  TCP_CONNTRACK_CLOSE,
+  TCP_CONNTRACK_CLOSE_WAIT,
+  TCP_CONNTRACK_ESTABLISHED,
+  TCP_CONNTRACK_FIN_WAIT,
+  TCP_CONNTRACK_LAST_ACK,
+  TCP_CONNTRACK_SYN_RECV,
+  TCP_CONNTRACK_SYN_SENT,
+  TCP_CONNTRACK_SYN_SENT2,
+  TCP_CONNTRACK_TIME_WAIT,
+  TCP_STATE_NAMES,
+  tcpCanEarlyDrop,
+  tcpError,
+  tcpFormat,
+  tcpIsClosing,
+} from '../src/proto/tcp.js';
+import { seg, TcpHarness } from './helpers/tcpctx.js';
+
+const S = TH_SYN;
+const A = TH_ACK;
+const F = TH_FIN;
+const R = TH_RST;
+const P = TH_PSH;
+const O = 0; // original direction
+const Y = 1; // reply direction
+
+// Client ISN 1000 (window 1000), server ISN 5000 (window 2000) unless said otherwise.
+const C = 1000;
+const SV = 5000;
+
+/** SYN, SYN/ACK, ACK: leaves an ESTABLISHED, ASSURED entry. */
+function handshake(h: TcpHarness): void {
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  h.step(Y, seg(S | A, SV, C + 1, { win: 2000 }));
+  h.step(O, seg(A, C + 1, SV + 1, { win: 1000 }));
+}
+
+test('state names and numbering follow the kernel', (t) => {
+  t.deepEqual(TCP_STATE_NAMES, [
+    'NONE', 'SYN_SENT', 'SYN_RECV', 'ESTABLISHED', 'FIN_WAIT',
+    'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE', 'SYN_SENT2',
+  ]);
+  t.is(TCP_CONNTRACK_SYN_SENT2, 9);
+});
+
+test('three-way handshake: SYN_SENT, SYN_RECV, ESTABLISHED and ASSURED on the third packet', (t) => {
+  const h = new TcpHarness();
+  let r = h.step(O, seg(S, C, 0, { win: 1000 }));
+  t.is(r.verdict, 'new');
+  t.is(h.state, TCP_CONNTRACK_SYN_SENT);
+  t.is(r.timeout, 120);
+  t.is(r.events, EV_PROTOINFO);
+  t.is(h.td(O, TD_END), C + 1);
+  t.is(h.td(O, TD_MAXEND), C + 1);
+  t.is(h.td(O, TD_MAXWIN), 1000);
+  t.is(h.td(Y, TD_MAXEND), 1000); // 0 + window: the receiver's bound until it is seen
+
+  r = h.step(Y, seg(S | A, SV, C + 1, { win: 2000 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_SYN_RECV);
+  t.is(r.timeout, 60);
+  t.is(r.events, EV_PROTOINFO);
+  t.is(h.status & IPS_ASSURED, 0);
+  t.is(h.td(Y, TD_END), SV + 1);
+  t.is(h.td(Y, TD_MAXACK), C + 1);
+  t.is(h.td(O, TD_MAXEND), C + 1 + 2000);
+
+  r = h.step(O, seg(A, C + 1, SV + 1, { win: 1000 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+  t.is(r.timeout, 432000);
+  t.is(r.events, EV_PROTOINFO | EV_ASSURED);
+  t.not(h.status & IPS_ASSURED, 0);
+  t.is(tcpFormat(h.ctx, h.e), 'ESTABLISHED');
+  t.false(tcpCanEarlyDrop(h.ctx, h.e));
+  t.false(tcpIsClosing(h.ctx, h.e));
+});
+
+test('data in flight shortens the timeout to unacknowledged, the ACK restores it', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  let r = h.step(O, seg(A | P, C + 1, SV + 1, { len: 100 }));
+  t.is(r.verdict, 'established');
+  t.is(r.timeout, 300);
+  t.is(h.flags(O) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED, IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED);
+  r = h.step(Y, seg(A, SV + 1, C + 101, { win: 2000 }));
+  t.is(r.timeout, 432000);
+  t.is(h.flags(O) & IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED, 0);
+});
+
+test('client closes first: FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  let r = h.step(O, seg(F | A, C + 1, SV + 1));
+  t.is(h.state, TCP_CONNTRACK_FIN_WAIT);
+  t.is(r.timeout, 120);
+  t.is(r.events, EV_PROTOINFO);
+  t.is(h.flags(O) & IP_CT_TCP_FLAG_CLOSE_INIT, IP_CT_TCP_FLAG_CLOSE_INIT);
+  t.is(h.flags(Y) & IP_CT_TCP_FLAG_CLOSE_INIT, 0);
+  r = h.step(Y, seg(A, SV + 1, C + 2, { win: 2000 }));
+  t.is(h.state, TCP_CONNTRACK_CLOSE_WAIT);
+  t.is(r.timeout, 60);
+  r = h.step(Y, seg(F | A, SV + 1, C + 2, { win: 2000 }));
+  t.is(h.state, TCP_CONNTRACK_LAST_ACK);
+  t.is(r.timeout, 30);
+  r = h.step(O, seg(A, C + 2, SV + 2));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_TIME_WAIT);
+  t.is(r.timeout, 120);
+  t.true(tcpIsClosing(h.ctx, h.e));
+  // Retransmitted last ACK: stays in TIME_WAIT.
+  r = h.step(O, seg(A, C + 2, SV + 2));
+  t.is(h.state, TCP_CONNTRACK_TIME_WAIT);
+  t.is(r.events, 0);
+  t.is(r.timeout, 120);
+});
+
+test('server closes first, then simultaneous FIN ordering ends in TIME_WAIT', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  h.step(Y, seg(F | A, SV + 1, C + 1, { win: 2000 }));
+  t.is(h.state, TCP_CONNTRACK_FIN_WAIT);
+  t.is(h.flags(Y) & IP_CT_TCP_FLAG_CLOSE_INIT, IP_CT_TCP_FLAG_CLOSE_INIT);
+  h.step(O, seg(A, C + 1, SV + 2));
+  t.is(h.state, TCP_CONNTRACK_CLOSE_WAIT);
+  h.step(O, seg(F | A, C + 1, SV + 2));
+  t.is(h.state, TCP_CONNTRACK_LAST_ACK);
+  const r = h.step(Y, seg(A, SV + 2, C + 2, { win: 2000 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_TIME_WAIT);
+  t.is(r.timeout, 120);
+
+  // Both FINs cross: FIN_WAIT -> LAST_ACK -> TIME_WAIT.
+  const g = new TcpHarness();
+  handshake(g);
+  g.step(O, seg(F | A, C + 1, SV + 1));
+  g.step(Y, seg(F | A, SV + 1, C + 1, { win: 2000 }));
+  t.is(g.state, TCP_CONNTRACK_LAST_ACK);
+  g.step(O, seg(A, C + 2, SV + 2));
+  t.is(g.state, TCP_CONNTRACK_TIME_WAIT);
+});
+
+test('RST answering a SYN before any reply kills the entry', (t) => {
+  const h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  const r = h.step(Y, seg(R | A, 0, C + 1, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.true(r.killed);
+  t.is(r.timeout, 0);
+  t.false(h.exists);
+});
+
+test('RST in SYN_RECV closes with the close timeout', (t) => {
+  const h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  h.step(Y, seg(S | A, SV, C + 1, { win: 2000 }));
+  const r = h.step(O, seg(R, C + 1, 0, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.false(r.killed);
+  t.is(h.state, TCP_CONNTRACK_CLOSE);
+  t.is(r.timeout, 10);
+  t.is(r.events, EV_PROTOINFO);
+});
+
+test('RST in ESTABLISHED: exact seq closes, old seq is invalid, inexact seq keeps the state', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  let r = h.step(O, seg(R, C + 1, 0, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_CLOSE);
+  t.is(r.timeout, 10);
+
+  const g = new TcpHarness();
+  handshake(g);
+  r = g.step(O, seg(R, C - 100, 0, { win: 0 }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_INVALID_RST);
+  t.is(g.state, TCP_CONNTRACK_ESTABLISHED);
+
+  // Above the peer's maxack but in window: state stays for a possible challenge ACK,
+  // yet the timeout drops to the close timeout.
+  r = g.step(O, seg(R, C + 500, 0, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.is(g.state, TCP_CONNTRACK_ESTABLISHED);
+  t.is(r.timeout, 10);
+  t.is(r.events, 0);
+});
+
+test('nf_conntrack_tcp_ignore_invalid_rst lets an old-seq RST through without closing', (t) => {
+  const h = new TcpHarness({ [S_TCP_IGNORE_INVALID_RST]: 1 });
+  handshake(h);
+  const r = h.step(O, seg(R, C - 100, 0, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+  t.is(r.timeout, 10);
+});
+
+test('RST right after the same side\'s data segment closes', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  h.step(Y, seg(A | P, SV + 1, C + 1, { win: 2000, len: 19 }));
+  const r = h.step(Y, seg(R | A, SV + 20, C + 1, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_CLOSE);
+});
+
+test('RST in closing states skips all checks', (t) => {
+  for (const [name, setup] of [
+    ['FIN_WAIT', (h: TcpHarness) => h.step(O, seg(F | A, C + 1, SV + 1))],
+    ['CLOSE_WAIT', (h: TcpHarness) => { h.step(O, seg(F | A, C + 1, SV + 1)); h.step(Y, seg(A, SV + 1, C + 2, { win: 2000 })); }],
+    ['LAST_ACK', (h: TcpHarness) => { h.step(O, seg(F | A, C + 1, SV + 1)); h.step(Y, seg(F | A, SV + 1, C + 2, { win: 2000 })); }],
+    ['TIME_WAIT', (h: TcpHarness) => {
+      h.step(O, seg(F | A, C + 1, SV + 1));
+      h.step(Y, seg(F | A, SV + 1, C + 2, { win: 2000 }));
+      h.step(O, seg(A, C + 2, SV + 2));
+    }],
+  ] as const) {
+    const h = new TcpHarness();
+    handshake(h);
+    setup(h);
+    t.is(tcpFormat(h.ctx, h.e), name);
+    // A wildly out-of-window RST still closes.
+    const r = h.step(Y, seg(R, 0x7fff0000, 0, { win: 0 }));
+    t.is(r.verdict, 'established', name);
+    t.is(h.state, TCP_CONNTRACK_CLOSE, name);
+    t.is(r.timeout, 10, name);
+  }
+});
+
+test('retransmitted SYN keeps SYN_SENT and does not refresh the timeout', (t) => {
+  const h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  h.now += 50_000;
+  let r = h.step(O, seg(S, C, 0, { win: 1000 }));
+  t.is(r.verdict, 'new');
+  t.is(h.state, TCP_CONNTRACK_SYN_SENT);
+  t.is(r.timeout, -1);
+  t.is(r.events, 0);
+  t.is(h.timeoutLeft, 70);
+  // A SYN with a higher ISN re-initialises the original side.
+  r = h.step(O, seg(S, C + 100000, 0, { win: 3000 }));
+  t.is(r.verdict, 'new');
+  t.is(r.timeout, -1);
+  t.is(h.td(O, TD_END), C + 100001);
+  t.is(h.td(O, TD_MAXWIN), 3000);
+});
+
+test('simultaneous open: SYN_SENT2, SYN_RECV, then ESTABLISHED on the reply ACK', (t) => {
+  const h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  let r = h.step(Y, seg(S, SV, 0, { win: 2000 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_SYN_SENT2);
+  t.is(r.timeout, -1); // SYN while SYN_SENT and no reply yet: not refreshed
+  t.is(r.events, EV_PROTOINFO);
+  r = h.step(O, seg(S | A, C, SV + 1, { win: 1000 }));
+  t.is(h.state, TCP_CONNTRACK_SYN_RECV);
+  t.is(r.timeout, 60);
+  t.is(h.status & IPS_ASSURED, 0);
+  r = h.step(Y, seg(A, SV + 1, C + 1, { win: 2000 }));
+  t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+  t.is(r.timeout, 432000);
+  t.is(r.events, EV_PROTOINFO | EV_ASSURED);
+});
+
+test('invalid transitions: FIN or ACK in SYN_SENT from the client', (t) => {
+  const h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  let r = h.step(O, seg(F | A, C + 1, 0));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_INVALID_STATE);
+  t.is(h.state, TCP_CONNTRACK_SYN_SENT);
+  r = h.step(O, seg(A, C + 1, 0));
+  t.is(r.verdict, 'invalid');
+  t.is(h.state, TCP_CONNTRACK_SYN_SENT);
+});
+
+test('out-of-window data is invalid in both directions and changes nothing', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  const before = [h.td(O, TD_END), h.td(O, TD_MAXEND), h.td(Y, TD_END), h.td(Y, TD_MAXEND)];
+  let r = h.step(O, seg(A, C + 200000, SV + 1, { len: 10 }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_SEQ_OVER);
+  t.is(r.timeout, -1);
+  r = h.step(Y, seg(A, SV + 1, C + 5000, { win: 2000 }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_ACK_OVER);
+  r = h.step(Y, seg(A, SV + 300000, C + 1, { win: 2000, len: 10 }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_SEQ_OVER);
+  t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+  t.deepEqual([h.td(O, TD_END), h.td(O, TD_MAXEND), h.td(Y, TD_END), h.td(Y, TD_MAXEND)], before);
+});
+
+test('a small window overrun is ignored (accepted) and its ACK then passes', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  t.is(h.td(O, TD_MAXEND), C + 1 + 2000);
+  let r = h.step(O, seg(A, C + 2002, SV + 1, { len: 10 }));
+  t.is(r.verdict, 'established');
+  t.is(r.reason, R_OVERSHOT);
+  t.is(r.timeout, -1);
+  t.is(h.td(O, TD_END), C + 2012);
+  r = h.step(Y, seg(A, SV + 1, C + 2012, { win: 2000 }));
+  t.is(r.verdict, 'established');
+  t.is(r.reason, null);
+});
+
+test('already-acked data and overly delayed ACKs are ignored, not invalid', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  // Move the client's end forward with acked data: 1001..4001.
+  for (let s = C + 1; s < C + 3001; s += 1000) {
+    t.is(h.step(O, seg(A, s, SV + 1, { len: 1000 })).verdict, 'established');
+    t.is(h.step(Y, seg(A, SV + 1, s + 1000, { win: 2000 })).verdict, 'established');
+  }
+  t.is(h.td(O, TD_END), C + 3001);
+  t.is(h.td(Y, TD_MAXWIN), 2000);
+  let r = h.step(O, seg(A, C + 1, SV + 1, { len: 500 }));
+  t.is(r.verdict, 'established');
+  t.is(r.reason, R_SEQ_UNDER);
+  t.is(r.timeout, -1);
+  r = h.step(Y, seg(A, SV + 1, (C + 3001 - 70000) >>> 0, { win: 2000 }));
+  t.is(r.verdict, 'established');
+  t.is(r.reason, R_ACK_UNDER);
+  t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+});
+
+test('be_liberal accepts out-of-window segments and refreshes the timeout', (t) => {
+  const h = new TcpHarness({ [S_TCP_BE_LIBERAL]: 1 });
+  handshake(h);
+  const r = h.step(O, seg(A, C + 200000, SV + 1, { len: 10 }));
+  t.is(r.verdict, 'established');
+  t.is(r.reason, null);
+  t.is(r.timeout, 432000);
+  t.is(h.td(O, TD_END), C + 1); // accepted without window updates
+});
+
+test('max_retrans: the fourth identical segment drops the timeout to max_retrans', (t) => {
+  const h = new TcpHarness({ [S_TCP_TIMEOUT_MAX_RETRANS]: 200 });
+  handshake(h);
+  const timeouts: number[] = [];
+  for (let i = 0; i < 5; i++) timeouts.push(h.step(O, seg(A | P, C + 1, SV + 1, { len: 100 })).timeout);
+  t.deepEqual(timeouts, [300, 300, 300, 200, 200]);
+  // An ACK from the other side resets the count.
+  const r = h.step(Y, seg(A, SV + 1, C + 101, { win: 2000 }));
+  t.is(r.timeout, 432000);
+});
+
+test('a zero window shortens an ESTABLISHED timeout to max_retrans', (t) => {
+  const h = new TcpHarness({ [S_TCP_TIMEOUT_MAX_RETRANS]: 200 });
+  handshake(h);
+  const r = h.step(Y, seg(A, SV + 1, C + 1, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.is(r.timeout, 200);
+});
+
+test('loose=1 picks up a mid-stream ACK; ASSURED after a reply and one more packet', (t) => {
+  const h = new TcpHarness();
+  let r = h.step(O, seg(A, 1000, 2000, { win: 500 }));
+  t.is(r.verdict, 'new');
+  t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+  t.is(r.timeout, 300);
+  t.is(r.events, EV_PROTOINFO);
+  const lib = IP_CT_TCP_FLAG_SACK_PERM | IP_CT_TCP_FLAG_BE_LIBERAL;
+  t.is(h.flags(O), lib);
+  t.is(h.flags(Y), lib);
+  t.is(h.td(O, TD_END), 1000);
+  t.is(h.td(O, TD_MAXWIN), 500);
+  t.is(h.td(O, TD_MAXEND), 1500);
+
+  r = h.step(Y, seg(A, 2000, 1000, { win: 800 }));
+  t.is(r.verdict, 'established');
+  t.is(r.timeout, 300); // no SEEN_REPLY yet while this reply is handled
+  t.is(h.td(Y, TD_END), 2000);
+  t.is(h.td(Y, TD_MAXWIN), 800);
+  t.is(h.td(O, TD_MAXEND), 1800);
+  t.not(h.status & IPS_SEEN_REPLY, 0);
+  t.is(h.status & IPS_ASSURED, 0);
+
+  r = h.step(O, seg(A, 1000, 2000, { win: 500 }));
+  t.is(r.verdict, 'established');
+  t.is(r.events, EV_ASSURED);
+  t.is(r.timeout, 432000);
+});
+
+test('loose=0 refuses to pick up; non-SYN/ACK first packets are never new', (t) => {
+  const h = new TcpHarness({ [S_TCP_LOOSE]: 0 });
+  let r = h.step(O, seg(A, 1000, 2000));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_NO_PICKUP);
+  t.false(h.exists);
+  r = h.step(O, seg(S, 1000, 0));
+  t.is(r.verdict, 'new');
+
+  const g = new TcpHarness();
+  for (const f of [S | A, F | A, R, R | A]) {
+    r = g.step(O, seg(f, 1000, 2000));
+    t.is(r.verdict, 'invalid');
+    t.is(r.reason, R_INVALID_NEW);
+    t.false(g.exists);
+  }
+});
+
+test('TIME_WAIT reopened by a new SYN: REPEAT, then a fresh SYN_SENT entry', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  h.step(O, seg(F | A, C + 1, SV + 1));
+  h.step(Y, seg(F | A, SV + 1, C + 2, { win: 2000 }));
+  h.step(O, seg(A, C + 2, SV + 2));
+  t.is(h.state, TCP_CONNTRACK_TIME_WAIT);
+  const r = h.step(O, seg(S, 90000, 0, { win: 1000 }));
+  t.true(r.reopened);
+  t.is(r.verdict, 'new');
+  t.is(h.state, TCP_CONNTRACK_SYN_SENT);
+  t.is(r.timeout, 120);
+  t.is(h.status & IPS_ASSURED, 0);
+  t.is(h.td(O, TD_END), 90001);
+});
+
+test('SYN after our own RST reopens; after the peer\'s RST it is ignored and resynced by the SYN/ACK', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  h.step(O, seg(R, C + 1, 0, { win: 0 }));
+  t.is(h.state, TCP_CONNTRACK_CLOSE);
+  let r = h.step(O, seg(S, 7000, 0));
+  t.true(r.reopened);
+  t.is(h.state, TCP_CONNTRACK_SYN_SENT);
+
+  const g = new TcpHarness();
+  handshake(g);
+  g.step(Y, seg(R, SV + 1, 0, { win: 0 }));
+  t.is(g.state, TCP_CONNTRACK_CLOSE);
+  r = g.step(O, seg(S, 7000, 0, { win: 1000 }));
+  t.false(r.reopened);
+  t.is(r.verdict, 'established');
+  t.is(r.reason, R_IGNORED);
+  t.is(r.timeout, -1);
+  t.is(g.state, TCP_CONNTRACK_CLOSE);
+  r = g.step(Y, seg(S | A, 9000, 7001, { win: 2000 }));
+  t.is(r.verdict, 'established');
+  t.is(r.reason, null);
+  t.is(g.state, TCP_CONNTRACK_SYN_RECV);
+  t.is(r.events, EV_PROTOINFO);
+  t.is(r.timeout, 60);
+  t.is(g.td(O, TD_END), 7001);
+  t.is(g.td(O, TD_MAXEND), 9001);
+  t.is(g.td(Y, TD_END), 9001);
+  t.is(g.flags(Y), IP_CT_TCP_FLAG_MAXACK_SET);
+  r = g.step(O, seg(A, 7001, 9001, { win: 1000 }));
+  t.is(g.state, TCP_CONNTRACK_ESTABLISHED);
+  t.is(r.timeout, 432000);
+});
+
+test('SYN in ESTABLISHED is ignored; a SYN/ACK answering it resyncs', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  let r = h.step(O, seg(S, 50000, 0, { win: 1000, wscale: 3, sackPerm: true }));
+  t.is(r.verdict, 'established');
+  t.is(r.reason, R_IGNORED);
+  t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+  r = h.step(Y, seg(S | A, 80000, 50001, { win: 2000, wscale: 2, sackPerm: true }));
+  t.is(h.state, TCP_CONNTRACK_SYN_RECV);
+  t.is(h.scale(O), 3);
+  t.is(h.scale(Y), 2);
+  t.is(h.flags(O), IP_CT_TCP_FLAG_WINDOW_SCALE | IP_CT_TCP_FLAG_SACK_PERM);
+});
+
+test('challenge ACK in LAST_ACK after an ignored SYN does not move to TIME_WAIT', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  h.step(O, seg(F | A, C + 1, SV + 1));
+  h.step(Y, seg(F | A, SV + 1, C + 2, { win: 2000 }));
+  t.is(h.state, TCP_CONNTRACK_LAST_ACK);
+  let r = h.step(O, seg(S, 70000, 0));
+  t.is(r.reason, R_IGNORED);
+  r = h.step(Y, seg(A, SV + 2, C + 2, { win: 2000 }));
+  t.is(r.verdict, 'established');
+  t.is(r.reason, R_CHALLENGE_ACK);
+  t.is(r.timeout, -1);
+  t.is(h.state, TCP_CONNTRACK_LAST_ACK);
+});
+
+test('reply ACK to a SYN is ignored; the client RST answering it closes without checks', (t) => {
+  const h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  let r = h.step(Y, seg(A, 33333, 44444, { win: 2000 }));
+  t.is(r.verdict, 'established');
+  t.is(r.reason, R_IGNORED);
+  t.is(h.state, TCP_CONNTRACK_SYN_SENT);
+  r = h.step(O, seg(R, 44444, 0, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_CLOSE);
+  t.is(r.timeout, 10);
+});
+
+test('out-of-window FIN then RST from the other side lowers a long timeout', (t) => {
+  const h = new TcpHarness();
+  handshake(h);
+  t.is(h.timeoutLeft, 432000);
+  let r = h.step(O, seg(F | A, C + 500000, SV + 1));
+  t.is(r.verdict, 'invalid');
+  t.is(r.timeout, -1);
+  r = h.step(Y, seg(R, SV + 600000, 0, { win: 0 }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_SEQ_OVER);
+  t.is(r.timeout, 300);
+  t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+});
+
+test('window scaling applies when both sides offer it', (t) => {
+  const run = (serverScale: number | undefined) => {
+    const h = new TcpHarness();
+    h.step(O, seg(S, C, 0, { win: 20000, wscale: 7, sackPerm: true }));
+    h.step(Y, seg(S | A, SV, C + 1, { win: 65160, wscale: serverScale }));
+    h.step(O, seg(A, C + 1, SV + 1, { win: 502 }));
+    return h;
+  };
+  const h = run(7);
+  t.is(h.scale(O), 7);
+  t.is(h.scale(Y), 7);
+  t.is(h.flags(O) & IP_CT_TCP_FLAG_WINDOW_SCALE, IP_CT_TCP_FLAG_WINDOW_SCALE);
+  t.is(h.td(Y, TD_MAXEND), SV + 1 + (502 << 7));
+  t.is(h.td(O, TD_MAXWIN), 502 << 7);
+  const ok = h.step(Y, seg(A, SV + 60000, C + 1, { win: 509, len: 10 }));
+  t.is(ok.verdict, 'established');
+  t.is(ok.reason, null);
+
+  const g = run(undefined);
+  t.is(g.scale(O), 0);
+  t.is(g.scale(Y), 0);
+  t.is(g.td(Y, TD_MAXEND), SV + 1 + 502);
+  t.is(g.td(O, TD_MAXWIN), 20000);
+  // 59508 bytes past the bound: more than the receiver's window, so not a tolerated overrun.
+  const r = g.step(Y, seg(A, SV + 60000, C + 1, { win: 509, len: 10 }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_SEQ_OVER);
+});
+
+test('SACK blocks move the bounds only when the receiver permitted SACK', (t) => {
+  const run = (sackPerm: boolean) => {
+    const h = new TcpHarness();
+    h.step(O, seg(S, C, 0, { win: 1000, sackPerm }));
+    h.step(Y, seg(S | A, SV, C + 1, { win: 2000, sackPerm }));
+    h.step(O, seg(A, C + 1, SV + 1, { win: 1000 }));
+    h.step(O, seg(A, C + 1, SV + 1, { len: 500 }));
+    h.step(O, seg(A, C + 501, SV + 1, { len: 500 }));
+    return h;
+  };
+  const h = run(true);
+  t.is(h.td(O, TD_END), C + 1001);
+  let r = h.step(Y, seg(A, SV + 1, C + 1, { win: 2000, sack: C + 1001 }));
+  t.is(r.verdict, 'established');
+  t.is(h.td(O, TD_MAXEND), C + 1001 + 2000);
+  t.is(h.td(Y, TD_MAXWIN), 3000);
+  r = h.step(Y, seg(A, SV + 1, C + 1, { win: 2000, sack: C + 1501 }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_ACK_OVER);
+
+  const g = run(false);
+  r = g.step(Y, seg(A, SV + 1, C + 1, { win: 2000, sack: C + 1001 }));
+  t.is(r.verdict, 'established');
+  t.is(g.td(O, TD_MAXEND), C + 1 + 2000);
+  t.is(g.td(Y, TD_MAXWIN), 2000);
+  r = g.step(Y, seg(A, SV + 1, C + 1, { win: 2000, sack: C + 1501 }));
+  t.is(r.verdict, 'established');
+});
+
+test('tcpError: flag combinations', (t) => {
+  const h = new TcpHarness();
+  const bad = [0, F, S | F, S | R, S | A | TH_URG, F | P | TH_URG, R | F, S | R | A, F | TH_URG, P];
+  for (const f of bad) t.is(tcpError(h.ctx, seg(f, 1, 1)), R_FLAGS, `flags 0x${f.toString(16)}`);
+  const good = [S, S | TH_URG, S | A, R, R | A, F | A, F | A | TH_URG, A, A | TH_URG, R | A | P, A | TH_ECE | TH_CWR, S | TH_ECE | TH_CWR];
+  for (const f of good) t.is(tcpError(h.ctx, seg(f, 1, 1)), null, `flags 0x${f.toString(16)}`);
+});
+
+test('tcpError: truncated header', (t) => {
+  const h = new TcpHarness();
+  const p = seg(A, 1, 1);
+  p.doff = 16;
+  t.is(tcpError(h.ctx, p), R_TRUNCATED);
+  const q = seg(A, 1, 1, { wscale: 2 });
+  q.l4len = 28; // header says 32 bytes
+  t.is(tcpError(h.ctx, q), R_TRUNCATED);
+});
+
+test('tcpError: checksum checked only when nf_conntrack_checksum is on', (t) => {
+  const h = new TcpHarness();
+  const p = new Packet();
+  p.family = NFPROTO_IPV4;
+  p.l4proto = IPPROTO_TCP;
+  p.src[0] = 0x0a000001;
+  p.dst[0] = 0x0a000002;
+  p.buf = new Uint8Array(20);
+  p.buf[12] = 5 << 4;
+  p.buf[13] = TH_ACK;
+  p.l4off = 0;
+  p.l4len = 20;
+  p.doff = 20;
+  p.tcpFlags = TH_ACK;
+  t.is(tcpError(h.ctx, p), R_CHECKSUM);
+  h.set(S_CHECKSUM, 0);
+  t.is(tcpError(h.ctx, p), null);
+});
