@@ -18,7 +18,12 @@ test('kernel fixtures exist', (t) => {
 for (const name of dirs) {
   test(`kernel fixture ${name}: every packet agrees with the kernel`, (t) => {
     const dir = new URL(`${name}/`, root);
-    const meta = JSON.parse(readFileSync(new URL('meta.json', dir), 'utf8')) as { sysctls?: Record<string, number>; packets?: number };
+    const meta = JSON.parse(readFileSync(new URL('meta.json', dir), 'utf8')) as {
+      sysctls?: Record<string, number>; packets?: number; nft_logged?: number; capture_problems?: unknown;
+    };
+    // A recording that lost packets would make correct tracking look wrong: refuse it plainly.
+    t.falsy(meta.capture_problems, 'the recorder reported capture problems: re-record this fixture');
+    if (meta.nft_logged !== undefined) t.is(meta.packets, meta.nft_logged, 'capture holds fewer packets than the kernel logged');
     const bytes = readFileSync(new URL('capture.pcap', dir));
     const r = compareWithKernel(bytes, meta.sysctls ?? {});
     t.is(r.captureError, null);

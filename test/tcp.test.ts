@@ -570,6 +570,50 @@ test('window scaling applies when both sides offer it', (t) => {
   t.is(r.reason, R_SEQ_OVER);
 });
 
+test('asymmetric scales (client wscale 0, server 10): scaled bounds, and an ACK for unseen data changes nothing', (t) => {
+  // The shape of tcp_window_scale_sack's real transfer: the client offers wscale 0 (scaling on,
+  // factor 1), the server 10 and advertises ~70 << 10. Its first recording had lost 15 client data
+  // segments: the server's ACK for them was then "ACK over the upper bound" here (as in the kernel
+  // for that input), td_maxend was not pushed, and the next client segments were "SEQ over".
+  const h = new TcpHarness();
+  const MSS = 1448;
+  h.step(O, seg(S, C, 0, { win: 32120, wscale: 0, sackPerm: true }));
+  h.step(Y, seg(S | A, SV, C + 1, { win: 65160, wscale: 10, sackPerm: true }));
+  h.step(O, seg(A, C + 1, SV + 1, { win: 32120 }));
+  t.is(h.scale(O), 0);
+  t.is(h.scale(Y), 10);
+  t.is(h.flags(O) & IP_CT_TCP_FLAG_WINDOW_SCALE, IP_CT_TCP_FLAG_WINDOW_SCALE);
+  // Server ACKs with a raw window of 70: 71680 bytes, beyond any unscaled window.
+  let r = h.step(Y, seg(A, SV + 1, C + 1, { win: 70 }));
+  t.is(r.verdict, 'established');
+  t.is(h.td(O, TD_MAXEND), C + 1 + (70 << 10));
+  t.is(h.td(Y, TD_MAXWIN), 70 << 10);
+  // 40 full segments fill most of it (57920 bytes > 65535 - 32120 unscaled slack).
+  for (let k = 0; k < 40; k++) {
+    r = h.step(O, seg(A, C + 1 + k * MSS, SV + 1, { win: 32120, len: MSS }));
+    t.is(r.verdict, 'established');
+    t.is(r.reason, null);
+  }
+  const seen = C + 1 + 40 * MSS;
+  t.is(h.td(O, TD_END), seen);
+  // An ACK for 8 segments conntrack never saw: invalid, no window state touched.
+  const maxend = h.td(O, TD_MAXEND);
+  t.is(h.td(Y, TD_MAXWIN), 70 << 10);
+  r = h.step(Y, seg(A, SV + 1, seen + 8 * MSS, { win: 77 }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_ACK_OVER);
+  t.is(h.td(O, TD_MAXEND), maxend);
+  // Data past the (not advanced) upper bound by more than the receiver's window (71680): invalid.
+  r = h.step(O, seg(A, maxend + 100000, SV + 1, { win: 32120, len: MSS }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_SEQ_OVER);
+  // Once the segments are seen, the same ACK passes and pushes td_maxend by 77 << 10.
+  for (let k = 0; k < 8; k++) h.step(O, seg(A, seen + k * MSS, SV + 1, { win: 32120, len: MSS }));
+  r = h.step(Y, seg(A, SV + 1, seen + 8 * MSS, { win: 77 }));
+  t.is(r.verdict, 'established');
+  t.is(h.td(O, TD_MAXEND), seen + 8 * MSS + (77 << 10));
+});
+
 test('SACK blocks move the bounds only when the receiver permitted SACK', (t) => {
   const run = (sackPerm: boolean) => {
     const h = new TcpHarness();

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# Record the Linux kernel's conntrack decisions as test fixtures.
+#
+#   sudo scripts/oracle/record.sh [SCENARIO ...]     (no argument: all scenarios)
+#   scripts/oracle/record.sh --list
+#
+# For every scenario this builds three fresh network namespaces
+#   ctsab-client <-veth-> ctsab-router <-veth-> ctsab-server
+# starts an NFLOG capture of the router's FORWARD decisions, conntrack -E, runs the scenario's
+# traffic (scripts/oracle/traffic.py) and writes test/fixtures/kernel/<scenario>/.
+# See scripts/oracle/README.md.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+OUTROOT="${CTSAB_FIXTURES:-$ROOT/test/fixtures/kernel}"
+PY=/usr/bin/python3          # Debian's python3, which has scapy
+P=ctsab                      # name prefix of everything we create
+NS_C=$P-client NS_R=$P-router NS_S=$P-server
+NFLOG_GROUP=1
+
+if [[ "${1:-}" == "--list" ]]; then exec "$PY" "$HERE/traffic.py" --list; fi
+if [[ $EUID -ne 0 ]]; then echo "record.sh: must run as root" >&2; exit 1; fi
+for t in ip nft conntrack tcpdump ethtool; do
+  command -v "$t" >/dev/null || { echo "record.sh: missing $t (apt-get install nftables conntrack tcpdump ethtool iproute2)" >&2; exit 1; }
+done
+"$PY" -c 'import scapy' 2>/dev/null || { echo "record.sh: $PY lacks scapy (apt-get install python3-scapy)" >&2; exit 1; }
+
+TCPDUMP_PID= EVENTS_PID= WORK= CAPTURE_BASE=0
+cleanup() {
+  set +e
+  [[ -n "$TCPDUMP_PID" ]] && kill -TERM "$TCPDUMP_PID" 2>/dev/null && wait "$TCPDUMP_PID" 2>/dev/null
+  [[ -n "$EVENTS_PID" ]] && kill -KILL "$EVENTS_PID" 2>/dev/null && wait "$EVENTS_PID" 2>/dev/null
+  TCPDUMP_PID= EVENTS_PID=
+  for ns in $NS_C $NS_R $NS_S; do ip netns del "$ns" 2>/dev/null; done
+  [[ -n "$WORK" && -d "$WORK" ]] && rm -rf "$WORK"
+  WORK=
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# ---------------------------------------------------------------------------------------------
+# Topology. Addresses (only 10.200.0.0/16 and fd00:200::/56):
+#   client c0 10.200.1.2  fd00:200:0:1::2   mac 02:c7:5a:00:01:02
+#   router r1 10.200.1.1  fd00:200:0:1::1   mac 02:c7:5a:00:01:01
+#   router r2 10.200.2.1  fd00:200:0:2::1   mac 02:c7:5a:00:02:01
+#   server s0 10.200.2.2  fd00:200:0:2::2   mac 02:c7:5a:00:02:02
+# "Phantom" hosts for crafted traffic, assigned to no interface: 10.200.1.10-19 /
+# fd00:200:0:1::10-19 behind the client, 10.200.2.10-19 / fd00:200:0:2::10-19 behind the server.
+# The router has static neighbour entries for them pointing at the client/server MACs; the
+# client/server kernels (forwarding off) silently drop packets for addresses they do not own, so
+# no host stack ever answers crafted packets (no stray RSTs or ICMP errors).
+setup_topology() {
+  for ns in $NS_C $NS_R $NS_S; do
+    ip netns del "$ns" 2>/dev/null || true
+    ip netns add "$ns"
+    nsx "$ns" ip link set lo up
+    for k in all default; do
+      nsx "$ns" sysctl -qw net.ipv6.conf.$k.accept_dad=0 net.ipv6.conf.$k.router_solicitations=0 \
+        net.ipv6.conf.$k.accept_ra=0 net.ipv6.conf.$k.dad_transmits=0
+    done
+  done
+  ip link add c0 netns $NS_C type veth peer name r1 netns $NS_R
+  ip link add s0 netns $NS_S type veth peer name r2 netns $NS_R
+  nsx $NS_C ip link set c0 address 02:c7:5a:00:01:02
+  nsx $NS_R ip link set r1 address 02:c7:5a:00:01:01
+  nsx $NS_R ip link set r2 address 02:c7:5a:00:02:01
+  nsx $NS_S ip link set s0 address 02:c7:5a:00:02:02
+  local ns dev
+  for pair in "$NS_C c0" "$NS_R r1" "$NS_R r2" "$NS_S s0"; do
+    read -r ns dev <<<"$pair"
+    for k in accept_dad router_solicitations accept_ra dad_transmits; do
+      nsx "$ns" sysctl -qw "net.ipv6.conf.$dev.$k=0"
+    done
+    nsx "$ns" ethtool -K "$dev" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
+    nsx "$ns" ip link set "$dev" up
+  done
+  nsx $NS_C ip addr add 10.200.1.2/24 dev c0
+  nsx $NS_C ip -6 addr add fd00:200:0:1::2/64 dev c0 nodad
+  nsx $NS_R ip addr add 10.200.1.1/24 dev r1
+  nsx $NS_R ip -6 addr add fd00:200:0:1::1/64 dev r1 nodad
+  nsx $NS_R ip addr add 10.200.2.1/24 dev r2
+  nsx $NS_R ip -6 addr add fd00:200:0:2::1/64 dev r2 nodad
+  nsx $NS_S ip addr add 10.200.2.2/24 dev s0
+  nsx $NS_S ip -6 addr add fd00:200:0:2::2/64 dev s0 nodad
+  nsx $NS_C ip route add 10.200.0.0/16 via 10.200.1.1
+  nsx $NS_C ip -6 route add fd00:200::/56 via fd00:200:0:1::1
+  nsx $NS_S ip route add 10.200.0.0/16 via 10.200.2.1
+  nsx $NS_S ip -6 route add fd00:200::/56 via fd00:200:0:2::1
+  nsx $NS_R sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+  # The router must never answer anything itself: no redirects.
+  nsx $NS_R sysctl -qw net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0 \
+    net.ipv4.conf.r1.send_redirects=0 net.ipv4.conf.r2.send_redirects=0
+  # Static neighbours everywhere (no ARP / ND on the wire).
+  nsx $NS_C ip neigh replace 10.200.1.1 lladdr 02:c7:5a:00:01:01 dev c0 nud permanent
+  nsx $NS_C ip -6 neigh replace fd00:200:0:1::1 lladdr 02:c7:5a:00:01:01 dev c0 nud permanent
+  nsx $NS_S ip neigh replace 10.200.2.1 lladdr 02:c7:5a:00:02:01 dev s0 nud permanent
+  nsx $NS_S ip -6 neigh replace fd00:200:0:2::1 lladdr 02:c7:5a:00:02:01 dev s0 nud permanent
+  local i
+  nsx $NS_R ip neigh replace 10.200.1.2 lladdr 02:c7:5a:00:01:02 dev r1 nud permanent
+  nsx $NS_R ip -6 neigh replace fd00:200:0:1::2 lladdr 02:c7:5a:00:01:02 dev r1 nud permanent
+  nsx $NS_R ip neigh replace 10.200.2.2 lladdr 02:c7:5a:00:02:02 dev r2 nud permanent
+  nsx $NS_R ip -6 neigh replace fd00:200:0:2::2 lladdr 02:c7:5a:00:02:02 dev r2 nud permanent
+  for i in $(seq 10 19); do
+    nsx $NS_R ip neigh replace 10.200.1.$i lladdr 02:c7:5a:00:01:02 dev r1 nud permanent
+    nsx $NS_R ip -6 neigh replace fd00:200:0:1::$i lladdr 02:c7:5a:00:01:02 dev r1 nud permanent
+    nsx $NS_R ip neigh replace 10.200.2.$i lladdr 02:c7:5a:00:02:02 dev r2 nud permanent
+    nsx $NS_R ip -6 neigh replace fd00:200:0:2::$i lladdr 02:c7:5a:00:02:02 dev r2 nud permanent
+  done
+  # The labelling chain: conntrack (loaded by the ct expressions) runs at PREROUTING, so in
+  # FORWARD each packet already carries the kernel's verdict.
+  nsx $NS_R nft -f - <<EOF
+table inet $P {
+  chain forward_log {
+    type filter hook forward priority filter; policy accept;
+    ct state invalid counter log prefix "ct:invalid" group $NFLOG_GROUP queue-threshold 1 accept
+    ct state untracked counter log prefix "ct:untracked" group $NFLOG_GROUP queue-threshold 1 accept
+    ct state new ct direction original counter log prefix "ct:new:original" group $NFLOG_GROUP queue-threshold 1 accept
+    ct state new ct direction reply counter log prefix "ct:new:reply" group $NFLOG_GROUP queue-threshold 1 accept
+    ct state established ct direction original counter log prefix "ct:established:original" group $NFLOG_GROUP queue-threshold 1 accept
+    ct state established ct direction reply counter log prefix "ct:established:reply" group $NFLOG_GROUP queue-threshold 1 accept
+    ct state related ct direction original counter log prefix "ct:related:original" group $NFLOG_GROUP queue-threshold 1 accept
+    ct state related ct direction reply counter log prefix "ct:related:reply" group $NFLOG_GROUP queue-threshold 1 accept
+    counter log prefix "ct:other" group $NFLOG_GROUP queue-threshold 1 accept
+  }
+}
+EOF
+}
+
+nft_logged_total() {
+  nsx $NS_R nft list chain inet $P forward_log | sed -n 's/.*counter packets \([0-9]*\) .*/\1/p' | awk '{s+=$1} END {print s+0}'
+}
+
+# Start tcpdump on nflog and wait until it is listening.
+start_capture() {
+  local pcap=$1 errf=$WORK/tcpdump.err
+  : >"$errf"
+  ip netns exec $NS_R tcpdump -n -U -s 0 -B 4096 -i nflog:$NFLOG_GROUP -w "$pcap" 2>"$errf" &
+  TCPDUMP_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    grep -q "listening on" "$errf" && break
+    sleep 0.05
+  done
+  grep -q "listening on" "$errf" || { cat "$errf" >&2; echo "tcpdump did not start" >&2; exit 1; }
+  sleep 0.3
+}
+
+stop_capture() {
+  sleep 1.0                     # let the last NFLOG messages flush
+  kill -TERM "$TCPDUMP_PID"      # (SIGINT is ignored by background jobs of a script)
+  wait "$TCPDUMP_PID" || true
+  TCPDUMP_PID=
+}
+
+record_one() {
+  local sc=$1 out="$OUTROOT/$1"
+  echo "=== $sc"
+  WORK=$(mktemp -d /tmp/ctsab-rec.XXXXXX)
+  setup_topology
+  # Scenario sysctls (net.netfilter.*, router namespace only).
+  local kv
+  while read -r kv; do
+    [[ -z "$kv" ]] && continue
+    nsx $NS_R sysctl -qw "net.netfilter.$kv"
+  done < <("$PY" "$HERE/traffic.py" --sysctls "$sc")
+  nsx $NS_R conntrack -F 2>/dev/null || true
+  # conntrack -E (stdbuf: line-buffer the output so nothing is lost when it is stopped)
+  : >"$WORK/events.txt"
+  ip netns exec $NS_R stdbuf -oL conntrack -E -b 16777216 -o timestamp,extended,id >>"$WORK/events.txt" 2>"$WORK/events.err" &
+  EVENTS_PID=$!
+  sleep 0.3
+  # The scenario runs its own "pre-capture" phase (mid-stream pickup) and then calls back
+  # into us through these files: it creates $WORK/want-capture when it wants the capture and
+  # the table flush, and waits for $WORK/capture-started.
+  export CTSAB_WORK=$WORK
+  "$PY" "$HERE/traffic.py" --run "$sc" &
+  local tpid=$!
+  while kill -0 $tpid 2>/dev/null; do
+    if [[ -e "$WORK/want-capture" && ! -e "$WORK/capture-started" ]]; then
+      if [[ -e "$WORK/want-flush" ]]; then nsx $NS_R conntrack -F 2>/dev/null || true; echo "# conntrack -F (capture starts)" >>"$WORK/events.txt"; fi
+      CAPTURE_BASE=$(nft_logged_total)    # packets forwarded before the capture (mid-stream set-up)
+      start_capture "$WORK/capture.pcap"
+      touch "$WORK/capture-started"
+    fi
+    sleep 0.02
+  done
+  wait $tpid || { echo "traffic for $sc failed" >&2; exit 1; }
+  [[ -n "$TCPDUMP_PID" ]] || { echo "scenario $sc never started the capture" >&2; exit 1; }
+  nsx $NS_R conntrack -L -o extended >"$WORK/table.txt" 2>/dev/null || true
+  local logged; logged=$(( $(nft_logged_total) - CAPTURE_BASE ))
+  stop_capture
+  sleep 0.2
+  # conntrack -E does not stop on SIGTERM while blocked; its output is line-buffered (stdbuf)
+  kill -KILL "$EVENTS_PID" 2>/dev/null || true; wait "$EVENTS_PID" 2>/dev/null || true; EVENTS_PID=
+  nsx $NS_R nft list chain inet $P forward_log >"$WORK/counters.txt"
+  mkdir -p "$out"
+  cp "$WORK/capture.pcap" "$WORK/events.txt" "$WORK/table.txt" "$out/"
+  chmod 644 "$out"/*
+  "$PY" "$HERE/traffic.py" --meta "$sc" "$out" "$logged"
+  for ns in $NS_C $NS_R $NS_S; do ip netns del "$ns"; done
+  rm -rf "$WORK"; WORK=
+}
+
+if [[ $# -eq 0 ]]; then
+  mapfile -t SCENARIOS < <("$PY" "$HERE/traffic.py" --list)
+else
+  SCENARIOS=("$@")
+fi
+for sc in "${SCENARIOS[@]}"; do
+  "$PY" "$HERE/traffic.py" --check "$sc"
+  record_one "$sc"
+done
