@@ -48,6 +48,19 @@ export const S_MAX = def('nf_conntrack_max', 65536, 1);
 /** Ours (the talk's proposal): minimum idle time before an ASSURED entry may be fast-recycled. */
 export const S_SOFT_TIMEOUT = def('nf_conntrack_soft_timeout', 3600);
 
+// SCTP (nf_conntrack_proto_sctp): one timeout per state. Appended here so the indices above stay put.
+export const S_SCTP_TIMEOUT_CLOSED = def('nf_conntrack_sctp_timeout_closed', 10);
+export const S_SCTP_TIMEOUT_COOKIE_WAIT = def('nf_conntrack_sctp_timeout_cookie_wait', 3);
+export const S_SCTP_TIMEOUT_COOKIE_ECHOED = def('nf_conntrack_sctp_timeout_cookie_echoed', 3);
+export const S_SCTP_TIMEOUT_ESTABLISHED = def('nf_conntrack_sctp_timeout_established', 210);
+export const S_SCTP_TIMEOUT_SHUTDOWN_SENT = def('nf_conntrack_sctp_timeout_shutdown_sent', 3);
+export const S_SCTP_TIMEOUT_SHUTDOWN_RECD = def('nf_conntrack_sctp_timeout_shutdown_recd', 3);
+export const S_SCTP_TIMEOUT_SHUTDOWN_ACK_SENT = def('nf_conntrack_sctp_timeout_shutdown_ack_sent', 3);
+export const S_SCTP_TIMEOUT_HEARTBEAT_SENT = def('nf_conntrack_sctp_timeout_heartbeat_sent', 30);
+// GRE (nf_conntrack_proto_gre): unreplied and replied ("stream") timeouts.
+export const S_GRE_TIMEOUT = def('nf_conntrack_gre_timeout', 30);
+export const S_GRE_TIMEOUT_STREAM = def('nf_conntrack_gre_timeout_stream', 180);
+
 export const SYSCTLS: readonly SysctlDef[] = defs;
 
 const byName = new Map<string, SysctlDef>(defs.map((d) => [d.name, d]));

@@ -502,7 +502,11 @@ test('ICMP errors: inner tuple of TCP, UDP and ICMP packets', (t) => {
   p = raw(icmpError4(11, 0, inner, { quote: 28 }));
   t.is(p.innerReason, null);
   t.is(p.innerSport, 33000);
-  p = raw(icmpError4(11, 0, inner, { quote: 27 }));
+  // The kernel's tuple needs only the ports: 4 bytes of the quoted TCP header (not 8).
+  p = raw(icmpError4(11, 0, inner, { quote: 24 }));
+  t.is(p.innerReason, null);
+  t.is(p.innerDport, 443);
+  p = raw(icmpError4(11, 0, inner, { quote: 23 }));
   t.is(p.innerReason, R.RI_TRUNC_L4);
   p = raw(icmpError4(3, 3, inner, { quote: 19 }));
   t.is(p.innerReason, R.RI_TRUNC_IP);
@@ -563,7 +567,8 @@ test('ICMPv6 errors with inner IPv6 extension headers', (t) => {
     t.is(p.innerDport, 4001);
     t.true(l4ChecksumOk(p));
   }
-  t.is(raw(icmpError6(1, 0, inner, { quote: 40 + 8 + 7 })).innerReason, R.RI_TRUNC_L4);
+  t.is(raw(icmpError6(1, 0, inner, { quote: 40 + 8 + 4 })).innerReason, null); // ports only
+  t.is(raw(icmpError6(1, 0, inner, { quote: 40 + 8 + 3 })).innerReason, R.RI_TRUNC_L4);
   t.is(raw(icmpError6(1, 0, inner, { quote: 40 + 4 })).innerReason, R.RI_TRUNC_IP6_EXT);
   t.is(raw(icmpError6(1, 0, inner, { quote: 39 })).innerReason, R.RI_TRUNC_IP);
   const frag = ipv6(IPPROTO_TCP, new Uint8Array(40), { ext: [{ type: 'frag', offset: 64 }] });

@@ -97,3 +97,74 @@ export function l4ChecksumOk(pkt: Packet): boolean {
   s += sum16(b, q, n);
   return fold16(s) === 0xffff;
 }
+
+/**
+ * A checksum with a coverage shorter than the packet (UDP-Lite, RFC 3828): the pseudo-header
+ * carries `pseudoLen` and `pseudoProto`, the sum covers the first `cover` layer-4 bytes.
+ * The kernel's nf_checksum_partial puts the protocol its caller passes into the pseudo-header;
+ * for UDP-Lite that is IPPROTO_UDP (17), not 136, so callers pass what the kernel uses.
+ * True when the packet was not captured whole (cannot verify).
+ */
+export function partialChecksumOk(pkt: Packet, cover: number, pseudoLen: number, pseudoProto: number): boolean {
+  if (!pkt.complete) return true;
+  const b = pkt.buf;
+  const q = pkt.l4off;
+  if (q < 0 || cover < 0 || cover > pkt.l4len || q + cover > b.length) return true;
+  const v6 = pkt.family === NFPROTO_IPV6;
+  if (!v6 && pkt.family !== NFPROTO_IPV4) return true;
+  const words = v6 ? 4 : 1;
+  let s = addrSum(pkt.src, words) + addrSum(pkt.dst, words) + pseudoProto;
+  s += (pseudoLen >>> 16) + (pseudoLen & 0xffff);
+  s += sum16(b, q, cover);
+  return fold16(s) === 0xffff;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CRC32c (Castagnoli, reflected polynomial 0x82F63B78), the SCTP checksum (RFC 4960 appendix B).
+
+const CRC32C_POLY = 0x82f63b78;
+/** Byte-at-a-time lookup table, built once at module load. */
+const CRC32C_TABLE = new Int32Array(256);
+for (let i = 0; i < 256; i++) {
+  let c = i;
+  for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ CRC32C_POLY : c >>> 1;
+  CRC32C_TABLE[i] = c;
+}
+
+/**
+ * CRC32c of buf[off, off + n) with the 4 bytes at buf[zeroOff, zeroOff + 4) read as zero (the
+ * checksum field itself; pass -4 or less for none). Returns the final (inverted) value, uint32.
+ */
+export function crc32c(buf: Uint8Array, off: number, n: number, zeroOff: number): number {
+  const end = off + n;
+  // Three runs (before, inside, after the zeroed field) keep the byte loop branch-free.
+  const z0 = Math.min(Math.max(zeroOff, off), end);
+  const z1 = Math.min(Math.max(zeroOff + 4, off), end);
+  let c = -1;
+  for (let i = off; i < z0; i++) c = CRC32C_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
+  for (let i = z0; i < z1; i++) c = CRC32C_TABLE[c & 0xff]! ^ (c >>> 8);
+  for (let i = z1; i < end; i++) c = CRC32C_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
+  return ~c >>> 0;
+}
+
+/** Offset of the checksum in the SCTP common header. */
+const SCTP_CHECKSUM_OFF = 8;
+/** Bytes of the SCTP common header. */
+const SCTP_COMMON_HDR = 12;
+
+/**
+ * Verifies the CRC32c of an SCTP packet (sctp_compute_cksum): over every layer-4 byte with the
+ * checksum field as zero; the field holds the CRC least significant byte first. True when the
+ * packet was not captured whole (cannot verify).
+ */
+export function sctpChecksumOk(pkt: Packet): boolean {
+  if (!pkt.complete) return true;
+  const b = pkt.buf;
+  const q = pkt.l4off;
+  const n = pkt.l4len;
+  if (n < SCTP_COMMON_HDR) return false;
+  if (q < 0 || q + n > b.length) return true;
+  const o = q + SCTP_CHECKSUM_OFF;
+  const stored = (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+  return crc32c(b, q, n, o) === stored;
+}

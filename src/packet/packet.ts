@@ -72,7 +72,7 @@ export class Packet {
   /** Window scale option value, or -1 when absent (only meaningful on SYN). */
   wscale = -1;
   sackPerm = false;
-  /** Highest right edge among SACK blocks (uint32), valid when hasSack. */
+  /** The ACK moved past each SACK block's right edge in turn (uint32, the kernel's tcp_sack), valid when hasSack. */
   sackMax = 0;
   hasSack = false;
 

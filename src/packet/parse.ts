@@ -60,6 +60,8 @@ export const R_TRUNC_UDP = 'truncated UDP header';
 export const R_BAD_UDP_LEN = 'bad UDP length';
 export const R_TRUNC_ICMP = 'truncated ICMP header';
 export const R_TRUNC_ICMP6 = 'truncated ICMPv6 header';
+export const R_TRUNC_PORTS = 'layer-4 header too short for the ports';
+export const R_GRE_NOT_PPP = 'GRE version 1 (PPTP) packet not carrying PPP';
 
 // Inner-packet reasons of ICMP/ICMPv6 errors (pkt.innerReason).
 export const RI_TRUNC_IP = 'truncated inner IP header';
@@ -69,6 +71,7 @@ export const RI_TRUNC_IP6_EXT = 'truncated inner IPv6 extension header';
 export const RI_IP6_NO_NEXT = 'inner IPv6 no next header';
 export const RI_FRAGMENT = 'inner packet is a non-first fragment';
 export const RI_TRUNC_L4 = 'truncated inner layer-4 header';
+export const RI_GRE_NOT_PPP = 'inner GRE version 1 (PPTP) packet not carrying PPP';
 
 /** BSD loopback link types (4-byte address family header): host order / network order. */
 export const LINKTYPE_NULL = 0;
@@ -94,6 +97,19 @@ const IPPROTO_FRAGMENT = 44;
 const IPPROTO_AH = 51;
 const IPPROTO_NONE = 59;
 const IPPROTO_DSTOPTS = 60;
+// Layer-4 protocols whose tuple the kernel builds from their header besides TCP/UDP/ICMP
+// (nf_ct_get_tuple). DCCP (33) is not among them: 6.x kernels no longer track it (generic).
+const IPPROTO_GRE = 47;
+const IPPROTO_SCTP = 132;
+const IPPROTO_UDPLITE = 136;
+/** Bytes the kernel reads for a port tuple (source and destination port). */
+const PORTS_LEN = 4;
+/** GRE: version bits of the flags word, PPTP's version, its PPP protocol, header bytes read. */
+const GRE_VERSION_MASK = 7;
+const GRE_VERSION_PPTP = 1;
+const GRE_PROTO_PPP = 0x880b;
+const GRE_BASE_LEN = 4;
+const GRE_PPTP_LEN = 8;
 
 // ---------------------------------------------------------------------------------------------
 // Byte readers (big-endian).
@@ -490,6 +506,31 @@ function layer4(buf: Uint8Array, q: number, end: number, ipL4: number, pkt: Pack
   else if (proto === IPPROTO_UDP) udp(buf, q, end, ipL4, pkt);
   else if (proto === IPPROTO_ICMP && !v6) icmp4(buf, q, end, pkt);
   else if (proto === IPPROTO_ICMPV6 && v6) icmp6(buf, q, end, pkt);
+  else if (proto === IPPROTO_SCTP || proto === IPPROTO_UDPLITE) {
+    // Only the ports make the tuple; the trackers check the rest of the header.
+    if (end - q < PORTS_LEN) {
+      pkt.reason = R_TRUNC_PORTS;
+      return;
+    }
+    pkt.sport = u16(buf, q);
+    pkt.dport = u16(buf, q + 2);
+  } else if (proto === IPPROTO_GRE) {
+    const key = greKey(buf, q, end);
+    if (key < 0) pkt.reason = R_GRE_NOT_PPP;
+    else pkt.dport = key;
+  }
+}
+
+/**
+ * The tuple key of a GRE header (gre_pkt_to_tuple): 0 unless it is a version-1 (PPTP) header
+ * long enough to hold the call id, which is then the key; -1 when such a header does not carry
+ * PPP (the kernel finds no tuple).
+ */
+function greKey(buf: Uint8Array, q: number, end: number): number {
+  if (end - q < GRE_BASE_LEN || (buf[q + 1] & GRE_VERSION_MASK) !== GRE_VERSION_PPTP) return 0;
+  if (end - q < GRE_PPTP_LEN) return 0;
+  if (u16(buf, q + 2) !== GRE_PROTO_PPP) return -1;
+  return u16(buf, q + 6);
 }
 
 function tcp(buf: Uint8Array, q: number, end: number, ipL4: number, pkt: Packet): void {
@@ -540,8 +581,10 @@ function tcp(buf: Uint8Array, q: number, end: number, ipL4: number, pkt: Packet)
       if (size === 2 && syn) pkt.sackPerm = true;
     } else if (kind === 5) {
       if (!pkt.hasSack && size >= 10 && ((size - 2) & 7) === 0) {
-        let max = u32(buf, o + 6);
-        for (let b = o + 14; b < o + size; b += 8) {
+        // Start from the ACK and move past each right edge in turn, as the kernel's tcp_sack
+        // does: with wrapping comparisons the order matters.
+        let max = pkt.ack >>> 0;
+        for (let b = o + 6; b < o + size; b += 8) {
           const right = u32(buf, b);
           if (after(right, max)) max = right;
         }
@@ -622,7 +665,7 @@ function icmp6(buf: Uint8Array, q: number, end: number, pkt: Packet): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Inner packets of ICMP errors: header complete, 8 bytes of layer 4 for TCP/UDP/ICMP.
+// Inner packets of ICMP errors: header complete, then the layer-4 bytes the tuple needs.
 
 function inner4(buf: Uint8Array, p: number, end: number, pkt: Packet): void {
   pkt.innerFamily = NFPROTO_IPV4;
@@ -696,8 +739,10 @@ function inner6(buf: Uint8Array, p: number, end: number, pkt: Packet): void {
 
 function innerL4(buf: Uint8Array, q: number, end: number, pkt: Packet, icmpProto: number): void {
   const proto = pkt.innerProto;
-  if (proto === IPPROTO_TCP || proto === IPPROTO_UDP) {
-    if (end - q < 8) {
+  // The kernel reads only what the quoted packet's tuple needs: the ports (4 bytes) of
+  // TCP/UDP/SCTP/UDP-Lite, the 8-byte ICMP header, GRE's key; nothing for other protocols.
+  if (proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP || proto === IPPROTO_UDPLITE) {
+    if (end - q < PORTS_LEN) {
       pkt.innerReason = RI_TRUNC_L4;
       return;
     }
@@ -710,5 +755,9 @@ function innerL4(buf: Uint8Array, q: number, end: number, pkt: Packet, icmpProto
     }
     pkt.innerSport = u16(buf, q + 4);
     pkt.innerDport = (buf[q] << 8) | buf[q + 1];
+  } else if (proto === IPPROTO_GRE) {
+    const key = greKey(buf, q, end);
+    if (key < 0) pkt.innerReason = RI_GRE_NOT_PPP;
+    else pkt.innerDport = key;
   }
 }

@@ -333,7 +333,7 @@ function inWindow(ctx: TrackerContext, p: number, dir: number, index: number, pk
   let win = winRaw;
   let end = segEnd(pkt);
 
-  if (cFlags[rdir] & IP_CT_TCP_FLAG_SACK_PERM && pkt.hasSack && after(pkt.sackMax >>> 0, sack)) {
+  if (cFlags[rdir] & IP_CT_TCP_FLAG_SACK_PERM && pkt.hasSack) {
     sack = pkt.sackMax >>> 0;
   }
 

@@ -4,8 +4,8 @@
  * stream and gets the longer timeout.
  */
 import { E_PRIV, E_STATUS, IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, UDP_STREAM_TS } from '../layout.js';
-import { l4ChecksumOk } from '../packet/checksum.js';
-import type { Packet } from '../packet/packet.js';
+import { l4ChecksumOk, partialChecksumOk } from '../packet/checksum.js';
+import { IPPROTO_UDP, type Packet } from '../packet/packet.js';
 import { S_CHECKSUM, S_UDP_TIMEOUT, S_UDP_TIMEOUT_STREAM } from '../sysctl.js';
 import { EV_ASSURED, PROTO_ACCEPT, type ProtoResult, type TrackerContext } from './l4proto.js';
 
@@ -37,10 +37,60 @@ export function udpPacket(
     i32[e + E_PRIV + UDP_STREAM_TS] = (pkt.now + 2000) | 0;
   }
   if (status & IPS_SEEN_REPLY) {
-    let timeout = i32[ctx.sys + S_UDP_TIMEOUT]!;
-    // Still active two seconds after it began: a stream.
-    if (((pkt.now - i32[e + E_PRIV + UDP_STREAM_TS]!) | 0) > 0) timeout = i32[ctx.sys + S_UDP_TIMEOUT_STREAM]!;
-    res.timeout = timeout;
+    // Replied, and still active two seconds after it began: a stream. Only a stream gets the
+    // long timeout and ASSURED (a one-off request/response stays evictable).
+    const stream = ((pkt.now - i32[e + E_PRIV + UDP_STREAM_TS]!) | 0) > 0;
+    res.timeout = i32[ctx.sys + (stream ? S_UDP_TIMEOUT_STREAM : S_UDP_TIMEOUT)]!;
+    // Atomics.or: test-and-set, so exactly one thread reports ASSURED.
+    if (stream && (status & IPS_ASSURED) === 0 &&
+      (Atomics.or(i32, e + E_STATUS, IPS_ASSURED) & IPS_ASSURED) === 0) {
+      res.events |= EV_ASSURED;
+    }
+  } else {
+    res.timeout = i32[ctx.sys + S_UDP_TIMEOUT]!;
+  }
+  return PROTO_ACCEPT;
+}
+
+// ---------------------------------------------------------------------------------------------
+// UDP-Lite (RFC 3828; the kernel's nf_conntrack_proto_udp, udplite part): the length field is
+// the checksum coverage (0 = the whole datagram), the checksum is mandatory.
+
+export const IPPROTO_UDPLITE = 136;
+const UDP_HDR = 8;
+
+export const R_UDPLITE_SHORT = 'short UDP-Lite packet';
+export const R_UDPLITE_COVERAGE = 'invalid UDP-Lite checksum coverage';
+export const R_UDPLITE_NO_CHECKSUM = 'UDP-Lite checksum missing';
+export const R_UDPLITE_CHECKSUM = 'bad UDP-Lite checksum';
+
+/** Header checks, as the kernel's udplite_error. */
+export function udpliteError(ctx: TrackerContext, pkt: Packet): string | null {
+  if (pkt.l4len < UDP_HDR) return R_UDPLITE_SHORT;
+  const b = pkt.buf;
+  const o = pkt.l4off;
+  // The datagram length as the IP header gives it (captured or not).
+  const udplen = pkt.ipLen - (pkt.l4off - pkt.l3off);
+  let cscov = (b[o + 4]! << 8) | b[o + 5]!;
+  if (cscov === 0) cscov = udplen;
+  else if (cscov < UDP_HDR || cscov > udplen) return R_UDPLITE_COVERAGE;
+  if (b[o + 6] === 0 && b[o + 7] === 0) return R_UDPLITE_NO_CHECKSUM;
+  // The kernel verifies with IPPROTO_UDP in the pseudo-header (what udplite_error passes to
+  // nf_checksum_partial), not 136: a datagram summed as RFC 3828 says fails there.
+  if (ctx.i32[ctx.sys + S_CHECKSUM] !== 0 && !partialChecksumOk(pkt, cscov, udplen, IPPROTO_UDP)) {
+    return R_UDPLITE_CHECKSUM;
+  }
+  return null;
+}
+
+/** nf_conntrack_udplite_packet: the stream timeout and ASSURED as soon as a reply was seen. */
+export function udplitePacket(
+  ctx: TrackerContext, e: number, _dir: number, _pkt: Packet, res: ProtoResult,
+): number {
+  const i32 = ctx.i32;
+  // Status bits change from several threads: read them atomically.
+  if (Atomics.load(i32, e + E_STATUS) & IPS_SEEN_REPLY) {
+    res.timeout = i32[ctx.sys + S_UDP_TIMEOUT_STREAM]!;
     // Atomics.or: test-and-set, so exactly one thread reports ASSURED.
     if ((Atomics.or(i32, e + E_STATUS, IPS_ASSURED) & IPS_ASSURED) === 0) res.events |= EV_ASSURED;
   } else {
