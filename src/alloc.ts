@@ -3,11 +3,18 @@
  * crash recovery can see it) in front of one shared free list protected by H_FREE_LOCK.
  * The shared list is only touched under its lock, so it has no ABA problem; a worker moves
  * CACHE_SLOTS / 2 slots per visit, which keeps the lock off the per-packet path.
+ *
+ * Crash recovery (recovery.ts): alloc() names the slot it hands out in W_INTENT_SLOT before the
+ * slot leaves the cache; refill/spill/drain record the free-list head they started from in
+ * W_ALLOC_HEAD / W_ALLOC_OP while they hold H_FREE_LOCK, and commit with the cache count store,
+ * so recovery can tell whether the list or the cache holds the slots they were moving.
  */
 import {
-  CACHE_SLOTS, ENTRY_WORDS, E_LINK, E_STATUS, H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK,
-  W_CACHE, W_CACHE_COUNT, WORKER_WORDS,
+  ALLOC_OP_DRAIN, ALLOC_OP_REFILL, ALLOC_OP_SPILL, CACHE_SLOTS, ENTRY_WORDS, E_EXT, E_LINK, E_STATUS,
+  H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, W_ALLOC_HEAD, W_ALLOC_OP, W_CACHE, W_CACHE_COUNT,
+  W_INTENT_SLOT, WORKER_WORDS,
 } from './layout.js';
+import { extRelease } from './ext.js';
 import { lock, unlock } from './locks.js';
 import type { ConntrackTable } from './table.js';
 
@@ -18,7 +25,10 @@ export class SlotAllocator {
   private readonly w: number; // this worker's record
   private readonly entries: number;
 
+  private readonly table: ConntrackTable;
+
   constructor(table: ConntrackTable, private readonly wid: number) {
+    this.table = table;
     this.i32 = table.i32;
     this.w = table.sec.workers + wid * WORKER_WORDS;
     this.entries = table.sec.entries;
@@ -34,6 +44,8 @@ export class SlotAllocator {
       if (n === 0) return -1;
     }
     const slot = i32[this.w + W_CACHE + n - 1]!;
+    // Named before it leaves the cache: a crash in between leaves it findable (recovery.ts).
+    Atomics.store(i32, this.w + W_INTENT_SLOT, slot + 1);
     Atomics.store(i32, this.w + W_CACHE_COUNT, n - 1);
     return slot;
   }
@@ -41,6 +53,8 @@ export class SlotAllocator {
   /** Return a slot that no thread can reach any more. */
   free(slot: number): void {
     const i32 = this.i32;
+    // The entry's extension block goes with it (ext.ts): nobody can reach the entry any more.
+    if (i32[this.entries + slot * ENTRY_WORDS + E_EXT] !== 0) extRelease(this.table, this.wid, slot);
     // Status 0 first: once in the cache the slot reads as free to everyone.
     Atomics.store(i32, this.entries + slot * ENTRY_WORDS + E_STATUS, 0);
     let n = Atomics.load(i32, this.w + W_CACHE_COUNT);
@@ -59,6 +73,7 @@ export class SlotAllocator {
     const i32 = this.i32;
     lock(i32, H_FREE_LOCK, this.wid);
     let head = i32[H_FREE_HEAD]!; // H_FREE_HEAD, H_FREE_COUNT and free slots' E_LINK: H_FREE_LOCK
+    this.begin(ALLOC_OP_REFILL, 0, head);
     let n = 0;
     while (n < BATCH && head >= 0) {
       i32[this.w + W_CACHE + n++] = head;
@@ -66,8 +81,9 @@ export class SlotAllocator {
     }
     i32[H_FREE_HEAD] = head;
     i32[H_FREE_COUNT] = i32[H_FREE_COUNT]! - n;
-    unlock(i32, H_FREE_LOCK);
+    // The commit: once the cache count shows the slots, they are the cache's (recovery.ts).
     Atomics.store(i32, this.w + W_CACHE_COUNT, n);
+    this.end();
     return n;
   }
 
@@ -77,6 +93,7 @@ export class SlotAllocator {
     const keep = CACHE_SLOTS - BATCH;
     lock(i32, H_FREE_LOCK, this.wid);
     let head = i32[H_FREE_HEAD]!;
+    this.begin(ALLOC_OP_SPILL, CACHE_SLOTS, head);
     for (let k = keep; k < CACHE_SLOTS; k++) {
       const slot = i32[this.w + W_CACHE + k]!;
       i32[this.entries + slot * ENTRY_WORDS + E_LINK] = head;
@@ -84,8 +101,9 @@ export class SlotAllocator {
     }
     i32[H_FREE_HEAD] = head;
     i32[H_FREE_COUNT] = i32[H_FREE_COUNT]! + BATCH;
+    // The commit: the slots left the cache (recovery.ts rolls the head back before this store).
     Atomics.store(i32, this.w + W_CACHE_COUNT, keep);
-    unlock(i32, H_FREE_LOCK);
+    this.end();
     return keep;
   }
 
@@ -96,6 +114,7 @@ export class SlotAllocator {
     if (n === 0) return;
     lock(i32, H_FREE_LOCK, this.wid);
     let head = i32[H_FREE_HEAD]!;
+    this.begin(ALLOC_OP_DRAIN, n, head);
     for (let k = 0; k < n; k++) {
       const slot = i32[this.w + W_CACHE + k]!;
       i32[this.entries + slot * ENTRY_WORDS + E_LINK] = head;
@@ -103,7 +122,22 @@ export class SlotAllocator {
     }
     i32[H_FREE_HEAD] = head;
     i32[H_FREE_COUNT] = i32[H_FREE_COUNT]! + n;
+    // The commit, as in spill().
     Atomics.store(i32, this.w + W_CACHE_COUNT, 0);
-    unlock(i32, H_FREE_LOCK);
+    this.end();
+  }
+
+  /** Record the list operation starting under H_FREE_LOCK (for recovery.ts). */
+  private begin(op: number, cacheBefore: number, head: number): void {
+    // Head first, then the op word that makes it meaningful; both before any list change.
+    Atomics.store(this.i32, this.w + W_ALLOC_HEAD, head);
+    Atomics.store(this.i32, this.w + W_ALLOC_OP, op | (cacheBefore << 4));
+  }
+
+  /** The operation is complete: clear its record, then release H_FREE_LOCK. */
+  private end(): void {
+    // Cleared while the lock is still held, so a held lock with no record means "nothing changed".
+    Atomics.store(this.i32, this.w + W_ALLOC_OP, 0);
+    unlock(this.i32, H_FREE_LOCK);
   }
 }

@@ -9,19 +9,26 @@
  *    entry stays valid until the reader's batch ends (rcu.ts); in 'refcount' a lookup takes a
  *    reference, re-checks the key and restarts if the slot was recycled meanwhile, and a walk
  *    that ends on another bucket's nulls marker restarts (hlist_nulls).
+ *
+ * Crash recovery: insert, delete and the last put record what they are doing in this worker's
+ * record (W_INTENT / W_INTENT_SLOT, W_KILL, W_RELEASE, W_HELD; see recovery.ts for the
+ * protocol). Plain lookups in 'noref' mode record nothing.
  */
 import { SlotAllocator } from './alloc.js';
 import { hashTuple } from './hash.js';
 import {
   DIR_ORIGINAL, DIR_REPLY, DISCIPLINE_NOREF, ENTRY_WORDS, E_EXT, E_GEN, E_HASH, E_ID, E_LINK,
   E_MARK, E_NEXT, E_NS, E_PRIV, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE,
-  H_COUNT, H_KEY0, H_KEY1, H_MAX_CHAIN, H_NEXT_ID, IPS_ALLOCATED, IPS_ASSURED, IPS_CONFIRMED,
-  IPS_DYING, PRIV_WORDS, ST_CHAIN_TOOLONG, ST_EARLY_DROP, ST_EXPIRED, ST_INSERT_FAILED,
-  ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS,
+  H_COUNT, H_KEY0, H_KEY1, H_MAX_CHAIN, H_NEXT_ID, INTENT_COUNTED, INTENT_INSERT, INTENT_LINKED,
+  INTENT_NONE, INTENT_UNCOUNTED, INTENT_UNCOUNTING, IPS_ALLOCATED, IPS_ASSURED, IPS_CONFIRMED,
+  IPS_DYING, KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNCOUNTED, KILL_STEP_UNCOUNTING, KILL_STEP_UNLINKED, PRIV_WORDS, ST_CHAIN_TOOLONG, ST_EARLY_DROP, ST_EXPIRED,
+  ST_INSERT_FAILED, ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS, W_HELD, W_INTENT, W_INTENT_SLOT,
+  W_KILL, W_RELEASE, WORKER_WORDS,
 } from './layout.js';
 import { lock, unlock } from './locks.js';
 import { Qsbr } from './rcu.js';
 import { S_MAX } from './sysctl.js';
+import { CONFIRM_NS_LIMIT, LIST_NS, LIST_ZONE, ZoneAccounting, zoneKey } from './zones.js';
 import type { ConntrackTable } from './table.js';
 
 /** confirm() results besides a clashing entry's reference (>= 0). */
@@ -35,6 +42,7 @@ export const KILL_EXPIRED = 1;
 export const KILL_EARLY_DROP = 2;
 export const KILL_GC_EVICT = 3;
 export const KILL_REOPEN = 4;
+export const KILL_SOFT_RECYCLE = 5;
 
 export type DestroyHook = (e: number, why: number) => void;
 
@@ -58,8 +66,12 @@ export class Chains {
   readonly k1: number;
   readonly noref: boolean;
   readonly wid: number;
+  /** This worker's record (recovery intents). */
+  readonly W: number;
   readonly alloc: SlotAllocator;
   readonly qsbr: Qsbr;
+  /** Namespace / zone limits and entry lists (zones.ts). */
+  readonly zones: ZoneAccounting;
   /** Called for every entry this thread removes, while its data is still intact. */
   onDestroy: DestroyHook | null = null;
 
@@ -79,8 +91,10 @@ export class Chains {
     this.k1 = table.i32[H_KEY1]!;
     this.noref = table.discipline === DISCIPLINE_NOREF;
     this.wid = wid;
+    this.W = table.sec.workers + wid * WORKER_WORDS;
     this.alloc = new SlotAllocator(table, wid);
     this.qsbr = new Qsbr(table, wid, this.alloc);
+    this.zones = new ZoneAccounting(table, wid);
   }
 
   entry(slot: number): number {
@@ -95,9 +109,12 @@ export class Chains {
     this.i32[this.st + i] = (this.i32[this.st + i]! + 1) | 0; // single writer: this thread
   }
 
-  /** Does tuplehash `dir` of entry `e` carry this key? */
+  /**
+   * Does tuplehash `dir` of entry `e` carry this key? `zones`: the key's zone per direction
+   * (original | reply << 16); the zone of direction `dir` is compared (nf_ct_zone_equal).
+   */
   private keyEquals(
-    e: number, dir: number, h: number, t: Int32Array, off: number, proto: number, zone: number, ns: number,
+    e: number, dir: number, h: number, t: Int32Array, off: number, proto: number, zones: number, ns: number,
   ): boolean {
     const i32 = this.i32;
     // Key words are written before the entry is published and never change while it is
@@ -107,16 +124,19 @@ export class Chains {
     for (let k = 0; k < TUPLE_WORDS; k++) if (i32[to + k] !== t[off + k]) return false;
     if (i32[e + E_PROTO] !== proto || i32[e + E_NS] !== ns) return false;
     const z = i32[e + E_ZONE]!;
-    return (dir === DIR_ORIGINAL ? z & 0xffff : z >>> 16) === zone;
+    return dir === DIR_ORIGINAL ? (z & 0xffff) === (zones & 0xffff) : (z >>> 16) === (zones >>> 16);
   }
 
   /**
    * Find the tuplehash of this tuple. Returns slot << 1 | direction, or -1.
    * Expired entries met on the way are removed (as the kernel's lookup does).
    * In 'refcount' mode the caller owns a reference on the result and must put() it.
+   * `zone` is the packet's zone in the original direction (the one `h` was hashed with),
+   * `replyZone` its zone in the reply direction (directional zones; default: the same).
    */
-  find(t: Int32Array, off: number, proto: number, zone: number, ns: number, h: number, now: number): number {
+  find(t: Int32Array, off: number, proto: number, zone: number, ns: number, h: number, now: number, replyZone = zone): number {
     const i32 = this.i32;
+    const zones = (zone & 0xffff) | ((replyZone & 0xffff) << 16);
     const bucket = h & this.mask;
     for (;;) {
       // Chain words: Atomics.load pairs with the writers' Atomics.store that publish links.
@@ -126,7 +146,7 @@ export class Chains {
         const e = this.E + (ref >>> 1) * ENTRY_WORDS;
         const dir = ref & 1;
         const next = Atomics.load(i32, e + E_NEXT + dir);
-        if (this.keyEquals(e, dir, h, t, off, proto, zone, ns)) {
+        if (this.keyEquals(e, dir, h, t, off, proto, zones, ns)) {
           const status = Atomics.load(i32, e + E_STATUS); // DYING/CONFIRMED are set atomically
           if ((status & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {
             if (((i32[e + E_TIMEOUT]! - now) | 0) <= 0) {
@@ -148,7 +168,8 @@ export class Chains {
       // 'refcount': take a reference, then check the slot still holds what we matched.
       const e = this.E + (found >>> 1) * ENTRY_WORDS;
       if (this.getRef(e)) {
-        if (this.keyEquals(e, found & 1, h, t, off, proto, zone, ns) &&
+        i32[this.W + W_HELD] = (found >>> 1) + 1; // our reference, for recovery (plain: single writer)
+        if (this.keyEquals(e, found & 1, h, t, off, proto, zones, ns) &&
           (Atomics.load(i32, e + E_STATUS) & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {
           return found;
         }
@@ -171,25 +192,45 @@ export class Chains {
 
   /** Drop a reference; the last one hands the slot to reclamation. */
   put(slot: number): void {
+    const i32 = this.i32;
     const e = this.E + slot * ENTRY_WORDS;
+    // Forget the reference before dropping it: a crash in between leaks it, never drops it twice.
+    if (i32[this.W + W_HELD] === slot + 1) i32[this.W + W_HELD] = 0;
     // Atomics.sub: exactly one thread sees the count reach zero.
-    if (Atomics.sub(this.i32, e + E_REFCNT, 1) === 1) {
-      if (this.noref) this.qsbr.retire(slot);
-      else this.alloc.free(slot);
+    const last = Atomics.sub(i32, e + E_REFCNT, 1) === 1;
+    if (last) {
+      // The slot is ours to hand on; named until it is in limbo or the cache (recovery.ts).
+      Atomics.store(i32, this.W + W_RELEASE, slot + 1);
+      this.release(slot);
     }
+  }
+
+  /** Hand a slot whose last reference is gone to reclamation; clears W_RELEASE. */
+  private release(slot: number): void {
+    if (this.noref) this.qsbr.retire(slot);
+    else this.alloc.free(slot);
+    // It is in this worker's limbo or cache now.
+    Atomics.store(this.i32, this.W + W_RELEASE, 0);
   }
 
   /**
    * Allocate a private (unconfirmed) entry. Counts it against nf_conntrack_max first and, when
-   * the table is full, evicts a not-ASSURED entry near `h` (early_drop). Returns -1 when full.
+   * the table is full, evicts a not-ASSURED entry of namespace `ns` near `h` (early_drop; -1:
+   * of any namespace). Returns -1 when full.
    */
-  newEntry(h: number, now: number): number {
+  newEntry(h: number, now: number, ns = -1): number {
     const i32 = this.i32;
+    const W = this.W;
     const max = i32[this.sys + S_MAX]!;
+    // Recovery intent: an insert begins, no slot yet (alloc() names it), counting.
+    Atomics.store(i32, W + W_INTENT_SLOT, 0);
+    Atomics.store(i32, W + W_INTENT, INTENT_INSERT);
     // Counted at allocation, like the kernel: concurrent inserts cannot overshoot together.
     const count = Atomics.add(i32, H_COUNT, 1) + 1;
-    if (count > max && !this.earlyDrop(h, now)) {
-      Atomics.sub(i32, H_COUNT, 1);
+    Atomics.store(i32, W + W_INTENT, INTENT_INSERT | INTENT_COUNTED); // the add is done
+    if (count > max && !this.earlyDrop(h, now, ns)) {
+      this.uncountInsert();
+      this.table.wakeGc(); // early_drop found nothing: let the GC worker make room
       return -1;
     }
     let slot = this.alloc.alloc();
@@ -197,7 +238,7 @@ export class Chains {
       this.qsbr.reclaim();
       slot = this.alloc.alloc();
       if (slot < 0) {
-        Atomics.sub(i32, H_COUNT, 1);
+        this.uncountInsert();
         return -1;
       }
     }
@@ -216,11 +257,32 @@ export class Chains {
     return slot;
   }
 
+  /** A failed insert gives its H_COUNT increment back and ends its intent. */
+  private uncountInsert(): void {
+    // Recovery intent around the sub: before it, unsure during it, done after it.
+    Atomics.store(this.i32, this.W + W_INTENT, INTENT_INSERT | INTENT_COUNTED | INTENT_UNCOUNTING);
+    Atomics.sub(this.i32, H_COUNT, 1);
+    Atomics.store(this.i32, this.W + W_INTENT, INTENT_NONE);
+  }
+
   /** Free an entry that was never confirmed. */
   discard(slot: number): void {
-    Atomics.sub(this.i32, H_COUNT, 1); // it was counted by newEntry
-    Atomics.store(this.i32, this.E + slot * ENTRY_WORDS + E_REFCNT, 0);
-    this.alloc.free(slot);
+    const i32 = this.i32;
+    // Recovery intent around the sub, as in uncountInsert().
+    Atomics.store(i32, this.W + W_INTENT, INTENT_INSERT | INTENT_COUNTED | INTENT_UNCOUNTING);
+    Atomics.sub(i32, H_COUNT, 1); // it was counted by newEntry
+    Atomics.store(i32, this.W + W_INTENT, INTENT_INSERT | INTENT_UNCOUNTED);
+    // Drop the creator's reference with a sub, never a store of 0: in 'refcount' mode a stale
+    // lookup may hold a transient reference on the slot, and its put() then frees it.
+    const last = Atomics.sub(i32, this.E + slot * ENTRY_WORDS + E_REFCNT, 1) === 1;
+    // After the sub: the slot is named by W_RELEASE, no longer by the insert (recovery.ts tells
+    // a crash between the two from the refcount).
+    if (last) Atomics.store(i32, this.W + W_RELEASE, slot + 1);
+    Atomics.store(i32, this.W + W_INTENT, INTENT_NONE);
+    if (last) {
+      this.alloc.free(slot); // never published: no grace period needed
+      Atomics.store(i32, this.W + W_RELEASE, 0); // it is in our cache
+    }
   }
 
   private lockStripes(b0: number, b1: number): void {
@@ -248,8 +310,9 @@ export class Chains {
    * Publish a private entry in both chains (the kernel's __nf_conntrack_confirm). The entry's
    * tuples, hashes, protocol, zone, namespace and timeout must be set. Returns CONFIRM_OK, the
    * reference of an entry already holding one of the tuples (a clash: the caller discards its
-   * own and joins that one; in 'refcount' mode the caller owns a reference on it), or
-   * CONFIRM_CHAIN_TOOLONG.
+   * own and joins that one; in 'refcount' mode the caller owns a reference on it),
+   * CONFIRM_CHAIN_TOOLONG, or CONFIRM_NS_LIMIT / CONFIRM_ZONE_LIMIT (zones.ts: the entry's
+   * namespace or zone is at its limit; nothing was changed).
    */
   confirm(slot: number): number {
     const i32 = this.i32;
@@ -266,19 +329,20 @@ export class Chains {
     let clash = -1;
     let len = 0;
     for (let ref = i32[this.B + b0]!; ref >= 0; ref = i32[this.E + (ref >>> 1) * ENTRY_WORDS + E_NEXT + (ref & 1)]!) {
-      if (this.keyEquals(this.E + (ref >>> 1) * ENTRY_WORDS, ref & 1, h0, i32, e + E_TUPLE, proto, z & 0xffff, ns)) { clash = ref; break; }
+      if (this.keyEquals(this.E + (ref >>> 1) * ENTRY_WORDS, ref & 1, h0, i32, e + E_TUPLE, proto, z, ns)) { clash = ref; break; }
       if (++len > maxChain) break;
     }
     if (clash < 0 && len <= maxChain) {
       len = 0;
       for (let ref = i32[this.B + b1]!; ref >= 0; ref = i32[this.E + (ref >>> 1) * ENTRY_WORDS + E_NEXT + (ref & 1)]!) {
-        if (this.keyEquals(this.E + (ref >>> 1) * ENTRY_WORDS, ref & 1, h1, i32, e + E_TUPLE + TUPLE_WORDS, proto, z >>> 16, ns)) { clash = ref; break; }
+        if (this.keyEquals(this.E + (ref >>> 1) * ENTRY_WORDS, ref & 1, h1, i32, e + E_TUPLE + TUPLE_WORDS, proto, z, ns)) { clash = ref; break; }
         if (++len > maxChain) break;
       }
     }
     if (clash >= 0) {
       const ce = this.E + (clash >>> 1) * ENTRY_WORDS;
       const ok = (Atomics.load(i32, ce + E_STATUS) & IPS_DYING) === 0 && (this.noref || this.getRef(ce));
+      if (ok && !this.noref) i32[this.W + W_HELD] = (clash >>> 1) + 1; // our reference, for recovery
       this.unlockStripes(b0, b1);
       return ok ? clash : CONFIRM_DYING;
     }
@@ -288,6 +352,13 @@ export class Chains {
       this.stat(ST_INSERT_FAILED);
       return CONFIRM_CHAIN_TOOLONG;
     }
+    // Namespace and zone limits (zones.ts): charged under the bucket locks, never past a limit.
+    const zk = zoneKey(z);
+    const limited = this.zones.charge(ns, zk);
+    if (limited !== 0) {
+      this.unlockStripes(b0, b1);
+      return limited; // CONFIRM_NS_LIMIT or CONFIRM_ZONE_LIMIT
+    }
     // CONFIRMED before the links: a reader that finds the entry sees it confirmed.
     Atomics.or(i32, e + E_STATUS, IPS_CONFIRMED);
     // Each link: next first, then the head, both seq-cst, so a reader never sees a half link.
@@ -296,7 +367,12 @@ export class Chains {
     Atomics.store(i32, e + E_NEXT + DIR_ORIGINAL, i32[this.B + b0]!);
     Atomics.store(i32, this.B + b0, (slot << 1) | DIR_ORIGINAL);
     Atomics.add(i32, this.Z + (z & 0xffff), 1); // per-zone count, changed under the bucket locks
+    this.zones.link(slot, ns, zk); // zone and namespace entry lists, also under the bucket locks
+    // Before the locks go: linked (recovery.ts recounts the zone, so a crash just before is fine).
+    Atomics.store(i32, this.W + W_INTENT, INTENT_INSERT | INTENT_COUNTED | INTENT_LINKED);
     this.unlockStripes(b0, b1);
+    // The entry belongs to the table now.
+    Atomics.store(i32, this.W + W_INTENT, INTENT_NONE);
     return CONFIRM_OK;
   }
 
@@ -328,20 +404,42 @@ export class Chains {
     const b1 = i32[e + E_HASH + 1]! & this.mask;
     this.lockStripes(b0, b1);
     const status = Atomics.load(i32, e + E_STATUS);
-    if ((status & (IPS_DYING | IPS_CONFIRMED)) !== IPS_CONFIRMED) {
+    // A caller without a reference ('refcount') may name a slot recycled since it read the
+    // hashes: only remove the entry if it still lives in the buckets we locked.
+    if ((status & (IPS_DYING | IPS_CONFIRMED)) !== IPS_CONFIRMED ||
+      (i32[e + E_HASH]! & this.mask) !== b0 || (i32[e + E_HASH + 1]! & this.mask) !== b1) {
       this.unlockStripes(b0, b1);
       return false;
     }
+    const W = this.W;
+    const tag = (slot + 1) << 4;
+    // Recovery intent: the locks are ours and the entry is ours to remove.
+    Atomics.store(i32, W + W_KILL, tag | KILL_STEP_LOCKED);
     // DYING first: readers that already hold the entry see it is on its way out.
     Atomics.or(i32, e + E_STATUS, IPS_DYING);
     this.unlinkOne(slot, DIR_ORIGINAL, b0);
     this.unlinkOne(slot, DIR_REPLY, b1);
     Atomics.sub(i32, this.Z + (i32[e + E_ZONE]! & 0xffff), 1); // under the bucket locks, like the add
+    const ens = i32[e + E_NS]!;
+    const ezk = zoneKey(i32[e + E_ZONE]!);
+    this.zones.unlink(slot, ens, ezk); // zone and namespace lists and charges, like confirm's
+    this.zones.uncharge(ens, ezk);
+    Atomics.store(i32, W + W_KILL, tag | KILL_STEP_UNLINKED); // recovery recounts the zone
     this.unlockStripes(b0, b1);
+    // Recovery intent around the sub: before it, unsure during it, done after it.
+    Atomics.store(i32, W + W_KILL, tag | KILL_STEP_UNCOUNTING);
     Atomics.sub(i32, H_COUNT, 1);
+    Atomics.store(i32, W + W_KILL, tag | KILL_STEP_UNCOUNTED);
     if (why === KILL_EXPIRED) this.stat(ST_EXPIRED);
     if (this.onDestroy) this.onDestroy(e, why);
-    this.put(slot);
+    // Drop the table's reference (not put(): that is for lookup references).
+    Atomics.store(i32, W + W_KILL, tag | KILL_STEP_DROPPING); // recovery intent: around the sub
+    const last = Atomics.sub(i32, e + E_REFCNT, 1) === 1; // exactly one thread sees zero
+    // After the sub: the kill is done; a last reference is named by W_RELEASE (recovery.ts tells
+    // a crash in between from the refcount).
+    if (last) Atomics.store(i32, W + W_RELEASE, slot + 1);
+    Atomics.store(i32, W + W_KILL, 0);
+    if (last) this.release(slot);
     return true;
   }
 
@@ -352,9 +450,10 @@ export class Chains {
 
   /**
    * Evict one not-ASSURED entry from the EVICTION_RANGE buckets starting at `h`'s
-   * (the kernel's early_drop). Expired entries met are removed too. True if room was made.
+   * (the kernel's early_drop), of namespace `ns` only (-1: any; the kernel checks net_eq).
+   * Expired entries met are removed too, whatever their namespace. True if room was made.
    */
-  earlyDrop(h: number, now: number): boolean {
+  earlyDrop(h: number, now: number, ns = -1): boolean {
     const i32 = this.i32;
     let bucket = h & this.mask;
     let freed = false;
@@ -367,7 +466,7 @@ export class Chains {
         if ((status & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {
           if (((i32[e + E_TIMEOUT]! - now) | 0) <= 0) {
             if (this.expire(slot)) freed = true;
-          } else if ((status & IPS_ASSURED) === 0 && this.kill(slot, KILL_EARLY_DROP)) {
+          } else if ((status & IPS_ASSURED) === 0 && (ns < 0 || i32[e + E_NS] === ns) && this.kill(slot, KILL_EARLY_DROP)) {
             this.stat(ST_EARLY_DROP);
             return true;
           }
@@ -378,6 +477,23 @@ export class Chains {
       bucket = (bucket + 1) & this.mask;
     }
     return false;
+  }
+
+  /**
+   * early_drop inside a namespace or zone at its limit (`limit`: CONFIRM_NS_LIMIT or
+   * CONFIRM_ZONE_LIMIT): evict the oldest expired or not-ASSURED entry of namespace `ns` (and,
+   * for a zone, of zone `zk`) from its list. Never another namespace's entry. Must run online
+   * ('noref'). True if room was made.
+   */
+  earlyDropWithin(limit: number, ns: number, zk: number, now: number): boolean {
+    const kind = limit === CONFIRM_NS_LIMIT ? LIST_NS : LIST_ZONE;
+    const slot = this.zones.dropCandidate(kind, kind === LIST_NS ? ns : zk, ns, now);
+    if (slot < 0) return false;
+    // E_TIMEOUT: Atomics.store by the packet path.
+    const expired = ((Atomics.load(this.i32, this.E + slot * ENTRY_WORDS + E_TIMEOUT) - now) | 0) <= 0;
+    if (!this.kill(slot, expired ? KILL_EXPIRED : KILL_EARLY_DROP)) return false;
+    if (!expired) this.stat(ST_EARLY_DROP);
+    return true;
   }
 
   /** Confirmed entries in the table right now. */

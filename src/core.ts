@@ -4,13 +4,19 @@
  * worker record of the shared table and allocates nothing per packet.
  */
 import { CONFIRM_CHAIN_TOOLONG, CONFIRM_DYING, CONFIRM_OK, Chains, KILL_DELETE, KILL_REOPEN } from './chains.js';
-import { EVENT_DESTROY, EVENT_NEW, EVENT_UPDATE, type EventSink } from './events.js';
+import { EventProducer } from './ecache.js';
+import { EVENT_DESTROY, EVENT_F_PROTOINFO, EVENT_NEW, EVENT_UPDATE, type EventSink } from './events.js';
+import { acctAdd, extAlloc, extInitFresh, policyTimeout, zonePolicy } from './ext.js';
 import {
   DIR_ORIGINAL, DIR_REPLY, E_HASH, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE,
   IPS_EXPECTED, IPS_FIXED_TIMEOUT, IPS_SEEN_REPLY, ST_CLASH_RESOLVE, ST_DROP, ST_ERROR, ST_FOUND, ST_IGNORE, ST_INSERT, ST_INVALID,
   ST_NEW, ST_PACKETS, STAT_WORDS, T_DST, TUPLE_WORDS,
 } from './layout.js';
+import {
+  EXT_ACCT, EXT_TIMEOUT, EXT_TSTAMP, EXT_WORDS, E_EXT, X_FLAGS, XC_ZONE_POLICIES,
+} from './layout.js';
 import { unlock, lock } from './locks.js';
+import { S_ACCT, S_TIMESTAMP } from './sysctl.js';
 import { parseFrame } from './packet/parse.js';
 import {
   IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, LINKTYPE_ETHERNET, NFPROTO_IPV4, Packet,
@@ -21,22 +27,29 @@ import {
   EV_ASSURED, EV_DESTROY, EV_PROTOINFO, EV_REPLY, PROTO_ACCEPT, PROTO_REPEAT, ProtoResult, type TrackerContext,
 } from './proto/l4proto.js';
 import { tcpError, tcpNew, tcpPacket, tcpState } from './proto/tcp.js';
-import { udpError, udpPacket } from './proto/udp.js';
+import { IPPROTO_GRE, grePacket } from './proto/gre.js';
+import { IPPROTO_SCTP, sctpError, sctpPacket } from './proto/sctp.js';
+import { IPPROTO_UDPLITE, udpError, udpPacket, udpliteError, udplitePacket } from './proto/udp.js';
 import { ConntrackTable, type TableHandle } from './table.js';
 import {
   hasPorts, invertTuple, protoWord, tupleFromInner, tupleFromPacket,
 } from './tuple.js';
 import { CT_ESTABLISHED, CT_INVALID, CT_NEW, CT_RELATED, CT_UNTRACKED, Verdict } from './verdict.js';
+import { ST_NS_LIMIT, ST_ZONE_LIMIT } from './layout.js';
+import { CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, ZONE_DIR_BOTH, isNamespaceHandle, zoneKey, zoneWord } from './zones.js';
 
-const R_TABLE_FULL = 'table full';
-const R_CHAIN_TOOLONG = 'hash chain too long';
-const R_NO_INVERSE = 'tuple has no inverse (ICMP type without a reply)';
-const R_NOT_IP = 'not an IP packet';
-const R_FRAGMENT = 'non-first fragment (no reassembly)';
-const R_ERR_NO_CONN = 'ICMP error for no known connection';
-const R_ERR_DADDR = 'ICMP error: outer destination is not the connection\'s';
-const R_ERR_INNER = 'ICMP error quotes a packet without a tuple';
-const R_REPEAT = 'connection reopened twice';
+export const R_TABLE_FULL = 'table full';
+export const R_CHAIN_TOOLONG = 'hash chain too long';
+export const R_NO_INVERSE = 'tuple has no inverse (ICMP type without a reply)';
+export const R_NOT_IP = 'not an IP packet';
+export const R_FRAGMENT = 'non-first fragment (no reassembly)';
+export const R_ERR_NO_CONN = 'ICMP error for no known connection';
+export const R_ERR_DADDR = 'ICMP error: outer destination is not the connection\'s';
+export const R_ERR_INNER = 'ICMP error quotes a packet without a tuple';
+export const R_REPEAT = 'connection reopened twice';
+export const R_NS_LIMIT = 'namespace limit';
+export const R_ZONE_LIMIT = 'zone limit';
+export const R_ZONE_CLASH = 'tuple clashes with a connection of another directional zone';
 
 export interface ConntrackOptions {
   /** Receives NEW/UPDATE/DESTROY events caused by this thread. */
@@ -50,6 +63,15 @@ export class Conntrack {
   readonly pkt = new Packet();
   readonly verdict = new Verdict();
   events: EventSink | null;
+  /** Writes events into the table's shared event ring (ecache.ts); takes stop timestamps. */
+  readonly ring: EventProducer;
+  /**
+   * Tag written with the events of the next packets (ecache.ts ConnEvent.tag): the pool's packet
+   * workers set it to each frame's data offset (capture order in a replay); -1 by default.
+   */
+  eventTag = -1;
+  /** Table clock of the packet being decided (time of the events it causes). */
+  private now = 0;
   private readonly ctx: TrackerContext;
   private readonly res = new ProtoResult();
   /** Scratch tuples: [0..8] the packet's, [9..17] its inverse. */
@@ -57,17 +79,23 @@ export class Conntrack {
   private readonly i32: Int32Array;
   private readonly st: number;
   private closed = false;
+  /** The namespace this tracker is bound to (built from a NamespaceHandle), or -1. */
+  readonly boundNs: number;
 
   constructor(table: ConntrackTable | TableHandle, opts: ConntrackOptions = {}) {
     this.table = table instanceof ConntrackTable ? table : ConntrackTable.attach(table);
+    this.boundNs = !(table instanceof ConntrackTable) && isNamespaceHandle(table) ? table.ns : -1;
     this.wid = this.table.registerWorker();
     this.chains = new Chains(this.table, this.wid);
     this.i32 = this.table.i32;
     this.st = this.table.sec.stats + this.wid * STAT_WORDS;
     this.ctx = { i32: this.table.i32, u32: this.table.u32, sys: this.table.sec.sysctl };
     this.events = opts.events ?? null;
-    this.chains.onDestroy = (e, _why) => {
-      if (this.events) this.events.event(EVENT_DESTROY, e, this.table.clock);
+    this.ring = new EventProducer(this.table, this.wid);
+    this.chains.onDestroy = (e, why) => {
+      // Stop timestamp and the ring first: the local sink then sees the final extension data.
+      this.ring.destroyed(e, this.now, why, this.eventTag);
+      if (this.events) this.events.event(EVENT_DESTROY, e, this.now);
     };
   }
 
@@ -78,6 +106,8 @@ export class Conntrack {
 
   /** Leave a batch and reuse slots whose grace period has passed. */
   endBatch(): void {
+    // DESTROY events waiting for room in the ring (a single load when there are none).
+    if (this.ring.parked > 0) this.ring.retryParked(this.chains);
     this.chains.qsbr.offline();
     this.chains.qsbr.quiesce();
   }
@@ -89,30 +119,36 @@ export class Conntrack {
   /**
    * Parse one frame and decide it. `now` is the table clock in ms (capture time in replay,
    * wall clock live). Must be called inside a batch. The returned Verdict is reused.
+   * `zone` applies to the directions in `zoneDir` (zones.ts ZONE_DIR_*; the default zone 0 to
+   * the others); `ns` is ignored by a tracker bound to a namespace.
    */
-  frame(linktype: number, buf: Uint8Array, off: number, len: number, now: number, zone = 0, ns = 0): Verdict {
+  frame(linktype: number, buf: Uint8Array, off: number, len: number, now: number, zone = 0, ns = 0, zoneDir = ZONE_DIR_BOTH): Verdict {
     parseFrame(linktype, buf, off, len, this.pkt);
     this.pkt.now = now | 0;
-    return this.packet(this.pkt, zone, ns, this.verdict);
+    return this.packet(this.pkt, zone, ns, this.verdict, zoneDir);
   }
 
   /**
    * Convenience for one frame outside a batch: enters a batch, decides, leaves it.
    * `now` defaults to the wall clock. For many packets, prefer beginBatch/frame/endBatch.
    */
-  decide(frame: Uint8Array, linktype = LINKTYPE_ETHERNET, now = Date.now(), zone = 0, ns = 0): Verdict {
+  decide(frame: Uint8Array, linktype = LINKTYPE_ETHERNET, now = Date.now(), zone = 0, ns = 0, zoneDir = ZONE_DIR_BOTH): Verdict {
     this.beginBatch();
     try {
       this.table.clock = now | 0;
-      return this.frame(linktype, frame, 0, frame.length, now, zone, ns);
+      return this.frame(linktype, frame, 0, frame.length, now, zone, ns, zoneDir);
     } finally {
       this.endBatch();
     }
   }
 
   /** Decide one parsed packet (nf_conntrack_in). Must be called inside a batch. */
-  packet(pkt: Packet, zone: number, ns: number, v: Verdict): Verdict {
+  packet(pkt: Packet, zoneId: number, ns: number, v: Verdict, zoneDir = ZONE_DIR_BOTH): Verdict {
+    // From here on `zone` is the packet's zone per direction: original | reply << 16 (E_ZONE's form).
+    const zone = zoneWord(zoneId, zoneDir);
+    if (this.boundNs >= 0) ns = this.boundNs;
     v.reset();
+    this.now = pkt.now;
     this.stat(ST_PACKETS);
     if (pkt.reason !== null) {
       v.reason = pkt.reason;
@@ -135,6 +171,12 @@ export class Conntrack {
     } else if (l4 === IPPROTO_UDP) {
       const r = udpError(this.ctx, pkt);
       if (r !== null) { this.stat(ST_ERROR); return this.invalid(v, r); }
+    } else if (l4 === IPPROTO_SCTP) {
+      const r = sctpError(this.ctx, pkt);
+      if (r !== null) { this.stat(ST_ERROR); return this.invalid(v, r); }
+    } else if (l4 === IPPROTO_UDPLITE) {
+      const r = udpliteError(this.ctx, pkt);
+      if (r !== null) { this.stat(ST_ERROR); return this.invalid(v, r); }
     } else if (l4 === (pkt.family === NFPROTO_IPV4 ? IPPROTO_ICMP : IPPROTO_ICMPV6)) {
       const k = icmpError(this.ctx, pkt, res);
       if (k === ICMP_INVALID) { this.stat(ST_ERROR); return this.invalid(v, res.reason); }
@@ -148,6 +190,14 @@ export class Conntrack {
     return this.track(pkt, zone, ns, v, 0);
   }
 
+  /** A new connection refused by its namespace's or zone's limit: dropped, like a full table. */
+  private limited(v: Verdict, limit: number): Verdict {
+    this.stat(limit === CONFIRM_NS_LIMIT ? ST_NS_LIMIT : ST_ZONE_LIMIT);
+    this.stat(ST_DROP);
+    v.drop = true;
+    return this.invalid(v, limit === CONFIRM_NS_LIMIT ? R_NS_LIMIT : R_ZONE_LIMIT);
+  }
+
   private invalid(v: Verdict, reason: string | null): Verdict {
     this.stat(ST_INVALID);
     v.state = CT_INVALID;
@@ -158,19 +208,20 @@ export class Conntrack {
   }
 
   /** An ICMP error: RELATED to the connection of the packet it quotes (nf_conntrack_inet_error). */
-  private related(pkt: Packet, zone: number, ns: number, v: Verdict): Verdict {
+  private related(pkt: Packet, zone: number, ns: number, v: Verdict): Verdict { // zone: original | reply << 16
     if (pkt.innerReason !== null || pkt.innerFamily !== pkt.family) return this.invalid(v, pkt.innerReason ?? R_ERR_INNER);
     const t = this.t;
     tupleFromInner(pkt, t, TUPLE_WORDS);
-    if (!hasPorts(pkt.innerProto) && pkt.innerProto !== IPPROTO_ICMP && pkt.innerProto !== IPPROTO_ICMPV6) {
+    if (!hasPorts(pkt.innerProto) && pkt.innerProto !== IPPROTO_ICMP && pkt.innerProto !== IPPROTO_ICMPV6 &&
+      pkt.innerProto !== IPPROTO_GRE) {
       t[TUPLE_WORDS + 8] = 0;
     }
     // The quoted packet travelled the other way: look up its inverse.
     if (!invertTuple(t, TUPLE_WORDS, t, 0, pkt.innerProto)) return this.invalid(v, R_ERR_INNER);
     const proto = protoWord(pkt.family, pkt.innerProto);
     const c = this.chains;
-    const h = c.hash(t, 0, proto, zone, ns);
-    const ref = c.find(t, 0, proto, zone, ns, h, pkt.now);
+    const h = c.hash(t, 0, proto, zone & 0xffff, ns);
+    const ref = c.find(t, 0, proto, zone & 0xffff, ns, h, pkt.now, zone >>> 16);
     if (ref < 0) return this.invalid(v, R_ERR_NO_CONN);
     const slot = ref >>> 1;
     const dir = ref & 1;
@@ -187,15 +238,15 @@ export class Conntrack {
   }
 
   /** Look the connection up or create it, then run its tracker (resolve_normal_ct + packet). */
-  private track(pkt: Packet, zone: number, ns: number, v: Verdict, repeats: number): Verdict {
+  private track(pkt: Packet, zone: number, ns: number, v: Verdict, repeats: number): Verdict { // zone: original | reply << 16
     const c = this.chains;
     const i32 = this.i32;
     const t = this.t;
     const l4 = pkt.l4proto;
     tupleFromPacket(pkt, t, 0);
     const proto = protoWord(pkt.family, l4);
-    const h = c.hash(t, 0, proto, zone, ns);
-    const ref = c.find(t, 0, proto, zone, ns, h, pkt.now);
+    const h = c.hash(t, 0, proto, zone & 0xffff, ns);
+    const ref = c.find(t, 0, proto, zone & 0xffff, ns, h, pkt.now, zone >>> 16);
     const res = this.res;
     res.reset();
     if (ref < 0) return this.create(pkt, zone, ns, v, h, proto, repeats);
@@ -219,38 +270,98 @@ export class Conntrack {
       ret = tcpPacket(this.ctx, e, dir, pkt, res);
       if (ret === PROTO_ACCEPT) v.protoState = tcpState(this.ctx, e);
       unlock(i32, lk);
+    } else if (l4 === IPPROTO_SCTP) {
+      // SCTP state, like TCP's, is serialised by the original tuple's bucket lock.
+      const lk = c.stateLock(e);
+      lock(i32, lk, this.wid);
+      ret = sctpPacket(this.ctx, e, dir, pkt, res);
+      unlock(i32, lk);
     } else {
       ret = this.l4packet(l4, pkt.family, e, dir, pkt, res);
     }
     if (ret !== PROTO_ACCEPT) {
       // An invalid packet may still shorten the timeout (the kernel's nf_tcp_handle_invalid).
-      if (ret !== PROTO_REPEAT && res.timeout >= 0) this.refresh(e, pkt.now, res.timeout);
-      if (!c.noref) c.put(slot);
+      if (ret !== PROTO_REPEAT && res.timeout >= 0) this.refresh(e, pkt.now, this.timeoutFor(e, l4, pkt.now, res.timeout));
       if (ret === PROTO_REPEAT) {
-        // A closed connection reopened: remove it and handle the packet as a new one.
+        // A closed connection reopened: remove it (while we still hold our reference in
+        // 'refcount' mode) and handle the packet as a new one.
         c.kill(slot, KILL_REOPEN);
+        if (!c.noref) c.put(slot);
         if (repeats > 0) return this.invalid(v, R_REPEAT);
         return this.track(pkt, zone, ns, v, repeats + 1);
       }
+      if (!c.noref) c.put(slot);
       return this.invalid(v, res.reason);
     }
-    if (res.timeout >= 0) this.refresh(e, pkt.now, res.timeout);
+    const xb = i32[e + E_EXT]!; // set before publication or by CAS; a settled word
+    if (xb !== 0) this.extPacket(e, xb, dir, pkt);
+    // A connection removed by this packet keeps its deadline: DESTROY reports the time it had left.
+    if (res.timeout >= 0 && (res.events & EV_DESTROY) === 0) {
+      this.refresh(e, pkt.now, xb !== 0 ? this.timeoutFor(e, l4, pkt.now, res.timeout) : res.timeout);
+    }
     let ev = res.events;
-    if (dir === DIR_REPLY) {
-      // Test-and-set: exactly one thread reports the first reply.
+    if (dir === DIR_REPLY && (ev & EV_DESTROY) === 0) {
+      // Test-and-set: exactly one thread reports the first reply. (A reply that ends the
+      // connection, a RST to a SYN, leaves it unreplied, as DESTROY then reports.)
       if ((Atomics.or(i32, e + E_STATUS, IPS_SEEN_REPLY) & IPS_SEEN_REPLY) === 0) ev |= EV_REPLY;
     }
     if (ev & EV_DESTROY) {
       // Accepted, but the connection ends here (TCP RST before any reply).
       c.kill(slot, KILL_DELETE);
-    } else if (this.events && (ev & (EV_PROTOINFO | EV_ASSURED | EV_REPLY))) {
-      this.events.event(EVENT_UPDATE, e, pkt.now);
+    } else if (ev & (EV_PROTOINFO | EV_ASSURED | EV_REPLY)) {
+      const f = ev & EV_PROTOINFO ? EVENT_F_PROTOINFO : 0;
+      this.ring.emit(EVENT_UPDATE | f, e, pkt.now, this.eventTag);
+      if (this.events) this.events.event(EVENT_UPDATE, e, pkt.now, f);
     }
     if (!c.noref) c.put(slot);
     v.state = state;
     v.dir = dir;
     v.slot = slot;
     return v;
+  }
+
+  /** Per-packet extension work: accounting (nf_conntrack_acct). */
+  private extPacket(e: number, xb: number, dir: number, pkt: Packet): void {
+    const x = this.table.sec.ext + xb * EXT_WORDS;
+    // X_FLAGS only grows (Atomics.or) while the block lives; a plain read may miss a new bit once.
+    if (this.i32[x + X_FLAGS]! & EXT_ACCT) acctAdd(this.i32, x, dir, pkt.ipLen);
+  }
+
+  /**
+   * The timeout to apply: the tracker's choice (`seconds`), unless the connection has a timeout
+   * policy (ext.ts) that sets one for its current state.
+   */
+  private timeoutFor(e: number, l4: number, now: number, seconds: number): number {
+    const xb = this.i32[e + E_EXT]!;
+    if (xb === 0) return seconds;
+    const x = this.table.sec.ext + xb * EXT_WORDS;
+    if ((this.i32[x + X_FLAGS]! & EXT_TIMEOUT) === 0) return seconds;
+    const st = l4 === IPPROTO_TCP ? tcpState(this.ctx, e) : 0;
+    return policyTimeout(this.i32, this.table.sec.policies, e, x, now, st, seconds);
+  }
+
+  /**
+   * Give a fresh (private) entry its extension block when one of its extensions is on:
+   * accounting or timestamps by sysctl, or a timeout policy attached to its zone.
+   */
+  private extCreate(e: number, slot: number, zone: number, now: number): void {
+    const i32 = this.i32;
+    const sys = this.table.sec.sysctl;
+    const xc = this.table.sec.xctl;
+    // Sysctl words: Atomics.store'd by setSysctl.
+    let flags = (Atomics.load(i32, sys + S_ACCT) !== 0 ? EXT_ACCT : 0) |
+      (Atomics.load(i32, sys + S_TIMESTAMP) !== 0 ? EXT_TSTAMP : 0);
+    let pol = -1;
+    // The zone map's count: Atomics.store'd under the policy lock.
+    if (Atomics.load(i32, xc + XC_ZONE_POLICIES) !== 0) {
+      pol = zonePolicy(i32, xc, this.table.sec.zonePolicies, zone);
+      if (pol >= 0) flags |= EXT_TIMEOUT;
+    }
+    if (flags === 0) return;
+    const b = extAlloc(this.table, this.wid, slot);
+    if (b === 0) return; // slab empty: counted in XC_EXT_FAILED, the connection goes without
+    extInitFresh(i32, this.table.sec.ext + b * EXT_WORDS, flags, now, pol);
+    i32[e + E_EXT] = b; // private until confirm() publishes the entry
   }
 
   /** Set a confirmed entry's deadline (nf_ct_refresh), unless its timeout is fixed. */
@@ -260,9 +371,13 @@ export class Conntrack {
     Atomics.store(this.i32, e + E_TIMEOUT, (now + seconds * 1000) | 0);
   }
 
-  /** Dispatch to the UDP, ICMP or generic tracker. */
+  /** Dispatch to the UDP, SCTP (fresh entries), UDP-Lite, GRE, ICMP or generic tracker. */
   private l4packet(l4: number, family: number, e: number, dir: number, pkt: Packet, res: ProtoResult): number {
     if (l4 === IPPROTO_UDP) return udpPacket(this.ctx, e, dir, pkt, res);
+    // A fresh SCTP entry is private to this thread: no lock (confirmed ones go through track()).
+    if (l4 === IPPROTO_SCTP) return sctpPacket(this.ctx, e, dir, pkt, res);
+    if (l4 === IPPROTO_UDPLITE) return udplitePacket(this.ctx, e, dir, pkt, res);
+    if (l4 === IPPROTO_GRE) return grePacket(this.ctx, e, dir, pkt, res);
     if (l4 === (family === NFPROTO_IPV4 ? IPPROTO_ICMP : IPPROTO_ICMPV6)) return icmpPacket(this.ctx, e, dir, pkt, res);
     return genericPacket(this.ctx, e, dir, pkt, res);
   }
@@ -274,7 +389,11 @@ export class Conntrack {
     const t = this.t;
     const l4 = pkt.l4proto;
     if (!invertTuple(t, 0, t, TUPLE_WORDS, l4)) return this.invalid(v, R_NO_INVERSE);
-    const slot = c.newEntry(h, pkt.now);
+    // Namespace and zone limits (zones.ts): at a limit, make room inside it or refuse.
+    const zk = zoneKey(zone);
+    const lim = c.zones.atLimit(ns, zk);
+    if (lim !== 0 && !c.earlyDropWithin(lim, ns, zk, pkt.now)) return this.limited(v, lim);
+    const slot = c.newEntry(h, pkt.now, ns);
     if (slot < 0) {
       this.stat(ST_DROP);
       v.drop = true;
@@ -287,10 +406,11 @@ export class Conntrack {
     // Private until confirm(): plain stores.
     i32.set(t, e + E_TUPLE);
     i32[e + E_PROTO] = proto;
-    i32[e + E_ZONE] = (zone & 0xffff) | ((zone & 0xffff) << 16);
+    i32[e + E_ZONE] = zone;
     i32[e + E_NS] = ns;
     i32[e + E_HASH + DIR_ORIGINAL] = h | 0;
-    i32[e + E_HASH + DIR_REPLY] = c.hash(t, TUPLE_WORDS, proto, zone, ns) | 0;
+    i32[e + E_HASH + DIR_REPLY] = c.hash(t, TUPLE_WORDS, proto, zone >>> 16, ns) | 0;
+    this.extCreate(e, slot, zk, pkt.now);
     const res = this.res;
     let ret: number;
     if (l4 === IPPROTO_TCP) {
@@ -308,10 +428,16 @@ export class Conntrack {
       c.discard(slot);
       return this.invalid(v, res.reason);
     }
-    i32[e + E_TIMEOUT] = (pkt.now + Math.max(0, res.timeout) * 1000) | 0;
-    const k = c.confirm(slot);
+    const xb = i32[e + E_EXT]!; // ours: the entry is still private
+    if (xb !== 0) this.extPacket(e, xb, DIR_ORIGINAL, pkt);
+    const timeout = xb !== 0 ? this.timeoutFor(e, l4, pkt.now, res.timeout) : res.timeout;
+    i32[e + E_TIMEOUT] = (pkt.now + Math.max(0, timeout) * 1000) | 0;
+    let k = c.confirm(slot);
+    // Another insert of the namespace / zone took the last room meanwhile: one early_drop inside it.
+    if ((k === CONFIRM_NS_LIMIT || k === CONFIRM_ZONE_LIMIT) && c.earlyDropWithin(k, ns, zk, pkt.now)) k = c.confirm(slot);
     if (k !== CONFIRM_OK) {
       c.discard(slot);
+      if (k === CONFIRM_NS_LIMIT || k === CONFIRM_ZONE_LIMIT) return this.limited(v, k);
       if (k === CONFIRM_CHAIN_TOOLONG) {
         this.stat(ST_DROP);
         v.drop = true;
@@ -320,11 +446,21 @@ export class Conntrack {
       if (k === CONFIRM_DYING) return this.track(pkt, zone, ns, v, repeats);
       // Clash: another thread confirmed the same tuple first. Join its entry.
       if (!c.noref) c.put(k >>> 1);
+      // With directional zones the clashing entry may hold our reply tuple under a zone our
+      // lookup never finds it by: then fail the insert (the kernel's insert_failed), never loop.
+      const again = c.find(t, 0, proto, zone & 0xffff, ns, h, pkt.now, zone >>> 16);
+      if (again >= 0 && !c.noref) c.put(again >>> 1);
+      if (again < 0) {
+        this.stat(ST_DROP);
+        v.drop = true;
+        return this.invalid(v, R_ZONE_CLASH);
+      }
       this.stat(ST_CLASH_RESOLVE);
       return this.track(pkt, zone, ns, v, repeats);
     }
     this.stat(ST_INSERT);
     this.stat(ST_NEW);
+    this.ring.emit(EVENT_NEW, e, pkt.now, this.eventTag);
     if (this.events) this.events.event(EVENT_NEW, e, pkt.now);
     v.state = CT_NEW;
     v.dir = DIR_ORIGINAL;
@@ -335,12 +471,25 @@ export class Conntrack {
   /** Remove every connection (conntrack -F). Must be called outside a batch. */
   flush(): number {
     let n = 0;
+    this.now = this.table.clock;
     this.beginBatch();
     this.chains.forEach((_e, slot) => {
       if (this.chains.kill(slot, 0)) n++;
     });
     this.endBatch();
     return n;
+  }
+
+  /**
+   * Deliver DESTROY events parked while the DESTROY ring was full (ecache.ts), as far as there
+   * is room now. Packet batches and the GC do this on their own; call it when neither runs.
+   * Must be called outside a batch. Returns the number still parked.
+   */
+  retryParkedEvents(): number {
+    this.beginBatch();
+    while (this.ring.parked > 0 && this.ring.retryParked(this.chains) > 0);
+    this.endBatch();
+    return this.ring.parked;
   }
 
   /** Leave the table: give cached slots back and release the worker record. */

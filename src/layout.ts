@@ -31,14 +31,29 @@ export const H_FREE_HEAD = 12; // head of the shared free list (-1 = empty)
 export const H_FREE_COUNT = 13;
 export const H_NEXT_ID = 14; // conntrack id source; Atomics.add
 export const H_DISCIPLINE = 15; // DISCIPLINE_*: reclamation scheme of this table
-export const H_GC_WAKE = 16; // futex word: GC worker sleeps on it, inserters that hit a full table notify
-export const H_GC_CURSOR = 17; // next bucket the GC worker will scan
-export const H_GC_STOP = 18; // set to 1 to stop the GC worker
+export const H_GC_WAKE = 16; // futex word (a counter): GC worker sleeps on it, inserters that hit a full table Atomics.add + notify
+export const H_GC_CURSOR = 17; // next bucket the GC worker will scan; Atomics.store by the GC worker only
+export const H_GC_STOP = 18; // set to 1 (Atomics.store, then a wake) to stop the GC worker; the GC clears it on exit
 export const H_NS_MAX = 19; // namespace records
-export const H_EVENTS = 20; // reserved for the event ring
+export const H_EVENTS = 20; // records in the main event ring (a power of two, 0 = no ring); fixed at creation (ecache.ts)
 export const H_MAX_CHAIN = 21; // chain length cap on insert (kernel's MAX_CHAINLEN)
 export const H_MAX_CREATED = 22; // nf_conntrack_max the slab was sized for
-export const HEADER_WORDS = 32;
+export const H_GC_WID = 23; // worker record + 1 of the running GC worker (0 = none); CAS by the GC on start, store on exit
+export const H_GC_RUNS = 24; // GC runs (bounded slices) completed; Atomics.add by the GC worker, read by anyone
+export const H_GC_SWEEPS = 25; // full passes over every bucket completed; Atomics.add by the GC worker
+export const H_GC_INTERVAL = 26; // the GC's current adaptive interval (table-clock ms); Atomics.store by the GC worker
+export const H_GC_BUSY_US = 27; // wall time spent inside GC runs, microseconds (uint32 wrapping); Atomics.add by the GC worker
+// Crash recovery's orphan limbo (recovery.ts): retired slots of dead workers whose grace period
+// had not passed yet, linked by E_LINK (-1 ends), each with its E_RETIRE tag. Both words are
+// protected by H_FREE_LOCK.
+export const H_ORPHAN_HEAD = 28; // first orphan slot + 1 (0 = empty)
+export const H_ORPHAN_COUNT = 29;
+export const H_EXT_BLOCKS = 30; // blocks in the extension slab (ext.ts); block 0 is never used; fixed at creation
+export const H_EV_DESTROY = 31; // records in the DESTROY ring (a power of two, 0 = none); fixed at creation (ecache.ts)
+// Zone limits (zones.ts): the default limit for zones without their own (ovs ct-set-limits
+// default=N); 0 = none. Atomics.store by the table's owner, Atomics.load by inserters.
+export const H_ZONE_DEFAULT_LIMIT = 32;
+export const HEADER_WORDS = 36; // 33..35 free
 
 /** Lookups take no reference; slots are reused only after a grace period (the talk's proposal). */
 export const DISCIPLINE_NOREF = 0;
@@ -69,12 +84,14 @@ export const ST_GC_EVICT = 14; // entries evicted by the GC worker under pressur
 export const ST_SOFT_RECYCLE = 15; // ASSURED entries recycled past the soft timeout
 export const ST_GRACE_PERIODS = 16; // grace periods completed by this worker
 export const ST_SLOTS_RECYCLED = 17; // slots returned to the free list after a grace period
+export const ST_NS_LIMIT = 18; // new connections refused: their namespace was at its limit (zones.ts)
+export const ST_ZONE_LIMIT = 19; // new connections refused: their zone was at its limit (zones.ts)
 export const STAT_WORDS = 32;
 /** Names in the order of `conntrack -S`, then ours. */
 export const STAT_NAMES: readonly string[] = [
   'found', 'invalid', 'insert', 'insert_failed', 'drop', 'early_drop', 'error',
   'search_restart', 'clash_resolve', 'chaintoolong', 'new', 'ignore', 'expired', 'packets',
-  'gc_evict', 'soft_recycle', 'grace_periods', 'slots_recycled',
+  'gc_evict', 'soft_recycle', 'grace_periods', 'slots_recycled', 'ns_limit', 'zone_limit',
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -89,12 +106,38 @@ export const W_LIMBO_COUNT = 6;
 export const W_LIMBO_EPOCH = 7; // the newest retire epoch in the limbo list
 export const W_CACHE_COUNT = 8; // free slots held in this worker's cache
 export const W_PID = 9; // informational: threadId of the owner
+// Recovery intents (recovery.ts), beside W_INTENT / W_INTENT_SLOT. All written by the owner
+// only, with Atomics.store (ordered with the shared writes they describe), read by recovery after
+// the owner died. Slots are stored + 1 so that 0 (a fresh record) means none.
+export const W_KILL = 10; // Chains.kill in progress: (slot + 1) << 4 | KILL_STEP_*, 0 = none
+export const W_RELEASE = 11; // slot + 1 whose last reference was dropped, on its way to limbo / cache
+export const W_RECLAIM = 12; // slot + 1 that Qsbr.reclaim took off the limbo head and is freeing
+export const W_ALLOC_OP = 13; // allocator op holding H_FREE_LOCK: ALLOC_OP_* | cache count before << 4
+export const W_ALLOC_HEAD = 14; // H_FREE_HEAD when that op started (valid while W_ALLOC_OP != 0)
+export const W_HELD = 15; // 'refcount' only: slot + 1 of the lookup reference this worker holds
 export const W_CACHE = 16; // W_CACHE .. W_CACHE + CACHE_SLOTS - 1
 export const CACHE_SLOTS = 48;
 export const WORKER_WORDS = 64;
 export const INTENT_NONE = 0;
 export const INTENT_INSERT = 1;
 export const INTENT_DELETE = 2;
+// W_INTENT while INTENT_INSERT: flag bits above the op. W_INTENT_SLOT holds the private slot + 1
+// (set by SlotAllocator.alloc before the slot leaves the cache).
+// INTENT_INSERT alone: H_COUNT is being incremented (may or may not be done).
+export const INTENT_COUNTED = 1 << 4; // H_COUNT was incremented for this insert
+export const INTENT_LINKED = 1 << 5; // confirm linked both tuplehashes and counted the zone
+export const INTENT_UNCOUNTING = 1 << 6; // giving the H_COUNT increment back (may or may not be done)
+export const INTENT_UNCOUNTED = 1 << 7; // given back; dropping the creator's reference (may or may not be done)
+// W_KILL steps, in order.
+export const KILL_STEP_LOCKED = 1; // bucket locks held, entry CONFIRMED and ours to remove
+export const KILL_STEP_UNLINKED = 2; // DYING, unlinked from both chains, zone counter dropped
+export const KILL_STEP_UNCOUNTING = 3; // locks released; dropping H_COUNT (may or may not be done)
+export const KILL_STEP_UNCOUNTED = 4; // H_COUNT dropped; the table's reference still to put
+export const KILL_STEP_DROPPING = 5; // dropping the table's reference (may or may not be done)
+// W_ALLOC_OP codes.
+export const ALLOC_OP_REFILL = 1;
+export const ALLOC_OP_SPILL = 2;
+export const ALLOC_OP_DRAIN = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Zone and namespace accounting.
@@ -102,6 +145,32 @@ export const ZONES = 65536; // one counter word per 16-bit zone
 export const NS_COUNT = 0; // entries charged to the namespace
 export const NS_LIMIT = 1; // limit granted by the table owner (0 = none)
 export const NS_WORDS = 2;
+// NS_COUNT: entries of the namespace linked in the table; changed in confirm / kill under the
+// entry's bucket locks, with a compareExchange against NS_LIMIT (so it never passes it).
+// NS_LIMIT: Atomics.store by the table's owner (ConntrackTable.setNamespaceLimit), Atomics.load.
+// A namespace's entry list head (slot + 1, 0 = empty) is in the nsHeads section, one word per
+// namespace record; protected by the namespace's zone-list lock stripe (ZL_NS_STRIPES).
+
+// Per-zone accounting and entry lists (zones.ts), ZA_WORDS per 16-bit zone. A connection's zone
+// here is its "zone id": the original-direction zone, or the reply zone when only that is set
+// (zoneKey() in zones.ts; the filter `zone` of ops.ts).
+export const ZA_COUNT = 0; // linked entries of the zone; CAS against the limit in confirm, Atomics.sub in kill, both under the bucket locks
+export const ZA_LIMIT = 1; // limit + 1 set by the table's owner (0 = none: H_ZONE_DEFAULT_LIMIT applies); Atomics.store / load
+export const ZA_HEAD = 2; // entry list head (slot + 1, 0 = empty); the zone's lock stripe
+export const ZA_WORDS = 3;
+// Lock stripes of the zone and namespace entry lists (zones.ts): one lock word each. Zone z uses
+// stripe z & (ZL_ZONE_STRIPES - 1), namespace n stripe ZL_ZONE_STRIPES + (n & (ZL_NS_STRIPES - 1)).
+// Taken only by confirm / kill (after the bucket stripes), early_drop within a zone or namespace,
+// and index walkers (CtOps), which never hold one while taking another lock.
+export const ZL_ZONE_STRIPES = 128;
+export const ZL_NS_STRIPES = 128;
+export const ZL_LOCKS = ZL_ZONE_STRIPES + ZL_NS_STRIPES;
+// List links are slot numbers (circular doubly-linked lists). A value >= capacity names walker
+// marker capacity + w: a worker's cursor in one list, MARKER_WORDS per worker record, written
+// only under the list's lock stripe by its owner.
+export const MK_PREV = 0;
+export const MK_NEXT = 1;
+export const MARKER_WORDS = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Lock words: 0 = unlocked, else (owner + 1) << 2 | LOCK_LOCKED or LOCK_CONTENDED.
@@ -130,9 +199,11 @@ export const TUPLE_WORDS = 9;
 //  - tuples, E_HASH_*, E_PROTO, E_ZONE, E_NS: written before the entry is published, then fixed.
 //  - E_STATUS: Atomics.or/and (bits change from several threads).
 //  - E_TIMEOUT: Atomics.store by the packet path, read by GC.
-//  - protocol private words: the bucket lock of the original tuple's bucket (TCP);
-//    UDP's stream word is written once at creation.
+//  - protocol private words: the bucket lock of the original tuple's bucket (TCP, SCTP);
+//    UDP's stream word and GRE's timeouts are written once at creation.
 //  - E_LINK, E_RETIRE: owned by whoever owns the slot off-table (allocator or limbo owner).
+//  - E_ZPREV/E_ZNEXT, E_NPREV/E_NNEXT: the zone's / namespace's list lock stripe (ZL_*); set
+//    in confirm, left as they were by kill (a walker standing on a removed entry may go on).
 export const E_NEXT = 0; // E_NEXT + dir
 export const E_HASH = 2; // E_HASH + dir: full 32-bit hash of that direction's tuple
 export const E_STATUS = 4;
@@ -150,7 +221,11 @@ export const E_ID = 15; // conntrack id
 export const E_TUPLE = 16; // E_TUPLE + dir * TUPLE_WORDS: the tuple of each direction
 export const E_PRIV = 34; // protocol private area, PRIV_WORDS words
 export const PRIV_WORDS = 14;
-export const ENTRY_WORDS = 48;
+export const E_ZPREV = 48; // zone entry list (zones.ts): previous, next (slot, or a marker >= capacity)
+export const E_ZNEXT = 49;
+export const E_NPREV = 50; // namespace entry list (zones.ts): previous, next
+export const E_NNEXT = 51;
+export const ENTRY_WORDS = 52;
 export const ENTRY_BYTES = ENTRY_WORDS * 4;
 
 // Status bits, at the kernel's IPS_* positions.
@@ -187,7 +262,94 @@ export const TCP_SCALE_FLAGS = TCP_DIR + 2 * TCP_DIR_WORDS; // 13, the last of P
 // UDP private word.
 export const UDP_STREAM_TS = 0; // table-clock ms after which a replied flow counts as a stream
 
+// SCTP private words (E_PRIV + ...). Protected like TCP's by the original tuple's bucket lock
+// (core.ts takes it around sctpPacket); a fresh, unconfirmed entry is private to its thread.
+export const SCTP_STATE = 0; // state (bits 0-3) | SCTP_F_* flags (bits 4-7)
+export const SCTP_VTAG = 1; // SCTP_VTAG + dir: the verification tag expected in that direction (uint32)
+
+// GRE private words: the timeouts copied from the sysctls when the entry is created, then only
+// read (written once before the entry is published).
+export const GRE_TIMEOUT = 0; // seconds, unreplied
+export const GRE_STREAM_TIMEOUT = 1; // seconds, once a reply was seen
+
 // ---------------------------------------------------------------------------------------------
+// Extensions (ext.ts): rarely used per-connection data in a block allocated on demand from the
+// extension slab. An entry's E_EXT holds its block index (0 = none). Which lock protects what:
+//  - X_LINK of free blocks, XC_EXT_FREE, XC_EXT_FREE_COUNT: the XC_EXT_LOCK lock word.
+//  - E_EXT: a plain store while the entry is private (create), else Atomics.compareExchange
+//    0 -> block (attach on demand); cleared by SlotAllocator.free when the slot is freed.
+//  - X_FLAGS: Atomics.or (which extensions the block carries).
+//  - X_ACCT counters: Atomics.add (low word, then a carry into the high word).
+//  - X_TSTAMP: written at create (private) and once at destroy (the killing thread).
+//  - X_LABELS: Atomics.or / Atomics.and. X_POLICY: Atomics.store / load. X_HELPER: reserved.
+export const X_LINK = 0; // free: next free block (0 = end); in use: the owning slot + 1
+export const X_FLAGS = 1; // EXT_* bits
+export const X_ACCT = 2; // 8 words: per direction d, X_ACCT + 4*d: packets lo, hi, bytes lo, hi (uint32 each)
+export const X_TSTAMP = 10; // start, stop: table clock ms (uint32 wrapping); stop 0 = still alive
+export const X_LABELS = 12; // 4 words: connlabel bits 0..127, bit b in word b >> 5
+export const X_POLICY = 16; // timeout policy index + 1 (0 = none)
+export const X_HELPER = 17; // reserved for a helper id
+export const EXT_WORDS = 18;
+export const EXT_BYTES = EXT_WORDS * 4;
+export const EXT_ACCT = 1;
+export const EXT_TSTAMP = 2;
+export const EXT_LABELS = 4;
+export const EXT_TIMEOUT = 8;
+export const EXT_HELPER = 16;
+
+// Extension and event control words (one section, XC_WORDS). Protection as noted per word.
+export const XC_EXT_LOCK = 0; // lock word (locks.ts) for the extension free list
+export const XC_EXT_FREE = 1; // first free block (0 = none); XC_EXT_LOCK
+export const XC_EXT_FREE_COUNT = 2; // XC_EXT_LOCK
+export const XC_EXT_FAILED = 3; // allocations that found the slab empty; Atomics.add
+export const XC_POLICY_LOCK = 4; // lock word for defining policies and the zone map
+export const XC_ZONE_POLICIES = 5; // used zone map slots; Atomics.store under XC_POLICY_LOCK, Atomics.load by creators
+export const XC_EV_HEAD = 8; // main ring reservations (31-bit wrapping counter); Atomics.add by producers
+export const XC_EV_DHEAD = 9; // DESTROY ring reservations; Atomics.compareExchange by producers
+export const XC_EV_SUBS = 10; // subscribers attached; Atomics.add/sub; producers skip all work at 0
+export const XC_EV_LOST = 11; // NEW/UPDATE events subscribers lost (overwritten unread); Atomics.add by subscribers
+export const XC_EV_PARK_LOCK = 12; // lock word for the parked list
+export const XC_EV_PARK_HEAD = 13; // parked entries (DESTROY not yet in the ring): slot + 1, linked by E_LINK (slot + 1); XC_EV_PARK_LOCK
+export const XC_EV_PARKED = 14; // entries parked now; Atomics.add/sub (read without the lock as a hint)
+export const XC_EV_PARKED_TOTAL = 15; // entries ever parked; Atomics.add
+export const XC_EV_EMITTED = 16; // events written (all types); Atomics.add
+export const XC_SUB = 32; // subscriber records, SUB_WORDS each
+export const EV_SUBSCRIBERS = 16;
+export const SB_STATE = 0; // 0 = free, 1 = claimed (Atomics.compareExchange), 2 = attached
+export const SB_DTAIL = 1; // next DESTROY record this subscriber reads; Atomics.store by it, Atomics.load by producers
+export const SUB_WORDS = 2;
+export const XC_WORDS = XC_SUB + EV_SUBSCRIBERS * SUB_WORDS;
+
+// Named timeout policies (ext.ts, the kernel's cttimeout): TIMEOUT_POLICIES records of
+// POLICY_WORDS, written under XC_POLICY_LOCK and read with Atomics.load. Seconds; 0 = not set.
+export const TIMEOUT_POLICIES = 16;
+export const P_USED = 0; // 1 once defined
+export const P_NAME = 1; // 8 words: the name, UTF-8, NUL-padded (at most 32 bytes)
+export const P_TCP = 9; // 16 words, by TCP_CONNTRACK_* state
+export const P_UDP = 25; // unreplied UDP / UDP-Lite
+export const P_UDP_STREAM = 26;
+export const P_ICMP = 27;
+export const P_ICMPV6 = 28;
+export const P_GENERIC = 29;
+export const P_GRE = 30;
+export const P_GRE_STREAM = 31;
+export const POLICY_WORDS = 32;
+/** Zone -> policy map: slots of zone << 8 | (policy + 1); 0 = empty. XC_POLICY_LOCK / Atomics.load. */
+export const ZONE_POLICY_SLOTS = 64;
+
+// Event records (ecache.ts): an image of the entry (ENTRY_WORDS) followed by an image of its
+// extension block (EXT_WORDS). The entry's link/hash words, meaningless in a copy, carry the
+// record header. Written with plain stores between two Atomics.store of REC_SEQ (a seqlock):
+// ~seq while being written, seq (31-bit, >= 0) once published.
+export const REC_SEQ = 0; // E_NEXT
+export const REC_TYPE = 1; // EVENT_* | REC_MARKER
+export const REC_NOW = 2; // table clock of the event
+export const REC_TAG = 3; // producer's tag (replay: packet index; -1 none)
+export const REC_LINK = E_LINK; // main-ring marker: DESTROY ring position; DESTROY record: main-ring seq
+export const REC_WHY = E_RETIRE; // DESTROY: the KILL_* reason
+export const REC_EXT = ENTRY_WORDS; // the extension image
+export const REC_WORDS = ENTRY_WORDS + EXT_WORDS;
+export const REC_MARKER = 1 << 8; // main-ring record standing for a DESTROY record
 
 export interface LayoutSizes {
   capacity: number;
@@ -195,6 +357,11 @@ export interface LayoutSizes {
   locks: number;
   maxWorkers: number;
   namespaces: number;
+  /** Extension blocks (H_EXT_BLOCKS; the slab holds one more: block 0 is never used). Default 0. */
+  extBlocks?: number;
+  /** Main event ring and DESTROY ring records (H_EVENTS, H_EV_DESTROY). Default 0. */
+  eventRecords?: number;
+  destroyRecords?: number;
 }
 
 export interface Sections {
@@ -206,6 +373,19 @@ export interface Sections {
   locks: number;
   buckets: number;
   entries: number;
+  /** Extension/event control words (XC_*), timeout policies, zone -> policy map. */
+  xctl: number;
+  policies: number;
+  zonePolicies: number;
+  /** Extension slab (block b at ext + b * EXT_WORDS), main event ring, DESTROY ring. */
+  ext: number;
+  events: number;
+  destroys: number;
+  /** Zone accounting (ZA_WORDS per zone), namespace list heads, list lock stripes, walker markers. */
+  zacct: number;
+  nsHeads: number;
+  zlocks: number;
+  markers: number;
   totalWords: number;
 }
 
@@ -223,7 +403,24 @@ export function sections(s: LayoutSizes): Sections {
   const buckets = off; off += s.buckets;
   off = (off + 15) & ~15;
   const entries = off; off += ENTRY_WORDS * s.capacity;
-  return { sysctl, stats, workers, zones, ns, locks, buckets, entries, totalWords: off };
+  // Extensions and events, after everything above so that its offsets do not move.
+  const xctl = off; off += XC_WORDS;
+  const policies = off; off += POLICY_WORDS * TIMEOUT_POLICIES;
+  const zonePolicies = off; off += ZONE_POLICY_SLOTS;
+  const ext = off; off += EXT_WORDS * ((s.extBlocks ?? 0) + 1);
+  off = (off + 15) & ~15;
+  const events = off; off += REC_WORDS * (s.eventRecords ?? 0);
+  const destroys = off; off += REC_WORDS * (s.destroyRecords ?? 0);
+  // Zone and namespace accounting and lists (zones.ts), after everything above.
+  const zacct = off; off += ZA_WORDS * ZONES;
+  const nsHeads = off; off += s.namespaces;
+  off = (off + 15) & ~15;
+  const zlocks = off; off += ZL_LOCKS;
+  const markers = off; off += MARKER_WORDS * s.maxWorkers;
+  return {
+    sysctl, stats, workers, zones, ns, locks, buckets, entries,
+    xctl, policies, zonePolicies, ext, events, destroys, zacct, nsHeads, zlocks, markers, totalWords: off,
+  };
 }
 
 /** Bytes of shared memory per connection: the entry plus its share of the buckets. */

@@ -10,7 +10,7 @@
  */
 import {
   ENTRY_WORDS, E_LINK, E_RETIRE, H_EPOCH, ST_GRACE_PERIODS, ST_SLOTS_RECYCLED, STAT_WORDS,
-  W_LIMBO_COUNT, W_LIMBO_HEAD, W_LIMBO_TAIL, W_STATE, WORKER_WORDS,
+  W_LIMBO_COUNT, W_LIMBO_HEAD, W_LIMBO_TAIL, W_RECLAIM, W_STATE, WORKER_WORDS,
 } from './layout.js';
 import type { SlotAllocator } from './alloc.js';
 import type { ConntrackTable } from './table.js';
@@ -94,12 +94,17 @@ export class Qsbr {
       const e = this.entries + head * ENTRY_WORDS;
       if (((i32[e + E_RETIRE]! - min) | 0) > 0) break;
       const next = i32[e + E_LINK]!;
+      // Crash recovery (recovery.ts): name the slot, then take it off the limbo head, then free
+      // it; a crash anywhere leaves it in the limbo list, the cache, or named by W_RECLAIM.
+      Atomics.store(i32, this.w + W_RECLAIM, head + 1);
+      Atomics.store(i32, this.w + W_LIMBO_HEAD, next);
       this.alloc.free(head);
       n++;
       head = next;
     }
     if (n > 0) {
-      i32[this.w + W_LIMBO_HEAD] = head;
+      // The freed prefix is gone from the list: forget the slot being freed.
+      Atomics.store(i32, this.w + W_RECLAIM, 0);
       if (head < 0) i32[this.w + W_LIMBO_TAIL] = -1;
       Atomics.sub(i32, this.w + W_LIMBO_COUNT, n);
       i32[this.stats + ST_GRACE_PERIODS]!++;

@@ -6,12 +6,15 @@ import { randomBytes } from 'node:crypto';
 import { threadId } from 'node:worker_threads';
 import {
   CACHE_SLOTS, DISCIPLINE_NOREF, DISCIPLINE_REFCOUNT, ENTRY_WORDS, E_LINK, E_STATUS, HEADER_WORDS,
-  H_BUCKETS, H_CAPACITY, H_CLOCK, H_DISCIPLINE, H_EPOCH, H_FREE_COUNT, H_FREE_HEAD, H_GC_CURSOR,
+  H_BUCKETS, H_CAPACITY, H_CLOCK, H_DISCIPLINE, H_EPOCH, H_FREE_COUNT, H_FREE_HEAD, H_GC_CURSOR, H_GC_WAKE,
   H_KEY0, H_KEY1, H_LOCKS, H_MAGIC, H_MAX_CHAIN, H_MAX_CREATED, H_MAX_WORKERS, H_NEXT_ID, H_NS_MAX, H_VERSION,
   LAYOUT_VERSION, MAGIC, STAT_NAMES, STAT_WORDS, W_ALIVE, W_LIMBO_HEAD, W_LIMBO_TAIL, W_PID,
   WORKER_WORDS, bytesPerConnection, sections, type Sections,
 } from './layout.js';
-import { SYSCTLS, S_MAX, findSysctl } from './sysctl.js';
+import { EXT_WORDS, H_EVENTS, H_EV_DESTROY, H_EXT_BLOCKS, X_LINK, XC_EXT_FREE, XC_EXT_FREE_COUNT } from './layout.js';
+import { SYSCTLS, S_ACCT, S_MAX, S_TIMESTAMP, findSysctl } from './sysctl.js';
+import { H_ZONE_DEFAULT_LIMIT, NS_COUNT, NS_LIMIT, NS_WORDS, ZA_COUNT, ZA_LIMIT, ZA_WORDS } from './layout.js';
+import { NamespaceView } from './zones.js';
 
 export type Discipline = 'noref' | 'refcount';
 
@@ -22,8 +25,13 @@ export interface TableOptions {
   buckets?: number;
   /** Threads that may attach at once (packet workers, GC, callers; default 16). */
   maxWorkers?: number;
-  /** Namespace records (default 16). */
+  /**
+   * Namespace records (default 16): namespaces 0..namespaces-1 get their own count, limit and
+   * entry list (zones.ts); others are only counted in the global nf_conntrack_max.
+   */
   namespaces?: number;
+  /** Default limit of zones without their own (OVS `ct-set-limits default=N`; 0 = none). */
+  defaultZoneLimit?: number;
   /** Sysctls by kernel name (with or without `net.netfilter.`). */
   sysctls?: Record<string, number>;
   /** Reclamation: 'noref' (grace periods, default) or 'refcount' (kernel today). */
@@ -32,11 +40,40 @@ export interface TableOptions {
   hashKey?: [number, number];
   /** Chain length cap on insert (default 64). */
   maxChain?: number;
+  /**
+   * Extension blocks (ext.ts: accounting, timestamps, labels, timeout policy), allocated on
+   * demand per connection. Default: one per entry slot when nf_conntrack_acct or
+   * nf_conntrack_timestamp is on at creation, else a quarter of that (at least 64).
+   */
+  extensions?: number;
+  /**
+   * Event ring sizes in records (rounded up to a power of two; ecache.ts). `false`: no rings
+   * (events only reach a thread-local EventSink). Default { ring: 4096, destroyRing: 1024 }.
+   */
+  events?: false | { ring?: number; destroyRing?: number };
 }
 
 /** What another thread needs to attach: plain data, safe to postMessage. */
 export interface TableHandle {
   readonly buffer: SharedArrayBuffer;
+}
+
+/**
+ * Wake the table's GC worker (if one runs): called by an inserter that found the table full and
+ * could not early-drop. Cheap enough for that failure path; never called per packet otherwise.
+ */
+export function wakeGc(table: ConntrackTable): void {
+  // Atomics.add changes the futex word so a GC about to sleep on the old value does not sleep.
+  Atomics.add(table.i32, H_GC_WAKE, 1);
+  // Notify after the change: wakes a GC already sleeping on H_GC_WAKE.
+  Atomics.notify(table.i32, H_GC_WAKE);
+}
+
+/** Tables this thread created: only they may set limits (attached copies may not). */
+const owned = new WeakSet<ConntrackTable>();
+
+function checkLimit(what: string, v: number): void {
+  if (!Number.isInteger(v) || v < 0 || v > 0x7ffffffe) throw new Error(`${what} must be an integer in 0..${0x7ffffffe} (0 = none), got ${v}`);
 }
 
 function pow2(n: number): number {
@@ -77,6 +114,7 @@ export class ConntrackTable {
     this.sec = sections({
       capacity: this.capacity, buckets: this.buckets, locks: this.locks,
       maxWorkers: this.maxWorkers, namespaces: this.namespaces,
+      extBlocks: i32[H_EXT_BLOCKS]!, eventRecords: i32[H_EVENTS]!, destroyRecords: i32[H_EV_DESTROY]!,
     });
     if (this.sec.totalWords * 4 !== buffer.byteLength) throw new Error('table buffer size mismatch');
   }
@@ -100,7 +138,21 @@ export class ConntrackTable {
     const locks = Math.min(1024, buckets);
     // Slots beyond max absorb entries waiting for a grace period and the per-worker caches.
     const capacity = max + Math.ceil(max / 16) + maxWorkers * CACHE_SLOTS;
-    const sec = sections({ capacity, buckets, locks, maxWorkers, namespaces });
+    const sysIn = (n: string): number => {
+      if (!opts.sysctls) return 0;
+      for (const [k, v] of Object.entries(opts.sysctls)) if (findSysctl(k)?.name === n) return v;
+      return 0;
+    };
+    const extWanted = sysIn(SYSCTLS[S_ACCT]!.name) || sysIn(SYSCTLS[S_TIMESTAMP]!.name);
+    const extBlocks = opts.extensions ?? (extWanted ? capacity : Math.max(64, Math.ceil(capacity / 4)));
+    if (!Number.isInteger(extBlocks) || extBlocks < 0 || extBlocks > capacity) {
+      throw new Error(`extensions must be an integer in 0..${capacity}, got ${extBlocks}`);
+    }
+    const ev = opts.events === false ? { ring: 0, destroyRing: 0 } : opts.events ?? {};
+    const eventRecords = ev.ring === 0 ? 0 : pow2(Math.max(16, ev.ring ?? 4096));
+    const destroyRecords = ev.destroyRing === 0 || eventRecords === 0 ? 0 : pow2(Math.max(16, ev.destroyRing ?? 1024));
+    if (eventRecords > 1 << 22 || destroyRecords > 1 << 22) throw new Error('event rings are limited to 4194304 records');
+    const sec = sections({ capacity, buckets, locks, maxWorkers, namespaces, extBlocks, eventRecords, destroyRecords });
     const buffer = new SharedArrayBuffer(sec.totalWords * 4);
     const i32 = new Int32Array(buffer);
     i32[H_MAGIC] = MAGIC;
@@ -139,10 +191,19 @@ export class ConntrackTable {
       i32[sec.workers + w * WORKER_WORDS + W_LIMBO_TAIL] = -1;
     }
     i32[H_GC_CURSOR] = 0;
+    i32[H_EXT_BLOCKS] = extBlocks;
+    i32[H_EVENTS] = eventRecords;
+    i32[H_EV_DESTROY] = destroyRecords;
+    // Every extension block 1..extBlocks starts on the extension free list, in order.
+    for (let b = 1; b <= extBlocks; b++) i32[sec.ext + b * EXT_WORDS + X_LINK] = b < extBlocks ? b + 1 : 0;
+    i32[sec.xctl + XC_EXT_FREE] = extBlocks > 0 ? 1 : 0;
+    i32[sec.xctl + XC_EXT_FREE_COUNT] = extBlocks;
     const t = new ConntrackTable(buffer);
     for (const d of SYSCTLS) i32[sec.sysctl + d.index] = d.def;
     i32[sec.sysctl + S_MAX] = max;
     if (opts.sysctls) for (const [name, value] of Object.entries(opts.sysctls)) t.setSysctl(name, value);
+    owned.add(t);
+    if (opts.defaultZoneLimit !== undefined) t.setDefaultZoneLimit(opts.defaultZoneLimit);
     return t;
   }
 
@@ -218,6 +279,11 @@ export class ConntrackTable {
     Atomics.store(this.i32, base + W_ALIVE, 0);
   }
 
+  /** Wake the GC worker now (an insert found the table full); see wakeGc(). */
+  wakeGc(): void {
+    wakeGc(this);
+  }
+
   /** Summed statistics and per-worker rows, by name. */
   stats(): { total: Record<string, number>; perWorker: Record<string, number>[] } {
     const total: Record<string, number> = {};
@@ -235,6 +301,97 @@ export class ConntrackTable {
       if (any) perWorker.push(row);
     }
     return { total, perWorker };
+  }
+
+  // --- namespaces and zones (zones.ts) ---------------------------------------------------
+
+  /** True for the table object create() returned: the only one that may change limits. */
+  get isOwner(): boolean {
+    return owned.has(this);
+  }
+
+  private ownerOnly(what: string): void {
+    if (!owned.has(this)) throw new Error(`${what}: only the table object that created the table may change limits`);
+  }
+
+  private checkNs(ns: number): void {
+    if (!Number.isInteger(ns) || ns < 0 || ns >= this.namespaces) {
+      throw new Error(`namespace must be an integer in 0..${this.namespaces - 1} (table option namespaces), got ${ns}`);
+    }
+  }
+
+  private checkZoneId(zone: number): void {
+    if (!Number.isInteger(zone) || zone < 0 || zone > 0xffff) throw new Error(`zone must be an integer in 0..65535, got ${zone}`);
+  }
+
+  /**
+   * Grant namespace `ns` at most `limit` connections (0 = none: only nf_conntrack_max applies);
+   * the per-netns nf_conntrack_max. Owner only. Lowering it below the current count removes
+   * nothing: new connections are refused until the count drops below it.
+   */
+  setNamespaceLimit(ns: number, limit: number): void {
+    this.ownerOnly('setNamespaceLimit');
+    this.checkNs(ns);
+    checkLimit('limit', limit);
+    // Read by inserters with Atomics.load: applies from their next insert.
+    Atomics.store(this.i32, this.sec.ns + ns * NS_WORDS + NS_LIMIT, limit);
+  }
+
+  namespaceLimit(ns: number): number {
+    this.checkNs(ns);
+    return Atomics.load(this.i32, this.sec.ns + ns * NS_WORDS + NS_LIMIT); // owner's Atomics.store
+  }
+
+  /** Connections of namespace `ns` in the table. */
+  namespaceCount(ns: number): number {
+    this.checkNs(ns);
+    return Atomics.load(this.i32, this.sec.ns + ns * NS_WORDS + NS_COUNT); // CAS'd under bucket locks
+  }
+
+  /**
+   * Limit zone `zone` to `limit` connections (OVS `ct-set-limits zone=Z,limit=L`; 0 = no limit
+   * even when a default is set), or with null go back to the default (`ct-del-limits zone=Z`).
+   * Owner only.
+   */
+  setZoneLimit(zone: number, limit: number | null): void {
+    this.ownerOnly('setZoneLimit');
+    this.checkZoneId(zone);
+    if (limit !== null) checkLimit('limit', limit);
+    // ZA_LIMIT holds limit + 1 (0 = not set); inserters read it with Atomics.load.
+    Atomics.store(this.i32, this.sec.zacct + zone * ZA_WORDS + ZA_LIMIT, limit === null ? 0 : limit + 1);
+  }
+
+  /** Default limit of zones without their own (OVS `ct-set-limits default=N`; 0 = none). Owner only. */
+  setDefaultZoneLimit(limit: number): void {
+    this.ownerOnly('setDefaultZoneLimit');
+    checkLimit('limit', limit);
+    Atomics.store(this.i32, H_ZONE_DEFAULT_LIMIT, limit); // read by inserters with Atomics.load
+  }
+
+  get defaultZoneLimit(): number {
+    return Atomics.load(this.i32, H_ZONE_DEFAULT_LIMIT);
+  }
+
+  /** Zone `zone`'s effective limit (its own, else the default; 0 = none) and whether it is its own. */
+  zoneLimit(zone: number): { limit: number; own: boolean } {
+    this.checkZoneId(zone);
+    const v = Atomics.load(this.i32, this.sec.zacct + zone * ZA_WORDS + ZA_LIMIT); // owner's Atomics.store
+    return v !== 0 ? { limit: v - 1, own: true } : { limit: this.defaultZoneLimit, own: false };
+  }
+
+  /** Connections whose zone id (original zone, else reply zone) is `zone`. */
+  zoneCount(zone: number): number {
+    this.checkZoneId(zone);
+    return Atomics.load(this.i32, this.sec.zacct + zone * ZA_WORDS + ZA_COUNT); // CAS'd under bucket locks
+  }
+
+  /**
+   * A namespace's restricted view: its usage and a handle for its workers (a Conntrack built
+   * from `view.handle()` tracks in namespace `ns` only). It carries no way to change limits.
+   */
+  namespace(ns: number): NamespaceView {
+    this.checkNs(ns);
+    return new NamespaceView(this, ns);
   }
 
   /** Bytes of shared memory per connection at nf_conntrack_max (slab with slack, plus buckets). */

@@ -1,11 +1,15 @@
 /** `conntrack-sab replay`: replay a capture and print what conntrack-tools would show. */
-import { closeSync, existsSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs';
+import { LineWriter } from './output.js';
 import cliProgress from 'cli-progress';
 import type { EventSink } from '../events.js';
-import { entryJson, formatEntry, formatEvent, formatStats, type EntryJson } from '../format.js';
-import type { TrackerContext } from '../proto/l4proto.js';
+import { type ConnEvent, subscribeEvents, type EventSubscription } from '../ecache.js';
+import { entryJson, eventLine, formatEntry, formatEvent, formatStats, type EntryJson, type FormatContext } from '../format.js';
 import { TCP_STATE_NAMES } from '../proto/tcp.js';
+import { readCapture } from '../capture/reader.js';
+import { ConntrackPool } from '../pool.js';
 import { replay } from '../replay.js';
+import { Conntrack } from '../core.js';
 import { E_TIMEOUT } from '../layout.js';
 import { ConntrackTable } from '../table.js';
 import { parseSysctlAssignment } from '../sysctl.js';
@@ -20,23 +24,28 @@ export interface ReplayCliOptions {
   json?: boolean;
   max?: number;
   progress?: boolean;
+  /** Packet worker threads (unset or 1: this thread). */
+  workers?: number;
+  dispatch?: string;
 }
 
-/** Buffered writes to a file descriptor. */
-class LineWriter {
-  private parts: string[] = [];
-  private size = 0;
-  constructor(private readonly fd: number) {}
-  write(s: string): void {
-    this.parts.push(s);
-    this.size += s.length;
-    if (this.size > 1 << 16) this.flush();
-  }
-  flush(): void {
-    if (this.parts.length) writeSync(this.fd, this.parts.join(''));
-    this.parts = [];
-    this.size = 0;
-  }
+/** Fields of a decision the per-packet output shows (a Verdict or a BatchVerdict). */
+interface Decided {
+  readonly ctstate: string;
+  readonly direction: string | null;
+  readonly reason: string | null;
+  readonly protoState: number;
+  readonly drop: boolean;
+}
+
+/** One --per-packet JSON line. */
+function perPacketLine(i: number, v: Decided, l4proto: number): string {
+  const o: Record<string, unknown> = { i, ctstate: v.ctstate, dir: v.direction };
+  if (v.reason !== null) o['reason'] = v.reason;
+  if (v.protoState >= 0) o['tcpState'] = TCP_STATE_NAMES[v.protoState];
+  if (v.drop) o['drop'] = true;
+  if (l4proto) o['proto'] = l4proto;
+  return JSON.stringify(o) + '\n';
 }
 
 export async function runReplay(capture: string, raw: Record<string, unknown>): Promise<number> {
@@ -61,6 +70,13 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
   const max = opts.max ?? Math.max(65536, sysctls['nf_conntrack_max'] ?? 0);
   if (!Number.isInteger(max) || max < 1) return err('--max must be a positive integer');
 
+  const workers = opts.workers ?? 1;
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) return err('--workers must be an integer in 1..64');
+  const dispatch = opts.dispatch ?? 'flow';
+  if (dispatch !== 'flow' && dispatch !== 'free') return err(`--dispatch must be flow or free, got "${dispatch}"`);
+  // With packet workers, -E reads the table's shared event ring (ecache.ts).
+  const ringEvents = workers > 1 && opts.event === true;
+
   const bytes = readFileSync(capture);
   const out = new LineWriter(1);
   let perPacketFd = -1;
@@ -76,19 +92,30 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
 
   let table: ConntrackTable;
   try {
-    table = ConntrackTable.create({ max, sysctls });
+    table = ConntrackTable.create({
+      max, sysctls, ...(workers > 1 ? { maxWorkers: Math.max(16, workers + 4) } : {}),
+      // Room for the events of two batches in flight (at most a few per packet) between drains.
+      ...(ringEvents ? { events: { ring: 1 << 15, destroyRing: 1 << 13 } } : {}),
+    });
   } catch (e) {
     return err((e as Error).message);
   }
   // The formatters read the table directly.
-  const ctx: TrackerContext = { i32: table.i32, u32: table.u32, sys: table.sec.sysctl };
+  const ctx: FormatContext = { i32: table.i32, u32: table.u32, sys: table.sec.sysctl, ext: table.sec.ext };
   let wallBase = 0; // epoch ms of the clock's zero, for -o timestamp
+  try {
+    // From the first record, so that events of the very first packet have it too.
+    const first = readCapture(bytes).next();
+    if (first) wallBase = Math.floor(first.tsMs) - (Math.floor(first.tsMs) >>> 0);
+  } catch {
+    // A corrupt capture: the replay reports it.
+  }
   const eventLines: string[] = [];
   const sink: EventSink | undefined = opts.event ? {
-    event(type: number, e: number, now: number): void {
+    event(type: number, e: number, now: number, flags?: number): void {
       const line = formatEvent(ctx, type, e, now, fmt.has('timestamp') ? wallBase + (now >>> 0) : undefined, {
         extended: fmt.has('extended'), id: fmt.has('id'),
-      });
+      }, flags);
       if (opts.json) eventLines.push(line);
       else out.write(line + '\n');
     },
@@ -99,22 +126,62 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
     : null;
   bar?.start(Math.ceil(bytes.length / 1048576), 0);
 
-  const res = replay(bytes, {
-    table,
-    ...(sink ? { events: sink } : {}),
-    onPacket: (i, v, pkt, tsMs) => {
-      if (wallBase === 0) wallBase = Math.floor(tsMs) - (Math.floor(tsMs) >>> 0);
-      if (pp) {
-        const o: Record<string, unknown> = { i, ctstate: v.ctstate, dir: v.direction };
-        if (v.reason !== null) o['reason'] = v.reason;
-        if (v.protoState >= 0) o['tcpState'] = TCP_STATE_NAMES[v.protoState];
-        if (v.drop) o['drop'] = true;
-        if (pkt.l4proto) o['proto'] = pkt.l4proto;
-        pp.write(JSON.stringify(o) + '\n');
+  let res: { packets: number; counts: Record<string, number>; error: { message: string; offset: number } | null; now: number; table: ConntrackTable };
+  let lister: Conntrack;
+  if (workers > 1) {
+    const pool = new ConntrackPool({ table, workers, dispatch });
+    const sub: EventSubscription | null = ringEvents ? subscribeEvents(table) : null;
+    const got: ConnEvent[] = [];
+    const drain = (): void => {
+      if (sub) for (const ev of sub.poll()) got.push(ev);
+    };
+    try {
+      res = await pool.replay(bytes, {
+        onPacket: (i, v, tsMs) => {
+          if (wallBase === 0) wallBase = Math.floor(tsMs) - (Math.floor(tsMs) >>> 0);
+          if (pp) pp.write(perPacketLine(i, v, v.l4proto));
+        },
+        onProgress: (done: number) => {
+          drain(); // once per batch, while the next one is decided
+          bar?.update(Math.ceil(done / 1048576));
+        },
+      });
+    } finally {
+      await pool.close();
+    }
+    lister = new Conntrack(table);
+    if (sub) {
+      // DESTROY events parked while the ring was full: deliver them now that workers are gone.
+      for (let k = 0; k < 10000; k++) {
+        drain();
+        if (lister.retryParkedEvents() === 0) break;
       }
-    },
-    ...(bar ? { onProgress: (done: number) => bar.update(Math.ceil(done / 1048576)) } : {}),
-  });
+      drain();
+      if (sub.lost > 0) process.stderr.write(`conntrack-sab replay: WARNING: ${sub.lost} events were lost (the event ring overflowed, as with ENOBUFS)\n`);
+      sub.close();
+      // Capture order: each event carries its packet's offset in the capture; ring order breaks ties.
+      const order = got.map((ev, k) => ({ ev, key: ev.tag >>> 0, k }));
+      order.sort((a, b) => a.key - b.key || a.k - b.k);
+      for (const { ev } of order) {
+        const line = eventLine(ev.type, ev.body({ extended: fmt.has('extended'), id: fmt.has('id') }),
+          fmt.has('timestamp') ? wallBase + (ev.now >>> 0) : undefined);
+        if (opts.json) eventLines.push(line);
+        else out.write(line + '\n');
+      }
+    }
+  } else {
+    const r = replay(bytes, {
+      table,
+      ...(sink ? { events: sink } : {}),
+      onPacket: (i, v, pkt, tsMs) => {
+        if (wallBase === 0) wallBase = Math.floor(tsMs) - (Math.floor(tsMs) >>> 0);
+        if (pp) pp.write(perPacketLine(i, v, pkt.l4proto));
+      },
+      ...(bar ? { onProgress: (done: number) => bar.update(Math.ceil(done / 1048576)) } : {}),
+    });
+    res = r;
+    lister = r.conntrack;
+  }
   bar?.stop();
   pp?.flush();
   if (perPacketFd >= 0) closeSync(perPacketFd);
@@ -122,7 +189,7 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
   const entries: EntryJson[] = [];
   const lines: string[] = [];
   if (opts.dump || opts.json) {
-    const c = res.conntrack;
+    const c = lister;
     const now = res.now;
     c.beginBatch();
     c.chains.forEach((e) => {
@@ -152,7 +219,7 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
     }
   }
   out.flush();
-  res.conntrack.close();
+  lister.close();
   if (res.error) {
     process.stderr.write(`conntrack-sab replay: ${capture}: ${res.error.message} (after ${res.packets} packets)\n`);
     return 1;

@@ -1,0 +1,141 @@
+/**
+ * Splitting a batch between workers (runs on the dispatching thread).
+ *
+ *  - 'flow': packets go to partition (symmetric flow hash mod parts). Both directions of a
+ *    connection, and ICMP errors (by the tuple they quote), land in one partition, and each
+ *    partition lists its packets in batch order. A partition is one task, decided by one worker
+ *    in that order, and the next batch is dispatched only after this one settled, so every
+ *    connection sees its packets in capture order, as on one thread.
+ *  - 'free': contiguous chunks, any packet to any worker (throughput; decisions may differ
+ *    from one thread when workers race on the same connection).
+ *
+ * The flow hash deliberately ignores what could differ between packets of one connection:
+ * direction (the address pair and the port pair are each taken unordered), ICMP ids and types,
+ * zone and namespace. A coarser key only groups more; it never splits a connection.
+ */
+import {
+  BH_DONE, BH_TASKS, IX_FLOW, IX_LEN, IX_LINKTYPE, IX_OFF, IX_PART, IX_WORDS, MAX_TASKS, PacketBatch,
+  TASK_WORDS, TK_FROM, TK_PROGRESS, TK_THREAD, TK_TO, TK_WID,
+} from './batch.js';
+import { parseFrame } from './packet/parse.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, Packet } from './packet/packet.js';
+import { hasPorts } from './tuple.js';
+
+export type DispatchMode = 'flow' | 'free';
+
+/** A 32-bit finaliser (avalanche) on one word. */
+function mix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+function addrHash(a: Uint32Array): number {
+  let h = 0x9747b28c;
+  for (let k = 0; k < 4; k++) h = mix((h ^ a[k]!) >>> 0);
+  return h;
+}
+
+function symmetric(src: Uint32Array, dst: Uint32Array, sport: number, dport: number, l4: number): number {
+  // Sum of the per-address hashes: the same for (a, b) and (b, a).
+  let h = (addrHash(src) + addrHash(dst)) >>> 0;
+  if (hasPorts(l4)) {
+    const lo = sport < dport ? sport : dport;
+    const hi = sport < dport ? dport : sport;
+    h = mix((h ^ Math.imul((lo << 16) | hi, 0x27d4eb2d)) >>> 0);
+  }
+  return mix((h ^ (l4 * 0x01000193)) >>> 0);
+}
+
+/**
+ * Symmetric flow hash of a parsed packet (unsigned 32-bit). ICMP errors hash by the tuple they
+ * quote. Packets that cannot touch a connection (parse errors, unusable ICMP errors) hash to
+ * `fallback` (callers pass something that spreads them, e.g. the packet index).
+ */
+export function flowHash(pkt: Packet, fallback: number): number {
+  if (pkt.reason !== null) return fallback >>> 0;
+  if (pkt.icmpError && (pkt.l4proto === IPPROTO_ICMP || pkt.l4proto === IPPROTO_ICMPV6)) {
+    if (pkt.innerReason !== null || pkt.innerFamily !== pkt.family) return fallback >>> 0;
+    return symmetric(pkt.innerSrc, pkt.innerDst, pkt.innerSport, pkt.innerDport, pkt.innerProto);
+  }
+  return symmetric(pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.l4proto);
+}
+
+/** Partitions a batch's packets into task records; reuses its scratch between batches. */
+export class Dispatcher {
+  private readonly pkt = new Packet();
+  private counts = new Int32Array(0);
+
+  constructor(readonly mode: DispatchMode) {}
+
+  /**
+   * Fill the batch's dispatch list and task records for `parts` partitions (at most one task
+   * per partition; empty partitions get none). Returns the number of tasks.
+   */
+  split(batch: PacketBatch, parts: number): number {
+    if (!Number.isInteger(parts) || parts < 1 || parts > MAX_TASKS) {
+      throw new Error(`parts must be an integer in 1..${MAX_TASKS}, got ${parts}`);
+    }
+    const n = batch.count;
+    const i32 = batch.i32;
+    const { index, lists, tasks } = batch.sec;
+    i32[BH_DONE] = 0;
+    let ntasks = 0;
+    const addTask = (from: number, to: number): void => {
+      const t = tasks + ntasks * TASK_WORDS;
+      i32[t + TK_FROM] = from;
+      i32[t + TK_TO] = to;
+      i32[t + TK_THREAD] = 0;
+      i32[t + TK_WID] = -1;
+      i32[t + TK_PROGRESS] = 0;
+      ntasks++;
+    };
+    if (this.mode === 'free' || parts === 1) {
+      for (let i = 0; i < n; i++) {
+        i32[lists + i] = i;
+      }
+      const per = Math.ceil(n / parts);
+      for (let p = 0; p < parts && p * per < n; p++) {
+        const from = p * per;
+        const to = Math.min(n, from + per);
+        for (let i = from; i < to; i++) i32[index + i * IX_WORDS + IX_PART] = ntasks;
+        addTask(from, to);
+      }
+    } else {
+      if (this.counts.length < parts + 1) this.counts = new Int32Array(parts + 1);
+      const c = this.counts;
+      c.fill(0);
+      const pkt = this.pkt;
+      const bytes = batch.bytes;
+      for (let i = 0; i < n; i++) {
+        const x = index + i * IX_WORDS;
+        parseFrame(i32[x + IX_LINKTYPE]!, bytes, batch.u32[x + IX_OFF]!, i32[x + IX_LEN]!, pkt);
+        const h = flowHash(pkt, i);
+        const p = h % parts;
+        i32[x + IX_FLOW] = h | 0;
+        i32[x + IX_PART] = p;
+        c[p + 1]!++;
+      }
+      // Prefix sums: c[p] = start of partition p in the list.
+      for (let p = 0; p < parts; p++) c[p + 1]! += c[p]!;
+      const starts = c.slice(0, parts + 1); // once per batch, not per packet
+      for (let i = 0; i < n; i++) {
+        const p = i32[index + i * IX_WORDS + IX_PART]!;
+        i32[lists + c[p]!] = i;
+        c[p]!++;
+      }
+      // Renumber partitions to task indices (empty partitions get no task).
+      for (let p = 0; p < parts; p++) {
+        if (starts[p + 1]! > starts[p]!) {
+          for (let k = starts[p]!; k < starts[p + 1]!; k++) i32[index + i32[lists + k]! * IX_WORDS + IX_PART] = ntasks;
+          addTask(starts[p]!, starts[p + 1]!);
+        }
+      }
+    }
+    i32[BH_TASKS] = ntasks;
+    return ntasks;
+  }
+}

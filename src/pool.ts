@@ -1,0 +1,435 @@
+/**
+ * ConntrackPool: packet workers (piscina) deciding batches of packets against one shared table.
+ *
+ *   const table = ConntrackTable.create();
+ *   const pool = new ConntrackPool({ table, workers: 4, dispatch: 'flow' });
+ *   const batch = pool.createBatch();
+ *   batch.push(linktype, frame, 0, frame.length, nowMs);   // ... thousands of frames
+ *   await pool.process(batch);                              // results are in the batch now
+ *   batch.read(0, out);                                     // out: a reused BatchVerdict
+ *   await pool.close();
+ *
+ * One task per partition of a batch (dispatch.ts); the pool dispatches a batch only after the
+ * previous one it dispatched settled, so 'flow' mode decides every packet as one thread would.
+ *
+ * Worker death: piscina replaces a worker thread that dies. The dead thread's table worker
+ * record stays claimed (W_ALIVE, its threadId in W_PID), holding its cached slots, its limbo
+ * list and possibly an online QSBR state. The pool notices the death (the thread's 'exit'),
+ * finds the record, runs recovery and the `onWorkerDeath` hook, and rejects the batch whose
+ * task died with a WorkerDeathError (after recovery ran). That batch is not redone: the packets
+ * before the crash point were applied to the table, the one in progress maybe partly, so a
+ * replay would not be the same. `batch.decided(i)` tells which packets have results.
+ */
+import { once } from 'node:events';
+import type { Worker } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import {
+  BatchVerdict, DEFAULT_BATCH_PACKETS, MAX_TASKS, PacketBatch, TASK_WORDS, TK_PROGRESS, TK_THREAD, TK_WID,
+  type BatchOptions,
+} from './batch.js';
+import { CaptureError, readCapture } from './capture/reader.js';
+import { Dispatcher, type DispatchMode } from './dispatch.js';
+import { W_ALIVE, W_PID, WORKER_WORDS } from './layout.js';
+import { LINKTYPE_NFLOG } from './packet/packet.js';
+import { nflogTimestampMs } from './packet/parse.js';
+import { clockFromEpochMs } from './replay.js';
+import { ConntrackTable } from './table.js';
+import { CTSTATE_NAMES } from './verdict.js';
+import { recoverDeadWorker, type RecoveryReport } from './recovery.js';
+
+/** Passed to every worker thread as workerData. */
+export interface PoolWorkerData {
+  table: SharedArrayBuffer;
+}
+
+/** One piscina task. */
+export interface PoolTask {
+  kind: 'decide' | 'close';
+  batch: SharedArrayBuffer;
+  data: SharedArrayBuffer;
+  /** Task record index in the batch. */
+  task: number;
+  /** Test hook: the worker exits after deciding this many packets of the task. */
+  crashAfter?: number;
+  /** 'close' tasks: barrier word and number of parties. */
+  barrier?: SharedArrayBuffer;
+  parties?: number;
+}
+
+/** What a worker answers for a task. */
+export interface TaskSummary {
+  wid: number;
+  threadId: number;
+  task: number;
+  packets: number;
+  /** Reason strings missing from the registry, by code - REASON_EXTRA; null when none. */
+  extras: string[] | null;
+}
+
+export interface WorkerDeath {
+  /** Table worker record of the dead thread (-1 when it had not attached yet). */
+  wid: number;
+  threadId: number;
+  exitCode: number;
+  /** What recoverDeadWorker did (null when the thread had no record, or recovery threw). */
+  recovery: RecoveryReport | null;
+  /** Why recovery failed, when it threw. */
+  recoveryError?: unknown;
+}
+
+export interface PoolOptions {
+  /** The shared table; the pool's workers attach to it. */
+  table: ConntrackTable;
+  /** Worker threads (default 2). */
+  workers?: number;
+  /** 'flow' (default): as one thread would decide; 'free': any worker, any packet. */
+  dispatch?: DispatchMode;
+  /**
+   * Called after a worker thread died, once its table record was recovered. A batch whose task
+   * died rejects only after this returned (or its promise settled).
+   */
+  onWorkerDeath?: (death: WorkerDeath) => void | Promise<void>;
+  /** Worker module (default: the compiled workers/packet-worker.js). */
+  workerFile?: string | URL;
+}
+
+export interface ProcessOptions {
+  /** Test hook: the worker of the first task exits after deciding this many of its packets. */
+  crashAfter?: number;
+}
+
+export interface BatchResult {
+  packets: number;
+  tasks: number;
+  /** Worker records that decided packets of the batch. */
+  wids: number[];
+  /** Reason strings that were not in the registry (empty unless a module added new ones). */
+  unregisteredReasons: string[];
+}
+
+export class WorkerDeathError extends Error {
+  constructor(readonly deaths: WorkerDeath[], readonly decided: number, readonly packets: number) {
+    super(`a packet worker died during the batch (${deaths.map((d) => `thread ${d.threadId}, worker record ${d.wid}, exit code ${d.exitCode}`).join('; ') || 'thread unknown'}); ` +
+      `${decided} of ${packets} packets were decided, the batch was not retried`);
+    this.name = 'WorkerDeathError';
+  }
+}
+
+export interface PoolReplayOptions {
+  /** Called for every packet in capture order with a reused BatchVerdict. */
+  onPacket?: (index: number, v: BatchVerdict, tsMs: number) => void;
+  onProgress?: (done: number, total: number) => void;
+  /** Packets per batch (default DEFAULT_BATCH_PACKETS). */
+  batch?: number;
+}
+
+export interface PoolReplayResult {
+  packets: number;
+  counts: Record<string, number>;
+  error: CaptureError | null;
+  now: number;
+  lastTsMs: number;
+  table: ConntrackTable;
+  unregisteredReasons: string[];
+}
+
+/** Table clock time of a capture record: NFLOG's own timestamp when it carries one. */
+export function recordTimeMs(linktype: number, buf: Uint8Array, off: number, len: number, tsMs: number): number {
+  if (linktype === LINKTYPE_NFLOG) {
+    const k = nflogTimestampMs(buf, off, len);
+    if (k !== null) return k;
+  }
+  return tsMs;
+}
+
+function defaultWorkerFile(): URL {
+  // dist/src/pool.js -> dist/workers/packet-worker.js
+  return new URL('../workers/packet-worker.js', import.meta.url);
+}
+
+export class ConntrackPool {
+  readonly table: ConntrackTable;
+  readonly workers: number;
+  readonly dispatch: DispatchMode;
+  private readonly piscina: Piscina<PoolTask, TaskSummary>;
+  private readonly dispatcher: Dispatcher;
+  private readonly onDeath: ((d: WorkerDeath) => void | Promise<void>) | null;
+  /** threadId -> worker record, learnt from task summaries. */
+  private readonly wids = new Map<number, number>();
+  /** Deaths by threadId, settled once recovery and the hook ran. */
+  private readonly deaths = new Map<number, { death: WorkerDeath; handled: Promise<void> }>();
+  private readonly watched = new WeakSet<Worker>();
+  /** Batches queued or in flight (dispatched one after another) and the last one's settling. */
+  private active = 0;
+  private tail: Promise<void> = Promise.resolve();
+  private closing = false;
+  private closed = false;
+
+  constructor(opts: PoolOptions) {
+    if (!(opts.table instanceof ConntrackTable)) throw new Error('ConntrackPool needs { table: ConntrackTable }');
+    const n = opts.workers ?? 2;
+    if (!Number.isInteger(n) || n < 1 || n > MAX_TASKS) throw new Error(`workers must be an integer in 1..${MAX_TASKS}, got ${n}`);
+    if (n >= opts.table.maxWorkers) {
+      throw new Error(`${n} workers need ${n + 1} table worker records (workers + a caller); the table has ${opts.table.maxWorkers} (raise maxWorkers)`);
+    }
+    const mode = opts.dispatch ?? 'flow';
+    if (mode !== 'flow' && mode !== 'free') throw new Error(`dispatch must be 'flow' or 'free', got ${String(mode)}`);
+    this.table = opts.table;
+    this.workers = n;
+    this.dispatch = mode;
+    this.dispatcher = new Dispatcher(mode);
+    this.onDeath = opts.onWorkerDeath ?? null;
+    const file = opts.workerFile ?? defaultWorkerFile();
+    const data: PoolWorkerData = { table: opts.table.buffer };
+    this.piscina = new Piscina<PoolTask, TaskSummary>({
+      filename: typeof file === 'string' ? file : file.href,
+      minThreads: n,
+      maxThreads: n,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      concurrentTasksPerWorker: 1,
+      workerData: data,
+    });
+    this.piscina.on('workerCreate', () => this.watchThreads());
+    // Errors outside any task (a worker dying idle): handled through the thread's exit.
+    this.piscina.on('error', () => {});
+  }
+
+  /** A batch sized for this pool (frames copied in with push(), or referenced with pushRef()). */
+  createBatch(opts: BatchOptions = {}): PacketBatch {
+    return PacketBatch.create(opts);
+  }
+
+  /** Listen for the exit of every thread piscina runs now. */
+  private watchThreads(): void {
+    for (const w of this.piscina.threads) {
+      if (this.watched.has(w)) continue;
+      this.watched.add(w);
+      const threadId = w.threadId; // -1 after exit: capture it now
+      w.once('exit', (code: number) => this.workerExited(threadId, code));
+    }
+  }
+
+  /** The table worker record a thread owns: from its summaries, else by W_PID. */
+  private widOf(threadId: number): number {
+    const known = this.wids.get(threadId);
+    if (known !== undefined) return known;
+    const t = this.table;
+    for (let w = 0; w < t.maxWorkers; w++) {
+      const base = t.sec.workers + w * WORKER_WORDS;
+      // Loads: the record was claimed by another thread (CAS on W_ALIVE, store of W_PID).
+      if (Atomics.load(t.i32, base + W_ALIVE) === 1 && Atomics.load(t.i32, base + W_PID) === threadId) return w;
+    }
+    return -1;
+  }
+
+  private workerExited(threadId: number, exitCode: number): void {
+    if (this.closing) return; // shutdown: the workers left the table themselves
+    const death: WorkerDeath = { wid: this.widOf(threadId), threadId, exitCode, recovery: null };
+    this.wids.delete(threadId);
+    const handled = (async () => {
+      if (death.wid >= 0) {
+        // Finish or undo what the dead thread was doing in the table, give its record back.
+        try {
+          death.recovery = recoverDeadWorker(this.table, death.wid);
+        } catch (e) {
+          death.recoveryError = e;
+        }
+      }
+      if (this.onDeath) await this.onDeath(death);
+    })();
+    handled.catch(() => {}); // surfaced through the failing batch
+    this.deaths.set(threadId, { death, handled });
+  }
+
+  /**
+   * Decide every packet of the batch. Resolves when all results are in the batch; rejects with
+   * WorkerDeathError when a worker died (after recovery), or with the worker's error.
+   */
+  process(batch: PacketBatch, opts: ProcessOptions = {}): Promise<BatchResult> {
+    if (this.closing || this.closed) return Promise.reject(new Error('the pool is closed'));
+    // Dispatch at once (synchronously, so the caller can fill another batch meanwhile) when no
+    // batch is queued or in flight; otherwise after the last one settled.
+    const start = (): Promise<BatchResult> => this.run(batch, opts).finally(() => { this.active--; });
+    const p = this.active > 0 ? this.tail.then(start, start) : start();
+    this.active++;
+    this.tail = p.then(() => {}, () => {});
+    return p;
+  }
+
+  private async run(batch: PacketBatch, opts: ProcessOptions): Promise<BatchResult> {
+    const n = batch.count;
+    if (n === 0) return { packets: 0, tasks: 0, wids: [], unregisteredReasons: [] };
+    const ntasks = this.dispatcher.split(batch, this.workers);
+    const runs: Promise<TaskSummary>[] = [];
+    for (let t = 0; t < ntasks; t++) {
+      const task: PoolTask = { kind: 'decide', batch: batch.buffer, data: batch.data, task: t };
+      if (t === 0 && opts.crashAfter !== undefined) task.crashAfter = opts.crashAfter;
+      runs.push(this.piscina.run(task));
+    }
+    const out = await Promise.allSettled(runs);
+    const wids = new Set<number>();
+    const extras: (readonly string[])[] = [];
+    const unregistered = new Set<string>();
+    let failed: unknown = null;
+    const deaths: WorkerDeath[] = [];
+    for (let t = 0; t < ntasks; t++) {
+      const r = out[t]!;
+      if (r.status === 'fulfilled') {
+        const s = r.value;
+        this.wids.set(s.threadId, s.wid);
+        wids.add(s.wid);
+        extras[t] = s.extras ?? [];
+        for (const e of s.extras ?? []) unregistered.add(e);
+        continue;
+      }
+      extras[t] = [];
+      // Which thread held the task (it stores its threadId before deciding anything).
+      const tr = batch.sec.tasks + t * TASK_WORDS;
+      const tid = Atomics.load(batch.i32, tr + TK_THREAD); // pairs with the worker's store
+      const d = tid !== 0 ? await this.deathOf(tid) : null;
+      if (d) deaths.push(d);
+      else failed ??= r.reason;
+    }
+    batch.extras = extras;
+    if (deaths.length > 0 || failed !== null) {
+      let decided = 0;
+      for (let t = 0; t < ntasks; t++) {
+        decided += Atomics.load(batch.i32, batch.sec.tasks + t * TASK_WORDS + TK_PROGRESS); // published by the worker
+      }
+      if (deaths.length > 0) throw new WorkerDeathError(deaths, decided, n);
+      throw failed;
+    }
+    if (!batch.complete) throw new Error('internal: batch tasks finished but not every packet was decided');
+    return { packets: n, tasks: ntasks, wids: [...wids].sort((a, b) => a - b), unregisteredReasons: [...unregistered] };
+  }
+
+  /** The death record of a thread, after its handling finished; null if it did not die. */
+  private async deathOf(threadId: number): Promise<WorkerDeath | null> {
+    // piscina rejects the task from its own 'exit' listener; ours (registered later) runs in
+    // the same dispatch, so the record exists by now. Give it a turn in case it does not.
+    let d = this.deaths.get(threadId);
+    if (!d) {
+      await new Promise((r) => setImmediate(r));
+      d = this.deaths.get(threadId);
+    }
+    if (!d) return null;
+    await d.handled.catch(() => {});
+    return d.death;
+  }
+
+  /** Deaths seen so far. */
+  get workerDeaths(): WorkerDeath[] {
+    return [...this.deaths.values()].map((d) => d.death);
+  }
+
+  /**
+   * Replay a capture through the pool: capture timestamps drive the table clock, batches are
+   * dispatched one after another (the next is filled while the workers decide the current).
+   */
+  async replay(bytes: Uint8Array, opts: PoolReplayOptions = {}): Promise<PoolReplayResult> {
+    // Workers read frames in place: put the capture in shared memory once.
+    let shared: Uint8Array;
+    if (bytes.buffer instanceof SharedArrayBuffer) {
+      shared = bytes;
+    } else {
+      shared = new Uint8Array(new SharedArrayBuffer(bytes.length));
+      shared.set(bytes);
+    }
+    const reader = readCapture(shared);
+    const data = shared.buffer as SharedArrayBuffer;
+    const cap = opts.batch ?? DEFAULT_BATCH_PACKETS;
+    const batches = [PacketBatch.create({ capacity: cap, data }), PacketBatch.create({ capacity: cap, data })];
+    const ts = [new Float64Array(cap), new Float64Array(cap)];
+    const counts: Record<string, number> = {};
+    for (const s of CTSTATE_NAMES) counts[s] = 0;
+    const unregistered = new Set<string>();
+    let error: CaptureError | null = null;
+    let eof = false;
+    let packets = 0;
+    let now = 0;
+    let lastTsMs = 0;
+
+    const fill = (k: number): number => {
+      const b = batches[k]!;
+      const times = ts[k]!;
+      b.reset();
+      while (!eof && !b.full) {
+        let rec;
+        try {
+          rec = reader.next();
+        } catch (e) {
+          if (!(e instanceof CaptureError)) throw e;
+          error = e;
+          eof = true;
+          break;
+        }
+        if (rec === null) { eof = true; break; }
+        if (rec.buf.buffer !== data) throw new Error('internal: capture reader returned a frame outside the capture');
+        const t = recordTimeMs(rec.linktype, rec.buf, rec.off, rec.len, rec.tsMs);
+        times[b.count] = t;
+        b.pushRef(rec.linktype, rec.buf.byteOffset + rec.off, rec.len, clockFromEpochMs(t));
+      }
+      return b.count;
+    };
+
+    const v = new BatchVerdict();
+    const report = (k: number): void => {
+      const b = batches[k]!;
+      const times = ts[k]!;
+      const m = b.count;
+      for (let i = 0; i < m; i++) {
+        b.read(i, v);
+        counts[CTSTATE_NAMES[v.state]!]!++;
+        if (opts.onPacket) opts.onPacket(packets + i, v, times[i]!);
+      }
+      packets += m;
+      lastTsMs = times[m - 1]!;
+      now = b.now(m - 1);
+    };
+
+    let cur = 0;
+    fill(cur);
+    let pending: Promise<BatchResult> | null = batches[cur]!.count > 0 ? this.process(batches[cur]!) : null;
+    while (pending) {
+      const next = 1 - cur;
+      fill(next); // while the workers decide `cur`
+      const r = await pending;
+      for (const e of r.unregisteredReasons) unregistered.add(e);
+      // The table clock as of the last packet decided (read by GC and destroy events).
+      this.table.clock = batches[cur]!.now(batches[cur]!.count - 1);
+      pending = batches[next]!.count > 0 ? this.process(batches[next]!) : null;
+      report(cur);
+      if (opts.onProgress) opts.onProgress(reader.offset, bytes.length);
+      cur = next;
+    }
+    if (opts.onProgress) opts.onProgress(bytes.length, bytes.length);
+    return { packets, counts, error, now, lastTsMs, table: this.table, unregisteredReasons: [...unregistered] };
+  }
+
+  /**
+   * Wait for the batch in flight, let every worker leave the table (give its cached slots and
+   * record back), then stop the threads.
+   */
+  async close(): Promise<void> {
+    if (this.closed || this.closing) return;
+    await this.tail;
+    this.closing = true;
+    try {
+      const n = this.piscina.threads.length;
+      if (n > 0) {
+        const barrier = new SharedArrayBuffer(4);
+        const empty = new SharedArrayBuffer(4);
+        const leaving: Promise<TaskSummary>[] = [];
+        for (let k = 0; k < n; k++) {
+          leaving.push(this.piscina.run({ kind: 'close', batch: empty, data: empty, task: -1, barrier, parties: n }));
+        }
+        await Promise.allSettled(leaving);
+      }
+    } finally {
+      const threads = [...this.piscina.threads];
+      await this.piscina.destroy();
+      await Promise.all(threads.map((w) => (w.threadId >= 0 ? once(w, 'exit').catch(() => {}) : undefined)));
+      this.closed = true;
+    }
+  }
+}
