@@ -1,0 +1,53 @@
+/**
+ * Single-thread replay speed: every bundled capture (the sample and the kernel fixtures)
+ * replayed through a fresh table, median of 5 runs after a warm-up.
+ *   node dist/bench/replay-speed.js [--runs N] [capture ...]
+ */
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { replay } from '../src/replay.js';
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+const args = process.argv.slice(2);
+let runs = 5;
+const files: string[] = [];
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--runs') runs = Number(args[++i]);
+  else files.push(args[i]!);
+}
+if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs needs a positive integer');
+if (files.length === 0) {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const sample = `${root}bench/samples/sample.pcap`;
+  if (existsSync(sample)) files.push(sample);
+  const fx = `${root}test/fixtures/kernel`;
+  if (existsSync(fx)) for (const d of readdirSync(fx).sort()) files.push(`${fx}/${d}/capture.pcap`);
+}
+// All captures concatenated into one workload: replay each, sum packets and time.
+const inputs = files.map((f) => readFileSync(f));
+const total = (): { packets: number; ms: number } => {
+  let packets = 0;
+  const t0 = performance.now();
+  for (const b of inputs) {
+    const r = replay(b);
+    packets += r.packets;
+    r.conntrack.close();
+  }
+  return { packets, ms: performance.now() - t0 };
+};
+total(); // warm-up
+const rates: number[] = [];
+let packets = 0;
+for (let r = 0; r < runs; r++) {
+  const x = total();
+  packets = x.packets;
+  rates.push((x.packets / x.ms) * 1000);
+}
+console.log(JSON.stringify({
+  captures: files.length, packets, runs,
+  ppsMedian: Math.round(median(rates)), ppsMin: Math.round(Math.min(...rates)), ppsMax: Math.round(Math.max(...rates)),
+}));

@@ -1,0 +1,27 @@
+/**
+ * `conntrack-sab bench`: the multicore throughput bench (bench/run.ts), with its options passed
+ * through. Loaded on demand so the other commands do not pay for it.
+ */
+export interface BenchCliOptions {
+  json?: boolean;
+  quick?: boolean;
+  inline?: boolean;
+  workers?: string;
+  runs?: string;
+  only?: string;
+  out?: string;
+}
+
+/** Returns the exit code (0 done, 2 bad options). */
+export async function runBenchCli(opts: BenchCliOptions): Promise<number> {
+  const argv: string[] = [];
+  if (opts.quick) argv.push('--quick');
+  if (opts.json) argv.push('--json');
+  if (opts.inline) argv.push('--inline');
+  if (opts.workers !== undefined) argv.push('--workers', opts.workers);
+  if (opts.runs !== undefined) argv.push('--runs', opts.runs);
+  if (opts.only !== undefined) argv.push('--only', opts.only);
+  if (opts.out !== undefined) argv.push('--out', opts.out);
+  const { benchMain } = await import(new URL('../../bench/run.js', import.meta.url).href) as typeof import('../../bench/run.js');
+  return benchMain(argv);
+}
