@@ -3,6 +3,13 @@
 export const EVENT_NEW = 1;
 export const EVENT_UPDATE = 2;
 export const EVENT_DESTROY = 4;
+/**
+ * Flag beside EVENT_UPDATE (EventSink's `flags`, bits above the type in ring records): the
+ * protocol state changed. conntrack -E prints the state of an UPDATE only then.
+ */
+export const EVENT_F_PROTOINFO = 1 << 9;
+/** Every event type (a subscription's default filter). */
+export const EVENT_TYPES_ALL = EVENT_NEW | EVENT_UPDATE | EVENT_DESTROY;
 export const EVENT_NAMES: Readonly<Record<number, string>> = { 1: 'NEW', 2: 'UPDATE', 4: 'DESTROY' };
 
 /**
@@ -10,5 +17,5 @@ export const EVENT_NAMES: Readonly<Record<number, string>> = { 1: 'NEW', 2: 'UPD
  * (at `e`) are intact. `now` is the table clock of the packet that caused it.
  */
 export interface EventSink {
-  event(type: number, e: number, now: number): void;
+  event(type: number, e: number, now: number, flags?: number): void;
 }

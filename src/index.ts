@@ -17,3 +17,7 @@ export { EVENT_NEW, EVENT_UPDATE, EVENT_DESTROY, type EventSink } from './events
 export { formatEntry, formatEvent, formatStats, entryJson, type EntryJson } from './format.js';
 export { SYSCTLS, findSysctl, type SysctlDef } from './sysctl.js';
 export { TCP_STATE_NAMES } from './proto/tcp.js';
+export { CtOps, CtMatcher, EntryDump, parseCidr, parseProto, tupleFromSpec, invertSpec, workerStats, type CtFilter, type CtOpsOptions, type TupleSpec, type WalkOptions, type WorkerStats } from './ops.js';
+export { encodeSnapshot, decodeSnapshot, restoreSnapshot, saveSnapshotFile, loadSnapshotFile, isSnapshot, snapshotEntries, crc32, SnapshotError, type Snapshot, type RestoreOptions, type RestoreResult, type EncodeOptions } from './snapshot.js';
+export { prometheusText, formatPrometheus, metricsFromTable, metricsFromSnapshot, type MetricsSource } from './metrics.js';
+export { formatProcEntry, formatCount, zoneParts } from './format.js';

@@ -59,9 +59,10 @@ import {
   INTENT_INSERT, INTENT_LINKED, INTENT_UNCOUNTED, INTENT_UNCOUNTING, IPS_CONFIRMED, IPS_DYING,
   KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNCOUNTED, KILL_STEP_UNCOUNTING, KILL_STEP_UNLINKED, W_ALIVE, W_ALLOC_HEAD, W_ALLOC_OP, W_CACHE, W_CACHE_COUNT, W_HELD, W_INTENT,
   W_INTENT_SLOT, W_KILL, W_LIMBO_COUNT, W_LIMBO_HEAD, W_LIMBO_TAIL, W_RECLAIM, W_RELEASE, W_STATE,
-  WORKER_WORDS, XC_EXT_LOCK,
+  WORKER_WORDS, XC_EXT_LOCK, ZL_LOCKS,
 } from './layout.js';
 import { extRelease } from './ext.js';
+import { rebuildZoneAccounting } from './zones.js';
 import { forceUnlock, lockOwner, tryLock, unlock } from './locks.js';
 import type { ConntrackTable } from './table.js';
 
@@ -430,6 +431,9 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   // holding a lower stripe), then take every bucket lock in ascending order, as writers do:
   // with all of them held no link, unlink or zone count moves, and the counters are recounted.
   for (let l = 0; l < table.locks; l++) if (forceUnlock(i32, L + l, wid)) report.locksReleased++;
+  // Its zone/namespace list locks too: a live writer may wait on one while holding a bucket
+  // stripe we are about to take. The lists it may have left half-linked are rebuilt below.
+  for (let l = 0; l < ZL_LOCKS; l++) if (forceUnlock(i32, table.sec.zlocks + l, wid)) report.locksReleased++;
   let all = false;
   if (repair) {
     try {
@@ -472,6 +476,9 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
     if (counted !== null) countDelta = counted;
     if (countDelta !== 0) Atomics.sub(i32, H_COUNT, countDelta); // relative: others go on counting
     report.countsReturned = countDelta;
+    // Namespace/zone counts and lists change only inside confirm/kill, which our locks exclude:
+    // rebuild them from the chains, and release the dead worker's list locks.
+    rebuildZoneAccounting(table, wid);
     for (let l = 0; l < table.locks; l++) unlock(i32, L + l);
   }
 

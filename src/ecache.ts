@@ -1,0 +1,558 @@
+/**
+ * The event ring (the kernel's nf_conntrack_ecache + ctnetlink event groups), in shared memory.
+ *
+ * Producers: every thread that changes the table (packet workers, the GC, API callers) writes
+ * NEW / UPDATE / DESTROY events. Consumers: subscriptions on any thread (subscribeEvents).
+ *
+ * Two rings (layout.ts, sections `events` and `destroys`), records REC_WORDS long, each an image
+ * of the entry and of its extension block, so a consumer formats an event without touching the
+ * entry (which may be recycled by then):
+ *  - The main ring takes every event in one global order. A producer reserves a record with
+ *    Atomics.add on XC_EV_HEAD and publishes it with the record's sequence word (a seqlock:
+ *    ~seq while writing, seq when done). It never waits for consumers: a consumer that falls more
+ *    than a ring behind finds its records overwritten and counts them lost (the kernel's ENOBUFS).
+ *  - DESTROY events must not be lost. Each is first written to the DESTROY ring, which a
+ *    producer may only fill up to the slowest attached subscriber's tail (SB_DTAIL); then a
+ *    marker record pointing at it goes to the main ring, so in the normal case consumers see the
+ *    DESTROY in global order. A consumer that lost the marker still finds the record in the
+ *    DESTROY ring and delivers it late (counted in `late`, not lost).
+ *  - When the DESTROY ring is full, the entry is parked: the destroying thread keeps an extra
+ *    reference on it (so its slot, and the extension block with its final counters, are not
+ *    freed) and links it on the parked list. Packet workers (at the end of each batch) and the GC
+ *    (each run) retry; once the DESTROY record is written the reference is dropped and the slot
+ *    is reclaimed as usual. The bound: parked entries hold entry slots; when the slab runs out,
+ *    new connections are refused (dropped as "table full") until a consumer catches up. The
+ *    packet path never waits on a consumer.
+ *
+ * Nothing is produced while no subscriber is attached (XC_EV_SUBS = 0), when the table has no
+ * rings (`events: false`) or when nf_conntrack_events is 0.
+ */
+import { EventEmitter } from 'node:events';
+import type { Chains } from './chains.js';
+import { EVENT_DESTROY, EVENT_F_PROTOINFO, EVENT_NAMES, EVENT_NEW, EVENT_TYPES_ALL, EVENT_UPDATE } from './events.js';
+import { readAcct, readLabels, type ConnAcct } from './ext.js';
+import {
+  ENTRY_WORDS, EV_SUBSCRIBERS, EXT_ACCT, EXT_LABELS, EXT_TSTAMP, EXT_WORDS, E_EXT, E_GEN, E_ID, E_LINK,
+  E_MARK, E_PROTO, E_REFCNT, E_RETIRE, E_STATUS, E_TIMEOUT, E_ZONE, H_EVENTS, H_EV_DESTROY, REC_EXT, REC_LINK, REC_MARKER,
+  REC_NOW, REC_SEQ, REC_TAG, REC_TYPE, REC_WHY, REC_WORDS, SB_DTAIL, SB_STATE, SUB_WORDS, X_FLAGS, X_TSTAMP,
+  XC_EV_DHEAD, XC_EV_EMITTED, XC_EV_HEAD, XC_EV_LOST, XC_EV_PARK_HEAD, XC_EV_PARK_LOCK, XC_EV_PARKED,
+  XC_EV_PARKED_TOTAL, XC_EV_SUBS, XC_SUB,
+} from './layout.js';
+import { lock, unlock } from './locks.js';
+import { S_EVENTS } from './sysctl.js';
+import type { ConntrackTable } from './table.js';
+import { formatEntry, type FormatContext, type FormatOptions } from './format.js';
+
+const SEQ_MASK = 0x7fffffff;
+/** Entries one retry call delivers at most (bounded work per batch end / GC run). */
+const RETRY_MAX = 64;
+/** A reserved record not published after this long (wall ms) is skipped as lost (a dead producer). */
+const STALL_MS = 2000;
+const E_NO_RING = 'this table has no event ring (created with events: false)';
+const E_NO_SUB = `all ${EV_SUBSCRIBERS} event subscriber records are in use`;
+
+/** Signed distance a - b of two 31-bit sequence numbers. */
+function seqDiff(a: number, b: number): number {
+  return ((a - b) << 1) >> 1;
+}
+
+/**
+ * The producer side, one per thread that changes the table (owned by Conntrack and GcEngine).
+ * Also the place where a connection's stop timestamp is taken.
+ */
+export class EventProducer {
+  private readonly i32: Int32Array;
+  private readonly xc: number;
+  private readonly ext: number;
+  private readonly sys: number;
+  private readonly E: number;
+  private readonly events: number;
+  private readonly destroys: number;
+  private readonly mask: number;
+  private readonly dcap: number;
+  private readonly dmask: number;
+  private readonly retried = new Int32Array(RETRY_MAX);
+
+  constructor(table: ConntrackTable, private readonly wid: number) {
+    this.i32 = table.i32;
+    this.xc = table.sec.xctl;
+    this.ext = table.sec.ext;
+    this.sys = table.sec.sysctl;
+    this.E = table.sec.entries;
+    this.events = table.sec.events;
+    this.destroys = table.sec.destroys;
+    this.mask = table.i32[H_EVENTS]! - 1; // fixed at creation
+    this.dcap = table.i32[H_EV_DESTROY]!;
+    this.dmask = this.dcap - 1;
+  }
+
+  /** Should events be written at all right now? (Two loads; false without subscribers.) */
+  get active(): boolean {
+    // XC_EV_SUBS: Atomics.add'ed by subscribers as they attach and leave.
+    return this.mask >= 0 && Atomics.load(this.i32, this.xc + XC_EV_SUBS) > 0 &&
+      Atomics.load(this.i32, this.sys + S_EVENTS) !== 0; // sysctl words are Atomics.store'd
+  }
+
+  /** Write a NEW or UPDATE event of entry `e` (never waits, never fails). */
+  emit(type: number, e: number, now: number, tag: number): void {
+    if (!this.active) return;
+    // Atomics.add reserves a record; the counter's order is the events' global order.
+    const seq = Atomics.add(this.i32, this.xc + XC_EV_HEAD, 1) & SEQ_MASK;
+    this.write(this.events + (seq & this.mask) * REC_WORDS, seq, type, e, now, tag, 0, 0);
+    Atomics.add(this.i32, this.xc + XC_EV_EMITTED, 1); // statistics
+  }
+
+  /** Copy entry `e` (and its extension block) into the record at `rec` and publish it as `seq`. */
+  private write(rec: number, seq: number, type: number, e: number, now: number, tag: number, link: number, why: number): void {
+    const i32 = this.i32;
+    // Seqlock open: readers that see ~seq (or a changed word after copying) discard the copy.
+    Atomics.store(i32, rec + REC_SEQ, ~seq);
+    if (e >= 0) {
+      i32.copyWithin(rec + 1, e + 1, e + ENTRY_WORDS); // a snapshot; racing word updates are fine
+      const b = i32[e + E_EXT]!;
+      if (b !== 0) i32.copyWithin(rec + REC_EXT, this.ext + b * EXT_WORDS, this.ext + (b + 1) * EXT_WORDS);
+      i32[rec + E_EXT] = b !== 0 ? 1 : 0;
+    }
+    i32[rec + REC_TYPE] = type;
+    i32[rec + REC_NOW] = now;
+    i32[rec + REC_TAG] = tag;
+    i32[rec + REC_LINK] = link;
+    i32[rec + REC_WHY] = why;
+    // Seqlock close: every plain store above is visible to a reader that loads seq.
+    Atomics.store(i32, rec + REC_SEQ, seq);
+  }
+
+  /**
+   * Entry `e` (slot `slot`) has just been removed (Chains.onDestroy, before the table's reference
+   * is dropped). Takes the stop timestamp and writes the DESTROY event, or parks the entry.
+   */
+  destroyed(e: number, now: number, why: number, tag: number): void {
+    const i32 = this.i32;
+    const b = i32[e + E_EXT]!;
+    if (b !== 0) {
+      const x = this.ext + b * EXT_WORDS;
+      // Only the killing thread writes stop (kill() lets exactly one thread get here).
+      if (Atomics.load(i32, x + X_FLAGS) & EXT_TSTAMP) Atomics.store(i32, x + X_TSTAMP + 1, now | 0 || 1);
+    }
+    if (!this.active) return;
+    if (this.writeDestroy(e, now, why, tag)) return;
+    // The DESTROY ring is full: keep the entry (one more reference) until it can be delivered.
+    Atomics.add(i32, e + E_REFCNT, 1); // taken before kill() drops the table's reference
+    // Off-table words the parked list owns until the retry: E_RETIRE (set again when the slot is
+    // retired) keeps the event's time, E_GEN (bumped again when the slot is reused) its tag.
+    i32[e + E_RETIRE] = now;
+    i32[e + E_GEN] = tag;
+    const slot = (e - this.E) / ENTRY_WORDS;
+    lock(i32, this.xc + XC_EV_PARK_LOCK, this.wid);
+    i32[e + E_LINK] = i32[this.xc + XC_EV_PARK_HEAD]!; // XC_EV_PARK_LOCK held; E_LINK is ours off-table
+    i32[this.xc + XC_EV_PARK_HEAD] = slot + 1;
+    unlock(i32, this.xc + XC_EV_PARK_LOCK);
+    // Counted after linking: a retrier that sees the count finds the entry on the list.
+    Atomics.add(i32, this.xc + XC_EV_PARKED, 1);
+    Atomics.add(i32, this.xc + XC_EV_PARKED_TOTAL, 1);
+  }
+
+  /** Reserve a DESTROY record if every subscriber has room, write it and its marker. */
+  private writeDestroy(e: number, now: number, why: number, tag: number): boolean {
+    const i32 = this.i32;
+    if (this.dcap === 0) return true; // no DESTROY ring: DESTROY events go the lossy way
+    let d: number;
+    for (;;) {
+      d = Atomics.load(i32, this.xc + XC_EV_DHEAD); // CAS'ed by producers
+      let room = this.dcap;
+      for (let k = 0; k < EV_SUBSCRIBERS; k++) {
+        const sb = this.xc + XC_SUB + k * SUB_WORDS;
+        if (Atomics.load(i32, sb + SB_STATE) !== 2) continue; // attached subscribers only
+        const r = this.dcap - seqDiff(d, Atomics.load(i32, sb + SB_DTAIL)); // tail: Atomics.store'd by its reader
+        if (r < room) room = r;
+      }
+      if (room <= 0) return false;
+      // CAS: claim record d only if no other producer took it meanwhile.
+      if (Atomics.compareExchange(i32, this.xc + XC_EV_DHEAD, d, (d + 1) & SEQ_MASK) === d) break;
+    }
+    // The global position (Atomics.add, as for every event), then the record, then the marker.
+    const seq = Atomics.add(i32, this.xc + XC_EV_HEAD, 1) & SEQ_MASK;
+    this.write(this.destroys + (d & this.dmask) * REC_WORDS, d, EVENT_DESTROY, e, now, tag, seq, why);
+    this.write(this.events + (seq & this.mask) * REC_WORDS, seq, EVENT_DESTROY | REC_MARKER, -1, now, tag, d, why);
+    Atomics.add(i32, this.xc + XC_EV_EMITTED, 1); // statistics
+    return true;
+  }
+
+  /** Entries waiting for room in the DESTROY ring (a hint, read without the lock). */
+  get parked(): number {
+    return Atomics.load(this.i32, this.xc + XC_EV_PARKED); // Atomics.add'ed by parkers/retriers
+  }
+
+  /**
+   * Deliver parked DESTROY events while there is room, dropping each delivered entry's extra
+   * reference through `chains` (which retires or frees the slot). Returns the number delivered.
+   */
+  retryParked(chains: Chains): number {
+    const i32 = this.i32;
+    if (this.parked === 0) return 0;
+    const out = this.retried;
+    let n = 0;
+    lock(i32, this.xc + XC_EV_PARK_LOCK, this.wid);
+    let head = i32[this.xc + XC_EV_PARK_HEAD]!; // XC_EV_PARK_LOCK held
+    const subs = Atomics.load(i32, this.xc + XC_EV_SUBS); // every subscriber left: nothing to deliver to
+    while (head !== 0 && n < RETRY_MAX) {
+      const slot = head - 1;
+      const e = this.E + slot * ENTRY_WORDS;
+      if (subs > 0 && !this.writeDestroy(e, i32[e + E_RETIRE]!, 0, i32[e + E_GEN]!)) break;
+      out[n++] = slot;
+      head = i32[e + E_LINK]!;
+    }
+    i32[this.xc + XC_EV_PARK_HEAD] = head;
+    unlock(i32, this.xc + XC_EV_PARK_LOCK);
+    if (n > 0) Atomics.sub(i32, this.xc + XC_EV_PARKED, n); // after unlinking, as the add came after linking
+    for (let k = 0; k < n; k++) chains.put(out[k]!); // the parker's reference; the last one reclaims
+    return n;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumers.
+
+/** One event, with a private copy of what the entry held at the time. */
+export class ConnEvent {
+  /** EVENT_NEW, EVENT_UPDATE or EVENT_DESTROY. */
+  readonly type: number;
+  /** Table clock of the event (ms, uint32 wrapping). */
+  readonly now: number;
+  /** Producer's tag: in a pool, the frame's offset in the batch data (replay: in the capture); -1 none. */
+  readonly tag: number;
+  /** Position in the global event order (31-bit, wrapping). */
+  readonly seq: number;
+  /** DESTROY: why the entry left (chains.ts KILL_*). */
+  readonly why: number;
+  /** The entry image (ENTRY_WORDS words) and its extension image after it. */
+  readonly image: Int32Array;
+  /** Delivered out of global order (its DESTROY marker was lost). */
+  readonly late: boolean;
+
+  constructor(image: Int32Array, seq: number, late: boolean) {
+    this.image = image;
+    this.type = image[REC_TYPE]! & 0xff;
+    this.now = image[REC_NOW]!;
+    this.tag = image[REC_TAG]!;
+    this.why = image[REC_WHY]!;
+    this.seq = seq;
+    this.late = late;
+  }
+
+  get typeName(): string {
+    return EVENT_NAMES[this.type] ?? '?';
+  }
+  get id(): number {
+    return this.image[E_ID]! >>> 0;
+  }
+  get status(): number {
+    return this.image[E_STATUS]!;
+  }
+  get mark(): number {
+    return this.image[E_MARK]! >>> 0;
+  }
+  get zone(): number {
+    return this.image[E_ZONE]! & 0xffff;
+  }
+  get proto(): number {
+    return (this.image[E_PROTO]! >>> 8) & 0xff;
+  }
+  /** Seconds left until the entry's timeout at the time of the event (0 when expired). */
+  get timeout(): number {
+    const left = (this.image[E_TIMEOUT]! - this.now) | 0;
+    return left > 0 ? Math.floor(left / 1000) : 0;
+  }
+  private get extFlags(): number {
+    return this.image[E_EXT] ? this.image[REC_EXT + X_FLAGS]! : 0;
+  }
+  /** Accounting counters, when the connection had accounting. */
+  get acct(): ConnAcct | null {
+    return this.extFlags & EXT_ACCT ? readAcct(this.image, REC_EXT) : null;
+  }
+  /** Start / stop timestamps (table clock ms), when the connection had timestamps. */
+  get timestamps(): { start: number; stop: number } | null {
+    return this.extFlags & EXT_TSTAMP
+      ? { start: this.image[REC_EXT + X_TSTAMP]! >>> 0, stop: this.image[REC_EXT + X_TSTAMP + 1]! >>> 0 }
+      : null;
+  }
+  get labels(): bigint {
+    return this.extFlags & EXT_LABELS ? readLabels(this.image, REC_EXT) : 0n;
+  }
+  /** The `conntrack -E` line, without the event-type and timestamp prefix (see format.ts). */
+  body(opts: FormatOptions = {}): string {
+    const ctx: FormatContext = {
+      i32: this.image, u32: new Uint32Array(this.image.buffer), sys: 0, ext: REC_EXT - EXT_WORDS,
+    };
+    return formatEntry(ctx, 0, this.now, {
+      ...opts, use: false, destroy: this.type === EVENT_DESTROY,
+      noState: this.type === EVENT_UPDATE && (this.image[REC_TYPE]! & EVENT_F_PROTOINFO) === 0,
+    });
+  }
+}
+
+export interface SubscribeOptions {
+  /** Event types to deliver (EVENT_* bits; default all). Others are still read, not delivered. */
+  types?: number;
+  /** Polling interval of the emitter / iterator pump, wall ms (default 5). */
+  intervalMs?: number;
+}
+
+/**
+ * A subscription to a table's events, usable on any thread:
+ *   const sub = subscribeEvents(table, { types: EVENT_NEW | EVENT_DESTROY });
+ *   for await (const ev of sub) ...      // or sub.on('event', fn), or sub.poll()
+ *   sub.close();
+ * `lost` counts NEW/UPDATE events overwritten before they were read; DESTROY events are never
+ * lost (see the module comment).
+ */
+export class EventSubscription extends EventEmitter {
+  readonly table: ConntrackTable;
+  readonly types: number;
+  private readonly i32: Int32Array;
+  private readonly xc: number;
+  private readonly sb: number;
+  private readonly k: number;
+  private readonly cap: number;
+  private readonly mask: number;
+  private readonly dmask: number;
+  private readonly delivered: Uint8Array;
+  private readonly intervalMs: number;
+  private mainNext: number;
+  private dTail: number;
+  private skipped = 0;
+  private lateCount = 0;
+  private reportedLost = 0;
+  private waitingSince = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+  private readonly queue: ConnEvent[] = [];
+  private readonly waiters: ((r: IteratorResult<ConnEvent>) => void)[] = [];
+  private iterating = 0;
+  /** Events delivered so far (of the subscribed types). */
+  deliveredCount = 0;
+
+  constructor(table: ConntrackTable, opts: SubscribeOptions = {}) {
+    super();
+    const i32 = table.i32;
+    if (i32[H_EVENTS] === 0) throw new Error(E_NO_RING);
+    this.table = table;
+    this.i32 = i32;
+    this.types = opts.types ?? EVENT_TYPES_ALL;
+    this.intervalMs = opts.intervalMs ?? 5;
+    this.xc = table.sec.xctl;
+    this.cap = i32[H_EVENTS]!;
+    this.mask = this.cap - 1;
+    this.dmask = i32[H_EV_DESTROY]! - 1;
+    this.delivered = new Uint8Array(Math.max(1, i32[H_EV_DESTROY]!));
+    let k = 0;
+    for (; k < EV_SUBSCRIBERS; k++) {
+      // CAS claims a free subscriber record.
+      if (Atomics.compareExchange(i32, this.xc + XC_SUB + k * SUB_WORDS + SB_STATE, 0, 1) === 0) break;
+    }
+    if (k === EV_SUBSCRIBERS) throw new Error(E_NO_SUB);
+    this.k = k;
+    this.sb = this.xc + XC_SUB + k * SUB_WORDS;
+    // Start at the current heads: we see events produced from now on.
+    this.dTail = Atomics.load(i32, this.xc + XC_EV_DHEAD);
+    Atomics.store(i32, this.sb + SB_DTAIL, this.dTail); // before attaching: producers honour it at once
+    Atomics.store(i32, this.sb + SB_STATE, 2);
+    Atomics.add(i32, this.xc + XC_EV_SUBS, 1); // producers start writing after this
+    this.mainNext = Atomics.load(i32, this.xc + XC_EV_HEAD) & SEQ_MASK;
+    this.on('newListener', (name: string) => {
+      if (name === 'event') this.startPump();
+    });
+  }
+
+  /** NEW/UPDATE events this subscriber lost (overwritten before it read them). */
+  get lost(): number {
+    return this.skipped - this.lateCount;
+  }
+
+  /** DESTROY events delivered out of order because their marker was overwritten. */
+  get late(): number {
+    return this.lateCount;
+  }
+
+  /** Read what is available now (at most `max` events of the subscribed types). */
+  poll(max = Infinity): ConnEvent[] {
+    const out: ConnEvent[] = [];
+    if (this.closed) return out;
+    const i32 = this.i32;
+    const evBase = this.table.sec.events;
+    while (out.length < max) {
+      const head = Atomics.load(i32, this.xc + XC_EV_HEAD) & SEQ_MASK; // reservations so far
+      const avail = seqDiff(head, this.mainNext);
+      if (avail <= 0) break;
+      if (avail > this.cap) {
+        // Lapped: everything older than one ring is gone.
+        this.skipped += avail - this.cap;
+        this.mainNext = (head - this.cap) & SEQ_MASK;
+        continue;
+      }
+      const rec = evBase + (this.mainNext & this.mask) * REC_WORDS;
+      const s1 = Atomics.load(i32, rec + REC_SEQ); // seqlock open
+      if (s1 === this.mainNext) {
+        const type = i32[rec + REC_TYPE]!;
+        if (type & REC_MARKER) {
+          const d = i32[rec + REC_LINK]!;
+          if (Atomics.load(i32, rec + REC_SEQ) !== s1) { this.skip(); continue; } // torn: the DESTROY ring still has it
+          this.takeDestroy(d, out, false);
+        } else if ((type & this.types) !== 0) {
+          const img = i32.slice(rec, rec + REC_WORDS);
+          if (Atomics.load(i32, rec + REC_SEQ) !== s1) { this.skip(); continue; } // overwritten while copying
+          out.push(new ConnEvent(img, s1, false));
+        }
+        this.mainNext = (this.mainNext + 1) & SEQ_MASK;
+        this.waitingSince = 0;
+        continue;
+      }
+      const p = s1 >= 0 ? s1 : ~s1;
+      if (seqDiff(p, this.mainNext) > 0) { this.skip(); continue; } // a newer event took the record
+      // Reserved but not yet published: wait, unless its producer seems dead.
+      const t = performance.now();
+      if (this.waitingSince === 0) this.waitingSince = t;
+      if (t - this.waitingSince > STALL_MS) { this.skip(); continue; }
+      break;
+    }
+    this.drainDestroys(out);
+    const lostNow = this.lost;
+    if (lostNow !== this.reportedLost) {
+      Atomics.add(i32, this.xc + XC_EV_LOST, lostNow - this.reportedLost); // table-wide statistic
+      this.reportedLost = lostNow;
+    }
+    this.deliveredCount += out.length;
+    return out;
+  }
+
+  private skip(): void {
+    this.skipped++;
+    this.mainNext = (this.mainNext + 1) & SEQ_MASK;
+    this.waitingSince = 0;
+  }
+
+  /** Deliver DESTROY record `d` (kept for us until our tail passes it). */
+  private takeDestroy(d: number, out: ConnEvent[], late: boolean): void {
+    const i32 = this.i32;
+    const rec = this.table.sec.destroys + (d & this.dmask) * REC_WORDS;
+    this.delivered[d & this.dmask] = 1;
+    if (late) this.lateCount++;
+    if ((EVENT_DESTROY & this.types) === 0) return;
+    // Not overwritten before our tail passes it; the seq word was published before the marker.
+    const img = i32.slice(rec, rec + REC_WORDS);
+    out.push(new ConnEvent(img, img[REC_LINK]!, late));
+  }
+
+  /** Advance our DESTROY-ring tail over what was delivered, delivering records whose marker we lost. */
+  private drainDestroys(out: ConnEvent[]): void {
+    const i32 = this.i32;
+    const base = this.table.sec.destroys;
+    const dh = Atomics.load(i32, this.xc + XC_EV_DHEAD); // reservations so far
+    while (this.dTail !== dh) {
+      const rec = base + (this.dTail & this.dmask) * REC_WORDS;
+      if (Atomics.load(i32, rec + REC_SEQ) !== this.dTail) break; // not yet published
+      const idx = this.dTail & this.dmask;
+      if (this.delivered[idx]) {
+        this.delivered[idx] = 0;
+      } else if (seqDiff(i32[rec + REC_LINK]!, this.mainNext) < 0) {
+        this.takeDestroy(this.dTail, out, true); // its marker was passed without being read
+        this.delivered[idx] = 0;
+      } else {
+        break; // its marker is still ahead of us
+      }
+      this.dTail = (this.dTail + 1) & SEQ_MASK;
+    }
+    Atomics.store(i32, this.sb + SB_DTAIL, this.dTail); // frees DESTROY records for producers
+  }
+
+  private pump = (): void => {
+    this.timer = null;
+    if (this.closed) return;
+    const evs = this.poll();
+    for (const ev of evs) {
+      if (this.listenerCount('event') > 0) this.emit('event', ev);
+      if (this.iterating > 0) {
+        const w = this.waiters.shift();
+        if (w) w({ value: ev, done: false });
+        else this.queue.push(ev);
+      }
+    }
+    const lost = this.lost;
+    if (lost > 0 && this.listenerCount('lost') > 0) this.emit('lost', lost);
+    this.startPump();
+  };
+
+  private startPump(): void {
+    if (this.closed || this.timer) return;
+    if (this.listenerCount('event') === 0 && this.iterating === 0) return;
+    this.timer = setTimeout(this.pump, this.intervalMs);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<ConnEvent> {
+    this.iterating++;
+    this.startPump();
+    return {
+      next: (): Promise<IteratorResult<ConnEvent>> => {
+        const ev = this.queue.shift();
+        if (ev) return Promise.resolve({ value: ev, done: false });
+        if (this.closed) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((ok) => this.waiters.push(ok));
+      },
+      return: (): Promise<IteratorResult<ConnEvent>> => {
+        this.iterating--;
+        return Promise.resolve({ value: undefined, done: true });
+      },
+    };
+  }
+
+  /** Detach: producers stop reserving DESTROY room for us; iterators end. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const i32 = this.i32;
+    Atomics.sub(i32, this.xc + XC_EV_SUBS, 1); // producers may stop writing
+    Atomics.store(i32, this.sb + SB_STATE, 0); // frees the record (and our DESTROY room)
+    for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
+    this.emit('close');
+  }
+
+  /** Subscriber record index (diagnostics). */
+  get index(): number {
+    return this.k;
+  }
+}
+
+/** Subscribe to `table`'s events (any thread). */
+export function subscribeEvents(table: ConntrackTable, opts: SubscribeOptions = {}): EventSubscription {
+  return new EventSubscription(table, opts);
+}
+
+export interface EventRingStats {
+  /** Events written, NEW/UPDATE lost by subscribers, entries parked now and ever, subscribers. */
+  emitted: number;
+  lost: number;
+  parked: number;
+  parkedTotal: number;
+  subscribers: number;
+  ring: number;
+  destroyRing: number;
+}
+
+export function eventStats(table: ConntrackTable): EventRingStats {
+  const i32 = table.i32;
+  const xc = table.sec.xctl;
+  // Atomics.load: counters Atomics.add'ed by producers and subscribers.
+  return {
+    emitted: Atomics.load(i32, xc + XC_EV_EMITTED) >>> 0,
+    lost: Atomics.load(i32, xc + XC_EV_LOST),
+    parked: Atomics.load(i32, xc + XC_EV_PARKED),
+    parkedTotal: Atomics.load(i32, xc + XC_EV_PARKED_TOTAL),
+    subscribers: Atomics.load(i32, xc + XC_EV_SUBS),
+    ring: i32[H_EVENTS]!,
+    destroyRing: i32[H_EV_DESTROY]!,
+  };
+}
+
+export { EVENT_DESTROY, EVENT_NEW, EVENT_UPDATE };

@@ -1,0 +1,424 @@
+/**
+ * Namespaces and zones: directional zones in a connection's identity, fair accounting (a global
+ * nf_conntrack_max, a limit per namespace granted by the table's owner, limits per zone like
+ * Open vSwitch's ct-zone-limit), and per-zone / per-namespace entry lists so that flushing a
+ * zone or a namespace costs time in proportion to what it removes.
+ *
+ * Identity. A packet carries a zone spec: a 16-bit id and the directions it applies to
+ * (ZONE_DIR_*; the kernel's NF_CT_ZONE_DIR_ORIG / _REPL). Per direction the zone id is the
+ * spec's id where it applies, else the default zone 0 (the kernel's nf_ct_zone_id). An entry
+ * stores both in E_ZONE (original | reply << 16); a lookup compares the zone of the direction of
+ * the tuplehash it meets (nf_ct_zone_equal), and each tuple is hashed with its direction's zone.
+ * So the same tuple in two zones is two connections, and a zone set for replies only matches
+ * reply-direction packets that carry it.
+ *
+ * Accounting. A connection's "zone" for limits and lists is its zone id: the original-direction
+ * zone, or the reply zone when only that one is set (zoneKey(); the same as ops.ts's `zone`
+ * filter). Zone ids are global to the table, as zones are to an OVS datapath. Counters count
+ * linked (confirmed) entries and change only in Chains.confirm / Chains.kill under the entry's
+ * bucket locks; confirm charges with a compareExchange loop that refuses to pass the limit, so
+ * no number of concurrent inserters ever takes a namespace or zone past its limit.
+ *
+ * Lists. Every confirmed entry is on its zone's list (E_ZPREV / E_ZNEXT) and, when its namespace
+ * has a record (ns < table.namespaces), on its namespace's list (E_NPREV / E_NNEXT): circular and
+ * doubly linked, newest first, each guarded by a lock stripe (ZL_*) that confirm / kill take
+ * after the bucket stripes. Lookups never touch them. Walkers (CtOps through walkList) keep their
+ * place with a marker node per worker record, moved under the list's lock in bounded slices, so
+ * concurrent inserts and deletes keep the marker's links right and packet workers wait at most
+ * one slice.
+ *
+ * Crash recovery: confirm and kill update these lists and counters inside the window their
+ * recovery intents already mark (bucket locks held; INTENT_LINKED / KILL_STEP_UNLINKED are stored
+ * after them). A recovery that rolls such an operation forward or back should end with
+ * rebuildZoneAccounting() (all bucket locks held), which recomputes counters and lists from the
+ * chains and releases the dead worker's list locks and marker.
+ */
+import {
+  DIR_ORIGINAL, ENTRY_WORDS, E_GEN, E_NEXT, E_NPREV, E_NS, E_STATUS, E_TIMEOUT, E_ZONE,
+  E_ZPREV, H_ZONE_DEFAULT_LIMIT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, MARKER_WORDS, MK_NEXT,
+  MK_PREV, NS_COUNT, NS_LIMIT, NS_WORDS, ZA_COUNT, ZA_HEAD, ZA_LIMIT, ZA_WORDS, ZL_LOCKS,
+  ZL_NS_STRIPES, ZL_ZONE_STRIPES, ZONES,
+} from './layout.js';
+import { forceUnlock, lock, unlock } from './locks.js';
+import type { ConntrackTable, TableHandle } from './table.js';
+
+/** Zone spec direction flags (the kernel's NF_CT_ZONE_DIR_ORIG / NF_CT_ZONE_DIR_REPL). */
+export const ZONE_DIR_ORIG = 1;
+export const ZONE_DIR_REPL = 2;
+export const ZONE_DIR_BOTH = ZONE_DIR_ORIG | ZONE_DIR_REPL;
+
+/** Chains.confirm / admission results: the namespace's or the zone's limit refused the insert. */
+export const CONFIRM_NS_LIMIT = -4;
+export const CONFIRM_ZONE_LIMIT = -5;
+
+/** Which list: a zone's or a namespace's. */
+export const LIST_ZONE = 0;
+export const LIST_NS = 1;
+
+/** Entries scanned (oldest first) by an early_drop inside a namespace or zone. */
+const DROP_SCAN = 32;
+
+/** The E_ZONE word of a zone spec: zone `id` where `dir` applies, zone 0 elsewhere. */
+export function zoneWord(id: number, dir: number = ZONE_DIR_BOTH): number {
+  const z = id & 0xffff;
+  return ((dir & ZONE_DIR_ORIG) !== 0 ? z : 0) | ((dir & ZONE_DIR_REPL) !== 0 ? z << 16 : 0);
+}
+
+/** A connection's zone id for limits, lists and the `zone` filter: original zone, else reply zone. */
+export function zoneKey(ezone: number): number {
+  const o = ezone & 0xffff;
+  return o !== 0 ? o : ezone >>> 16;
+}
+
+/** What a namespace's workers get: attach with it; their Conntrack is bound to `ns`. */
+export interface NamespaceHandle extends TableHandle {
+  readonly ns: number;
+}
+
+/**
+ * A namespace's restricted view of the table (ConntrackTable.namespace): its id, its usage, and
+ * a handle for its workers. It carries no way to change any limit.
+ */
+export class NamespaceView {
+  readonly #table: ConntrackTable;
+  readonly ns: number;
+  constructor(table: ConntrackTable, ns: number) {
+    this.#table = table;
+    this.ns = ns;
+  }
+
+  /** For the namespace's workers: `new Conntrack(handle)` tracks in this namespace only. */
+  handle(): NamespaceHandle {
+    return { buffer: this.#table.buffer, ns: this.ns };
+  }
+
+  /** Connections of this namespace in the table. */
+  get count(): number {
+    return this.#table.namespaceCount(this.ns);
+  }
+
+  /** The limit the owner granted (0 = none). */
+  get limit(): number {
+    return this.#table.namespaceLimit(this.ns);
+  }
+}
+
+/** Is `h` a namespace handle (a Conntrack built from it is bound to its namespace)? */
+export function isNamespaceHandle(h: unknown): h is NamespaceHandle {
+  return typeof h === 'object' && h !== null && 'ns' in h && typeof (h as { ns: unknown }).ns === 'number';
+}
+
+/**
+ * Per-thread access to the accounting and lists of one table (one per Chains). Every method
+ * that takes a list lock takes exactly one and nothing else while holding it.
+ */
+export class ZoneAccounting {
+  readonly i32: Int32Array;
+  readonly cap: number;
+  readonly E: number;
+  readonly ZA: number;
+  readonly NS: number;
+  readonly NH: number;
+  readonly ZL: number;
+  readonly MK: number;
+  readonly nsMax: number;
+  readonly wid: number;
+
+  constructor(table: ConntrackTable, wid: number) {
+    this.i32 = table.i32;
+    this.cap = table.capacity;
+    this.E = table.sec.entries;
+    this.ZA = table.sec.zacct;
+    this.NS = table.sec.ns;
+    this.NH = table.sec.nsHeads;
+    this.ZL = table.sec.zlocks;
+    this.MK = table.sec.markers;
+    this.nsMax = table.namespaces;
+    this.wid = wid;
+  }
+
+  /** The zone's effective limit (0 = none): its own, else the default. */
+  zoneLimit(z: number): number {
+    // Limit words: Atomics.store by the owner; a new value applies from the next insert.
+    const own = Atomics.load(this.i32, this.ZA + z * ZA_WORDS + ZA_LIMIT);
+    return own !== 0 ? own - 1 : Atomics.load(this.i32, H_ZONE_DEFAULT_LIMIT);
+  }
+
+  /** The namespace's limit (0 = none; namespaces without a record have none). */
+  nsLimit(ns: number): number {
+    if (ns < 0 || ns >= this.nsMax) return 0;
+    return Atomics.load(this.i32, this.NS + ns * NS_WORDS + NS_LIMIT); // owner's Atomics.store
+  }
+
+  /**
+   * Would an insert into `ns` / zone `zk` pass the limits now? 0, CONFIRM_NS_LIMIT or
+   * CONFIRM_ZONE_LIMIT. A hint taken before allocating (confirm decides, atomically).
+   */
+  atLimit(ns: number, zk: number): number {
+    const i32 = this.i32;
+    const nl = this.nsLimit(ns);
+    // Counters: CAS'd / sub'd under bucket locks; a load gives a recent value.
+    if (nl !== 0 && Atomics.load(i32, this.NS + ns * NS_WORDS + NS_COUNT) >= nl) return CONFIRM_NS_LIMIT;
+    const zl = this.zoneLimit(zk);
+    if (zl !== 0 && Atomics.load(i32, this.ZA + zk * ZA_WORDS + ZA_COUNT) >= zl) return CONFIRM_ZONE_LIMIT;
+    return 0;
+  }
+
+  /** Charge one entry to `ns` and zone `zk` unless a limit refuses: 0 or CONFIRM_*_LIMIT. */
+  charge(ns: number, zk: number): number {
+    const i32 = this.i32;
+    let nsw = -1;
+    if (ns >= 0 && ns < this.nsMax) {
+      nsw = this.NS + ns * NS_WORDS + NS_COUNT;
+      const lim = this.nsLimit(ns);
+      for (;;) {
+        const c = Atomics.load(i32, nsw);
+        if (lim !== 0 && c >= lim) return CONFIRM_NS_LIMIT;
+        // CAS: concurrent inserters of the namespace (other buckets) never pass the limit together.
+        if (Atomics.compareExchange(i32, nsw, c, c + 1) === c) break;
+      }
+    }
+    const zw = this.ZA + zk * ZA_WORDS + ZA_COUNT;
+    const zl = this.zoneLimit(zk);
+    for (;;) {
+      const c = Atomics.load(i32, zw);
+      if (zl !== 0 && c >= zl) {
+        if (nsw >= 0) Atomics.sub(i32, nsw, 1); // give the namespace's charge back
+        return CONFIRM_ZONE_LIMIT;
+      }
+      // CAS: as for the namespace, the zone's count never passes its limit.
+      if (Atomics.compareExchange(i32, zw, c, c + 1) === c) return 0;
+    }
+  }
+
+  /** Give an entry's charges back (kill). */
+  uncharge(ns: number, zk: number): void {
+    // Atomics.sub pairs with charge()'s CAS; both run under the entry's bucket locks.
+    if (ns >= 0 && ns < this.nsMax) Atomics.sub(this.i32, this.NS + ns * NS_WORDS + NS_COUNT, 1);
+    Atomics.sub(this.i32, this.ZA + zk * ZA_WORDS + ZA_COUNT, 1);
+  }
+
+  // --- list primitives: callers hold the list's lock stripe -------------------------------
+
+  /** Word of node `v`'s prev link in a list of `kind` (next is + 1). */
+  private linkWord(v: number, kind: number): number {
+    if (v >= this.cap) return this.MK + (v - this.cap) * MARKER_WORDS + MK_PREV;
+    return this.E + v * ENTRY_WORDS + (kind === LIST_ZONE ? E_ZPREV : E_NPREV);
+  }
+
+  /** Head word of the list. */
+  headWord(kind: number, key: number): number {
+    return kind === LIST_ZONE ? this.ZA + key * ZA_WORDS + ZA_HEAD : this.NH + key;
+  }
+
+  /** Lock stripe word of the list. */
+  lockWord(kind: number, key: number): number {
+    return kind === LIST_ZONE ? this.ZL + (key & (ZL_ZONE_STRIPES - 1))
+      : this.ZL + ZL_ZONE_STRIPES + (key & (ZL_NS_STRIPES - 1));
+  }
+
+  /** Insert node v first. Plain stores: every reader and writer of these words holds the stripe. */
+  private pushFront(kind: number, head: number, v: number): void {
+    const i32 = this.i32;
+    const vw = this.linkWord(v, kind);
+    const h = i32[head]! - 1;
+    if (h < 0) {
+      i32[vw + 0] = v;
+      i32[vw + 1] = v;
+    } else {
+      const hw = this.linkWord(h, kind);
+      const last = i32[hw]!;
+      i32[vw + 0] = last;
+      i32[vw + 1] = h;
+      i32[this.linkWord(last, kind) + 1] = v;
+      i32[hw] = v;
+    }
+    i32[head] = v + 1;
+  }
+
+  /** Insert node v right after node `after`. */
+  private insertAfter(kind: number, after: number, v: number): void {
+    const i32 = this.i32;
+    const aw = this.linkWord(after, kind);
+    const next = i32[aw + 1]!;
+    const vw = this.linkWord(v, kind);
+    i32[vw + 0] = after;
+    i32[vw + 1] = next;
+    i32[this.linkWord(next, kind)] = v;
+    i32[aw + 1] = v;
+  }
+
+  /** Remove node v. Its own links stay as they were. */
+  private remove(kind: number, head: number, v: number): void {
+    const i32 = this.i32;
+    const vw = this.linkWord(v, kind);
+    const prev = i32[vw]!;
+    const next = i32[vw + 1]!;
+    if (next === v) {
+      i32[head] = 0; // it was the only node
+      return;
+    }
+    i32[this.linkWord(prev, kind) + 1] = next;
+    i32[this.linkWord(next, kind)] = prev;
+    if (i32[head] === v + 1) i32[head] = next + 1;
+  }
+
+  /** Link a confirmed entry into its zone's and namespace's lists (confirm, bucket locks held). */
+  link(slot: number, ns: number, zk: number): void {
+    const i32 = this.i32;
+    let lk = this.lockWord(LIST_ZONE, zk);
+    lock(i32, lk, this.wid);
+    this.pushFront(LIST_ZONE, this.headWord(LIST_ZONE, zk), slot);
+    unlock(i32, lk);
+    if (ns < 0 || ns >= this.nsMax) return;
+    lk = this.lockWord(LIST_NS, ns);
+    lock(i32, lk, this.wid);
+    this.pushFront(LIST_NS, this.headWord(LIST_NS, ns), slot);
+    unlock(i32, lk);
+  }
+
+  /** Unlink an entry from both lists (kill, bucket locks held). */
+  unlink(slot: number, ns: number, zk: number): void {
+    const i32 = this.i32;
+    let lk = this.lockWord(LIST_ZONE, zk);
+    lock(i32, lk, this.wid);
+    this.remove(LIST_ZONE, this.headWord(LIST_ZONE, zk), slot);
+    unlock(i32, lk);
+    if (ns < 0 || ns >= this.nsMax) return;
+    lk = this.lockWord(LIST_NS, ns);
+    lock(i32, lk, this.wid);
+    this.remove(LIST_NS, this.headWord(LIST_NS, ns), slot);
+    unlock(i32, lk);
+  }
+
+  /**
+   * Pick a victim for an early_drop inside a namespace (kind LIST_NS) or a zone (LIST_ZONE, only
+   * entries of namespace `ns`): scanning from the oldest, an expired entry or a not-ASSURED one.
+   * Returns its slot (the caller kills it; kill re-checks it is still linked), or -1.
+   */
+  dropCandidate(kind: number, key: number, ns: number, now: number): number {
+    const i32 = this.i32;
+    if (kind === LIST_NS && (key < 0 || key >= this.nsMax)) return -1;
+    const lk = this.lockWord(kind, key);
+    const head = this.headWord(kind, key);
+    lock(i32, lk, this.wid);
+    let found = -1;
+    const h = i32[head]! - 1;
+    if (h >= 0) {
+      let v = i32[this.linkWord(h, kind)]!; // the oldest: the head's prev
+      for (let n = 0; n < DROP_SCAN; n++) {
+        if (v < this.cap) {
+          const e = this.E + v * ENTRY_WORDS;
+          const st = Atomics.load(i32, e + E_STATUS); // set with Atomics.or by other threads
+          if ((st & (IPS_CONFIRMED | IPS_DYING)) === IPS_CONFIRMED && (kind === LIST_NS || i32[e + E_NS] === ns)) {
+            // E_TIMEOUT: Atomics.store by the packet path.
+            if ((st & IPS_ASSURED) === 0 || ((Atomics.load(i32, e + E_TIMEOUT) - now) | 0) <= 0) { found = v; break; }
+          }
+        }
+        if (v === h) break;
+        v = i32[this.linkWord(v, kind)]!;
+      }
+    }
+    unlock(i32, lk);
+    return found;
+  }
+
+  // --- walkers ------------------------------------------------------------------------------
+
+  /**
+   * Walk a list in slices of at most `slice` nodes: each slice moves this worker's marker
+   * forward under the list's lock, collecting the confirmed entries it passes into `slots`
+   * and their E_GEN into `gens`, then calls `batch(n)` with the lock released.
+   * The marker goes in first (at the head: entries inserted after the walk began are not
+   * visited) and comes out at the end, also when `batch` throws.
+   */
+  walkList(kind: number, key: number, slice: number, slots: Int32Array, gens: Int32Array,
+    batch: (n: number) => void): void {
+    const i32 = this.i32;
+    if (kind === LIST_NS && (key < 0 || key >= this.nsMax)) return;
+    const lk = this.lockWord(kind, key);
+    const head = this.headWord(kind, key);
+    const m = this.cap + this.wid;
+    const max = Math.min(slice, slots.length, gens.length);
+    lock(i32, lk, this.wid);
+    this.pushFront(kind, head, m);
+    unlock(i32, lk);
+    try {
+      for (;;) {
+        let n = 0;
+        let done = false;
+        lock(i32, lk, this.wid);
+        const first = i32[head]! - 1;
+        let v = i32[this.linkWord(m, kind) + 1]!;
+        for (let k = 0; k < max; k++) {
+          if (v === first) { done = true; break; } // wrapped around to the newest
+          if (v < this.cap) {
+            const e = this.E + v * ENTRY_WORDS;
+            if ((Atomics.load(i32, e + E_STATUS) & (IPS_CONFIRMED | IPS_DYING)) === IPS_CONFIRMED) {
+              slots[n] = v;
+              gens[n] = i32[e + E_GEN]!; // the incarnation; written before publication, checked again by the caller
+              n++;
+            }
+          }
+          v = i32[this.linkWord(v, kind) + 1]!;
+        }
+        if (v === first) done = true;
+        // Move the marker to just before v (after the last node passed).
+        const after = i32[this.linkWord(v, kind)]!;
+        if (after !== m) {
+          this.remove(kind, head, m);
+          this.insertAfter(kind, after, m);
+        }
+        unlock(i32, lk);
+        if (n > 0) batch(n);
+        if (done) break;
+      }
+    } finally {
+      lock(i32, lk, this.wid);
+      this.remove(kind, head, m);
+      unlock(i32, lk);
+    }
+  }
+
+  /** Entries on a list right now (count word; 0 for a namespace without a record). */
+  listCount(kind: number, key: number): number {
+    if (kind === LIST_ZONE) return Atomics.load(this.i32, this.ZA + key * ZA_WORDS + ZA_COUNT);
+    if (key < 0 || key >= this.nsMax) return 0;
+    return Atomics.load(this.i32, this.NS + key * NS_WORDS + NS_COUNT);
+  }
+}
+
+/**
+ * Recompute every namespace and zone counter and rebuild every list from the chains, and
+ * release list locks and the marker of `deadWorker` (>= 0). For crash recovery: the caller holds
+ * every bucket lock (so no confirm or kill is in progress) and no walker of another worker runs.
+ */
+export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): void {
+  const i32 = table.i32;
+  const sec = table.sec;
+  if (deadWorker >= 0) for (let l = 0; l < ZL_LOCKS; l++) forceUnlock(i32, sec.zlocks + l, deadWorker);
+  for (let z = 0; z < ZONES; z++) {
+    i32[sec.zacct + z * ZA_WORDS + ZA_COUNT] = 0;
+    i32[sec.zacct + z * ZA_WORDS + ZA_HEAD] = 0;
+  }
+  for (let n = 0; n < table.namespaces; n++) {
+    i32[sec.ns + n * NS_WORDS + NS_COUNT] = 0;
+    i32[sec.nsHeads + n] = 0;
+  }
+  const za = new ZoneAccounting(table, 0);
+  for (let b = 0; b < table.buckets; b++) {
+    let ref = i32[sec.buckets + b]!;
+    for (let guard = 0; ref >= 0 && guard <= 2 * table.capacity; guard++) {
+      const slot = ref >>> 1;
+      const e = sec.entries + slot * ENTRY_WORDS;
+      if ((ref & 1) === DIR_ORIGINAL) {
+        const ns = i32[e + E_NS]!;
+        const zk = zoneKey(i32[e + E_ZONE]!);
+        i32[sec.zacct + zk * ZA_WORDS + ZA_COUNT]!++;
+        if (ns >= 0 && ns < table.namespaces) i32[sec.ns + ns * NS_WORDS + NS_COUNT]!++;
+        za.link(slot, ns, zk);
+      }
+      ref = i32[e + E_NEXT + (ref & 1)]!;
+    }
+  }
+}
