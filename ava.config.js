@@ -3,5 +3,6 @@ export default {
   files: ['dist/test/**/*.test.js'],
   timeout: '5m',
   workerThreads: false,
-  concurrency: 2,
+  // One test file at a time: several files spawn worker threads, and the machine has 2 cores.
+  concurrency: 1,
 };

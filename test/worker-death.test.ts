@@ -103,11 +103,11 @@ async function deaths(t: import('ava').ExecutionContext, discipline: Discipline,
 }
 
 test.serial('workers terminated at random points are recovered (noref)', async (t) => {
-  t.timeout(60000);
+  t.timeout(180000);
   await deaths(t, 'noref', 160);
 });
 
 test.serial('workers terminated at random points are recovered (refcount)', async (t) => {
-  t.timeout(60000);
+  t.timeout(180000);
   await deaths(t, 'refcount', 60);
 });
