@@ -21,3 +21,15 @@ export { CtOps, CtMatcher, EntryDump, parseCidr, parseProto, tupleFromSpec, inve
 export { encodeSnapshot, decodeSnapshot, restoreSnapshot, saveSnapshotFile, loadSnapshotFile, isSnapshot, snapshotEntries, crc32, SnapshotError, type Snapshot, type RestoreOptions, type RestoreResult, type EncodeOptions } from './snapshot.js';
 export { prometheusText, formatPrometheus, metricsFromTable, metricsFromSnapshot, type MetricsSource } from './metrics.js';
 export { formatProcEntry, formatCount, zoneParts } from './format.js';
+export { ConntrackPool, WorkerDeathError, type PoolOptions, type PoolReplayOptions, type PoolReplayResult, type BatchResult, type WorkerDeath } from './pool.js';
+export { PacketBatch, BatchVerdict, type BatchOptions } from './batch.js';
+export { startGc, GcHandle, GcEngine, gcCounters, type GcOptions, type StartGcOptions, type GcCounters } from './gc.js';
+export { recoverDeadWorker, recoverDeadWorkers, reclaimOrphans, type RecoveryReport, type RecoveryOptions } from './recovery.js';
+export { checkInvariants, formatInvariants, type InvariantReport, type InvariantResult } from './invariants.js';
+export { subscribeEvents, eventStats, EventSubscription, ConnEvent, type SubscribeOptions, type EventRingStats } from './ecache.js';
+export {
+  connAcct, connTimestamps, connLabels, setConnLabel, defineTimeoutPolicy, attachTimeoutPolicyToZone,
+  setConnTimeoutPolicy, connTimeoutPolicy, timeoutPolicies, extStats, type ConnAcct, type TimeoutPolicySpec, type ExtStats,
+} from './ext.js';
+export { ZONE_DIR_ORIG, ZONE_DIR_REPL, ZONE_DIR_BOTH, NamespaceView } from './zones.js';
+export { compareWithKernel, parseLabel, type OracleComparison, type KernelLabel, type Mismatch } from './oracle.js';
