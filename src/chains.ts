@@ -145,6 +145,7 @@ export class Chains {
       while (ref >= 0) {
         const e = this.E + (ref >>> 1) * ENTRY_WORDS;
         const dir = ref & 1;
+        // next read before we judge this entry: it stays valid even if the entry is unlinked now
         const next = Atomics.load(i32, e + E_NEXT + dir);
         if (this.keyEquals(e, dir, h, t, off, proto, zones, ns)) {
           const status = Atomics.load(i32, e + E_STATUS); // DYING/CONFIRMED are set atomically
@@ -183,6 +184,7 @@ export class Chains {
   getRef(e: number): boolean {
     const i32 = this.i32;
     for (;;) {
+      // the count may change under us; the CAS below decides
       const c = Atomics.load(i32, e + E_REFCNT);
       if (c === 0) return false;
       // CAS: never resurrect an entry whose last reference is gone.
@@ -341,6 +343,7 @@ export class Chains {
     }
     if (clash >= 0) {
       const ce = this.E + (clash >>> 1) * ENTRY_WORDS;
+      // clashing entry: DYING is set under these same locks, so this read is exact
       const ok = (Atomics.load(i32, ce + E_STATUS) & IPS_DYING) === 0 && (this.noref || this.getRef(ce));
       if (ok && !this.noref) i32[this.W + W_HELD] = (clash >>> 1) + 1; // our reference, for recovery
       this.unlockStripes(b0, b1);
@@ -365,6 +368,7 @@ export class Chains {
     Atomics.store(i32, e + E_NEXT + DIR_REPLY, i32[this.B + b1]!);
     Atomics.store(i32, this.B + b1, (slot << 1) | DIR_REPLY);
     Atomics.store(i32, e + E_NEXT + DIR_ORIGINAL, i32[this.B + b0]!);
+    // publishes the entry in its original chain (after the reply link, above)
     Atomics.store(i32, this.B + b0, (slot << 1) | DIR_ORIGINAL);
     Atomics.add(i32, this.Z + (z & 0xffff), 1); // per-zone count, changed under the bucket locks
     this.zones.link(slot, ns, zk); // zone and namespace entry lists, also under the bucket locks
@@ -403,6 +407,7 @@ export class Chains {
     const b0 = i32[e + E_HASH]! & this.mask;
     const b1 = i32[e + E_HASH + 1]! & this.mask;
     this.lockStripes(b0, b1);
+    // DYING/CONFIRMED only change under both bucket locks, which we hold
     const status = Atomics.load(i32, e + E_STATUS);
     // A caller without a reference ('refcount') may name a slot recycled since it read the
     // hashes: only remove the entry if it still lives in the buckets we locked.
@@ -458,10 +463,13 @@ export class Chains {
     let bucket = h & this.mask;
     let freed = false;
     for (let i = 0; i < EVICTION_RANGE; i++) {
+      // chain head and links: lock-free read side, paired with writers' Atomics.store
       for (let ref = Atomics.load(i32, this.B + bucket); ref >= 0;) {
         const slot = ref >>> 1;
         const e = this.E + slot * ENTRY_WORDS;
+        // next before a possible kill: unlinking leaves this entry's own next intact
         const next = Atomics.load(i32, e + E_NEXT + (ref & 1));
+        // status bits are set by other threads with Atomics.or
         const status = Atomics.load(i32, e + E_STATUS);
         if ((status & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {
           if (((i32[e + E_TIMEOUT]! - now) | 0) <= 0) {
@@ -509,8 +517,10 @@ export class Chains {
     const i32 = this.i32;
     const nb = this.mask + 1;
     for (let b = 0; b < nb; b++) {
+      // lock-free walk, as in find()
       for (let ref = Atomics.load(i32, this.B + b); ref >= 0;) {
         const e = this.E + (ref >>> 1) * ENTRY_WORDS;
+        // next before visiting: the visitor may kill this entry
         const next = Atomics.load(i32, e + E_NEXT + (ref & 1));
         if ((ref & 1) === DIR_ORIGINAL &&
           (Atomics.load(i32, e + E_STATUS) & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {

@@ -26,7 +26,7 @@
  * sleeps between runs on the H_GC_WAKE futex word with an adaptive interval.
  */
 import { Worker } from 'node:worker_threads';
-import { Chains, KILL_EXPIRED, KILL_GC_EVICT, type DestroyHook } from './chains.js';
+import { Chains, KILL_EXPIRED, KILL_GC_EVICT, KILL_SOFT_RECYCLE, type DestroyHook } from './chains.js';
 import {
   ENTRY_WORDS, E_NEXT, E_PROTO, E_STATUS, E_TIMEOUT, H_CLOCK, H_COUNT, H_GC_BUSY_US,
   H_GC_CURSOR, H_GC_INTERVAL, H_GC_RUNS, H_GC_STOP, H_GC_SWEEPS, H_GC_WID, IPS_ASSURED,
@@ -36,25 +36,19 @@ import {
 import { SlotAllocator } from './alloc.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from './packet/packet.js';
 import type { TrackerContext } from './proto/l4proto.js';
-import { tcpIsClosing, tcpState } from './proto/tcp.js';
+import { tcpIsClosing, tcpState, tcpStateTimeout } from './proto/tcp.js';
 import { EventProducer } from './ecache.js';
 import { Qsbr } from './rcu.js';
 import { reclaimOrphans } from './recovery.js';
 import {
   S_GENERIC_TIMEOUT, S_ICMPV6_TIMEOUT, S_ICMP_TIMEOUT, S_MAX, S_SOFT_TIMEOUT, S_TCP_TIMEOUT_CLOSE,
-  S_TCP_TIMEOUT_CLOSE_WAIT, S_TCP_TIMEOUT_ESTABLISHED, S_TCP_TIMEOUT_FIN_WAIT, S_TCP_TIMEOUT_LAST_ACK,
-  S_TCP_TIMEOUT_MAX_RETRANS, S_TCP_TIMEOUT_SYN_RECV, S_TCP_TIMEOUT_SYN_SENT, S_TCP_TIMEOUT_TIME_WAIT,
-  S_TCP_TIMEOUT_UNACKNOWLEDGED, S_UDP_TIMEOUT, S_UDP_TIMEOUT_STREAM,
+  S_TCP_TIMEOUT_MAX_RETRANS, S_TCP_TIMEOUT_UNACKNOWLEDGED, S_UDP_TIMEOUT, S_UDP_TIMEOUT_STREAM,
 } from './sysctl.js';
 import { ConntrackTable, wakeGc, type TableHandle } from './table.js';
 
 export { wakeGc };
 
-/**
- * Why an entry left the table: recycled by the GC past the soft timeout. Next to chains.ts's
- * KILL_* values (0..4); to move into chains.ts with them.
- */
-export const KILL_SOFT_RECYCLE = 5;
+export { KILL_SOFT_RECYCLE } from './chains.js';
 
 export interface GcOptions {
   /** Wall time one run may scan for, ms (default 10, the kernel's GC_SCAN_MAX_DURATION). */
@@ -139,24 +133,6 @@ const ACT_EXPIRE = 1;
 const ACT_EVICT = 2;
 const ACT_RECYCLE = 3;
 
-/**
- * Sysctl of each TCP state's timeout, by TCP_CONNTRACK_* (-1: the tracker's fixed 120 s).
- * Mirrors tcp.ts's private table; to be replaced by an export from tcp.ts.
- */
-const TCP_STATE_SYSCTL = Int32Array.from([
-  -1, // NONE
-  S_TCP_TIMEOUT_SYN_SENT,
-  S_TCP_TIMEOUT_SYN_RECV,
-  S_TCP_TIMEOUT_ESTABLISHED,
-  S_TCP_TIMEOUT_FIN_WAIT,
-  S_TCP_TIMEOUT_CLOSE_WAIT,
-  S_TCP_TIMEOUT_LAST_ACK,
-  S_TCP_TIMEOUT_TIME_WAIT,
-  S_TCP_TIMEOUT_CLOSE,
-  -1, // SYN_SENT2
-  -1, -1, -1, -1, -1, -1,
-]);
-const TCP_FIXED_TIMEOUT_S = 120;
 
 /**
  * A lower bound of how long entry `e` has gone without a packet refreshing it, in table ms, or
@@ -176,8 +152,7 @@ export function idleLowerBound(ctx: TrackerContext, e: number, remaining: number
   let d = 0;
   if (l4 === IPPROTO_TCP) {
     // The state only changes together with a refresh, so it is the state of the last one.
-    const k = TCP_STATE_SYSCTL[tcpState(ctx, e)]!;
-    const tNew = k < 0 ? TCP_FIXED_TIMEOUT_S : i32[sys + k]!;
+    const tNew = tcpStateTimeout(ctx, tcpState(ctx, e));
     a = tNew;
     b = Math.min(tNew, i32[sys + S_TCP_TIMEOUT_MAX_RETRANS]!); // retransmissions or zero window
     c = Math.min(tNew, i32[sys + S_TCP_TIMEOUT_UNACKNOWLEDGED]!); // unacknowledged data

@@ -191,6 +191,11 @@ const TIMEOUT_SYSCTL = Int32Array.from([
 ]);
 const FIXED_TIMEOUT_S = 120;
 
+/** The timeout (seconds) the tracker applies in a TCP state (TCP_CONNTRACK_*), before caps. */
+export function tcpStateTimeout(ctx: TrackerContext, state: number): number {
+  return timeoutOf(ctx, state);
+}
+
 function timeoutOf(ctx: TrackerContext, slot: number): number {
   const s = TIMEOUT_SYSCTL[slot];
   return s < 0 ? FIXED_TIMEOUT_S : ctx.i32[ctx.sys + s];
