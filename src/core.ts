@@ -22,7 +22,7 @@ import {
   IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, LINKTYPE_ETHERNET, NFPROTO_IPV4, Packet,
 } from './packet/packet.js';
 import { genericPacket } from './proto/generic.js';
-import { ICMP_CONTINUE, ICMP_ERROR, ICMP_INVALID, ICMP_UNTRACKED, icmpError, icmpPacket } from './proto/icmp.js';
+import { ICMP_ERROR, ICMP_INVALID, ICMP_UNTRACKED, icmpError, icmpPacket } from './proto/icmp.js';
 import {
   EV_ASSURED, EV_DESTROY, EV_PROTOINFO, EV_REPLY, PROTO_ACCEPT, PROTO_REPEAT, ProtoResult, type TrackerContext,
 } from './proto/l4proto.js';
@@ -185,7 +185,7 @@ export class Conntrack {
         return v;
       }
       if (k === ICMP_ERROR) return this.related(pkt, zone, ns, v);
-      void ICMP_CONTINUE;
+      // ICMP_CONTINUE: a request or reply, tracked as a connection below.
     }
     return this.track(pkt, zone, ns, v, 0);
   }

@@ -97,8 +97,11 @@ export class Packet {
     this.notIp = false;
     this.family = 0;
     this.l4proto = 0;
-    this.src.fill(0);
-    this.dst.fill(0);
+    // Element stores: cheaper than fill() calls on 4-word arrays, once per packet.
+    const a = this.src;
+    const b = this.dst;
+    a[0] = 0; a[1] = 0; a[2] = 0; a[3] = 0;
+    b[0] = 0; b[1] = 0; b[2] = 0; b[3] = 0;
     this.sport = 0;
     this.dport = 0;
     this.l3off = 0;
@@ -123,8 +126,10 @@ export class Packet {
     this.icmpError = false;
     this.innerFamily = 0;
     this.innerProto = 0;
-    this.innerSrc.fill(0);
-    this.innerDst.fill(0);
+    const c = this.innerSrc;
+    const d = this.innerDst;
+    c[0] = 0; c[1] = 0; c[2] = 0; c[3] = 0;
+    d[0] = 0; d[1] = 0; d[2] = 0; d[3] = 0;
     this.innerSport = 0;
     this.innerDport = 0;
     this.innerReason = null;
