@@ -8,7 +8,8 @@ import {
   IPS_OFFLOAD, IPS_SEEN_REPLY, STAT_NAMES, T_DST, T_PORTS, T_SRC, TUPLE_WORDS,
 } from './layout.js';
 import { EVENT_DESTROY, EVENT_F_PROTOINFO, EVENT_NAMES, EVENT_UPDATE } from './events.js';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, NFPROTO_IPV4 } from './packet/packet.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, NFPROTO_IPV4 } from './packet/packet.js';
+import { IPPROTO_UDPLITE } from './proto/udp.js';
 import { IPPROTO_GRE } from './proto/gre.js';
 import { IPPROTO_SCTP, sctpFormat } from './proto/sctp.js';
 import { tcpFormat } from './proto/tcp.js';
@@ -80,10 +81,16 @@ function labelsText(i32: Int32Array, x: number): string {
   return hex === '' ? '' : `labels=0x${hex} `;
 }
 
-function tupleText(i32: Int32Array, t: number, family: number, l4: number): string {
-  let s = `src=${formatAddr(i32, t + T_SRC, family)} dst=${formatAddr(i32, t + T_DST, family)} `;
+type AddrFormatter = (t: Int32Array, off: number, family: number) => string;
+
+/**
+ * One direction's tuple as conntrack prints it. `withPorts`: the protocol's tuple carries ports
+ * (conntrack-tools prints them for every port protocol; /proc only for those the kernel tracks).
+ */
+function tupleWith(i32: Int32Array, t: number, family: number, l4: number, addr: AddrFormatter, withPorts: boolean): string {
+  let s = `src=${addr(i32, t + T_SRC, family)} dst=${addr(i32, t + T_DST, family)} `;
   const ports = i32[t + T_PORTS]!;
-  if (hasPorts(l4)) {
+  if (withPorts) {
     s += `sport=${(ports >>> 16) & 0xffff} dport=${ports & 0xffff} `;
   } else if (l4 === IPPROTO_ICMP || l4 === IPPROTO_ICMPV6) {
     s += `type=${(ports >>> 8) & 0xff} code=${ports & 0xff} id=${(ports >>> 16) & 0xffff} `;
@@ -91,6 +98,10 @@ function tupleText(i32: Int32Array, t: number, family: number, l4: number): stri
     s += `srckey=0x${((ports >>> 16) & 0xffff).toString(16)} dstkey=0x${(ports & 0xffff).toString(16)} `;
   }
   return s;
+}
+
+function tupleText(i32: Int32Array, t: number, family: number, l4: number): string {
+  return tupleWith(i32, t, family, l4, formatAddr, hasPorts(l4));
 }
 
 /** One connection as `conntrack -L` prints it. `now` is the table clock. */
@@ -250,16 +261,8 @@ function addrProc(i32: Int32Array, off: number, family: number): string {
 }
 
 function tupleProc(i32: Int32Array, t: number, family: number, l4: number): string {
-  let s = `src=${addrProc(i32, t + T_SRC, family)} dst=${addrProc(i32, t + T_DST, family)} `;
-  const ports = i32[t + T_PORTS]!;
-  if (l4 === IPPROTO_TCP || l4 === 17 || l4 === 136 || l4 === IPPROTO_SCTP) {
-    s += `sport=${(ports >>> 16) & 0xffff} dport=${ports & 0xffff} `;
-  } else if (l4 === IPPROTO_ICMP || l4 === IPPROTO_ICMPV6) {
-    s += `type=${(ports >>> 8) & 0xff} code=${ports & 0xff} id=${(ports >>> 16) & 0xffff} `;
-  } else if (l4 === IPPROTO_GRE) {
-    s += `srckey=0x${((ports >>> 16) & 0xffff).toString(16)} dstkey=0x${(ports & 0xffff).toString(16)} `;
-  }
-  return s;
+  const ports = l4 === IPPROTO_TCP || l4 === IPPROTO_UDP || l4 === IPPROTO_UDPLITE || l4 === IPPROTO_SCTP;
+  return tupleWith(i32, t, family, l4, addrProc, ports);
 }
 
 /**

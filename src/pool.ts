@@ -32,7 +32,7 @@ import { Dispatcher, type DispatchMode } from './dispatch.js';
 import { W_ALIVE, W_PID, WORKER_WORDS } from './layout.js';
 import { LINKTYPE_NFLOG } from './packet/packet.js';
 import { nflogTimestampMs } from './packet/parse.js';
-import { clockFromEpochMs } from './replay.js';
+import { clockFromEpochMs, type ReplayOutcome } from './replay.js';
 import { ConntrackTable } from './table.js';
 import { CTSTATE_NAMES } from './verdict.js';
 import { recoverDeadWorker, type RecoveryReport } from './recovery.js';
@@ -123,13 +123,8 @@ export interface PoolReplayOptions {
   batch?: number;
 }
 
-export interface PoolReplayResult {
-  packets: number;
-  counts: Record<string, number>;
-  error: CaptureError | null;
-  now: number;
-  lastTsMs: number;
-  table: ConntrackTable;
+export interface PoolReplayResult extends ReplayOutcome {
+  /** Reason strings a worker met that the registry (reasons.ts) did not know. */
   unregisteredReasons: string[];
 }
 

@@ -27,7 +27,8 @@ export interface ReplayOptions {
   batch?: number;
 }
 
-export interface ReplayResult {
+/** What a replay produced, on one thread or through the pool. */
+export interface ReplayOutcome {
   packets: number;
   /** Packets per ctstate. */
   counts: Record<string, number>;
@@ -38,6 +39,9 @@ export interface ReplayResult {
   /** Capture time of the last packet, ms since the epoch. */
   lastTsMs: number;
   table: ConntrackTable;
+}
+
+export interface ReplayResult extends ReplayOutcome {
   /** The engine used; still attached (call close()). */
   conntrack: Conntrack;
 }
