@@ -6,16 +6,16 @@
  * packets (beginBatch ... endBatch), and reports its own elapsed time; with `latency` it also
  * records each batch's wall time.
  */
-import { Conntrack } from '../src/core.js';
-import { hashTuple } from '../src/hash.js';
-import { E_MARK, E_TIMEOUT } from '../src/layout.js';
-import { lock, unlock } from '../src/locks.js';
-import { parseFrame } from '../src/packet/parse.js';
-import { Packet } from '../src/packet/packet.js';
-import { PROTO_ACCEPT, ProtoResult, type TrackerContext } from '../src/proto/l4proto.js';
-import { tcpError, tcpPacket } from '../src/proto/tcp.js';
-import { ConntrackTable } from '../src/table.js';
-import { protoWord, tupleFromPacket } from '../src/tuple.js';
+import { Conntrack } from '../src/track/core.js';
+import { hashTuple } from '../src/table/hash.js';
+import { E_MARK, E_TIMEOUT } from '../src/table/layout.js';
+import { lock, unlock } from '../src/table/locks.js';
+import { parseFrame } from '../src/input/packet/parse.js';
+import { Packet } from '../src/input/packet/packet.js';
+import { PROTO_ACCEPT, ProtoResult, type TrackerContext } from '../src/track/proto/l4proto.js';
+import { tcpError, tcpPacket } from '../src/track/proto/tcp.js';
+import { ConntrackTable } from '../src/table/table.js';
+import { protoWord, tupleFromPacket } from '../src/track/tuple.js';
 import { IX_LEN, IX_NOW, IX_OFF, IX_WORDS, IX_ZONE, LT_RAW, type FrameSetData } from './frames.js';
 import { OursTracker, STATE_SLOTS, SharedMapTracker, type SharedMapHandle, type Tracker } from './trackers.js';
 

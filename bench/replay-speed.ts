@@ -6,8 +6,8 @@
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { replay } from '../src/replay.js';
-import { ConntrackTable } from '../src/table.js';
+import { replay } from '../src/ops/replay.js';
+import { ConntrackTable } from '../src/table/table.js';
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

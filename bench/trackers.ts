@@ -3,7 +3,7 @@
  *  - OursTracker: this project's Conntrack (the real packet path on the shared table);
  *  - MapTracker (baseline a): what a Node user would write without this project: one thread, a
  *    `Map` keyed by a string of the 5-tuple (+ zone), both directions as keys, with the SAME
- *    protocol decision functions (src/proto/*) working on entry words in a private Int32Array;
+ *    protocol decision functions (src/track/proto/*) working on entry words in a private Int32Array;
  *  - SharedMapTracker (baseline b): the `sharedmap` npm package (a SharedArrayBuffer hash map
  *    with string keys and its own locks) shared by worker threads, the same protocol functions
  *    on entry words in a shared Int32Array, TCP state under a lock word inside the entry.
@@ -11,22 +11,22 @@
  * not-ASSURED entry found by a cursor over the slab (the kernel's early_drop, simplified).
  */
 import { createRequire } from 'node:module';
-import { Conntrack } from '../src/core.js';
+import { Conntrack } from '../src/track/core.js';
 import {
   DIR_ORIGINAL, DIR_REPLY, ENTRY_WORDS, E_MARK, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE,
   IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, SYSCTL_WORDS, TUPLE_WORDS,
-} from '../src/layout.js';
-import { lock, unlock } from '../src/locks.js';
-import { parseFrame } from '../src/packet/parse.js';
-import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet } from '../src/packet/packet.js';
-import { ICMP_CONTINUE, icmpError, icmpPacket } from '../src/proto/icmp.js';
-import { EV_DESTROY, PROTO_ACCEPT, PROTO_REPEAT, ProtoResult, type TrackerContext } from '../src/proto/l4proto.js';
-import { tcpError, tcpNew, tcpPacket } from '../src/proto/tcp.js';
-import { udpError, udpPacket } from '../src/proto/udp.js';
-import { SYSCTLS, S_MAX } from '../src/sysctl.js';
-import type { ConntrackTable } from '../src/table.js';
-import { invertTuple, protoWord, tupleFromPacket } from '../src/tuple.js';
-import { CT_ESTABLISHED, CT_INVALID, CT_NEW } from '../src/verdict.js';
+} from '../src/table/layout.js';
+import { lock, unlock } from '../src/table/locks.js';
+import { parseFrame } from '../src/input/packet/parse.js';
+import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet } from '../src/input/packet/packet.js';
+import { ICMP_CONTINUE, icmpError, icmpPacket } from '../src/track/proto/icmp.js';
+import { EV_DESTROY, PROTO_ACCEPT, PROTO_REPEAT, ProtoResult, type TrackerContext } from '../src/track/proto/l4proto.js';
+import { tcpError, tcpNew, tcpPacket } from '../src/track/proto/tcp.js';
+import { udpError, udpPacket } from '../src/track/proto/udp.js';
+import { SYSCTLS, S_MAX } from '../src/table/sysctl.js';
+import type { ConntrackTable } from '../src/table/table.js';
+import { invertTuple, protoWord, tupleFromPacket } from '../src/track/tuple.js';
+import { CT_ESTABLISHED, CT_INVALID, CT_NEW } from '../src/track/verdict.js';
 
 /** Returned by frame() besides CT_*: the packet was dropped (table full). */
 export const ST_DROPPED = 5;

@@ -11,16 +11,16 @@ import {
   readCapture,
   writePcap,
   type CaptureReader,
-} from '../src/capture/reader.js';
-import { nflogPrefix, nflogTimestampMs, parseFrame } from '../src/packet/parse.js';
-import { l4ChecksumOk } from '../src/packet/checksum.js';
+} from '../src/input/capture/reader.js';
+import { nflogPrefix, nflogTimestampMs, parseFrame } from '../src/input/packet/parse.js';
+import { l4ChecksumOk } from '../src/input/packet/checksum.js';
 import {
   LINKTYPE_ETHERNET,
   LINKTYPE_NFLOG,
   LINKTYPE_RAW,
   NFPROTO_IPV6,
   Packet,
-} from '../src/packet/packet.js';
+} from '../src/input/packet/packet.js';
 import { concat, eth, icmp4, nflog, tcp4, tcp6, udp4, udp6 } from './helpers/frames.js';
 
 interface Rec {

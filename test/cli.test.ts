@@ -5,8 +5,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { encodePcap } from '../src/capture/reader.js';
-import { LINKTYPE_ETHERNET } from '../src/packet/packet.js';
+import { encodePcap } from '../src/input/capture/reader.js';
+import { LINKTYPE_ETHERNET } from '../src/input/packet/packet.js';
 import { eth, tcp4, udp4 } from './helpers/frames.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));

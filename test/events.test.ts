@@ -7,11 +7,11 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Conntrack } from '../src/core.js';
-import { EVENT_DESTROY, EVENT_NEW, EVENT_UPDATE, eventStats, subscribeEvents, type ConnEvent } from '../src/ecache.js';
-import { LINKTYPE_RAW } from '../src/packet/packet.js';
-import { ConntrackPool } from '../src/pool.js';
-import { ConntrackTable } from '../src/table.js';
+import { Conntrack } from '../src/track/core.js';
+import { EVENT_DESTROY, EVENT_NEW, EVENT_UPDATE, eventStats, subscribeEvents, type ConnEvent } from '../src/table/ecache.js';
+import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
+import { ConntrackPool } from '../src/pool/pool.js';
+import { ConntrackTable } from '../src/table/table.js';
 import { udp4 } from './helpers/frames.js';
 
 const T0 = 1_700_000_000_000;

@@ -3,17 +3,17 @@
  * labels, timeout policies by zone and by connection, and reclamation of extension blocks.
  */
 import test from 'ava';
-import { Conntrack } from '../src/core.js';
-import { EVENT_DESTROY, subscribeEvents } from '../src/ecache.js';
+import { Conntrack } from '../src/track/core.js';
+import { EVENT_DESTROY, subscribeEvents } from '../src/table/ecache.js';
 import {
   attachTimeoutPolicyToZone, connAcct, connLabels, connTimeoutPolicy, connTimestamps, defineTimeoutPolicy,
   extStats, setConnLabel, setConnTimeoutPolicy,
-} from '../src/ext.js';
-import { formatEntry } from '../src/format.js';
-import { E_TIMEOUT } from '../src/layout.js';
-import { LINKTYPE_RAW } from '../src/packet/packet.js';
-import { ConntrackPool } from '../src/pool.js';
-import { ConntrackTable } from '../src/table.js';
+} from '../src/table/ext.js';
+import { formatEntry } from '../src/ops/format.js';
+import { E_TIMEOUT } from '../src/table/layout.js';
+import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
+import { ConntrackPool } from '../src/pool/pool.js';
+import { ConntrackTable } from '../src/table/table.js';
 import { udp4 } from './helpers/frames.js';
 
 const T0 = 1_700_000_000_000;

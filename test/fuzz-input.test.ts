@@ -6,9 +6,9 @@
 
 import test from 'ava';
 import fc from 'fast-check';
-import { parseFrame } from '../src/packet/parse.js';
-import { l4ChecksumOk } from '../src/packet/checksum.js';
-import { CaptureError, encodePcap, encodePcapng, readCapture } from '../src/capture/reader.js';
+import { parseFrame } from '../src/input/packet/parse.js';
+import { l4ChecksumOk } from '../src/input/packet/checksum.js';
+import { CaptureError, encodePcap, encodePcapng, readCapture } from '../src/input/capture/reader.js';
 import {
   LINKTYPE_ETHERNET,
   LINKTYPE_IPV4,
@@ -18,7 +18,7 @@ import {
   LINKTYPE_NFLOG,
   LINKTYPE_RAW,
   Packet,
-} from '../src/packet/packet.js';
+} from '../src/input/packet/packet.js';
 import {
   concat,
   eth,

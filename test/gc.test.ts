@@ -1,20 +1,20 @@
 /**
- * The GC worker thread (src/gc.ts, workers/gc-worker.ts) on real tables filled with real packets:
+ * The GC worker thread (src/table/gc.ts, workers/gc-worker.ts) on real tables filled with real packets:
  * expiry, early_drop on insert, the GC's eviction above 95% of nf_conntrack_max, and the soft
  * timeout for ASSURED entries. The table clock is driven by the test (H_CLOCK); the GC sleeps
  * a thousandth of a wall ms per table ms, so its 1..60 s intervals are 1..60 wall ms.
  */
 import test from 'ava';
 
-import { KILL_EXPIRED, KILL_GC_EVICT } from '../src/chains.js';
-import { Conntrack } from '../src/core.js';
-import { GcEngine, KILL_SOFT_RECYCLE, idleLowerBound, startGc, wakeGc, type GcOptions } from '../src/gc.js';
+import { KILL_EXPIRED, KILL_GC_EVICT } from '../src/table/chains.js';
+import { Conntrack } from '../src/track/core.js';
+import { GcEngine, KILL_SOFT_RECYCLE, idleLowerBound, startGc, wakeGc, type GcOptions } from '../src/table/gc.js';
 import {
   E_ID, E_STATUS, E_TIMEOUT, H_COUNT, H_FREE_COUNT, H_GC_WID, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING,
   W_ALIVE, W_CACHE_COUNT, W_LIMBO_COUNT, WORKER_WORDS,
-} from '../src/layout.js';
-import { ConntrackTable } from '../src/table.js';
-import { CT_INVALID, CT_NEW } from '../src/verdict.js';
+} from '../src/table/layout.js';
+import { ConntrackTable } from '../src/table/table.js';
+import { CT_INVALID, CT_NEW } from '../src/track/verdict.js';
 import { tcpClosing, tcpEstablished, tcpSyn, udpAssured, udpOneWay } from './helpers/conns.js';
 
 const FAST: GcOptions = { wallPerClock: 0.001 };

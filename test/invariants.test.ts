@@ -1,11 +1,11 @@
 import test from 'ava';
-import { Conntrack } from '../src/core.js';
-import { checkInvariants, INVARIANT_NAMES, type InvariantReport } from '../src/invariants.js';
+import { Conntrack } from '../src/track/core.js';
+import { checkInvariants, INVARIANT_NAMES, type InvariantReport } from '../src/table/invariants.js';
 import {
   E_HASH, E_LINK, E_NEXT, E_STATUS, ENTRY_WORDS, H_COUNT, H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, IPS_DYING,
-} from '../src/layout.js';
-import { LINKTYPE_RAW } from '../src/packet/packet.js';
-import { ConntrackTable } from '../src/table.js';
+} from '../src/table/layout.js';
+import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
+import { ConntrackTable } from '../src/table/table.js';
 import { udp4 } from './helpers/frames.js';
 
 /** A quiescent table with `n` UDP connections (two of them in zone 7). */

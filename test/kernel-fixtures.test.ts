@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { compareWithKernel } from '../src/oracle.js';
+import { compareWithKernel } from '../src/ops/oracle.js';
 
 const root = new URL('../../test/fixtures/kernel/', import.meta.url);
 const dirs = existsSync(root)

@@ -3,16 +3,16 @@
  * every packet gets a verdict (invalid ones with a reason), and the table stays consistent.
  */
 import test from 'ava';
-import { encodePcap } from '../src/capture/reader.js';
-import { Conntrack } from '../src/core.js';
-import { replay } from '../src/replay.js';
-import { ConntrackTable } from '../src/table.js';
-import { CT_INVALID, CT_UNTRACKED } from '../src/verdict.js';
+import { encodePcap } from '../src/input/capture/reader.js';
+import { Conntrack } from '../src/track/core.js';
+import { replay } from '../src/ops/replay.js';
+import { ConntrackTable } from '../src/table/table.js';
+import { CT_INVALID, CT_UNTRACKED } from '../src/track/verdict.js';
 import {
   LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NFLOG, LINKTYPE_RAW,
-} from '../src/packet/packet.js';
+} from '../src/input/packet/packet.js';
 import { eth, icmp4, icmp6, icmpError4, icmpError6, nflog, sll, sll2, tcp4, tcp6, udp4, udp6 } from './helpers/frames.js';
-import { checkInvariants } from '../src/invariants.js';
+import { checkInvariants } from '../src/table/invariants.js';
 
 /** xorshift32: reproducible randomness without a dependency per value. */
 function rng(seed: number): () => number {

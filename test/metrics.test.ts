@@ -1,10 +1,10 @@
 /** Prometheus text exposition: parses, carries node_exporter's names, agrees with the table. */
 import test from 'ava';
-import { Conntrack } from '../src/core.js';
-import { formatPrometheus, metricsFromSnapshot, prometheusText } from '../src/metrics.js';
-import { LINKTYPE_RAW } from '../src/packet/packet.js';
-import { decodeSnapshot, encodeSnapshot } from '../src/snapshot.js';
-import { ConntrackTable } from '../src/table.js';
+import { Conntrack } from '../src/track/core.js';
+import { formatPrometheus, metricsFromSnapshot, prometheusText } from '../src/ops/metrics.js';
+import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
+import { decodeSnapshot, encodeSnapshot } from '../src/ops/snapshot.js';
+import { ConntrackTable } from '../src/table/table.js';
 import { udp4 } from './helpers/frames.js';
 
 interface Sample { name: string; labels: Record<string, string>; value: number }

@@ -1,13 +1,13 @@
 /** Table operations: filters, get/delete, flush (also under live packet workers), marks, formats. */
 import test from 'ava';
-import { Conntrack } from '../src/core.js';
-import { formatProcEntry } from '../src/format.js';
-import { checkInvariants, formatInvariants } from '../src/invariants.js';
-import { H_COUNT } from '../src/layout.js';
-import { LINKTYPE_RAW } from '../src/packet/packet.js';
-import { ConntrackPool } from '../src/pool.js';
-import { CtMatcher, CtOps, parseCidr, type CtFilter } from '../src/ops.js';
-import { ConntrackTable } from '../src/table.js';
+import { Conntrack } from '../src/track/core.js';
+import { formatProcEntry } from '../src/ops/format.js';
+import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
+import { H_COUNT } from '../src/table/layout.js';
+import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
+import { ConntrackPool } from '../src/pool/pool.js';
+import { CtMatcher, CtOps, parseCidr, type CtFilter } from '../src/ops/ops.js';
+import { ConntrackTable } from '../src/table/table.js';
 import { icmp4, tcp4, tcp6, udp4, udp6 } from './helpers/frames.js';
 
 const NOW = 5_000_000;

@@ -1,7 +1,7 @@
 import test from 'ava';
-import { parseFrame, nflogPrefix, nflogTimestampMs } from '../src/packet/parse.js';
-import * as R from '../src/packet/parse.js';
-import { l4ChecksumOk, ipv4HeaderChecksumOk } from '../src/packet/checksum.js';
+import { parseFrame, nflogPrefix, nflogTimestampMs } from '../src/input/packet/parse.js';
+import * as R from '../src/input/packet/parse.js';
+import { l4ChecksumOk, ipv4HeaderChecksumOk } from '../src/input/packet/checksum.js';
 import {
   IPPROTO_ICMP,
   IPPROTO_ICMPV6,
@@ -19,7 +19,7 @@ import {
   Packet,
   TH_ACK,
   TH_SYN,
-} from '../src/packet/packet.js';
+} from '../src/input/packet/packet.js';
 import {
   addrWords,
   concat,

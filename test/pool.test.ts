@@ -1,17 +1,17 @@
 /** ConntrackPool: dispatch, real worker threads on one shared table, worker death. */
 import test from 'ava';
-import { IX_PART, IX_WORDS, PacketBatch, BatchVerdict } from '../src/batch.js';
-import { Conntrack } from '../src/core.js';
-import { Dispatcher, flowHash } from '../src/dispatch.js';
-import { formatEntry } from '../src/format.js';
-import { STAT_NAMES, W_ALIVE, WORKER_WORDS } from '../src/layout.js';
-import { LINKTYPE_RAW, Packet } from '../src/packet/packet.js';
-import { parseFrame } from '../src/packet/parse.js';
-import { ConntrackPool, WorkerDeathError, type WorkerDeath } from '../src/pool.js';
-import type { TrackerContext } from '../src/proto/l4proto.js';
-import { REASON_OTHER, reasonCode } from '../src/reasons.js';
-import { clockFromEpochMs } from '../src/replay.js';
-import { ConntrackTable } from '../src/table.js';
+import { IX_PART, IX_WORDS, PacketBatch, BatchVerdict } from '../src/pool/batch.js';
+import { Conntrack } from '../src/track/core.js';
+import { Dispatcher, flowHash } from '../src/pool/dispatch.js';
+import { formatEntry } from '../src/ops/format.js';
+import { STAT_NAMES, W_ALIVE, WORKER_WORDS } from '../src/table/layout.js';
+import { LINKTYPE_RAW, Packet } from '../src/input/packet/packet.js';
+import { parseFrame } from '../src/input/packet/parse.js';
+import { ConntrackPool, WorkerDeathError, type WorkerDeath } from '../src/pool/pool.js';
+import type { TrackerContext } from '../src/track/proto/l4proto.js';
+import { REASON_OTHER, reasonCode } from '../src/track/reasons.js';
+import { clockFromEpochMs } from '../src/ops/replay.js';
+import { ConntrackTable } from '../src/table/table.js';
 import { icmp4, icmpError4, tcp4, udp4, udp6 } from './helpers/frames.js';
 import { TRAFFIC_LINKTYPE, traffic, type Frame } from './helpers/traffic.js';
 

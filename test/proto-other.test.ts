@@ -5,17 +5,17 @@
  */
 import test from 'ava';
 
-import { Conntrack } from '../src/core.js';
-import { formatEntry } from '../src/format.js';
-import { E_STATUS, E_TIMEOUT, IPS_ASSURED } from '../src/layout.js';
-import { LINKTYPE_RAW } from '../src/packet/packet.js';
-import { crc32c } from '../src/packet/checksum.js';
-import * as parse from '../src/packet/parse.js';
-import * as sctp from '../src/proto/sctp.js';
-import * as udp from '../src/proto/udp.js';
-import { REASON_OTHER, reasonCode } from '../src/reasons.js';
-import { ConntrackTable } from '../src/table.js';
-import type { Verdict } from '../src/verdict.js';
+import { Conntrack } from '../src/track/core.js';
+import { formatEntry } from '../src/ops/format.js';
+import { E_STATUS, E_TIMEOUT, IPS_ASSURED } from '../src/table/layout.js';
+import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
+import { crc32c } from '../src/input/packet/checksum.js';
+import * as parse from '../src/input/packet/parse.js';
+import * as sctp from '../src/track/proto/sctp.js';
+import * as udp from '../src/track/proto/udp.js';
+import { REASON_OTHER, reasonCode } from '../src/track/reasons.js';
+import { ConntrackTable } from '../src/table/table.js';
+import type { Verdict } from '../src/track/verdict.js';
 import { icmpError4, inetChecksum, ip4, ip6Bytes, ipv4, ipv6, tcp4 } from './helpers/frames.js';
 
 const A = '10.0.0.1';

@@ -7,15 +7,15 @@
 import test from 'ava';
 import { Worker } from 'node:worker_threads';
 
-import { Chains, KILL_DELETE } from '../src/chains.js';
-import { Conntrack } from '../src/core.js';
-import { startGc } from '../src/gc.js';
+import { Chains, KILL_DELETE } from '../src/table/chains.js';
+import { Conntrack } from '../src/track/core.js';
+import { startGc } from '../src/table/gc.js';
 import {
   ENTRY_WORDS, E_HASH, E_ID, E_LINK, E_NS, E_PROTO, E_REFCNT, E_STATUS, E_TUPLE, E_ZONE, H_FREE_HEAD,
   IPS_DYING, ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS, W_CACHE, W_CACHE_COUNT, W_LIMBO_COUNT,
   WORKER_WORDS,
-} from '../src/layout.js';
-import { ConntrackTable } from '../src/table.js';
+} from '../src/table/layout.js';
+import { ConntrackTable } from '../src/table/table.js';
 import { udpOneWay } from './helpers/conns.js';
 
 type WaitAsyncFn = (a: Int32Array, i: number, v: number, t?: number) => { async: boolean; value: Promise<string> | string };

@@ -10,14 +10,14 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { encodePcap } from '../src/capture/reader.js';
-import { Conntrack } from '../src/core.js';
-import { formatEntry } from '../src/format.js';
-import { E_TIMEOUT } from '../src/layout.js';
-import { ConntrackPool } from '../src/pool.js';
-import type { TrackerContext } from '../src/proto/l4proto.js';
-import { replay } from '../src/replay.js';
-import { ConntrackTable, type TableOptions } from '../src/table.js';
+import { encodePcap } from '../src/input/capture/reader.js';
+import { Conntrack } from '../src/track/core.js';
+import { formatEntry } from '../src/ops/format.js';
+import { E_TIMEOUT } from '../src/table/layout.js';
+import { ConntrackPool } from '../src/pool/pool.js';
+import type { TrackerContext } from '../src/track/proto/l4proto.js';
+import { replay } from '../src/ops/replay.js';
+import { ConntrackTable, type TableOptions } from '../src/table/table.js';
 import { TRAFFIC_LINKTYPE, traffic } from './helpers/traffic.js';
 
 const STABLE = ['found', 'invalid', 'insert', 'insert_failed', 'drop', 'early_drop', 'error', 'chaintoolong', 'new', 'ignore', 'expired', 'packets'];

@@ -3,22 +3,22 @@ import test from 'ava';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readCapture } from '../src/capture/reader.js';
-import { Conntrack } from '../src/core.js';
-import { entryJson, formatEntry, type EntryJson } from '../src/format.js';
-import { checkInvariants, formatInvariants } from '../src/invariants.js';
-import { H_NEXT_ID } from '../src/layout.js';
-import { LINKTYPE_NFLOG } from '../src/packet/packet.js';
-import { nflogTimestampMs } from '../src/packet/parse.js';
-import { CtOps } from '../src/ops.js';
-import type { TrackerContext } from '../src/proto/l4proto.js';
-import { TCP_STATE_NAMES } from '../src/proto/tcp.js';
-import { clockFromEpochMs, replay } from '../src/replay.js';
+import { readCapture } from '../src/input/capture/reader.js';
+import { Conntrack } from '../src/track/core.js';
+import { entryJson, formatEntry, type EntryJson } from '../src/ops/format.js';
+import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
+import { H_NEXT_ID } from '../src/table/layout.js';
+import { LINKTYPE_NFLOG } from '../src/input/packet/packet.js';
+import { nflogTimestampMs } from '../src/input/packet/parse.js';
+import { CtOps } from '../src/ops/ops.js';
+import type { TrackerContext } from '../src/track/proto/l4proto.js';
+import { TCP_STATE_NAMES } from '../src/track/proto/tcp.js';
+import { clockFromEpochMs, replay } from '../src/ops/replay.js';
 import {
   HEADER_BYTES, SnapshotError, crc32, decodeSnapshot, encodeSnapshot, loadSnapshotFile, restoreSnapshot,
   saveSnapshotFile,
-} from '../src/snapshot.js';
-import { ConntrackTable } from '../src/table.js';
+} from '../src/ops/snapshot.js';
+import { ConntrackTable } from '../src/table/table.js';
 import { udp4 } from './helpers/frames.js';
 
 const root = new URL('../../test/fixtures/kernel/', import.meta.url);

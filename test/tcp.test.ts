@@ -1,15 +1,15 @@
 import test from 'ava';
 
-import { IPS_ASSURED, IPS_SEEN_REPLY, TD_END, TD_MAXACK, TD_MAXEND, TD_MAXWIN } from '../src/layout.js';
-import { EV_ASSURED, EV_PROTOINFO } from '../src/proto/l4proto.js';
-import { NFPROTO_IPV4, Packet, IPPROTO_TCP, TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST, TH_SYN, TH_URG } from '../src/packet/packet.js';
+import { IPS_ASSURED, IPS_SEEN_REPLY, TD_END, TD_MAXACK, TD_MAXEND, TD_MAXWIN } from '../src/table/layout.js';
+import { EV_ASSURED, EV_PROTOINFO } from '../src/track/proto/l4proto.js';
+import { NFPROTO_IPV4, Packet, IPPROTO_TCP, TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST, TH_SYN, TH_URG } from '../src/input/packet/packet.js';
 import {
   S_CHECKSUM,
   S_TCP_BE_LIBERAL,
   S_TCP_IGNORE_INVALID_RST,
   S_TCP_LOOSE,
   S_TCP_TIMEOUT_MAX_RETRANS,
-} from '../src/sysctl.js';
+} from '../src/table/sysctl.js';
 import {
   IP_CT_TCP_FLAG_BE_LIBERAL,
   IP_CT_TCP_FLAG_CLOSE_INIT,
@@ -45,7 +45,7 @@ import {
   tcpError,
   tcpFormat,
   tcpIsClosing,
-} from '../src/proto/tcp.js';
+} from '../src/track/proto/tcp.js';
 import { seg, TcpHarness } from './helpers/tcpctx.js';
 
 const S = TH_SYN;

@@ -5,9 +5,9 @@
  */
 import test from 'ava';
 import { Worker } from 'node:worker_threads';
-import { checkInvariants } from '../src/invariants.js';
-import { reclaimOrphans, recoverDeadWorker, type RecoveryReport } from '../src/recovery.js';
-import { ConntrackTable, type Discipline } from '../src/table.js';
+import { checkInvariants } from '../src/table/invariants.js';
+import { reclaimOrphans, recoverDeadWorker, type RecoveryReport } from '../src/table/recovery.js';
+import { ConntrackTable, type Discipline } from '../src/table/table.js';
 import type { StressWorkerData, StressWorkerDone } from '../workers/stress-worker.js';
 
 const WORKER = new URL('../workers/stress-worker.js', import.meta.url);

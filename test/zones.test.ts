@@ -1,17 +1,17 @@
 /**
- * Namespaces and zones (src/zones.ts): directional zones, per-namespace and per-zone limits
+ * Namespaces and zones (src/table/zones.ts): directional zones, per-namespace and per-zone limits
  * under concurrent inserts from real worker threads, a rogue namespace flooding the table, and
  * flushing one zone through its entry list.
  */
 import test from 'ava';
 import { Worker } from 'node:worker_threads';
-import { Conntrack } from '../src/core.js';
-import { checkInvariants, formatInvariants } from '../src/invariants.js';
-import { E_STATUS, E_ZONE, ENTRY_WORDS, IPS_ASSURED } from '../src/layout.js';
-import { CtOps } from '../src/ops.js';
-import { LINKTYPE_RAW } from '../src/packet/packet.js';
-import { ConntrackTable } from '../src/table.js';
-import { ZONE_DIR_ORIG, ZONE_DIR_REPL, zoneWord } from '../src/zones.js';
+import { Conntrack } from '../src/track/core.js';
+import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
+import { E_STATUS, E_ZONE, ENTRY_WORDS, IPS_ASSURED } from '../src/table/layout.js';
+import { CtOps } from '../src/ops/ops.js';
+import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
+import { ConntrackTable } from '../src/table/table.js';
+import { ZONE_DIR_ORIG, ZONE_DIR_REPL, zoneWord } from '../src/table/zones.js';
 import { udp4 } from './helpers/frames.js';
 
 const NOW = 1_000_000;
@@ -108,7 +108,7 @@ interface Spec {
 }
 
 function startWorkers(ctl: Int32Array, specs: Spec[]): { done: Promise<WorkerOut[]>; workers: Worker[] } {
-  const core = new URL('../src/core.js', import.meta.url).href;
+  const core = new URL('../src/track/core.js', import.meta.url).href;
   const frames = new URL('./helpers/frames.js', import.meta.url).href;
   const workers = specs.map((s) => new Worker(WORKER, {
     eval: true,

@@ -1,13 +1,13 @@
 /**
- * The GC worker thread: runs GcEngine (src/gc.ts) in bounded slices and sleeps between them on
+ * The GC worker thread: runs GcEngine (src/table/gc.ts) in bounded slices and sleeps between them on
  * the H_GC_WAKE futex word. Started by startGc(); stopped through H_GC_STOP.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { E_ID, H_GC_STOP, H_GC_WAKE } from '../src/layout.js';
+import { E_ID, H_GC_STOP, H_GC_WAKE } from '../src/table/layout.js';
 import {
   GcEngine, gcConfig, type DestroyHookFactory, type GcMessage, type GcWorkerData,
-} from '../src/gc.js';
-import type { DestroyHook } from '../src/chains.js';
+} from '../src/table/gc.js';
+import type { DestroyHook } from '../src/table/chains.js';
 
 function post(m: GcMessage, transfer?: ArrayBuffer[]): void {
   parentPort?.postMessage(m, transfer);

@@ -8,11 +8,11 @@ import {
   BH_DONE, IX_LEN, IX_LINKTYPE, IX_NOW, IX_NS, IX_OFF, IX_WORDS, IX_ZONE, PacketBatch, RF_DONE, RF_DROP,
   RS_DIR, RS_FLAGS, RS_L4, RS_REASON, RS_SLOT, RS_STATE, RS_TASK, RS_TCP, RS_WORDS, TASK_WORDS, TK_FROM,
   TK_PROGRESS, TK_THREAD, TK_TO, TK_WID,
-} from '../src/batch.js';
-import { Conntrack } from '../src/core.js';
-import type { PoolTask, PoolWorkerData, TaskSummary } from '../src/pool.js';
-import { REASON_EXTRA, REASON_OTHER, reasonCode } from '../src/reasons.js';
-import { ConntrackTable } from '../src/table.js';
+} from '../src/pool/batch.js';
+import { Conntrack } from '../src/track/core.js';
+import type { PoolTask, PoolWorkerData, TaskSummary } from '../src/pool/pool.js';
+import { REASON_EXTRA, REASON_OTHER, reasonCode } from '../src/track/reasons.js';
+import { ConntrackTable } from '../src/table/table.js';
 
 /** Packets per read-side section: reclamation may advance between sections. */
 const SECTION = 256;

@@ -7,13 +7,13 @@
  * Messages to the parent: { type: 'ready', wid } once registered, then { type: 'done', ... }.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { KILL_DELETE } from '../src/chains.js';
-import { Conntrack } from '../src/core.js';
-import { LINKTYPE_RAW } from '../src/packet/packet.js';
-import { parseFrame } from '../src/packet/parse.js';
-import { TUPLE_WORDS } from '../src/layout.js';
-import { protoWord, tupleFromPacket } from '../src/tuple.js';
-import { CT_INVALID } from '../src/verdict.js';
+import { KILL_DELETE } from '../src/table/chains.js';
+import { Conntrack } from '../src/track/core.js';
+import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
+import { parseFrame } from '../src/input/packet/parse.js';
+import { TUPLE_WORDS } from '../src/table/layout.js';
+import { protoWord, tupleFromPacket } from '../src/track/tuple.js';
+import { CT_INVALID } from '../src/track/verdict.js';
 
 export interface StressWorkerData {
   readonly buffer: SharedArrayBuffer;

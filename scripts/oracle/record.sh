@@ -15,7 +15,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 OUTROOT="${CTSAB_FIXTURES:-$ROOT/test/fixtures/kernel}"
 PY=/usr/bin/python3          # Debian's python3, which has scapy
-P=ctsab                      # name prefix of everything we create
+P=${CTSAB_NS_PREFIX:-ctsab}   # name prefix of everything we create (set it to run recorders side by side)
 NS_C=$P-client NS_R=$P-router NS_S=$P-server
 NFLOG_GROUP=1
 

@@ -2,17 +2,17 @@
 import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs';
 import { LineWriter } from './output.js';
 import cliProgress from 'cli-progress';
-import type { EventSink } from '../events.js';
-import { type ConnEvent, subscribeEvents, type EventSubscription } from '../ecache.js';
-import { entryJson, eventLine, formatEntry, formatEvent, formatStats, type EntryJson, type FormatContext } from '../format.js';
-import { TCP_STATE_NAMES } from '../proto/tcp.js';
-import { readCapture } from '../capture/reader.js';
-import { ConntrackPool } from '../pool.js';
-import { replay } from '../replay.js';
-import { Conntrack } from '../core.js';
-import { E_TIMEOUT } from '../layout.js';
-import { ConntrackTable } from '../table.js';
-import { parseSysctlAssignment } from '../sysctl.js';
+import type { EventSink } from '../table/events.js';
+import { type ConnEvent, subscribeEvents, type EventSubscription } from '../table/ecache.js';
+import { entryJson, eventLine, formatEntry, formatEvent, formatStats, type EntryJson, type FormatContext } from '../ops/format.js';
+import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
+import { readCapture } from '../input/capture/reader.js';
+import { ConntrackPool } from '../pool/pool.js';
+import { replay } from '../ops/replay.js';
+import { Conntrack } from '../track/core.js';
+import { E_TIMEOUT } from '../table/layout.js';
+import { ConntrackTable } from '../table/table.js';
+import { parseSysctlAssignment } from '../table/sysctl.js';
 
 export interface ReplayCliOptions {
   perPacket?: string;

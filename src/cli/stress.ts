@@ -3,8 +3,8 @@
  * one shared table (with the GC worker), then the table is quiesced and its invariants checked.
  */
 import { Worker } from 'node:worker_threads';
-import { checkInvariants, formatInvariants, type InvariantReport } from '../invariants.js';
-import { ConntrackTable, type Discipline } from '../table.js';
+import { checkInvariants, formatInvariants, type InvariantReport } from '../table/invariants.js';
+import { ConntrackTable, type Discipline } from '../table/table.js';
 import type { StressWorkerData, StressWorkerDone } from '../../workers/stress-worker.js';
 
 export interface StressOptions {
@@ -15,7 +15,7 @@ export interface StressOptions {
   opsPerWorker?: number;
   max?: number;
   discipline?: Discipline;
-  /** Run the GC worker (default true when src/gc.ts provides startGc). */
+  /** Run the GC worker (default true when src/table/gc.ts provides startGc). */
   gc?: boolean;
   seed?: number;
   /** Virtual table-clock ms per wall ms (default 50: UDP's 30 s timeout passes in 0.6 s). */
@@ -45,14 +45,14 @@ export interface StressResult {
   slots: InvariantReport['slots'];
 }
 
-/** The GC starter from src/gc.ts, when that module exists (looked up at run time). */
+/** The GC starter from src/table/gc.ts, when that module exists (looked up at run time). */
 interface GcLike { stop(): Promise<void>; ready?: Promise<number> }
 type StartGc = (table: ConntrackTable, opts?: Record<string, unknown>) => GcLike;
 
 async function findStartGc(): Promise<StartGc | string> {
   try {
-    const mod = (await import(new URL('../gc.js', import.meta.url).href)) as { startGc?: unknown };
-    return typeof mod.startGc === 'function' ? (mod.startGc as StartGc) : 'src/gc.ts has no startGc';
+    const mod = (await import(new URL('../table/gc.js', import.meta.url).href)) as { startGc?: unknown };
+    return typeof mod.startGc === 'function' ? (mod.startGc as StartGc) : 'src/table/gc.ts has no startGc';
   } catch (e) {
     return `no GC module (${(e as Error).message.split('\n')[0]})`;
   }

@@ -14,13 +14,13 @@
  */
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { formatCount } from '../format.js';
-import { metricsFromSnapshot, metricsFromTable, formatPrometheus } from '../metrics.js';
-import { CtMatcher, CtOps, type CtFilter } from '../ops.js';
-import { replay } from '../replay.js';
-import { SnapshotError, decodeSnapshot, encodeSnapshot, isSnapshot, restoreSnapshot, type Snapshot } from '../snapshot.js';
-import { parseSysctlAssignment } from '../sysctl.js';
-import { ConntrackTable } from '../table.js';
+import { formatCount } from '../ops/format.js';
+import { metricsFromSnapshot, metricsFromTable, formatPrometheus } from '../ops/metrics.js';
+import { CtMatcher, CtOps, type CtFilter } from '../ops/ops.js';
+import { replay } from '../ops/replay.js';
+import { SnapshotError, decodeSnapshot, encodeSnapshot, isSnapshot, restoreSnapshot, type Snapshot } from '../ops/snapshot.js';
+import { parseSysctlAssignment } from '../table/sysctl.js';
+import { ConntrackTable } from '../table/table.js';
 import { LineWriter } from './output.js';
 
 /** Usage errors exit with 2, unreadable inputs with 1. */

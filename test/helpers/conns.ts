@@ -2,8 +2,8 @@
  * Connections made with real packets through Conntrack.frame (raw IPv4), for GC and
  * reclamation tests. Each helper returns the verdict's slot of the connection (or -1).
  */
-import type { Conntrack } from '../../src/core.js';
-import { LINKTYPE_RAW } from '../../src/packet/packet.js';
+import type { Conntrack } from '../../src/track/core.js';
+import { LINKTYPE_RAW } from '../../src/input/packet/packet.js';
 import { tcp4, udp4 } from './frames.js';
 
 export function feed(ct: Conntrack, frame: Uint8Array, now: number): ReturnType<Conntrack['frame']> {

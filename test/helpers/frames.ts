@@ -7,11 +7,11 @@
  *                      seq: 1000, options: { mss: 1460, wscale: 7, sackPerm: true } });
  *   parseFrame(LINKTYPE_ETHERNET, eth(syn), 0, eth(syn).length, pkt);
  *
- * The checksum code here is deliberately separate from src/packet/checksum.ts so the tests
+ * The checksum code here is deliberately separate from src/input/packet/checksum.ts so the tests
  * cross-check it.
  */
 
-import { parseFrame } from '../../src/packet/parse.js';
+import { parseFrame } from '../../src/input/packet/parse.js';
 import {
   IPPROTO_ICMP,
   IPPROTO_ICMPV6,
@@ -19,7 +19,7 @@ import {
   IPPROTO_UDP,
   LINKTYPE_RAW,
   Packet,
-} from '../../src/packet/packet.js';
+} from '../../src/input/packet/packet.js';
 
 export type Payload = Uint8Array | string | number | readonly number[];
 

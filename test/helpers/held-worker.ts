@@ -4,8 +4,8 @@
  * word 1: the worker record id.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { Conntrack } from '../../src/core.js';
-import type { TableHandle } from '../../src/table.js';
+import { Conntrack } from '../../src/track/core.js';
+import type { TableHandle } from '../../src/table/table.js';
 
 const { handle, flags } = workerData as { handle: TableHandle; flags: SharedArrayBuffer };
 const f = new Int32Array(flags);

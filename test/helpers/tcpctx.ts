@@ -15,11 +15,11 @@ import {
   TCP_DIR,
   TCP_DIR_WORDS,
   TCP_SCALE_FLAGS,
-} from '../../src/layout.js';
-import { SYSCTLS } from '../../src/sysctl.js';
-import { Packet, IPPROTO_TCP, NFPROTO_IPV4 } from '../../src/packet/packet.js';
-import { EV_DESTROY, PROTO_ACCEPT, PROTO_INVALID, PROTO_REPEAT, ProtoResult, type TrackerContext } from '../../src/proto/l4proto.js';
-import { tcpError, tcpNew, tcpPacket, tcpState } from '../../src/proto/tcp.js';
+} from '../../src/table/layout.js';
+import { SYSCTLS } from '../../src/table/sysctl.js';
+import { Packet, IPPROTO_TCP, NFPROTO_IPV4 } from '../../src/input/packet/packet.js';
+import { EV_DESTROY, PROTO_ACCEPT, PROTO_INVALID, PROTO_REPEAT, ProtoResult, type TrackerContext } from '../../src/track/proto/l4proto.js';
+import { tcpError, tcpNew, tcpPacket, tcpState } from '../../src/track/proto/tcp.js';
 
 export interface SegOpts {
   win?: number;

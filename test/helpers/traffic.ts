@@ -3,7 +3,7 @@
  * request/response, ICMP echo, ICMP errors quoting earlier packets, IPv6, a few broken frames.
  * Connections interleave; each keeps its own packet order; timestamps only grow.
  */
-import { LINKTYPE_RAW } from '../../src/packet/packet.js';
+import { LINKTYPE_RAW } from '../../src/input/packet/packet.js';
 import { corruptChecksum, icmp4, icmp6, icmpError4, tcp4, tcp6, udp4, udp6 } from './frames.js';
 
 export interface Frame {

@@ -1,6 +1,6 @@
 /** Generic tracker for protocols without their own (the kernel's nf_conntrack_proto_generic). */
-import type { Packet } from '../packet/packet.js';
-import { S_GENERIC_TIMEOUT } from '../sysctl.js';
+import type { Packet } from '../../input/packet/packet.js';
+import { S_GENERIC_TIMEOUT } from '../../table/sysctl.js';
 import { PROTO_ACCEPT, type ProtoResult, type TrackerContext } from './l4proto.js';
 
 export function genericPacket(

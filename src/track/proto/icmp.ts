@@ -3,10 +3,10 @@
  * are connections; errors are matched to the connection of the packet they quote (RELATED) by
  * the core; ICMPv6 neighbour discovery and MLD are left untracked.
  */
-import { E_STATUS, E_TUPLE, IPS_CONFIRMED, T_PORTS } from '../layout.js';
-import { l4ChecksumOk } from '../packet/checksum.js';
-import { IPPROTO_ICMP, type Packet } from '../packet/packet.js';
-import { S_CHECKSUM, S_ICMP_TIMEOUT, S_ICMPV6_TIMEOUT } from '../sysctl.js';
+import { E_STATUS, E_TUPLE, IPS_CONFIRMED, T_PORTS } from '../../table/layout.js';
+import { l4ChecksumOk } from '../../input/packet/checksum.js';
+import { IPPROTO_ICMP, type Packet } from '../../input/packet/packet.js';
+import { S_CHECKSUM, S_ICMP_TIMEOUT, S_ICMPV6_TIMEOUT } from '../../table/sysctl.js';
 import { PROTO_ACCEPT, PROTO_INVALID, type ProtoResult, type TrackerContext } from './l4proto.js';
 
 /** What the error stage decided. */

@@ -28,7 +28,7 @@ import {
   TD_MAXACK,
   TD_MAXEND,
   TD_MAXWIN,
-} from '../layout.js';
+} from '../../table/layout.js';
 import {
   EV_ASSURED,
   EV_DESTROY,
@@ -55,9 +55,9 @@ import {
   S_TCP_TIMEOUT_SYN_SENT,
   S_TCP_TIMEOUT_TIME_WAIT,
   S_TCP_TIMEOUT_UNACKNOWLEDGED,
-} from '../sysctl.js';
-import { TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST, TH_SYN, TH_URG, type Packet } from '../packet/packet.js';
-import { l4ChecksumOk } from '../packet/checksum.js';
+} from '../../table/sysctl.js';
+import { TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST, TH_SYN, TH_URG, type Packet } from '../../input/packet/packet.js';
+import { l4ChecksumOk } from '../../input/packet/checksum.js';
 
 // ---------------------------------------------------------------------------------------------
 // States, kernel numbering (enum tcp_conntrack).

@@ -14,8 +14,8 @@
  * BH_DONE (Atomics.add) as its last act; the dispatcher reads results after an Atomics.load of
  * BH_DONE shows every packet done.
  */
-import { CTSTATE_NAMES, CT_INVALID, DIR_NAMES } from './verdict.js';
-import { reasonString } from './reasons.js';
+import { CTSTATE_NAMES, CT_INVALID, DIR_NAMES } from '../track/verdict.js';
+import { reasonString } from '../track/reasons.js';
 
 export const BATCH_MAGIC = 0x43544242; // 'CTBB'
 

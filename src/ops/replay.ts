@@ -2,14 +2,14 @@
  * Replaying a capture through a table on this thread: the capture's timestamps drive the
  * table clock, so timeouts expire as they did when the traffic was recorded.
  */
-import { CaptureError, readCapture } from './capture/reader.js';
-import { Conntrack } from './core.js';
-import type { EventSink } from './events.js';
-import { LINKTYPE_NFLOG } from './packet/packet.js';
-import { nflogTimestampMs } from './packet/parse.js';
-import { ConntrackTable, type TableOptions } from './table.js';
-import { CTSTATE_NAMES, type Verdict } from './verdict.js';
-import type { Packet } from './packet/packet.js';
+import { CaptureError, readCapture } from '../input/capture/reader.js';
+import { Conntrack } from '../track/core.js';
+import type { EventSink } from '../table/events.js';
+import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
+import { nflogTimestampMs } from '../input/packet/parse.js';
+import { ConntrackTable, type TableOptions } from '../table/table.js';
+import { CTSTATE_NAMES, type Verdict } from '../track/verdict.js';
+import type { Packet } from '../input/packet/packet.js';
 
 export interface ReplayOptions {
   /** Table to replay into (default: a new one from `tableOptions`). */

@@ -3,10 +3,10 @@
  * once traffic was seen both ways; a replied flow still active 2 s after it began counts as a
  * stream and gets the longer timeout.
  */
-import { E_PRIV, E_STATUS, IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, UDP_STREAM_TS } from '../layout.js';
-import { l4ChecksumOk, partialChecksumOk } from '../packet/checksum.js';
-import { IPPROTO_UDP, type Packet } from '../packet/packet.js';
-import { S_CHECKSUM, S_UDP_TIMEOUT, S_UDP_TIMEOUT_STREAM } from '../sysctl.js';
+import { E_PRIV, E_STATUS, IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, UDP_STREAM_TS } from '../../table/layout.js';
+import { l4ChecksumOk, partialChecksumOk } from '../../input/packet/checksum.js';
+import { IPPROTO_UDP, type Packet } from '../../input/packet/packet.js';
+import { S_CHECKSUM, S_UDP_TIMEOUT, S_UDP_TIMEOUT_STREAM } from '../../table/sysctl.js';
 import { EV_ASSURED, PROTO_ACCEPT, type ProtoResult, type TrackerContext } from './l4proto.js';
 
 const R_SHORT = 'short UDP packet';

@@ -8,14 +8,14 @@
  * before return: a thread handles one packet at a time, and for a confirmed entry the caller
  * holds the original tuple's bucket lock (a fresh entry is private to the thread).
  */
-import { E_PRIV, E_STATUS, IPS_ASSURED, IPS_CONFIRMED, SCTP_STATE, SCTP_VTAG } from '../layout.js';
-import { sctpChecksumOk } from '../packet/checksum.js';
-import type { Packet } from '../packet/packet.js';
+import { E_PRIV, E_STATUS, IPS_ASSURED, IPS_CONFIRMED, SCTP_STATE, SCTP_VTAG } from '../../table/layout.js';
+import { sctpChecksumOk } from '../../input/packet/checksum.js';
+import type { Packet } from '../../input/packet/packet.js';
 import {
   S_CHECKSUM, S_SCTP_TIMEOUT_CLOSED, S_SCTP_TIMEOUT_COOKIE_ECHOED, S_SCTP_TIMEOUT_COOKIE_WAIT,
   S_SCTP_TIMEOUT_ESTABLISHED, S_SCTP_TIMEOUT_HEARTBEAT_SENT, S_SCTP_TIMEOUT_SHUTDOWN_ACK_SENT,
   S_SCTP_TIMEOUT_SHUTDOWN_RECD, S_SCTP_TIMEOUT_SHUTDOWN_SENT,
-} from '../sysctl.js';
+} from '../../table/sysctl.js';
 import {
   EV_ASSURED, EV_PROTOINFO, PROTO_ACCEPT, PROTO_INVALID, type ProtoResult, type TrackerContext,
 } from './l4proto.js';

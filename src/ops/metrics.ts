@@ -5,10 +5,10 @@
  * dashboards and alerts work unchanged, plus our own under `conntrack_sab_`: per-worker
  * statistics (label `worker`), GC counters, grace periods, slots, zones.
  */
-import { STAT_NAMES, H_COUNT, H_EPOCH, H_FREE_COUNT, H_GC_BUSY_US, H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, W_LIMBO_COUNT, WORKER_WORDS } from './layout.js';
+import { STAT_NAMES, H_COUNT, H_EPOCH, H_FREE_COUNT, H_GC_BUSY_US, H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, W_LIMBO_COUNT, WORKER_WORDS } from '../table/layout.js';
 import { workerStats } from './ops.js';
 import type { Snapshot } from './snapshot.js';
-import type { ConntrackTable } from './table.js';
+import type { ConntrackTable } from '../table/table.js';
 
 /** What the exposition is made of: read from a live table or from a snapshot. */
 export interface MetricsSource {

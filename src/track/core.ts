@@ -3,24 +3,24 @@
  * the protocol tracker, confirm, and the decision. One Conntrack object per thread; it owns a
  * worker record of the shared table and allocates nothing per packet.
  */
-import { CONFIRM_CHAIN_TOOLONG, CONFIRM_DYING, CONFIRM_OK, Chains, KILL_DELETE, KILL_REOPEN } from './chains.js';
-import { EventProducer } from './ecache.js';
-import { EVENT_DESTROY, EVENT_F_PROTOINFO, EVENT_NEW, EVENT_UPDATE, type EventSink } from './events.js';
-import { acctAdd, extAlloc, extInitFresh, policyTimeout, zonePolicy } from './ext.js';
+import { CONFIRM_CHAIN_TOOLONG, CONFIRM_DYING, CONFIRM_OK, Chains, KILL_DELETE, KILL_REOPEN } from '../table/chains.js';
+import { EventProducer } from '../table/ecache.js';
+import { EVENT_DESTROY, EVENT_F_PROTOINFO, EVENT_NEW, EVENT_UPDATE, type EventSink } from '../table/events.js';
+import { acctAdd, extAlloc, extInitFresh, policyTimeout, zonePolicy } from '../table/ext.js';
 import {
   DIR_ORIGINAL, DIR_REPLY, E_HASH, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE,
   IPS_EXPECTED, IPS_FIXED_TIMEOUT, IPS_SEEN_REPLY, ST_CLASH_RESOLVE, ST_DROP, ST_ERROR, ST_FOUND, ST_IGNORE, ST_INSERT, ST_INVALID,
   ST_NEW, ST_PACKETS, STAT_WORDS, T_DST, TUPLE_WORDS,
-} from './layout.js';
+} from '../table/layout.js';
 import {
   EXT_ACCT, EXT_TIMEOUT, EXT_TSTAMP, EXT_WORDS, E_EXT, X_FLAGS, XC_ZONE_POLICIES,
-} from './layout.js';
-import { unlock, lock } from './locks.js';
-import { S_ACCT, S_TIMESTAMP } from './sysctl.js';
-import { parseFrame } from './packet/parse.js';
+} from '../table/layout.js';
+import { unlock, lock } from '../table/locks.js';
+import { S_ACCT, S_TIMESTAMP } from '../table/sysctl.js';
+import { parseFrame } from '../input/packet/parse.js';
 import {
   IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, LINKTYPE_ETHERNET, NFPROTO_IPV4, Packet,
-} from './packet/packet.js';
+} from '../input/packet/packet.js';
 import { genericPacket } from './proto/generic.js';
 import { ICMP_ERROR, ICMP_INVALID, ICMP_UNTRACKED, icmpError, icmpPacket } from './proto/icmp.js';
 import {
@@ -30,13 +30,13 @@ import { tcpError, tcpNew, tcpPacket, tcpState } from './proto/tcp.js';
 import { IPPROTO_GRE, grePacket } from './proto/gre.js';
 import { IPPROTO_SCTP, sctpError, sctpPacket } from './proto/sctp.js';
 import { IPPROTO_UDPLITE, udpError, udpPacket, udpliteError, udplitePacket } from './proto/udp.js';
-import { ConntrackTable, type TableHandle } from './table.js';
+import { ConntrackTable, type TableHandle } from '../table/table.js';
 import {
   hasPorts, invertTuple, protoWord, tupleFromInner, tupleFromPacket,
 } from './tuple.js';
 import { CT_ESTABLISHED, CT_INVALID, CT_NEW, CT_RELATED, CT_UNTRACKED, Verdict } from './verdict.js';
-import { ST_NS_LIMIT, ST_ZONE_LIMIT } from './layout.js';
-import { CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, ZONE_DIR_BOTH, isNamespaceHandle, zoneKey, zoneWord } from './zones.js';
+import { ST_NS_LIMIT, ST_ZONE_LIMIT } from '../table/layout.js';
+import { CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, ZONE_DIR_BOTH, isNamespaceHandle, zoneKey, zoneWord } from '../table/zones.js';
 
 export const R_TABLE_FULL = 'table full';
 export const R_CHAIN_TOOLONG = 'hash chain too long';

@@ -4,9 +4,9 @@
  * unreplied timeout until a reply was seen, then the stream timeout and ASSURED. Both timeouts
  * are copied from the sysctls when the entry is created, as the kernel does.
  */
-import { E_PRIV, E_STATUS, GRE_STREAM_TIMEOUT, GRE_TIMEOUT, IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY } from '../layout.js';
-import type { Packet } from '../packet/packet.js';
-import { S_GRE_TIMEOUT, S_GRE_TIMEOUT_STREAM } from '../sysctl.js';
+import { E_PRIV, E_STATUS, GRE_STREAM_TIMEOUT, GRE_TIMEOUT, IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY } from '../../table/layout.js';
+import type { Packet } from '../../input/packet/packet.js';
+import { S_GRE_TIMEOUT, S_GRE_TIMEOUT_STREAM } from '../../table/sysctl.js';
 import { EV_ASSURED, PROTO_ACCEPT, type ProtoResult, type TrackerContext } from './l4proto.js';
 
 export const IPPROTO_GRE = 47;

@@ -11,7 +11,7 @@
  * (per task), so no decision is lost, and tests assert that this never happens.
  */
 import * as core from './core.js';
-import * as parse from './packet/parse.js';
+import * as parse from '../input/packet/parse.js';
 import * as gre from './proto/gre.js';
 import * as icmp from './proto/icmp.js';
 import * as sctp from './proto/sctp.js';

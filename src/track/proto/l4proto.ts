@@ -1,6 +1,6 @@
 /**
- * The contract between the core (nf_conntrack_in's equivalent, src/core.ts) and the per-protocol
- * trackers (src/proto/*.ts), like the kernel's nf_conntrack_l4proto.
+ * The contract between the core (nf_conntrack_in's equivalent, src/track/core.ts) and the per-protocol
+ * trackers (src/track/proto/*.ts), like the kernel's nf_conntrack_l4proto.
  *
  * A tracker works on one entry of the shared table: `i32`/`u32` are views of the whole buffer,
  * `e` is the entry's first word (see layout.ts: E_*, its private words start at e + E_PRIV),

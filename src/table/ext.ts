@@ -29,10 +29,10 @@ import {
   ZONE_POLICY_SLOTS,
 } from './layout.js';
 import { lock, unlock } from './locks.js';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from './packet/packet.js';
-import { IPPROTO_GRE } from './proto/gre.js';
-import { IPPROTO_UDPLITE } from './proto/udp.js';
-import { TCP_STATE_NAMES } from './proto/tcp.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../input/packet/packet.js';
+import { IPPROTO_GRE } from '../track/proto/gre.js';
+import { IPPROTO_UDPLITE } from '../track/proto/udp.js';
+import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
 import type { ConntrackTable } from './table.js';
 
 /** Lock owner id used by callers that hold no worker record (the table owner's API calls). */

@@ -2,10 +2,10 @@
  * Tuples (the kernel's nf_conntrack_tuple): addresses, ports or ICMP id/type/code, as
  * TUPLE_WORDS words (layout.ts), plus the protocol word (family | l4proto << 8) kept per entry.
  */
-import { T_DST, T_PORTS, T_SRC, TUPLE_WORDS } from './layout.js';
+import { T_DST, T_PORTS, T_SRC, TUPLE_WORDS } from '../table/layout.js';
 import {
   IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, NFPROTO_IPV4, NFPROTO_IPV6, Packet,
-} from './packet/packet.js';
+} from '../input/packet/packet.js';
 
 export function protoWord(family: number, l4proto: number): number {
   return family | (l4proto << 8);

@@ -41,7 +41,7 @@ import {
 import { lock, unlock } from './locks.js';
 import { S_EVENTS } from './sysctl.js';
 import type { ConntrackTable } from './table.js';
-import { formatEntry, type FormatContext, type FormatOptions } from './format.js';
+import { formatEntry, type FormatContext, type FormatOptions } from '../ops/format.js';
 
 const SEQ_MASK = 0x7fffffff;
 /** Entries one retry call delivers at most (bounded work per batch end / GC run). */

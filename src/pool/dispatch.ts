@@ -17,9 +17,9 @@ import {
   BH_DONE, BH_TASKS, IX_FLOW, IX_LEN, IX_LINKTYPE, IX_OFF, IX_PART, IX_WORDS, MAX_TASKS, PacketBatch,
   TASK_WORDS, TK_FROM, TK_PROGRESS, TK_THREAD, TK_TO, TK_WID,
 } from './batch.js';
-import { parseFrame } from './packet/parse.js';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, Packet } from './packet/packet.js';
-import { hasPorts } from './tuple.js';
+import { parseFrame } from '../input/packet/parse.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, Packet } from '../input/packet/packet.js';
+import { hasPorts } from '../track/tuple.js';
 
 export type DispatchMode = 'flow' | 'free';
 

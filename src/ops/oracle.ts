@@ -3,10 +3,10 @@
  * scripts/oracle/record.sh carries, for every forwarded packet, the kernel's verdict in its log
  * prefix (`ct:<state>[:<direction>]`). Replaying the capture must give the same verdicts.
  */
-import { LINKTYPE_NFLOG } from './packet/packet.js';
-import { nflogPrefix } from './packet/parse.js';
+import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
+import { nflogPrefix } from '../input/packet/parse.js';
 import { replay } from './replay.js';
-import { TCP_STATE_NAMES } from './proto/tcp.js';
+import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
 
 export interface KernelLabel {
   ctstate: string;

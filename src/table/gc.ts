@@ -34,9 +34,9 @@ import {
   W_CACHE_COUNT, W_LIMBO_HEAD, W_STATE, WORKER_WORDS,
 } from './layout.js';
 import { SlotAllocator } from './alloc.js';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from './packet/packet.js';
-import type { TrackerContext } from './proto/l4proto.js';
-import { tcpIsClosing, tcpState, tcpStateTimeout } from './proto/tcp.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../input/packet/packet.js';
+import type { TrackerContext } from '../track/proto/l4proto.js';
+import { tcpIsClosing, tcpState, tcpStateTimeout } from '../track/proto/tcp.js';
 import { EventProducer } from './ecache.js';
 import { Qsbr } from './rcu.js';
 import { reclaimOrphans } from './recovery.js';
@@ -501,7 +501,7 @@ export class GcHandle {
       hookModule: hookModule === undefined ? null : String(hookModule instanceof URL ? hookModule.href : hookModule),
       report: onDestroy !== undefined,
     };
-    this.worker = new Worker(new URL('../workers/gc-worker.js', import.meta.url), { workerData: data });
+    this.worker = new Worker(new URL('../../workers/gc-worker.js', import.meta.url), { workerData: data });
     let readyOk: (wid: number) => void = () => {};
     let readyFail: (err: Error) => void = () => {};
     this.ready = new Promise<number>((ok, fail) => { readyOk = ok; readyFail = fail; });

@@ -6,16 +6,16 @@ import {
   EXT_ACCT, EXT_LABELS, EXT_TSTAMP, EXT_WORDS, E_EXT, X_ACCT, X_FLAGS, X_LABELS, X_TSTAMP,
   E_ID, E_MARK, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE, IPS_ASSURED,
   IPS_OFFLOAD, IPS_SEEN_REPLY, STAT_NAMES, T_DST, T_PORTS, T_SRC, TUPLE_WORDS,
-} from './layout.js';
-import { EVENT_DESTROY, EVENT_F_PROTOINFO, EVENT_NAMES, EVENT_UPDATE } from './events.js';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, NFPROTO_IPV4 } from './packet/packet.js';
-import { IPPROTO_UDPLITE } from './proto/udp.js';
-import { IPPROTO_GRE } from './proto/gre.js';
-import { IPPROTO_SCTP, sctpFormat } from './proto/sctp.js';
-import { tcpFormat } from './proto/tcp.js';
-import type { TrackerContext } from './proto/l4proto.js';
-import { familyOf, formatAddr, hasPorts, l4protoOf } from './tuple.js';
-import { E_PRIV, GRE_STREAM_TIMEOUT, GRE_TIMEOUT, IPS_DYING } from './layout.js';
+} from '../table/layout.js';
+import { EVENT_DESTROY, EVENT_F_PROTOINFO, EVENT_NAMES, EVENT_UPDATE } from '../table/events.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, NFPROTO_IPV4 } from '../input/packet/packet.js';
+import { IPPROTO_UDPLITE } from '../track/proto/udp.js';
+import { IPPROTO_GRE } from '../track/proto/gre.js';
+import { IPPROTO_SCTP, sctpFormat } from '../track/proto/sctp.js';
+import { tcpFormat } from '../track/proto/tcp.js';
+import type { TrackerContext } from '../track/proto/l4proto.js';
+import { familyOf, formatAddr, hasPorts, l4protoOf } from '../track/tuple.js';
+import { E_PRIV, GRE_STREAM_TIMEOUT, GRE_TIMEOUT, IPS_DYING } from '../table/layout.js';
 
 const L4_NAMES: Record<number, string> = {
   1: 'icmp', 6: 'tcp', 17: 'udp', 33: 'dccp', 47: 'gre', 58: 'icmpv6', 132: 'sctp', 136: 'udplite',

@@ -27,15 +27,15 @@ import {
   BatchVerdict, DEFAULT_BATCH_PACKETS, MAX_TASKS, PacketBatch, TASK_WORDS, TK_PROGRESS, TK_THREAD, TK_WID,
   type BatchOptions,
 } from './batch.js';
-import { CaptureError, readCapture } from './capture/reader.js';
+import { CaptureError, readCapture } from '../input/capture/reader.js';
 import { Dispatcher, type DispatchMode } from './dispatch.js';
-import { W_ALIVE, W_PID, WORKER_WORDS } from './layout.js';
-import { LINKTYPE_NFLOG } from './packet/packet.js';
-import { nflogTimestampMs } from './packet/parse.js';
-import { clockFromEpochMs, type ReplayOutcome } from './replay.js';
-import { ConntrackTable } from './table.js';
-import { CTSTATE_NAMES } from './verdict.js';
-import { recoverDeadWorker, type RecoveryReport } from './recovery.js';
+import { W_ALIVE, W_PID, WORKER_WORDS } from '../table/layout.js';
+import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
+import { nflogTimestampMs } from '../input/packet/parse.js';
+import { clockFromEpochMs, type ReplayOutcome } from '../ops/replay.js';
+import { ConntrackTable } from '../table/table.js';
+import { CTSTATE_NAMES } from '../track/verdict.js';
+import { recoverDeadWorker, type RecoveryReport } from '../table/recovery.js';
 
 /** Passed to every worker thread as workerData. */
 export interface PoolWorkerData {
@@ -139,7 +139,7 @@ export function recordTimeMs(linktype: number, buf: Uint8Array, off: number, len
 
 function defaultWorkerFile(): URL {
   // dist/src/pool.js -> dist/workers/packet-worker.js
-  return new URL('../workers/packet-worker.js', import.meta.url);
+  return new URL('../../workers/packet-worker.js', import.meta.url);
 }
 
 export class ConntrackPool {

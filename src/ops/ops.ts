@@ -13,23 +13,23 @@
  * Entries never leave a slice by reference: a dump copies each matching entry's words out while
  * its slice is online ('noref'), or while it holds a reference on it ('refcount').
  */
-import { Conntrack } from './core.js';
-import { KILL_DELETE } from './chains.js';
-import { extOf, readAcct, readLabels, setConnLabel, type ConnAcct } from './ext.js';
+import { Conntrack } from '../track/core.js';
+import { KILL_DELETE } from '../table/chains.js';
+import { extOf, readAcct, readLabels, setConnLabel, type ConnAcct } from '../table/ext.js';
 import { entryJson, formatEntry, formatProcEntry, l4Name, type EntryJson, type FormatOptions } from './format.js';
 import {
   DIR_ORIGINAL, ENTRY_WORDS, E_EXT, E_MARK, E_NEXT, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE,
   E_ZONE, H_COUNT, IPS_CONFIRMED, IPS_DYING, STAT_NAMES, STAT_WORDS, T_DST, T_PORTS, T_SRC,
   TUPLE_WORDS, W_ALIVE, WORKER_WORDS, EXT_ACCT, EXT_LABELS, EXT_WORDS, X_FLAGS, X_LABELS,
-} from './layout.js';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, NFPROTO_IPV4, NFPROTO_IPV6 } from './packet/packet.js';
-import type { TrackerContext } from './proto/l4proto.js';
-import { IPPROTO_SCTP, SCTP_STATE_NAMES, sctpFormat } from './proto/sctp.js';
-import { TCP_STATE_NAMES, tcpFormat } from './proto/tcp.js';
-import { ConntrackTable, type TableHandle } from './table.js';
-import { familyOf, hasPorts, invertTuple, l4protoOf, parseAddr, protoWord } from './tuple.js';
-import { E_GEN } from './layout.js';
-import { LIST_NS, LIST_ZONE } from './zones.js';
+} from '../table/layout.js';
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, NFPROTO_IPV4, NFPROTO_IPV6 } from '../input/packet/packet.js';
+import type { TrackerContext } from '../track/proto/l4proto.js';
+import { IPPROTO_SCTP, SCTP_STATE_NAMES, sctpFormat } from '../track/proto/sctp.js';
+import { TCP_STATE_NAMES, tcpFormat } from '../track/proto/tcp.js';
+import { ConntrackTable, type TableHandle } from '../table/table.js';
+import { familyOf, hasPorts, invertTuple, l4protoOf, parseAddr, protoWord } from '../track/tuple.js';
+import { E_GEN } from '../table/layout.js';
+import { LIST_NS, LIST_ZONE } from '../table/zones.js';
 
 // ---------------------------------------------------------------------------------------------
 // Filters.

@@ -34,25 +34,25 @@
  * first entry is inserted: a refused snapshot leaves the table untouched.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { Conntrack } from './core.js';
-import { CONFIRM_OK, KILL_DELETE } from './chains.js';
-import { extAlloc } from './ext.js';
+import { Conntrack } from '../track/core.js';
+import { CONFIRM_OK, KILL_DELETE } from '../table/chains.js';
+import { extAlloc } from '../table/ext.js';
 import {
   E_EXT, E_HASH, E_ID, E_MARK, E_NS, E_PRIV, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE, ENTRY_WORDS,
   H_COUNT, H_EPOCH, H_GC_BUSY_US, H_GC_RUNS, H_GC_SWEEPS, H_MAX_CHAIN, H_NEXT_ID, IPS_ALLOCATED,
   IPS_CONFIRMED, IPS_DYING, NS_LIMIT, NS_WORDS, PRIV_WORDS, STAT_NAMES, TUPLE_WORDS, UDP_STREAM_TS,
   EXT_TIMEOUT, EXT_TSTAMP, EXT_WORDS, X_FLAGS, X_LINK, X_POLICY, X_TSTAMP, XC_EXT_FREE_COUNT,
-} from './layout.js';
-import { NFPROTO_IPV4, NFPROTO_IPV6 } from './packet/packet.js';
+} from '../table/layout.js';
+import { NFPROTO_IPV4, NFPROTO_IPV6 } from '../input/packet/packet.js';
 import { CtOps, workerStats } from './ops.js';
-import { findSysctl, S_MAX } from './sysctl.js';
-import type { ConntrackTable } from './table.js';
-import { familyOf, l4protoOf } from './tuple.js';
+import { findSysctl, S_MAX } from '../table/sysctl.js';
+import type { ConntrackTable } from '../table/table.js';
+import { familyOf, l4protoOf } from '../track/tuple.js';
 
 export const SNAPSHOT_MAGIC = 'CTSBSNAP';
 export const SNAPSHOT_VERSION = 1;
 export const HEADER_BYTES = 64;
-/** Records carry extension words (acct, timestamps, labels; src/ext.ts). */
+/** Records carry extension words (acct, timestamps, labels; src/table/ext.ts). */
 export const FLAG_EXT = 1;
 
 // A record's words.
