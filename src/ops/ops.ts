@@ -30,6 +30,7 @@ import { ConntrackTable, type TableHandle } from '../table/table.js';
 import { familyOf, hasPorts, invertTuple, l4protoOf, parseAddr, protoWord } from '../track/tuple.js';
 import { E_GEN } from '../table/layout.js';
 import { LIST_NS, LIST_ZONE } from '../table/zones.js';
+import { argError, rangeError, stateError } from '../errors.js';
 
 // ---------------------------------------------------------------------------------------------
 // Filters.
@@ -86,7 +87,7 @@ export function parseCidr(text: string): Cidr {
   let prefix = bits;
   if (slash >= 0) {
     const p = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(p) || Number(p) > bits) throw new Error(`bad prefix length in "${text}" (0..${bits})`);
+    if (!/^\d{1,3}$/.test(p) || Number(p) > bits) throw argError(`bad prefix length in "${text}" (0..${bits})`);
     prefix = Number(p);
   }
   const mask = new Int32Array(4);
@@ -111,22 +112,22 @@ const PROTO_NUMBERS: Record<string, number> = {
 /** A protocol by name or number. */
 export function parseProto(p: number | string): number {
   if (typeof p === 'number') {
-    if (!Number.isInteger(p) || p < 0 || p > 255) throw new Error(`bad protocol number ${p}`);
+    if (!Number.isInteger(p) || p < 0 || p > 255) throw rangeError(`bad protocol number ${p}`);
     return p;
   }
   const s = p.trim().toLowerCase();
   if (/^\d+$/.test(s)) return parseProto(Number(s));
   const n = PROTO_NUMBERS[s];
-  if (n === undefined) throw new Error(`unknown protocol "${p}" (one of ${Object.keys(PROTO_NUMBERS).join(', ')} or a number)`);
+  if (n === undefined) throw argError(`unknown protocol "${p}" (one of ${Object.keys(PROTO_NUMBERS).join(', ')} or a number)`);
   return n;
 }
 
 function checkPort(name: string, v: number | undefined): void {
-  if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 65535)) throw new Error(`${name} must be a port 0..65535, got ${v}`);
+  if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 65535)) throw rangeError(`${name} must be a port 0..65535, got ${v}`);
 }
 
 function checkZone(name: string, v: number | undefined): void {
-  if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 65535)) throw new Error(`${name} must be a zone 0..65535, got ${v}`);
+  if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 65535)) throw rangeError(`${name} must be a zone 0..65535, got ${v}`);
 }
 
 /** A compiled filter: matches an entry at word `e` of `i32` (a live table or a copied record). */
@@ -149,14 +150,14 @@ export class CtMatcher {
     this.filter = filter;
     const f = filter;
     this.family = f.family === undefined ? -1 : f.family === 'ipv4' ? NFPROTO_IPV4 : f.family === 'ipv6' ? NFPROTO_IPV6 : (() => {
-      throw new Error(`family must be ipv4 or ipv6, got "${String(f.family)}"`);
+      throw argError(`family must be ipv4 or ipv6, got "${String(f.family)}"`);
     })();
     this.proto = f.proto === undefined ? -1 : parseProto(f.proto);
     if (f.state !== undefined) {
       const names = (typeof f.state === 'string' ? f.state.split(',') : [...f.state]).map((s) => s.trim().toUpperCase()).filter(Boolean);
       for (const n of names) {
         if (!TCP_STATE_NAMES.includes(n) && !SCTP_STATE_NAMES.includes(n)) {
-          throw new Error(`unknown state "${n}" (TCP: ${TCP_STATE_NAMES.join(', ')}; SCTP: ${SCTP_STATE_NAMES.join(', ')})`);
+          throw argError(`unknown state "${n}" (TCP: ${TCP_STATE_NAMES.join(', ')}; SCTP: ${SCTP_STATE_NAMES.join(', ')})`);
         }
       }
       this.states = new Set(names);
@@ -170,13 +171,13 @@ export class CtMatcher {
     this.any = f.addr !== undefined ? parseCidr(f.addr) : null;
     for (const k of ['sport', 'dport', 'replySport', 'replyDport', 'port'] as const) checkPort(k, f[k]);
     for (const k of ['zone', 'origZone', 'replyZone'] as const) checkZone(k, f[k]);
-    if (f.ns !== undefined && (!Number.isInteger(f.ns) || f.ns < 0)) throw new Error(`ns must be a non-negative integer, got ${f.ns}`);
-    if (f.mark !== undefined && (!Number.isInteger(f.mark) || f.mark < 0 || f.mark > 0xffffffff)) throw new Error(`mark must be a 32-bit unsigned integer, got ${f.mark}`);
-    if (f.markMask !== undefined && (!Number.isInteger(f.markMask) || f.markMask < 0 || f.markMask > 0xffffffff)) throw new Error(`mark mask must be a 32-bit unsigned integer, got ${f.markMask}`);
+    if (f.ns !== undefined && (!Number.isInteger(f.ns) || f.ns < 0)) throw rangeError(`ns must be a non-negative integer, got ${f.ns}`);
+    if (f.mark !== undefined && (!Number.isInteger(f.mark) || f.mark < 0 || f.mark > 0xffffffff)) throw rangeError(`mark must be a 32-bit unsigned integer, got ${f.mark}`);
+    if (f.markMask !== undefined && (!Number.isInteger(f.markMask) || f.markMask < 0 || f.markMask > 0xffffffff)) throw rangeError(`mark mask must be a 32-bit unsigned integer, got ${f.markMask}`);
     this.markMask = (f.markMask ?? 0xffffffff) | 0;
     this.markValue = ((f.mark ?? 0) | 0) & this.markMask;
     if (f.label !== undefined && (!Number.isInteger(f.label) || f.label < 0 || f.label > 127)) {
-      throw new Error(`label must be a bit number 0..127, got ${f.label}`);
+      throw rangeError(`label must be a bit number 0..127, got ${f.label}`);
     }
     this.all = Object.values(f).every((v) => v === undefined);
   }
@@ -331,11 +332,11 @@ export function tupleFromSpec(spec: TupleSpec, t: Int32Array): number {
   const l4 = parseProto(spec.proto);
   const fs = parseAddr(spec.src, t, T_SRC);
   const fd = parseAddr(spec.dst, t, T_DST);
-  if (fs !== fd) throw new Error(`tuple mixes address families: ${spec.src} and ${spec.dst}`);
+  if (fs !== fd) throw argError(`tuple mixes address families: ${spec.src} and ${spec.dst}`);
   if (hasPorts(l4)) {
     checkPort('sport', spec.sport);
     checkPort('dport', spec.dport);
-    if (spec.sport === undefined || spec.dport === undefined) throw new Error(`a ${l4Name(l4)} tuple needs sport and dport`);
+    if (spec.sport === undefined || spec.dport === undefined) throw argError(`a ${l4Name(l4)} tuple needs sport and dport`);
     t[T_PORTS] = (spec.sport << 16) | spec.dport;
   } else if (l4 === IPPROTO_ICMP || l4 === IPPROTO_ICMPV6) {
     t[T_PORTS] = (((spec.id ?? 0) & 0xffff) << 16) | (((spec.type ?? 0) & 0xff) << 8) | ((spec.code ?? 0) & 0xff);
@@ -409,7 +410,7 @@ export class CtOps {
     this.ct = new Conntrack(this.table);
     this.i32 = this.table.i32;
     const s = opts.sliceBuckets ?? 1024;
-    if (!Number.isInteger(s) || s < 1) throw new Error(`sliceBuckets must be a positive integer, got ${s}`);
+    if (!Number.isInteger(s) || s < 1) throw rangeError(`sliceBuckets must be a positive integer, got ${s}`);
     this.slice = s;
   }
 
@@ -479,7 +480,7 @@ export class CtOps {
       key = f.ns;
     }
     if (kind < 0) return false; // a namespace without a record has no list
-    if (c.qsbr.isOnline) throw new Error('CtOps: this worker is already inside a batch');
+    if (c.qsbr.isOnline) throw stateError('CtOps: this worker is already inside a batch');
     const now = opts.now ?? this.table.clock;
     const wantExpired = opts.expired === true;
     if (this.listSlots.length < this.slice) {
@@ -534,7 +535,7 @@ export class CtOps {
     const c = this.chains;
     const now = opts.now ?? this.table.clock;
     const wantExpired = opts.expired === true;
-    if (c.qsbr.isOnline) throw new Error('CtOps: this worker is already inside a batch');
+    if (c.qsbr.isOnline) throw stateError('CtOps: this worker is already inside a batch');
     const nb = c.mask + 1;
     for (let b0 = 0; b0 < nb; b0 += this.slice) {
       this.ct.beginBatch();
@@ -704,7 +705,7 @@ export class CtOps {
    * extension blocks (table option `extensions`); throws when the slab is empty.
    */
   setLabel(filter: CtFilter, bit: number, on = true, opts: { now?: number } = {}): number {
-    if (!Number.isInteger(bit) || bit < 0 || bit > 127) throw new Error(`label must be a bit number 0..127, got ${bit}`);
+    if (!Number.isInteger(bit) || bit < 0 || bit > 127) throw rangeError(`label must be a bit number 0..127, got ${bit}`);
     const m = new CtMatcher(filter);
     let n = 0;
     // setConnLabel attaches a block on demand (CAS on E_EXT) and sets the bit with Atomics.or.
@@ -725,7 +726,7 @@ export class CtOps {
 export function invertSpec(spec: TupleSpec): TupleSpec {
   const t = new Int32Array(2 * TUPLE_WORDS);
   const proto = tupleFromSpec(spec, t);
-  if (!invertTuple(t, 0, t, TUPLE_WORDS, l4protoOf(proto))) throw new Error('this tuple has no inverse');
+  if (!invertTuple(t, 0, t, TUPLE_WORDS, l4protoOf(proto))) throw argError('this tuple has no inverse');
   const ports = t[TUPLE_WORDS + T_PORTS]!;
   const out: TupleSpec = { ...spec, src: spec.dst, dst: spec.src };
   if (hasPorts(l4protoOf(proto))) {

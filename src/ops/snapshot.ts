@@ -48,6 +48,7 @@ import { CtOps, workerStats } from './ops.js';
 import { findSysctl, S_MAX } from '../table/sysctl.js';
 import type { ConntrackTable } from '../table/table.js';
 import { familyOf, l4protoOf } from '../track/tuple.js';
+import { ConntrackError, argError } from '../errors.js';
 
 export const SNAPSHOT_MAGIC = 'CTSBSNAP';
 export const SNAPSHOT_VERSION = 1;
@@ -102,11 +103,21 @@ export function crc32(buf: Uint8Array, off = 0, len = buf.length - off): number 
 // ---------------------------------------------------------------------------------------------
 
 /** A snapshot that cannot be read: says what is wrong and at which byte offset. */
-export class SnapshotError extends Error {
-  constructor(message: string, readonly offset: number) {
-    super(`${message} (at byte offset ${offset})`);
+export class SnapshotError extends ConntrackError {
+  constructor(
+    message: string,
+    /** Byte offset in the snapshot where the problem was found. */
+    readonly offset: number,
+    code: 'ERR_CT_BAD_SNAPSHOT' | 'ERR_CT_SNAPSHOT_REFUSED' = 'ERR_CT_BAD_SNAPSHOT',
+  ) {
+    super(code, `${message} (at byte offset ${offset})`);
     this.name = 'SnapshotError';
   }
+}
+
+/** A valid snapshot the target table cannot take (restore inserted nothing). */
+function refused(message: string, offset: number): SnapshotError {
+  return new SnapshotError(message, offset, 'ERR_CT_SNAPSHOT_REFUSED');
 }
 
 export interface SnapshotStats {
@@ -157,7 +168,7 @@ class Writer {
   u32(v: number): void { this.need(4); this.view.setUint32(this.len, v >>> 0, true); this.len += 4; }
   i32(v: number): void { this.need(4); this.view.setInt32(this.len, v | 0, true); this.len += 4; }
   str(s: string): void {
-    if (s.length > 255 || !/^[\x20-\x7e]*$/.test(s)) throw new Error(`snapshot: cannot store name "${s}"`);
+    if (s.length > 255 || !/^[\x20-\x7e]*$/.test(s)) throw argError(`snapshot: cannot store name "${s}"`);
     this.u8(s.length);
     this.need(s.length);
     for (let i = 0; i < s.length; i++) this.buf[this.len++] = s.charCodeAt(i);
@@ -506,17 +517,17 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
   // 2. Room: an empty table, nf_conntrack_max not exceeded, namespaces that exist.
   // H_COUNT: Atomics.load, packet workers change it.
   const have = Atomics.load(table.i32, H_COUNT);
-  if (have !== 0) throw new SnapshotError(`restore needs an empty table; this one holds ${have} connections`, 0);
+  if (have !== 0) throw refused(`restore needs an empty table; this one holds ${have} connections`, 0);
   if (n > table.max) {
-    throw new SnapshotError(`the snapshot holds ${n} connections, the table's nf_conntrack_max is ${table.max}`, 16);
+    throw refused(`the snapshot holds ${n} connections, the table's nf_conntrack_max is ${table.max}`, 16);
   }
   for (let i = 0; i < n; i++) {
     if (recs[i * REC_WORDS + R_NS]! >= table.namespaces) {
-      throw new SnapshotError(`record ${i}: namespace ${recs[i * REC_WORDS + R_NS]} does not exist in this table (it has ${table.namespaces})`, HEADER_BYTES);
+      throw refused(`record ${i}: namespace ${recs[i * REC_WORDS + R_NS]} does not exist in this table (it has ${table.namespaces})`, HEADER_BYTES);
     }
   }
   for (const id of snap.nsLimits.keys()) {
-    if (id >= table.namespaces) throw new SnapshotError(`namespace ${id} has a limit but does not exist in this table (it has ${table.namespaces})`, HEADER_BYTES);
+    if (id >= table.namespaces) throw refused(`namespace ${id} has a limit but does not exist in this table (it has ${table.namespaces})`, HEADER_BYTES);
   }
 
   // Extension blocks: enough free ones for every record that carries one.
@@ -525,7 +536,7 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
     // XC_EXT_FREE_COUNT changes under XC_EXT_LOCK; an atomic read for a current value.
     const free = Atomics.load(table.i32, table.sec.xctl + XC_EXT_FREE_COUNT);
     if (needExt > free) {
-      throw new SnapshotError(`${needExt} connections carry extension data (accounting, timestamps, labels), the table has ${free} free extension blocks (table option \`extensions\`)`, 12);
+      throw refused(`${needExt} connections carry extension data (accounting, timestamps, labels), the table has ${free} free extension blocks (table option \`extensions\`)`, 12);
     }
   }
 
@@ -544,7 +555,7 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
         hashes[2 * i + d] = h;
         const b = h & c.mask;
         if (++perBucket[b]! > maxChain) {
-          throw new SnapshotError(`record ${i}: hash bucket ${b} of this table would hold more than ${maxChain} entries (the chain cap); use a table with more buckets`, HEADER_BYTES);
+          throw refused(`record ${i}: hash bucket ${b} of this table would hold more than ${maxChain} entries (the chain cap); use a table with more buckets`, HEADER_BYTES);
         }
       }
     }
@@ -558,7 +569,7 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
       for (let i = 0; i < n; i++) {
         const o = i * REC_WORDS;
         const slot = c.newEntry(hashes[2 * i]!, now);
-        if (slot < 0) throw new SnapshotError(`record ${i}: the table refused a new entry (full)`, HEADER_BYTES);
+        if (slot < 0) throw refused(`record ${i}: the table refused a new entry (full)`, HEADER_BYTES);
         const e = c.entry(slot);
         const i32 = table.i32;
         // The entry is private until confirm() publishes it: plain stores.
@@ -582,7 +593,7 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
           const b = extAlloc(table, c.wid, slot);
           if (b === 0) {
             c.discard(slot);
-            throw new SnapshotError(`record ${i}: the extension slab ran out`, HEADER_BYTES);
+            throw refused(`record ${i}: the extension slab ran out`, HEADER_BYTES);
           }
           const x = table.sec.ext + b * EXT_WORDS;
           // The block is ours until the entry is published: plain stores (X_LINK keeps the owner).
@@ -599,7 +610,7 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
         if (k !== CONFIRM_OK) {
           if (k >= 0 && !c.noref) c.put(k >>> 1); // a clash handed us a reference
           c.discard(slot);
-          throw new SnapshotError(`record ${i}: the table refused it (confirm result ${k})`, HEADER_BYTES);
+          throw refused(`record ${i}: the table refused it (confirm result ${k})`, HEADER_BYTES);
         }
         inserted.push(slot);
         if ((recs[o + R_ID]! >>> 0) > maxId) maxId = recs[o + R_ID]! >>> 0;

@@ -16,6 +16,7 @@
  */
 import { CTSTATE_NAMES, CT_INVALID, DIR_NAMES } from '../track/verdict.js';
 import { reasonString } from '../track/reasons.js';
+import { ConntrackError, rangeError, stateError } from '../errors.js';
 
 export const BATCH_MAGIC = 0x43544242; // 'CTBB'
 
@@ -137,16 +138,16 @@ export class PacketBatch {
     this.i32 = new Int32Array(buffer);
     this.u32 = new Uint32Array(buffer);
     this.bytes = new Uint8Array(data);
-    if (this.i32[BH_MAGIC] !== BATCH_MAGIC) throw new Error('not a packet batch (bad magic)');
+    if (this.i32[BH_MAGIC] !== BATCH_MAGIC) throw new ConntrackError('ERR_CT_BAD_HANDLE', 'not a packet batch (bad magic)');
     this.capacity = this.i32[BH_CAPACITY]!;
     this.sec = batchSections(this.capacity);
-    if (this.sec.totalWords * 4 !== buffer.byteLength) throw new Error('packet batch size mismatch');
+    if (this.sec.totalWords * 4 !== buffer.byteLength) throw new ConntrackError('ERR_CT_BAD_HANDLE', 'packet batch size mismatch');
   }
 
   static create(opts: BatchOptions = {}): PacketBatch {
     const capacity = opts.capacity ?? DEFAULT_BATCH_PACKETS;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 24) {
-      throw new Error(`batch capacity must be an integer in 1..${1 << 24}, got ${capacity}`);
+      throw rangeError(`batch capacity must be an integer in 1..${1 << 24}, got ${capacity}`);
     }
     const sec = batchSections(capacity);
     const buffer = new SharedArrayBuffer(sec.totalWords * 4);
@@ -192,7 +193,7 @@ export class PacketBatch {
   push(linktype: number, buf: Uint8Array, off: number, len: number, now: number, zone = 0, ns = 0): number {
     const i32 = this.i32;
     const dataBytes = i32[BH_DATA_BYTES]!;
-    if (dataBytes === 0) throw new Error('this batch references external frame data: use pushRef()');
+    if (dataBytes === 0) throw stateError('this batch references external frame data: use pushRef()');
     const used = i32[BH_DATA_USED]!;
     if (i32[BH_COUNT]! >= this.capacity || used + len > dataBytes) return -1;
     this.bytes.set(buf.subarray(off, off + len), used);

@@ -36,6 +36,7 @@ import { clockFromEpochMs, type ReplayOutcome } from '../ops/replay.js';
 import { ConntrackTable } from '../table/table.js';
 import { CTSTATE_NAMES } from '../track/verdict.js';
 import { recoverDeadWorker, type RecoveryReport } from '../table/recovery.js';
+import { ConntrackError, argError, rangeError, stateError } from '../errors.js';
 
 /** Passed to every worker thread as workerData. */
 export interface PoolWorkerData {
@@ -107,9 +108,9 @@ export interface BatchResult {
   unregisteredReasons: string[];
 }
 
-export class WorkerDeathError extends Error {
+export class WorkerDeathError extends ConntrackError {
   constructor(readonly deaths: WorkerDeath[], readonly decided: number, readonly packets: number) {
-    super(`a packet worker died during the batch (${deaths.map((d) => `thread ${d.threadId}, worker record ${d.wid}, exit code ${d.exitCode}`).join('; ') || 'thread unknown'}); ` +
+    super('ERR_CT_WORKER_DIED', `a packet worker died during the batch (${deaths.map((d) => `thread ${d.threadId}, worker record ${d.wid}, exit code ${d.exitCode}`).join('; ') || 'thread unknown'}); ` +
       `${decided} of ${packets} packets were decided, the batch was not retried`);
     this.name = 'WorkerDeathError';
   }
@@ -161,14 +162,14 @@ export class ConntrackPool {
   private closed = false;
 
   constructor(opts: PoolOptions) {
-    if (!(opts.table instanceof ConntrackTable)) throw new Error('ConntrackPool needs { table: ConntrackTable }');
+    if (!(opts.table instanceof ConntrackTable)) throw argError('ConntrackPool needs { table: ConntrackTable }');
     const n = opts.workers ?? 2;
-    if (!Number.isInteger(n) || n < 1 || n > MAX_TASKS) throw new Error(`workers must be an integer in 1..${MAX_TASKS}, got ${n}`);
+    if (!Number.isInteger(n) || n < 1 || n > MAX_TASKS) throw rangeError(`workers must be an integer in 1..${MAX_TASKS}, got ${n}`);
     if (n >= opts.table.maxWorkers) {
-      throw new Error(`${n} workers need ${n + 1} table worker records (workers + a caller); the table has ${opts.table.maxWorkers} (raise maxWorkers)`);
+      throw new ConntrackError('ERR_CT_NO_RESOURCE', `${n} workers need ${n + 1} table worker records (workers + a caller); the table has ${opts.table.maxWorkers} (raise maxWorkers)`);
     }
     const mode = opts.dispatch ?? 'flow';
-    if (mode !== 'flow' && mode !== 'free') throw new Error(`dispatch must be 'flow' or 'free', got ${String(mode)}`);
+    if (mode !== 'flow' && mode !== 'free') throw argError(`dispatch must be 'flow' or 'free', got ${String(mode)}`);
     this.table = opts.table;
     this.workers = n;
     this.dispatch = mode;
@@ -241,7 +242,7 @@ export class ConntrackPool {
    * WorkerDeathError when a worker died (after recovery), or with the worker's error.
    */
   process(batch: PacketBatch, opts: ProcessOptions = {}): Promise<BatchResult> {
-    if (this.closing || this.closed) return Promise.reject(new Error('the pool is closed'));
+    if (this.closing || this.closed) return Promise.reject(stateError('the pool is closed'));
     // Dispatch at once (synchronously, so the caller can fill another batch meanwhile) when no
     // batch is queued or in flight; otherwise after the last one settled.
     const start = (): Promise<BatchResult> => this.run(batch, opts).finally(() => { this.active--; });
@@ -294,7 +295,7 @@ export class ConntrackPool {
       if (deaths.length > 0) throw new WorkerDeathError(deaths, decided, n);
       throw failed;
     }
-    if (!batch.complete) throw new Error('internal: batch tasks finished but not every packet was decided');
+    if (!batch.complete) throw new ConntrackError('ERR_CT_INTERNAL', 'internal: batch tasks finished but not every packet was decided');
     return { packets: n, tasks: ntasks, wids: [...wids].sort((a, b) => a - b), unregisteredReasons: [...unregistered] };
   }
 
@@ -359,7 +360,7 @@ export class ConntrackPool {
           break;
         }
         if (rec === null) { eof = true; break; }
-        if (rec.buf.buffer !== data) throw new Error('internal: capture reader returned a frame outside the capture');
+        if (rec.buf.buffer !== data) throw new ConntrackError('ERR_CT_INTERNAL', 'internal: capture reader returned a frame outside the capture');
         const t = recordTimeMs(rec.linktype, rec.buf, rec.off, rec.len, rec.tsMs);
         times[b.count] = t;
         b.pushRef(rec.linktype, rec.buf.byteOffset + rec.off, rec.len, clockFromEpochMs(t));

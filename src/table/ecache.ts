@@ -42,6 +42,7 @@ import { lock, unlock } from './locks.js';
 import { S_EVENTS } from './sysctl.js';
 import type { ConntrackTable } from './table.js';
 import { formatEntry, type FormatContext, type FormatOptions } from '../ops/format.js';
+import { ConntrackError } from '../errors.js';
 
 const SEQ_MASK = 0x7fffffff;
 /** Entries one retry call delivers at most (bounded work per batch end / GC run). */
@@ -335,7 +336,7 @@ export class EventSubscription extends EventEmitter {
   constructor(table: ConntrackTable, opts: SubscribeOptions = {}) {
     super();
     const i32 = table.i32;
-    if (i32[H_EVENTS] === 0) throw new Error(E_NO_RING);
+    if (i32[H_EVENTS] === 0) throw new ConntrackError('ERR_CT_UNSUPPORTED', E_NO_RING);
     this.table = table;
     this.i32 = i32;
     this.types = opts.types ?? EVENT_TYPES_ALL;
@@ -350,7 +351,7 @@ export class EventSubscription extends EventEmitter {
       // CAS claims a free subscriber record.
       if (Atomics.compareExchange(i32, this.xc + XC_SUB + k * SUB_WORDS + SB_STATE, 0, 1) === 0) break;
     }
-    if (k === EV_SUBSCRIBERS) throw new Error(E_NO_SUB);
+    if (k === EV_SUBSCRIBERS) throw new ConntrackError('ERR_CT_NO_RESOURCE', E_NO_SUB);
     this.k = k;
     this.sb = this.xc + XC_SUB + k * SUB_WORDS;
     // Start at the current heads: we see events produced from now on.

@@ -65,6 +65,7 @@ import { extRelease } from './ext.js';
 import { rebuildZoneAccounting } from './zones.js';
 import { forceUnlock, lockOwner, tryLock, unlock } from './locks.js';
 import type { ConntrackTable } from './table.js';
+import { rangeError } from '../errors.js';
 
 export interface RecoveryOptions {
   /** How long to wait for the grace period of the dead worker's limbo, ms (default 1000). */
@@ -284,7 +285,7 @@ const ALLOC_OP_NAMES: Record<number, string> = {
  */
 export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: RecoveryOptions = {}): RecoveryReport {
   if (!Number.isInteger(wid) || wid < 0 || wid >= table.maxWorkers) {
-    throw new RangeError(`worker id ${wid} is out of range 0..${table.maxWorkers - 1}`);
+    throw rangeError(`worker id ${wid} is out of range 0..${table.maxWorkers - 1}`);
   }
   const graceWaitMs = opts.graceWaitMs ?? 1000;
   const lockWaitMs = opts.lockWaitMs ?? 10000;

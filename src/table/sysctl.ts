@@ -3,6 +3,7 @@
  * Values live in the table's shared sysctl words so every worker sees one configuration.
  * Timeouts are in seconds, switches 0/1.
  */
+import { argError, rangeError } from '../errors.js';
 
 export interface SysctlDef {
   readonly name: string;
@@ -74,15 +75,15 @@ export function findSysctl(name: string): SysctlDef | undefined {
 /** Parse `NAME=VALUE`; throws an Error naming the problem. */
 export function parseSysctlAssignment(text: string): { def: SysctlDef; value: number } {
   const eq = text.indexOf('=');
-  if (eq <= 0) throw new Error(`--sysctl expects NAME=VALUE, got "${text}"`);
+  if (eq <= 0) throw argError(`--sysctl expects NAME=VALUE, got "${text}"`);
   const name = text.slice(0, eq).trim();
   const raw = text.slice(eq + 1).trim();
   const d = findSysctl(name);
-  if (!d) throw new Error(`unknown sysctl "${name}" (known: ${defs.map((x) => x.name).join(', ')})`);
-  if (!/^-?\d+$/.test(raw)) throw new Error(`sysctl ${d.name}: "${raw}" is not an integer`);
+  if (!d) throw argError(`unknown sysctl "${name}" (known: ${defs.map((x) => x.name).join(', ')})`);
+  if (!/^-?\d+$/.test(raw)) throw argError(`sysctl ${d.name}: "${raw}" is not an integer`);
   const value = Number(raw);
   if (value < d.min || value > d.max) {
-    throw new Error(`sysctl ${d.name}: ${value} is out of range ${d.min}..${d.max}`);
+    throw rangeError(`sysctl ${d.name}: ${value} is out of range ${d.min}..${d.max}`);
   }
   return { def: d, value };
 }
