@@ -16,7 +16,7 @@
  */
 import { CTSTATE_NAMES, CT_INVALID, DIR_NAMES } from '../track/verdict.js';
 import { reasonString } from '../track/reasons.js';
-import { ConntrackError, rangeError, stateError } from '../errors.js';
+import { ConntrackError, ConntrackRangeError, rangeError, stateError } from '../errors.js';
 
 export const BATCH_MAGIC = 0x43544242; // 'CTBB'
 
@@ -186,14 +186,36 @@ export class PacketBatch {
     this.extras = [];
   }
 
+  /** Can a frame of `len` bytes be push()ed now (room in the index and in the own data area)? */
+  fits(len: number): boolean {
+    const i32 = this.i32;
+    return i32[BH_COUNT]! < this.capacity && i32[BH_DATA_USED]! + len <= i32[BH_DATA_BYTES]!;
+  }
+
   /**
-   * Copy a frame into the batch's own data area. Returns its index, or -1 when the index or
-   * the data area is full (dispatch the batch, reset it, push again).
+   * Copy a frame into the batch's own data area; returns its index. Throws a RangeError
+   * (code ERR_CT_BATCH_FULL) when the index or the data area is full: check fits(len) first,
+   * or use tryPush(). `now` is the table clock in ms; `zone` and `ns` the packet's zone and
+   * namespace.
    */
   push(linktype: number, buf: Uint8Array, off: number, len: number, now: number, zone = 0, ns = 0): number {
+    const n = this.tryPush(linktype, buf, off, len, now, zone, ns);
+    if (n < 0) {
+      throw new ConntrackRangeError('ERR_CT_BATCH_FULL', this.full
+        ? `the batch is full (${this.capacity} packets): process() it and reset() it, then push again`
+        : `the batch's data area is full (${this.i32[BH_DATA_USED]} of ${this.i32[BH_DATA_BYTES]} bytes used, the frame has ${len}): process() and reset() it, or create it with a larger dataBytes`);
+    }
+    return n;
+  }
+
+  /** push() that returns -1 instead of throwing when the batch is full. */
+  tryPush(linktype: number, buf: Uint8Array, off: number, len: number, now: number, zone = 0, ns = 0): number {
     const i32 = this.i32;
     const dataBytes = i32[BH_DATA_BYTES]!;
     if (dataBytes === 0) throw stateError('this batch references external frame data: use pushRef()');
+    if (!Number.isInteger(len) || len < 0 || off < 0 || off + len > buf.length) {
+      throw rangeError(`frame [${off}, ${off + len}) is outside the ${buf.length}-byte buffer`);
+    }
     const used = i32[BH_DATA_USED]!;
     if (i32[BH_COUNT]! >= this.capacity || used + len > dataBytes) return -1;
     this.bytes.set(buf.subarray(off, off + len), used);
@@ -201,11 +223,16 @@ export class PacketBatch {
     return this.pushRef(linktype, used, len, now, zone, ns);
   }
 
-  /** Add a frame that already lies in `data` at [off, off + len). Returns its index or -1 when full. */
+  /**
+   * Add a frame that already lies in `data` at [off, off + len); returns its index. Throws a
+   * RangeError (code ERR_CT_BATCH_FULL) when the index is full (check `full` first).
+   */
   pushRef(linktype: number, off: number, len: number, now: number, zone = 0, ns = 0): number {
     const i32 = this.i32;
     const n = i32[BH_COUNT]!;
-    if (n >= this.capacity) return -1;
+    if (n >= this.capacity) {
+      throw new ConntrackRangeError('ERR_CT_BATCH_FULL', `the batch is full (${this.capacity} packets): process() it and reset() it, then push again`);
+    }
     const x = this.sec.index + n * IX_WORDS;
     this.u32[x + IX_OFF] = off;
     i32[x + IX_LEN] = len;
@@ -236,9 +263,15 @@ export class PacketBatch {
     return (this.i32[this.sec.results + i * RS_WORDS + RS_FLAGS]! & RF_DONE) !== 0;
   }
 
-  /** Read packet i's decision into `out` (reused; no allocation). */
-  read(i: number, out: BatchVerdict): BatchVerdict {
+  /**
+   * Read packet i's decision into `out` (pass one BatchVerdict and reuse it: no allocation).
+   * Throws a RangeError (code ERR_CT_OUT_OF_RANGE) when i is not in 0..count-1.
+   */
+  read(i: number, out: BatchVerdict = new BatchVerdict()): BatchVerdict {
     const i32 = this.i32;
+    if (!(i >= 0 && i < i32[BH_COUNT]!) || !Number.isInteger(i)) {
+      throw rangeError(`packet index ${i} is outside the batch (it holds ${i32[BH_COUNT]} packets)`);
+    }
     const r = this.sec.results + i * RS_WORDS;
     out.state = i32[r + RS_STATE]!;
     out.dir = i32[r + RS_DIR]!;
