@@ -16,7 +16,7 @@
 import { Conntrack } from '../track/core.js';
 import { KILL_DELETE } from '../table/chains.js';
 import { extOf, readAcct, readLabels, setConnLabel, type ConnAcct } from '../table/ext.js';
-import { entryJson, formatEntry, formatProcEntry, l4Name, type EntryJson, type FormatOptions } from './format.js';
+import { connEntryJson, formatEntry, formatProcEntry, l4Name, type ConnEntryJson, type FormatOptions } from './format.js';
 import {
   DIR_ORIGINAL, ENTRY_WORDS, E_EXT, E_MARK, E_NEXT, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE,
   E_ZONE, H_COUNT, IPS_CONFIRMED, IPS_DYING, STAT_NAMES, STAT_WORDS, T_DST, T_PORTS, T_SRC,
@@ -30,7 +30,7 @@ import { ConntrackTable, type TableHandle } from '../table/table.js';
 import { familyOf, hasPorts, invertTuple, l4protoOf, parseAddr, protoWord } from '../track/tuple.js';
 import { E_GEN } from '../table/layout.js';
 import { LIST_NS, LIST_ZONE } from '../table/zones.js';
-import { argError, rangeError, stateError } from '../errors.js';
+import { argError, checkAbort, rangeError, stateError } from '../errors.js';
 
 // ---------------------------------------------------------------------------------------------
 // Filters.
@@ -294,17 +294,10 @@ export class EntryDump {
     return out;
   }
 
-  /** Per-entry JSON, with `acct` and `labels` (hex) when the entry has them. */
-  json(): (EntryJson & { acct?: ConnAcct; labels?: string })[] {
-    const out: (EntryJson & { acct?: ConnAcct; labels?: string })[] = [];
-    for (let i = 0; i < this.count; i++) {
-      const j: EntryJson & { acct?: ConnAcct; labels?: string } = entryJson(this.ctx, i * ENTRY_WORDS, this.now);
-      const a = this.acct(i);
-      if (a) j.acct = a;
-      const l = this.labels(i);
-      if (l !== 0n) j.labels = `0x${l.toString(16)}`;
-      out.push(j);
-    }
+  /** Per-entry JSON, with `acct` and `labels` (hex) when the entry has them (ConnEvent.toJSON()'s shape). */
+  json(): ConnEntryJson[] {
+    const out: ConnEntryJson[] = [];
+    for (let i = 0; i < this.count; i++) out.push(connEntryJson(this.ctx, i * ENTRY_WORDS, this.now, this.ext, i * EXT_WORDS));
     return out;
   }
 }
@@ -359,6 +352,19 @@ export interface WalkOptions {
   now?: number;
   /** Include entries whose timeout has passed but that are still linked (default false: -L skips them). */
   expired?: boolean;
+  /**
+   * Stops the walk between slices (never inside one): the call throws an AbortError (code
+   * ABORT_ERR). Entries a flush removed before the abort stay removed.
+   */
+  signal?: AbortSignal;
+}
+
+/** Options of single-entry operations and flushes. */
+export interface OpOptions {
+  /** Table clock (default: the table's clock). */
+  now?: number;
+  /** Checked before the operation and between slices of a walk (AbortError, code ABORT_ERR). */
+  signal?: AbortSignal;
 }
 
 export interface WorkerStats {
@@ -490,7 +496,9 @@ export class CtOps {
     const slots = this.listSlots;
     const gens = this.listGens;
     const i32 = this.i32;
+    checkAbort(opts.signal, 'the walk');
     z.walkList(kind, key, this.slice, slots, gens, (n) => {
+      checkAbort(opts.signal, 'the walk'); // offline here: nothing to undo
       this.ct.beginBatch();
       try {
         for (let k = 0; k < n; k++) {
@@ -538,6 +546,7 @@ export class CtOps {
     if (c.qsbr.isOnline) throw stateError('CtOps: this worker is already inside a batch');
     const nb = c.mask + 1;
     for (let b0 = 0; b0 < nb; b0 += this.slice) {
+      checkAbort(opts.signal, 'the walk'); // between slices: offline, nothing to undo
       this.ct.beginBatch();
       try {
         const end = Math.min(nb, b0 + this.slice);
@@ -613,7 +622,8 @@ export class CtOps {
   /**
    * Find the entry holding this tuple in either direction (conntrack -G); copied out, or null.
    */
-  get(spec: TupleSpec, opts: { now?: number } = {}): EntryDump | null {
+  get(spec: TupleSpec, opts: OpOptions = {}): EntryDump | null {
+    checkAbort(opts.signal, 'get');
     const now = opts.now ?? this.table.clock;
     let out: EntryDump | null = null;
     this.lookup(spec, now, (e) => {
@@ -655,7 +665,8 @@ export class CtOps {
   }
 
   /** Delete the entry holding this tuple (conntrack -D with a full tuple). True if removed. */
-  delete(spec: TupleSpec, opts: { now?: number } = {}): boolean {
+  delete(spec: TupleSpec, opts: OpOptions = {}): boolean {
+    checkAbort(opts.signal, 'delete');
     let removed = false;
     this.lookup(spec, opts.now ?? this.table.clock, (_e, slot) => {
       removed = this.chains.kill(slot, KILL_DELETE);
@@ -667,7 +678,7 @@ export class CtOps {
    * Delete every matching entry (conntrack -D [filters]; with no filter, conntrack -F).
    * Expired entries that still match are removed too. Returns how many this call removed.
    */
-  flush(filter: CtFilter = {}, opts: { now?: number } = {}): number {
+  flush(filter: CtFilter = {}, opts: OpOptions = {}): number {
     const m = new CtMatcher(filter);
     let n = 0;
     // Chains.kill takes the entry's two bucket stripes only; it returns false when another
@@ -682,7 +693,7 @@ export class CtOps {
    * conntrack -U --mark: set mark = (mark & ~mask) | (value & mask) on every matching entry.
    * Returns the number of entries updated.
    */
-  setMark(filter: CtFilter, value: number, mask = 0xffffffff, opts: { now?: number } = {}): number {
+  setMark(filter: CtFilter, value: number, mask = 0xffffffff, opts: OpOptions = {}): number {
     const m = new CtMatcher(filter);
     const v = value | 0;
     const mk = mask | 0;
@@ -704,7 +715,7 @@ export class CtOps {
    * conntrack -U --label: set (or clear) label `bit` (0..127) on every matching entry. Needs
    * extension blocks (table option `extensions`); throws when the slab is empty.
    */
-  setLabel(filter: CtFilter, bit: number, on = true, opts: { now?: number } = {}): number {
+  setLabel(filter: CtFilter, bit: number, on = true, opts: OpOptions = {}): number {
     if (!Number.isInteger(bit) || bit < 0 || bit > 127) throw rangeError(`label must be a bit number 0..127, got ${bit}`);
     const m = new CtMatcher(filter);
     let n = 0;

@@ -33,7 +33,11 @@
  * (room under nf_conntrack_max, no duplicate tuple, no hash chain past the cap), before the
  * first entry is inserted: a refused snapshot leaves the table untouched.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
+import { crc32 as zlibCrc32 } from 'node:zlib';
 import { Conntrack } from '../track/core.js';
 import { CONFIRM_OK, KILL_DELETE } from '../table/chains.js';
 import { extAlloc } from '../table/ext.js';
@@ -48,7 +52,7 @@ import { CtOps, workerStats } from './ops.js';
 import { findSysctl, S_MAX } from '../table/sysctl.js';
 import type { ConntrackTable } from '../table/table.js';
 import { familyOf, l4protoOf } from '../track/tuple.js';
-import { ConntrackError, argError } from '../errors.js';
+import { ConntrackError, abortError, argError, checkAbort } from '../errors.js';
 
 export const SNAPSHOT_MAGIC = 'CTSBSNAP';
 export const SNAPSHOT_VERSION = 1;
@@ -81,23 +85,10 @@ function clockWords(l4: number): readonly number[] {
 }
 
 // ---------------------------------------------------------------------------------------------
-// CRC32 (IEEE 802.3, reflected polynomial 0xEDB88320), table-driven.
 
-const CRC_TABLE = (() => {
-  const t = new Int32Array(256);
-  for (let i = 0; i < 256; i++) {
-    let c = i;
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
-    t[i] = c;
-  }
-  return t;
-})();
-
-/** CRC32 of buf[off, off + len). crc32(ascii "123456789") is 0xcbf43926. */
+/** CRC-32 (IEEE 802.3, zlib's) of buf[off, off + len). crc32(ascii "123456789") is 0xcbf43926. */
 export function crc32(buf: Uint8Array, off = 0, len = buf.length - off): number {
-  let c = -1;
-  for (let i = off, end = off + len; i < end; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ -1) >>> 0;
+  return zlibCrc32(buf.subarray(off, off + len)) >>> 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,6 +205,8 @@ export interface EncodeOptions {
   now?: number;
   /** Wall clock to record (default Date.now()). */
   wallMs?: number;
+  /** Stops the copy of the table between slices (AbortError, code ABORT_ERR); no file is written. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -226,7 +219,7 @@ export function encodeSnapshot(table: ConntrackTable, opts: EncodeOptions = {}):
   const ops = new CtOps(table);
   let dump;
   try {
-    dump = ops.dump({}, { now });
+    dump = ops.dump({}, { now, signal: opts.signal });
   } finally {
     ops.close();
   }
@@ -484,6 +477,11 @@ export interface RestoreOptions {
   now?: number;
   /** Apply the snapshot's sysctls, except nf_conntrack_max (default true). */
   sysctls?: boolean;
+  /**
+   * Checked until the first insert (AbortError, code ABORT_ERR, table untouched). Once inserting
+   * has begun the restore runs to the end, so a restore is never left half done.
+   */
+  signal?: AbortSignal;
 }
 
 export interface RestoreResult {
@@ -497,6 +495,7 @@ export interface RestoreResult {
  * the first insert (see the module comment); a SnapshotError leaves the table untouched.
  */
 export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Array, opts: RestoreOptions = {}): RestoreResult {
+  checkAbort(opts.signal, 'restore');
   const snap = input instanceof Uint8Array ? decodeSnapshot(input) : input;
   const now = (opts.now ?? table.clock) | 0;
   const recs = snap.records;
@@ -560,6 +559,7 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
       }
     }
 
+    checkAbort(opts.signal, 'restore'); // the last point where nothing was inserted
     // 4. Insert. Nothing above touched the table; a failure here (not expected after the
     //    checks) removes what was inserted before it is reported.
     const inserted: number[] = [];
@@ -640,16 +640,89 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
   }
 }
 
-/** Write a snapshot of `table` to `path`. Returns the number of connections saved. */
-export function saveSnapshotFile(table: ConntrackTable, path: string, opts: EncodeOptions = {}): number {
-  const bytes = encodeSnapshot(table, opts);
-  writeFileSync(path, bytes);
+/** A temporary file name next to `path` (same directory, so the rename stays on one file system). */
+function tempPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
+function savedCount(bytes: Uint8Array): number {
   return new DataView(bytes.buffer, bytes.byteOffset).getUint32(16, true);
 }
 
-/** Read and validate a snapshot file. */
+/**
+ * Write a snapshot of `table` to `path`, atomically: the bytes go to a temporary file in the same
+ * directory, which is flushed to disk (fsync) and then renamed over `path`. A crash or an error
+ * at any point leaves the previous file at `path` intact (at worst a `.NAME.*.tmp` file stays
+ * behind). Returns the number of connections saved.
+ */
+export function saveSnapshotFile(table: ConntrackTable, path: string, opts: EncodeOptions = {}): number {
+  const bytes = encodeSnapshot(table, opts);
+  const tmp = tempPath(path);
+  const fd = openSync(tmp, 'wx', 0o644);
+  let open = true;
+  let ok = false;
+  try {
+    for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off, bytes.length - off);
+    fsyncSync(fd);
+    open = false;
+    closeSync(fd);
+    renameSync(tmp, path);
+    ok = true;
+  } finally {
+    if (!ok) {
+      if (open) closeSync(fd);
+      try { unlinkSync(tmp); } catch { /* not there */ }
+    }
+  }
+  return savedCount(bytes);
+}
+
+/**
+ * saveSnapshotFile() without blocking the event loop on the file system (the table copy itself
+ * runs synchronously, slice by slice). Atomic the same way; `opts.signal` aborts it until the
+ * rename (AbortError, code ABORT_ERR), leaving the previous file intact.
+ */
+export async function saveSnapshot(table: ConntrackTable, path: string, opts: EncodeOptions = {}): Promise<number> {
+  checkAbort(opts.signal, 'saveSnapshot');
+  const bytes = encodeSnapshot(table, opts);
+  const tmp = tempPath(path);
+  const fh = await open(tmp, 'wx', 0o644);
+  let isOpen = true;
+  let ok = false;
+  try {
+    for (let off = 0; off < bytes.length;) {
+      checkAbort(opts.signal, 'saveSnapshot');
+      off += (await fh.write(bytes, off, Math.min(bytes.length - off, 1 << 20))).bytesWritten;
+    }
+    await fh.sync();
+    isOpen = false;
+    await fh.close();
+    checkAbort(opts.signal, 'saveSnapshot');
+    await rename(tmp, path);
+    ok = true;
+  } finally {
+    if (!ok) {
+      if (isOpen) await fh.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+    }
+  }
+  return savedCount(bytes);
+}
+
+/** Read and validate a snapshot file (SnapshotError, code ERR_CT_BAD_SNAPSHOT, when it is not valid). */
 export function loadSnapshotFile(path: string): Snapshot {
   return decodeSnapshot(readFileSync(path));
+}
+
+/** loadSnapshotFile() without blocking the event loop; `opts.signal` aborts the read. */
+export async function loadSnapshot(path: string, opts: { signal?: AbortSignal } = {}): Promise<Snapshot> {
+  checkAbort(opts.signal, 'loadSnapshot');
+  const bytes = await readFile(path, opts.signal ? { signal: opts.signal } : {}).catch((e: unknown) => {
+    if (opts.signal?.aborted) throw abortError(opts.signal, 'loadSnapshot');
+    throw e;
+  });
+  checkAbort(opts.signal, 'loadSnapshot');
+  return decodeSnapshot(bytes);
 }
 
 /** The records of a snapshot as entries (ENTRY_WORDS each, timeouts re-based on `now`), for formatting without a table. */

@@ -36,7 +36,7 @@ import { clockFromEpochMs, type ReplayOutcome } from '../ops/replay.js';
 import { ConntrackTable } from '../table/table.js';
 import { CTSTATE_NAMES } from '../track/verdict.js';
 import { recoverDeadWorker, type RecoveryReport } from '../table/recovery.js';
-import { ConntrackError, argError, rangeError, stateError } from '../errors.js';
+import { ConntrackError, abortError, argError, checkAbort, rangeError, stateError } from '../errors.js';
 
 /** Passed to every worker thread as workerData. */
 export interface PoolWorkerData {
@@ -94,8 +94,16 @@ export interface PoolOptions {
   workerFile?: string | URL;
 }
 
+/** Options of ConntrackPool.process(). */
 export interface ProcessOptions {
-  /** Test hook: the worker of the first task exits after deciding this many of its packets. */
+  /**
+   * Checked when the batch is about to be dispatched: an aborted signal rejects with an
+   * AbortError (code ABORT_ERR) and no packet of the batch is decided. A batch already handed
+   * to the workers runs to its end (a batch is bounded; stopping a worker mid-batch would be
+   * a worker death).
+   */
+  signal?: AbortSignal;
+  /** @internal Test hook: the worker of the first task exits after deciding this many of its packets. */
   crashAfter?: number;
 }
 
@@ -122,6 +130,11 @@ export interface PoolReplayOptions {
   onProgress?: (done: number, total: number) => void;
   /** Packets per batch (default DEFAULT_BATCH_PACKETS). */
   batch?: number;
+  /**
+   * Stops the replay between batches: the batch in flight finishes, then the call rejects with
+   * an AbortError (code ABORT_ERR). Packets decided before stay in the table.
+   */
+  signal?: AbortSignal;
 }
 
 export interface PoolReplayResult extends ReplayOutcome {
@@ -253,6 +266,7 @@ export class ConntrackPool {
   }
 
   private async run(batch: PacketBatch, opts: ProcessOptions): Promise<BatchResult> {
+    checkAbort(opts.signal, 'pool.process');
     const n = batch.count;
     if (n === 0) return { packets: 0, tasks: 0, wids: [], unregisteredReasons: [] };
     const ntasks = this.dispatcher.split(batch, this.workers);
@@ -383,6 +397,7 @@ export class ConntrackPool {
       now = b.now(m - 1);
     };
 
+    checkAbort(opts.signal, 'pool.replay');
     let cur = 0;
     fill(cur);
     let pending: Promise<BatchResult> | null = batches[cur]!.count > 0 ? this.process(batches[cur]!) : null;
@@ -390,6 +405,10 @@ export class ConntrackPool {
       const next = 1 - cur;
       fill(next); // while the workers decide `cur`
       const r = await pending;
+      if (opts.signal?.aborted) {
+        this.table.clock = batches[cur]!.now(batches[cur]!.count - 1);
+        throw abortError(opts.signal, 'pool.replay'); // between batches: none in flight
+      }
       for (const e of r.unregisteredReasons) unregistered.add(e);
       // The table clock as of the last packet decided (read by GC and destroy events).
       this.table.clock = batches[cur]!.now(batches[cur]!.count - 1);

@@ -41,7 +41,7 @@ import {
 import { lock, unlock } from './locks.js';
 import { S_EVENTS } from './sysctl.js';
 import type { ConntrackTable } from './table.js';
-import { formatEntry, type FormatContext, type FormatOptions } from '../ops/format.js';
+import { connEntryJson, formatEntry, type ConnEntryJson, type FormatContext, type FormatOptions, type TupleJson } from '../ops/format.js';
 import { ConntrackError } from '../errors.js';
 
 const SEQ_MASK = 0x7fffffff;
@@ -290,6 +290,42 @@ export class ConnEvent {
       noState: this.type === EVENT_UPDATE && (this.image[REC_TYPE]! & EVENT_F_PROTOINFO) === 0,
     });
   }
+
+  // Typed view: the same JSON shape as a listed entry (format.ts connEntryJson), built on demand.
+
+  /** The connection as a listed entry shows it (CtOps dump().json(), `-o json`), at the event's time. */
+  get entry(): ConnEntryJson {
+    const ctx = { i32: this.image, u32: new Uint32Array(this.image.buffer, this.image.byteOffset, this.image.length), sys: 0 };
+    return connEntryJson(ctx, 0, this.now, this.image, this.image[E_EXT] ? REC_EXT : -1);
+  }
+  /** 'new', 'update' or 'destroy'. */
+  get event(): ConnEventKind {
+    return this.type === EVENT_NEW ? 'new' : this.type === EVENT_UPDATE ? 'update' : 'destroy';
+  }
+  /** The original-direction tuple. */
+  get original(): TupleJson {
+    return this.entry.original;
+  }
+  /** The reply-direction tuple. */
+  get reply(): TupleJson {
+    return this.entry.reply;
+  }
+  /** The TCP or SCTP state name at the time of the event (e.g. 'ESTABLISHED'); null for other protocols. */
+  get state(): string | null {
+    return this.entry.state ?? null;
+  }
+  /** `{ event, ...entry }`: JSON.stringify(ev) gives one JSON line per event. */
+  toJSON(): ConnEventJson {
+    return { event: this.event, ...this.entry };
+  }
+}
+
+/** An event's kind, as ConnEvent.event and ConnEventJson.event give it. */
+export type ConnEventKind = 'new' | 'update' | 'destroy';
+
+/** A ConnEvent as JSON: the listed-entry shape (ConnEntryJson) plus the event's kind. */
+export interface ConnEventJson extends ConnEntryJson {
+  event: ConnEventKind;
 }
 
 export interface SubscribeOptions {
