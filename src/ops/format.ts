@@ -175,6 +175,7 @@ export function formatStats(perWorker: Record<string, number>[]): string {
   }).join('\n');
 }
 
+/** One direction of a connection as JSON: addresses, and ports or ICMP type/code/id. */
 export interface TupleJson {
   src: string;
   dst: string;
@@ -185,6 +186,7 @@ export interface TupleJson {
   id?: number;
 }
 
+/** One connection as JSON (conntrack -L -o json): tuples, protocol, state, status, mark, zone, id. */
 export interface EntryJson {
   l3proto: 'ipv4' | 'ipv6';
   proto: string;

@@ -342,11 +342,13 @@ export function tupleFromSpec(spec: TupleSpec, t: Int32Array): number {
 // ---------------------------------------------------------------------------------------------
 // Operations.
 
+/** Options of new CtOps(). */
 export interface CtOpsOptions {
   /** Buckets walked per online slice (default 1024). */
   sliceBuckets?: number;
 }
 
+/** Options of the CtOps walks (list, dump, count): clock, expired entries, abort signal. */
 export interface WalkOptions {
   /** Table clock for expiry and remaining timeouts (default: the table's clock). */
   now?: number;
@@ -367,6 +369,7 @@ export interface OpOptions {
   signal?: AbortSignal;
 }
 
+/** One worker record's statistics (conntrack -S row). */
 export interface WorkerStats {
   /** Worker record index. */
   wid: number;
@@ -398,6 +401,7 @@ export function workerStats(table: ConntrackTable): { total: Record<string, numb
   return { total, perWorker };
 }
 
+/** conntrack-tools operations on a live table from any thread: list, get, delete, flush, count, update, stats. */
 export class CtOps {
   readonly table: ConntrackTable;
   /** Owns this thread's worker record; its chains do the lookups and kills. */

@@ -12,6 +12,7 @@ import { CTSTATE_NAMES, type Verdict } from '../track/verdict.js';
 import type { Packet } from '../input/packet/packet.js';
 import { abortError, checkAbort } from '../errors.js';
 
+/** Options of replay(). */
 export interface ReplayOptions {
   /** Table to replay into (default: a new one from `tableOptions`). */
   table?: ConntrackTable;
@@ -47,6 +48,7 @@ export interface ReplayOutcome {
   table: ConntrackTable;
 }
 
+/** What replay() returns: counts per ctstate, the table, and the tracker it used (still attached). */
 export interface ReplayResult extends ReplayOutcome {
   /** The engine used; still attached (call close()). */
   conntrack: Conntrack;

@@ -200,6 +200,7 @@ class Reader {
   get left(): number { return this.end - this.pos; }
 }
 
+/** Options of encodeSnapshot(), saveSnapshotFile() and saveSnapshot(). */
 export interface EncodeOptions {
   /** Table clock the snapshot is taken at (default: the table's clock). */
   now?: number;
@@ -472,6 +473,7 @@ export function decodeSnapshot(bytes: Uint8Array): Snapshot {
   };
 }
 
+/** Options of restoreSnapshot(). */
 export interface RestoreOptions {
   /** Table clock of the target table to re-base timeouts on (default: its clock). */
   now?: number;
@@ -484,6 +486,7 @@ export interface RestoreOptions {
   signal?: AbortSignal;
 }
 
+/** What restoreSnapshot() did. */
 export interface RestoreResult {
   restored: number;
   /** Sysctls of the snapshot this build does not know (left alone). */

@@ -94,6 +94,7 @@ export interface BatchHandle {
   readonly data: SharedArrayBuffer;
 }
 
+/** Options of PacketBatch.create() / ConntrackPool.createBatch(). */
 export interface BatchOptions {
   /** Packets the batch can hold (default DEFAULT_BATCH_PACKETS). */
   capacity?: number;
@@ -121,6 +122,7 @@ export class BatchVerdict {
   }
 }
 
+/** Frames and their decisions in shared memory, handed to the pool in one task per worker. */
 export class PacketBatch {
   readonly buffer: SharedArrayBuffer;
   readonly data: SharedArrayBuffer;

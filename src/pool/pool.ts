@@ -67,6 +67,7 @@ export interface TaskSummary {
   extras: string[] | null;
 }
 
+/** A pool worker that died, and what recovery did about it. */
 export interface WorkerDeath {
   /** Table worker record of the dead thread (-1 when it had not attached yet). */
   wid: number;
@@ -78,6 +79,7 @@ export interface WorkerDeath {
   recoveryError?: unknown;
 }
 
+/** Options of new ConntrackPool(). */
 export interface PoolOptions {
   /** The shared table; the pool's workers attach to it. */
   table: ConntrackTable;
@@ -107,6 +109,7 @@ export interface ProcessOptions {
   crashAfter?: number;
 }
 
+/** What ConntrackPool.process() resolves to. */
 export interface BatchResult {
   packets: number;
   tasks: number;
@@ -116,6 +119,7 @@ export interface BatchResult {
   unregisteredReasons: string[];
 }
 
+/** A pool worker died during a batch (code ERR_CT_WORKER_DIED); its table record was recovered. */
 export class WorkerDeathError extends ConntrackError {
   constructor(readonly deaths: WorkerDeath[], readonly decided: number, readonly packets: number) {
     super('ERR_CT_WORKER_DIED', `a packet worker died during the batch (${deaths.map((d) => `thread ${d.threadId}, worker record ${d.wid}, exit code ${d.exitCode}`).join('; ') || 'thread unknown'}); ` +
@@ -124,6 +128,7 @@ export class WorkerDeathError extends ConntrackError {
   }
 }
 
+/** Options of ConntrackPool.replay(). */
 export interface PoolReplayOptions {
   /** Called for every packet in capture order with a reused BatchVerdict. */
   onPacket?: (index: number, v: BatchVerdict, tsMs: number) => void;
@@ -137,6 +142,7 @@ export interface PoolReplayOptions {
   signal?: AbortSignal;
 }
 
+/** What ConntrackPool.replay() returns. */
 export interface PoolReplayResult extends ReplayOutcome {
   /** Reason strings a worker met that the registry (reasons.ts) did not know. */
   unregisteredReasons: string[];
@@ -156,6 +162,7 @@ function defaultWorkerFile(): URL {
   return new URL('../../workers/packet-worker.js', import.meta.url);
 }
 
+/** Packet worker threads (piscina) deciding shared-memory batches against one table. */
 export class ConntrackPool {
   readonly table: ConntrackTable;
   readonly workers: number;

@@ -328,6 +328,7 @@ export interface ConnEventJson extends ConnEntryJson {
   event: ConnEventKind;
 }
 
+/** Options of subscribeEvents(). */
 export interface SubscribeOptions {
   /** Event types to deliver (EVENT_* bits; default all). Others are still read, not delivered. */
   types?: number;
@@ -566,6 +567,7 @@ export function subscribeEvents(table: ConntrackTable, opts: SubscribeOptions = 
   return new EventSubscription(table, opts);
 }
 
+/** Counters of the event rings (eventStats()). */
 export interface EventRingStats {
   /** Events written, NEW/UPDATE lost by subscribers, entries parked now and ever, subscribers. */
   emitted: number;
@@ -577,6 +579,7 @@ export interface EventRingStats {
   destroyRing: number;
 }
 
+/** The event rings' counters: emitted, lost, parked DESTROY events. */
 export function eventStats(table: ConntrackTable): EventRingStats {
   const i32 = table.i32;
   const xc = table.sec.xctl;

@@ -122,6 +122,7 @@ export function extEnsure(table: ConntrackTable, owner: number, slot: number): n
   return table.sec.ext + b * EXT_WORDS;
 }
 
+/** Extension area use (extStats()). */
 export interface ExtStats {
   /** Blocks in the slab, blocks free, blocks in use, allocations that found the slab empty. */
   blocks: number;
@@ -132,6 +133,7 @@ export interface ExtStats {
   blockBytes: number;
 }
 
+/** Use of the extension area (blocks in use and free). */
 export function extStats(table: ConntrackTable): ExtStats {
   const i32 = table.i32;
   const xc = table.sec.xctl;
@@ -162,6 +164,7 @@ function u64(i32: Int32Array, w: number): number {
   }
 }
 
+/** Per-direction packet and byte counters of a connection (nf_conntrack_acct). */
 export interface ConnAcct {
   origPackets: number;
   origBytes: number;

@@ -51,6 +51,7 @@ export { wakeGc };
 
 export { KILL_SOFT_RECYCLE } from './chains.js';
 
+/** Tuning of the GC (slice sizes, intervals, eviction threshold). */
 export interface GcOptions {
   /** Wall time one run may scan for, ms (default 10, the kernel's GC_SCAN_MAX_DURATION). */
   budgetMs?: number;
@@ -430,6 +431,7 @@ export class GcEngine {
 // ---------------------------------------------------------------------------------------------
 // The worker thread, seen from the thread that starts it.
 
+/** Options of startGc(). */
 export interface StartGcOptions extends GcOptions {
   /**
    * ES module (path or URL) loaded inside the GC thread, exporting
@@ -455,6 +457,7 @@ export type GcMessage =
   | { readonly type: 'error'; readonly message: string }
   | { readonly type: 'closed' };
 
+/** The GC's counters (runs, sweeps, entries expired and evicted). */
 export interface GcCounters {
   /** Runs (slices) and full sweeps completed. */
   runs: number;

@@ -67,6 +67,7 @@ import { forceUnlock, lockOwner, tryLock, unlock } from './locks.js';
 import type { ConntrackTable } from './table.js';
 import { rangeError } from '../errors.js';
 
+/** Options of recoverDeadWorker(): how long to wait for grace periods and locks. */
 export interface RecoveryOptions {
   /** How long to wait for the grace period of the dead worker's limbo, ms (default 1000). */
   graceWaitMs?: number;
@@ -74,6 +75,7 @@ export interface RecoveryOptions {
   lockWaitMs?: number;
 }
 
+/** What recoverDeadWorker() found and did. */
 export interface RecoveryReport {
   wid: number;
   /** False when the record was not claimed (nothing to do, e.g. recovered already). */

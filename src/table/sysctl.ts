@@ -5,6 +5,7 @@
  */
 import { argError, rangeError } from '../errors.js';
 
+/** One sysctl: its name, default and allowed range. */
 export interface SysctlDef {
   readonly name: string;
   readonly index: number;
@@ -62,6 +63,7 @@ export const S_SCTP_TIMEOUT_HEARTBEAT_SENT = def('nf_conntrack_sctp_timeout_hear
 export const S_GRE_TIMEOUT = def('nf_conntrack_gre_timeout', 30);
 export const S_GRE_TIMEOUT_STREAM = def('nf_conntrack_gre_timeout_stream', 180);
 
+/** Every setting the table knows, under the kernel's sysctl names, with defaults and ranges. */
 export const SYSCTLS: readonly SysctlDef[] = defs;
 
 const byName = new Map<string, SysctlDef>(defs.map((d) => [d.name, d]));

@@ -17,8 +17,10 @@ import { H_ZONE_DEFAULT_LIMIT, NS_COUNT, NS_LIMIT, NS_WORDS, ZA_COUNT, ZA_LIMIT,
 import { NamespaceView } from './zones.js';
 import { ConntrackError, argError, rangeError, stateError } from '../errors.js';
 
+/** How lookups hold entries: 'noref' (no lock, no reference; slots reused after a grace period) or 'refcount' (the kernel's). */
 export type Discipline = 'noref' | 'refcount';
 
+/** Options of ConntrackTable.create(): size, workers, namespaces, sysctls, discipline, extensions, event rings. */
 export interface TableOptions {
   /** nf_conntrack_max: most connections at once (default 65536). */
   max?: number;
@@ -83,6 +85,7 @@ function pow2(n: number): number {
   return p;
 }
 
+/** The connection table: one SharedArrayBuffer that any thread can attach to (create(), attach(handle())). */
 export class ConntrackTable {
   readonly buffer: SharedArrayBuffer;
   readonly i32: Int32Array;

@@ -51,6 +51,7 @@ export const R_NS_LIMIT = 'namespace limit';
 export const R_ZONE_LIMIT = 'zone limit';
 export const R_ZONE_CLASH = 'tuple clashes with a connection of another directional zone';
 
+/** Options of new Conntrack(). */
 export interface ConntrackOptions {
   /** Receives NEW/UPDATE/DESTROY events caused by this thread. */
   events?: EventSink;
@@ -70,6 +71,7 @@ export interface DecideOptions {
   zoneDir?: number;
 }
 
+/** A per-thread tracker on a shared table: decide() one frame, or beginBatch() / frame() / endBatch() for many. */
 export class Conntrack {
   readonly table: ConntrackTable;
   readonly chains: Chains;
