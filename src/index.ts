@@ -27,9 +27,11 @@ export { startGc, GcHandle, GcEngine, gcCounters, type GcOptions, type StartGcOp
 export { recoverDeadWorker, recoverDeadWorkers, reclaimOrphans, type RecoveryReport, type RecoveryOptions } from './table/recovery.js';
 export { checkInvariants, formatInvariants, type InvariantReport, type InvariantResult } from './table/invariants.js';
 export { subscribeEvents, eventStats, EventSubscription, ConnEvent, type ConnEventJson, type ConnEventKind, type SubscribeOptions, type EventRingStats } from './table/ecache.js';
+// Per-slot extension access (connAcct, setConnLabel, setConnTimeoutPolicy, ...) stays internal: a
+// slot is only safe inside a batch. The public way is CtOps (dump().acct(i), setLabel,
+// setTimeoutPolicy) and the events' acct / timestamps.
 export {
-  connAcct, connTimestamps, connLabels, setConnLabel, defineTimeoutPolicy, attachTimeoutPolicyToZone,
-  setConnTimeoutPolicy, connTimeoutPolicy, timeoutPolicies, extStats, type ConnAcct, type TimeoutPolicySpec, type ExtStats,
+  defineTimeoutPolicy, attachTimeoutPolicyToZone, timeoutPolicies, extStats, type ConnAcct, type TimeoutPolicySpec, type ExtStats,
 } from './table/ext.js';
 export { ZONE_DIR_ORIG, ZONE_DIR_REPL, ZONE_DIR_BOTH, NamespaceView } from './table/zones.js';
 export { compareWithKernel, parseLabel, type OracleComparison, type KernelLabel, type Mismatch } from './ops/oracle.js';

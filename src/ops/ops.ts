@@ -15,7 +15,7 @@
  */
 import { Conntrack } from '../track/core.js';
 import { KILL_DELETE } from '../table/chains.js';
-import { extOf, readAcct, readLabels, setConnLabel, type ConnAcct } from '../table/ext.js';
+import { extOf, readAcct, readLabels, setConnLabel, setConnTimeoutPolicy, type ConnAcct } from '../table/ext.js';
 import { connEntryJson, formatEntry, formatProcEntry, l4Name, type ConnEntryJson, type FormatOptions } from './format.js';
 import {
   DIR_ORIGINAL, ENTRY_WORDS, E_EXT, E_MARK, E_NEXT, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE,
@@ -190,6 +190,7 @@ export class CtMatcher {
   /**
    * Does the entry at `e` of `i32` match? `xi32` / `x`: the words holding its extension block
    * and the block's offset (-1: none), for the label filter.
+   * @internal
    */
   match(i32: Int32Array, e: number, xi32: Int32Array | null = null, x = -1): boolean {
     if (this.all) return true;
@@ -252,6 +253,7 @@ export class CtMatcher {
  * format.ts work on them unchanged (`ctx.i32` is the copy, `offset(i)` the entry).
  */
 export class EntryDump {
+  /** @internal */
   readonly ctx: TrackerContext;
   constructor(
     readonly words: Int32Array,
@@ -264,6 +266,7 @@ export class EntryDump {
     this.ctx = { i32: words, u32: new Uint32Array(words.buffer, words.byteOffset, words.length), sys: 0 };
   }
 
+  /** @internal */
   offset(i: number): number {
     return i * ENTRY_WORDS;
   }
@@ -726,6 +729,21 @@ export class CtOps {
     // setConnLabel attaches a block on demand (CAS on E_EXT) and sets the bit with Atomics.or.
     this.select(m, opts, (_e, slot) => {
       setConnLabel(this.table, slot, bit, on, this.ct.wid);
+      n++;
+    });
+    return n;
+  }
+
+  /**
+   * Attach the named timeout policy (defineTimeoutPolicy) to every matching connection, or detach
+   * it with null; it applies from each connection's next packet. Returns the number updated.
+   */
+  setTimeoutPolicy(filter: CtFilter, name: string | null, opts: OpOptions = {}): number {
+    const m = new CtMatcher(filter);
+    let n = 0;
+    // Inside the walk's slice the entry stays alive; the policy word is stored atomically.
+    this.select(m, opts, (_e, slot) => {
+      setConnTimeoutPolicy(this.table, slot, name, this.ct.wid);
       n++;
     });
     return n;

@@ -126,12 +126,16 @@ export class BatchVerdict {
 export class PacketBatch {
   readonly buffer: SharedArrayBuffer;
   readonly data: SharedArrayBuffer;
+  /** @internal */
   readonly i32: Int32Array;
+  /** @internal */
   readonly u32: Uint32Array;
+  /** @internal */
   readonly bytes: Uint8Array;
+  /** @internal */
   readonly sec: BatchSections;
   readonly capacity: number;
-  /** Reason strings a worker met that the registry lacks, by task (filled by the pool). */
+  /** @internal Reason strings a worker met that the registry lacks, by task (filled by the pool). */
   extras: (readonly string[])[] = [];
 
   private constructor(buffer: SharedArrayBuffer, data: SharedArrayBuffer) {
@@ -250,7 +254,7 @@ export class PacketBatch {
     return n;
   }
 
-  /** Table clock of packet i. */
+  /** @internal Table clock of packet i. */
   now(i: number): number {
     return this.i32[this.sec.index + i * IX_WORDS + IX_NOW]!;
   }

@@ -226,11 +226,12 @@ export class ConnEvent {
   readonly seq: number;
   /** DESTROY: why the entry left (chains.ts KILL_*). */
   readonly why: number;
-  /** The entry image (ENTRY_WORDS words) and its extension image after it. */
+  /** @internal The entry image (ENTRY_WORDS words) and its extension image after it. */
   readonly image: Int32Array;
   /** Delivered out of global order (its DESTROY marker was lost). */
   readonly late: boolean;
 
+  /** @internal */
   constructor(image: Int32Array, seq: number, late: boolean) {
     this.image = image;
     this.type = image[REC_TYPE]! & 0xff;

@@ -88,8 +88,11 @@ function pow2(n: number): number {
 /** The connection table: one SharedArrayBuffer that any thread can attach to (create(), attach(handle())). */
 export class ConntrackTable {
   readonly buffer: SharedArrayBuffer;
+  /** @internal */
   readonly i32: Int32Array;
+  /** @internal */
   readonly u32: Uint32Array;
+  /** @internal */
   readonly sec: Sections;
   readonly capacity: number;
   readonly buckets: number;
@@ -263,7 +266,7 @@ export class ConntrackTable {
     Atomics.store(this.i32, H_CLOCK, ms | 0);
   }
 
-  /** Claim a worker record; returns its id. Throws when all maxWorkers records are taken. */
+  /** @internal Claim a worker record; returns its id. Throws when all maxWorkers records are taken. */
   registerWorker(): number {
     for (let w = 0; w < this.maxWorkers; w++) {
       const base = this.sec.workers + w * WORKER_WORDS;
@@ -276,7 +279,7 @@ export class ConntrackTable {
     throw new ConntrackError('ERR_CT_NO_RESOURCE', `all ${this.maxWorkers} worker records are in use (raise maxWorkers)`);
   }
 
-  /** Give a worker record back (its caches and limbo must have been drained). */
+  /** @internal Give a worker record back (its caches and limbo must have been drained). */
   releaseWorker(w: number): void {
     const base = this.sec.workers + w * WORKER_WORDS;
     // Store releases the record after every write the owner made to it.

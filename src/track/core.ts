@@ -74,16 +74,18 @@ export interface DecideOptions {
 /** A per-thread tracker on a shared table: decide() one frame, or beginBatch() / frame() / endBatch() for many. */
 export class Conntrack {
   readonly table: ConntrackTable;
+  /** @internal */
   readonly chains: Chains;
   readonly wid: number;
   readonly pkt = new Packet();
   readonly verdict = new Verdict();
   events: EventSink | null;
-  /** Writes events into the table's shared event ring (ecache.ts); takes stop timestamps. */
+  /** @internal Writes events into the table's shared event ring (ecache.ts); takes stop timestamps. */
   readonly ring: EventProducer;
   /**
    * Tag written with the events of the next packets (ecache.ts ConnEvent.tag): the pool's packet
    * workers set it to each frame's data offset (capture order in a replay); -1 by default.
+   * @internal
    */
   eventTag = -1;
   /** Table clock of the packet being decided (time of the events it causes). */
