@@ -33,7 +33,7 @@
  * (room under nf_conntrack_max, no duplicate tuple, no hash chain past the cap), before the
  * first entry is inserted: a refused snapshot leaves the table untouched.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
@@ -660,6 +660,23 @@ function savedCount(bytes: Uint8Array): number {
  */
 export function saveSnapshotFile(table: ConntrackTable, path: string, opts: EncodeOptions = {}): number {
   const bytes = encodeSnapshot(table, opts);
+  writeFileAtomic(path, bytes);
+  return savedCount(bytes);
+}
+
+/**
+ * @internal Write `bytes` to `path` atomically (temporary file in the same directory, fsync,
+ * rename). A path that exists and is not a regular file (a FIFO, /dev/stdout) is written directly.
+ */
+export function writeFileAtomic(path: string, bytes: Uint8Array): void {
+  let special = false;
+  try {
+    special = !statSync(path).isFile();
+  } catch { /* does not exist yet */ }
+  if (special) {
+    writeFileSync(path, bytes);
+    return;
+  }
   const tmp = tempPath(path);
   const fd = openSync(tmp, 'wx', 0o644);
   let open = true;
@@ -677,7 +694,6 @@ export function saveSnapshotFile(table: ConntrackTable, path: string, opts: Enco
       try { unlinkSync(tmp); } catch { /* not there */ }
     }
   }
-  return savedCount(bytes);
 }
 
 /**
