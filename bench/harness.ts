@@ -48,21 +48,23 @@ export class BenchPool {
     if (jobs.length > this.workers.length) throw new Error(`${jobs.length} jobs for ${this.workers.length} workers`);
     const ctlBuf = new SharedArrayBuffer(8);
     const ctl = new Int32Array(ctlBuf);
+    let failed = false;
     const done = jobs.map((job, i) => new Promise<JobResult>((ok, fail) => {
       const w = this.workers[i]!;
-      const onErr = (e: Error): void => fail(e);
+      const onErr = (e: Error): void => { failed = true; fail(e); };
       w.once('error', onErr);
       w.once('message', (m: { ok: boolean; result?: JobResult; error?: string }) => {
         w.off('error', onErr);
         if (m.ok) ok(m.result!);
-        else fail(new Error(`bench worker ${i}: ${m.error}`));
+        else { failed = true; fail(new Error(`bench worker ${i}: ${m.error}`)); }
       });
       w.postMessage({ job, ctl: ctlBuf });
     }));
-    // Wait until every worker attached (they count themselves in word 0).
+    // Wait until every worker attached (they count themselves in word 0), or one failed (it
+    // never will: start the others anyway so they finish, and the run rejects below).
     for (;;) {
       const n = Atomics.load(ctl, 0);
-      if (n >= jobs.length) break;
+      if (n >= jobs.length || failed) break;
       const r = waitAsync(ctl, 0, n, 100);
       if (r.async) await r.value;
     }

@@ -14,7 +14,8 @@
  * same protocol functions. A pure-lookup microbench and the experiments of bench/README.md.
  */
 import { availableParallelism, cpus } from 'node:os';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Conntrack } from '../src/track/core.js';
 import { CtOps } from '../src/ops/ops.js';
@@ -30,7 +31,7 @@ import { FrameSet, IX_LEN, IX_OFF, IX_WORDS, LT_RAW } from './frames.js';
 import { BenchPool } from './harness.js';
 import { chartSvg } from './svg.js';
 import {
-  MapTracker, OursTracker, SharedMapTracker, ST_DROPPED, createSharedMapBaseline, sharedMapBytes,
+  MapTracker, OursTracker, SharedMapTracker, ST_DROPPED, createSharedMapBaseline, sharedMapAvailable, sharedMapBytes,
   type SharedMapHandle, type Tracker,
 } from './trackers.js';
 import { TimingWheel } from './wheel.js';
@@ -166,11 +167,23 @@ export function flushZone(ct: Conntrack, zone: number): number {
 // ---------------------------------------------------------------------------------------------
 
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
+  // The worker threads are stopped whatever happens, so a failed bench never keeps the process alive.
+  const pool = new BenchPool(Math.max(...o.workers), o.inline);
+  try {
+    return await benchBody(o, pool);
+  } finally {
+    await pool.close();
+  }
+}
+
+async function benchBody(o: BenchOptions, pool: BenchPool): Promise<BenchReport> {
   const started = performance.now();
   const q = o.quick;
   const R = o.runs;
   const maxW = Math.max(...o.workers);
-  const pool = new BenchPool(maxW, o.inline);
+  // The sharedmap baseline is a dev dependency: an installed package may not have it.
+  const noSm = o.oursOnly || !sharedMapAvailable();
+  if (!o.oursOnly && noSm) o.log('sharedmap baseline: the optional package "sharedmap" is not installed; its runs are skipped');
   const sectionSeconds: Record<string, number> = {};
   let sectionT = performance.now();
   const want = (s: string): boolean => {
@@ -281,13 +294,15 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       const r = runWith(mt, { frames: hf.fs.handle(), from: hb0, to: hb1, repeat: Math.ceil(sizes.hotPackets / 32), batch: 32 });
       return r.packets / (r.ms / 1000);
     } });
-    const sm = createSharedMapBaseline(65536);
-    const smMain = new SharedMapTracker(sm, 200);
-    for (let k = 0; k < Math.max(maxW, 2); k++) feedRange(smMain, hf.fs, ...hf.establish(k));
-    for (const w of o.oursOnly ? [] : W) {
+    const sm = noSm ? null : createSharedMapBaseline(65536);
+    if (sm) {
+      const smMain = new SharedMapTracker(sm, 200);
+      for (let k = 0; k < Math.max(maxW, 2); k++) feedRange(smMain, hf.fs, ...hf.establish(k));
+    }
+    for (const w of sm === null ? [] : W) {
       const repeat = Math.ceil(sizes.hotPackets / sizes.sharedmapScale / w / 32);
       runners.push({ key: `sharedmap@${w}`, run: async () => (await pool.run(
-        Array.from({ length: w }, (_, k) => smJob(sm, k, hf.fs, ...hf.burst(k), repeat)))).rate });
+        Array.from({ length: w }, (_, k) => smJob(sm!, k, hf.fs, ...hf.burst(k), repeat)))).rate });
     }
     const res = await interleave(runners);
     for (const c of closers) c();
@@ -349,7 +364,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       mt.flushZone(ZONE_A);
       return { ins: a.packets / (a.ms / 1000), look: b.packets / (b.ms / 1000), flush: performance.now() - t0 };
     } });
-    for (const w of o.oursOnly ? [] : W) {
+    for (const w of noSm ? [] : W) {
       runners.push({ key: `sharedmap@${w}`, run: async () => {
         const sm = createSharedMapBaseline(Math.ceil(2 * N * 1.05));
         const jobs = (): Job[] => Array.from({ length: w }, (_, k) => smJob(sm, k, zf, ...split(0, zf.count, w, k), 1));
@@ -436,20 +451,20 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     if (!o.oursOnly) {
     const mt = new MapTracker(mixedMax);
     prefill(mt, MN, prefillMixed);
-    const sm = createSharedMapBaseline(mixedMax);
-    prefill(new SharedMapTracker(sm, 200), MN, prefillMixed);
+    const sm = noSm ? null : createSharedMapBaseline(mixedMax);
+    if (sm) prefill(new SharedMapTracker(sm, 200), MN, prefillMixed);
     const base: Runner<M>[] = [{ key: 'map@1', run: async () => {
       const f1 = framesOf.get(1) ?? mixedFrames(MN, 1, MP, 12);
       framesOf.set(1, f1);
       const r = runWith(mt, { frames: f1.fs.handle(), from: 0, to: f1.fs.count, repeat: 1, batch: 32, latency: true });
       return { rate: r.packets / (r.ms / 1000), p99: pct(r.lat!, 0.99), invalid: r.states[CT_INVALID]! };
     } }];
-    for (const w of W) {
+    for (const w of sm === null ? [] : W) {
       base.push({ key: `sharedmap@${w}`, run: async () => {
         const frames = framesOf.get(w)!;
         const r = await pool.run(Array.from({ length: w }, (_, k) => {
           const [a, b] = frames.range(k);
-          return smJob(sm, k, frames.fs, a, a + Math.floor((b - a) / sizes.sharedmapScale), 1, 32, true);
+          return smJob(sm!, k, frames.fs, a, a + Math.floor((b - a) / sizes.sharedmapScale), 1, 32, true);
         }));
         return { rate: r.rate, p99: pct(latOf(r.results), 0.99), invalid: r.results.reduce((a, x) => a + x.states[CT_INVALID]!, 0) };
       } });
@@ -479,10 +494,10 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const mt = new MapTracker(FN);
     prefill(mt, FN, prefillFlood);
     const mapBefore = mt.countAssured();
-    const sm = createSharedMapBaseline(FN);
-    const smMain = new SharedMapTracker(sm, 200);
-    prefill(smMain, FN, prefillFlood);
-    const smBefore = smMain.countAssured();
+    const sm = noSm ? null : createSharedMapBaseline(FN);
+    const smMain = sm ? new SharedMapTracker(sm, 200) : null;
+    if (smMain) prefill(smMain, FN, prefillFlood);
+    const smBefore = smMain ? smMain.countAssured() : 0;
     type F = { rate: number; packets: number; early: number; drops: number };
     const runners: Runner<F>[] = [];
     for (const w of W) {
@@ -501,18 +516,18 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       const r = runWith(mt, { frames: fs.handle(), from: 0, to: fs.count, repeat: 1, batch: 32 });
       return { rate: r.packets / (r.ms / 1000), packets: r.packets, early: r.states[CT_NEW]!, drops: r.states[ST_DROPPED]! };
     } });
-    for (const w of W) {
+    for (const w of sm === null ? [] : W) {
       runners.push({ key: `sharedmap@${w}`, run: async () => {
         const fs = synFlood(floodSrc, Math.floor(FP / sizes.sharedmapScale));
         floodSrc += FP;
-        const r = await pool.run(Array.from({ length: w }, (_, k) => smJob(sm, k, fs, ...split(0, fs.count, w, k), 1)));
+        const r = await pool.run(Array.from({ length: w }, (_, k) => smJob(sm!, k, fs, ...split(0, fs.count, w, k), 1)));
         let early = 0, drops = 0;
         for (const x of r.results) { drops += x.states[ST_DROPPED]!; early += x.states[CT_NEW]!; }
         return { rate: r.rate, packets: r.packets, early, drops };
       } });
     }
     const res = await interleave(runners);
-    const lost = { ours: before - assuredCount(table), map: mapBefore - mt.countAssured(), sharedmap: smBefore - smMain.countAssured() };
+    const lost = { ours: before - assuredCount(table), map: mapBefore - mt.countAssured(), sharedmap: smMain ? smBefore - smMain.countAssured() : 0 };
     for (const [key, xs] of res) {
       const [tracker, ws] = key.split('@') as [WorkloadResult['tracker'], string];
       const sum = (k: keyof F): number => xs.reduce((a, x) => a + x[k], 0);
@@ -594,7 +609,6 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const xs = await measure(async () => (await pool.run(Array.from({ length: w }, () => ({ kind: 'spin', ops: q ? 2_000_000 : 5_000_000 } as Job)))).rate);
     scalingEnd.push({ workers: w, rate: median(xs) });
   }
-  await pool.close();
 
   // -------------------------------------------------------------------------------- report
   const baselines: BenchReport['baselines'] = { map: {}, sharedmap: {} };
@@ -613,7 +627,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     });
   }
   const t1m = ConntrackTable.create({ max: 1_000_000 }); // (shows in profiles as table.js create)
-  const smProbe = (o.only === null || o.only.includes('zones')) ? createSharedMapBaseline(100_000) : null;
+  const smProbe = !noSm && (o.only === null || o.only.includes('zones')) ? createSharedMapBaseline(100_000) : null;
   const report: BenchReport = {
     quick: q,
     machine: { cpus: cpus().length, model: cpus()[0]?.model ?? '?', node: process.version, availableParallelism: availableParallelism() },
@@ -883,10 +897,16 @@ function table(rows: string[][]): string[] {
 // ---------------------------------------------------------------------------------------------
 // Command line.
 
+/** bench/results in a checkout; ./conntrack-sab-bench from an installed package (which ships no bench/). */
+function defaultOutDir(): string {
+  const inRepo = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+  return existsSync(fileURLToPath(new URL('../../bench/run.ts', import.meta.url))) ? inRepo : join(process.cwd(), 'conntrack-sab-bench');
+}
+
 export function parseBenchArgs(argv: string[]): BenchOptions {
   const o: BenchOptions = {
     quick: false, json: false, workers: [], inline: false, runs: 5, only: null, oursOnly: false,
-    outDir: fileURLToPath(new URL('../../bench/results/', import.meta.url)),
+    outDir: defaultOutDir(),
     log: (s) => process.stderr.write(s + '\n'),
   };
   for (let i = 0; i < argv.length; i++) {
@@ -931,7 +951,13 @@ export async function benchMain(argv: string[]): Promise<number> {
     process.stderr.write(`bench: ${(e as Error).message}\n`);
     return 2;
   }
-  const r = await runBench(o);
+  let r: BenchReport;
+  try {
+    r = await runBench(o);
+  } catch (e) {
+    process.stderr.write(`bench: ${(e as Error).message}\n`);
+    return 1;
+  }
   mkdirSync(o.outDir, { recursive: true });
   const tag = o.inline ? 'inline' : r.quick ? 'quick' : 'full';
   const jsonPath = `${o.outDir.replace(/\/?$/, '/')}bench-${tag}.json`;

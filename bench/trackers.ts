@@ -346,6 +346,15 @@ interface SharedMapLike {
 type SharedMapCtor = new (maxSize: number, keySize: number, objSize: number) => SharedMapLike;
 const require = createRequire(import.meta.url);
 let smCtor: SharedMapCtor | null = null;
+/** Is the optional `sharedmap` package installed? */
+export function sharedMapAvailable(): boolean {
+  try {
+    require.resolve('sharedmap');
+    return true;
+  } catch {
+    return false;
+  }
+}
 function sharedMapClass(): SharedMapCtor {
   smCtor ??= require('sharedmap') as SharedMapCtor;
   return smCtor;

@@ -7,29 +7,32 @@
  *   v.ctstate; v.direction; v.reason;
  */
 export { ConntrackTable, type TableOptions, type TableHandle, type Discipline } from './table/table.js';
-export { Conntrack, type ConntrackOptions } from './track/core.js';
+export { Conntrack, type ConntrackOptions, type DecideOptions } from './track/core.js';
 export { Verdict, CTSTATE_NAMES, CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_INVALID, CT_UNTRACKED } from './track/verdict.js';
 export { Packet, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NFLOG, LINKTYPE_IPV4, LINKTYPE_IPV6 } from './input/packet/packet.js';
 export { parseFrame } from './input/packet/parse.js';
 export { readCapture, openCapture, CaptureError, type CaptureReader, CaptureRecord } from './input/capture/reader.js';
 export { replay, type ReplayOptions, type ReplayResult } from './ops/replay.js';
 export { EVENT_NEW, EVENT_UPDATE, EVENT_DESTROY, type EventSink } from './table/events.js';
-export { formatEntry, formatEvent, formatStats, entryJson, type EntryJson } from './ops/format.js';
+export { formatEntry, formatEvent, formatStats, entryJson, type EntryJson, type ConnEntryJson, type TupleJson } from './ops/format.js';
 export { SYSCTLS, findSysctl, type SysctlDef } from './table/sysctl.js';
 export { TCP_STATE_NAMES } from './track/proto/tcp.js';
-export { CtOps, CtMatcher, EntryDump, parseCidr, parseProto, tupleFromSpec, invertSpec, workerStats, type CtFilter, type CtOpsOptions, type TupleSpec, type WalkOptions, type WorkerStats } from './ops/ops.js';
-export { encodeSnapshot, decodeSnapshot, restoreSnapshot, saveSnapshotFile, loadSnapshotFile, isSnapshot, snapshotEntries, crc32, SnapshotError, type Snapshot, type RestoreOptions, type RestoreResult, type EncodeOptions } from './ops/snapshot.js';
+export { CtOps, CtMatcher, EntryDump, parseCidr, parseProto, tupleFromSpec, invertSpec, workerStats, type CtFilter, type CtOpsOptions, type OpOptions, type TupleSpec, type WalkOptions, type WorkerStats } from './ops/ops.js';
+export { encodeSnapshot, decodeSnapshot, restoreSnapshot, saveSnapshotFile, loadSnapshotFile, saveSnapshot, loadSnapshot, isSnapshot, snapshotEntries, crc32, SnapshotError, type Snapshot, type RestoreOptions, type RestoreResult, type EncodeOptions } from './ops/snapshot.js';
 export { prometheusText, formatPrometheus, metricsFromTable, metricsFromSnapshot, type MetricsSource } from './ops/metrics.js';
 export { formatProcEntry, formatCount, zoneParts } from './ops/format.js';
-export { ConntrackPool, WorkerDeathError, type PoolOptions, type PoolReplayOptions, type PoolReplayResult, type BatchResult, type WorkerDeath } from './pool/pool.js';
+export { ConntrackPool, WorkerDeathError, type PoolOptions, type ProcessOptions, type PoolReplayOptions, type PoolReplayResult, type BatchResult, type WorkerDeath } from './pool/pool.js';
 export { PacketBatch, BatchVerdict, type BatchOptions } from './pool/batch.js';
 export { startGc, GcHandle, GcEngine, gcCounters, type GcOptions, type StartGcOptions, type GcCounters } from './table/gc.js';
 export { recoverDeadWorker, recoverDeadWorkers, reclaimOrphans, type RecoveryReport, type RecoveryOptions } from './table/recovery.js';
 export { checkInvariants, formatInvariants, type InvariantReport, type InvariantResult } from './table/invariants.js';
-export { subscribeEvents, eventStats, EventSubscription, ConnEvent, type SubscribeOptions, type EventRingStats } from './table/ecache.js';
+export { subscribeEvents, eventStats, EventSubscription, ConnEvent, type ConnEventJson, type ConnEventKind, type SubscribeOptions, type EventRingStats } from './table/ecache.js';
+// Per-slot extension access (connAcct, setConnLabel, setConnTimeoutPolicy, ...) stays internal: a
+// slot is only safe inside a batch. The public way is CtOps (dump().acct(i), setLabel,
+// setTimeoutPolicy) and the events' acct / timestamps.
 export {
-  connAcct, connTimestamps, connLabels, setConnLabel, defineTimeoutPolicy, attachTimeoutPolicyToZone,
-  setConnTimeoutPolicy, connTimeoutPolicy, timeoutPolicies, extStats, type ConnAcct, type TimeoutPolicySpec, type ExtStats,
+  defineTimeoutPolicy, attachTimeoutPolicyToZone, timeoutPolicies, extStats, type ConnAcct, type TimeoutPolicySpec, type ExtStats,
 } from './table/ext.js';
 export { ZONE_DIR_ORIG, ZONE_DIR_REPL, ZONE_DIR_BOTH, NamespaceView } from './table/zones.js';
 export { compareWithKernel, parseLabel, type OracleComparison, type KernelLabel, type Mismatch } from './ops/oracle.js';
+export { ConntrackError, ConntrackRangeError, ERROR_CODES, isConntrackError, type ConntrackErrorCode } from './errors.js';

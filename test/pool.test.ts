@@ -117,7 +117,7 @@ test('a pool of 2 workers (flow) decides every packet as one thread does', async
       const batch = pool.createBatch({ capacity: 1500 });
       while (start < frames.length) {
         const f = frames[start]!;
-        if (batch.push(TRAFFIC_LINKTYPE, f.data, 0, f.data.length, clockFromEpochMs(f.tsMs)) < 0) break;
+        if (batch.tryPush(TRAFFIC_LINKTYPE, f.data, 0, f.data.length, clockFromEpochMs(f.tsMs)) < 0) break;
         start++;
       }
       const r = await pool.process(batch);

@@ -12,13 +12,13 @@
  * --reply-port-src/--reply-port-dst, --port, --zone, --orig-zone, --reply-zone, --ns,
  * --mark value[/mask], --state LIST, --label BIT.
  */
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { formatCount } from '../ops/format.js';
 import { metricsFromSnapshot, metricsFromTable, formatPrometheus } from '../ops/metrics.js';
 import { CtMatcher, CtOps, type CtFilter } from '../ops/ops.js';
 import { replay } from '../ops/replay.js';
-import { SnapshotError, decodeSnapshot, encodeSnapshot, isSnapshot, restoreSnapshot, type Snapshot } from '../ops/snapshot.js';
+import { SnapshotError, decodeSnapshot, encodeSnapshot, isSnapshot, restoreSnapshot, writeFileAtomic, type Snapshot } from '../ops/snapshot.js';
 import { parseSysctlAssignment } from '../table/sysctl.js';
 import { ConntrackTable } from '../table/table.js';
 import { LineWriter } from './output.js';
@@ -217,7 +217,7 @@ function writeOut(o: Record<string, unknown>, bytes: Uint8Array): string {
   const out = o['write'];
   if (typeof out !== 'string' || !out) throw new CliError('-w, --write <file> is required', 2);
   try {
-    writeFileSync(out, bytes);
+    writeFileAtomic(out, bytes); // `delete x.snap -w x.snap` must never leave x.snap half written
   } catch (e) {
     throw new CliError(`cannot write ${out}: ${(e as Error).message}`, 1);
   }

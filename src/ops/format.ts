@@ -15,6 +15,7 @@ import { IPPROTO_SCTP, sctpFormat } from '../track/proto/sctp.js';
 import { tcpFormat } from '../track/proto/tcp.js';
 import type { TrackerContext } from '../track/proto/l4proto.js';
 import { familyOf, formatAddr, hasPorts, l4protoOf } from '../track/tuple.js';
+import { readAcct, readLabels, type ConnAcct } from '../table/ext.js';
 import { E_PRIV, GRE_STREAM_TIMEOUT, GRE_TIMEOUT, IPS_DYING } from '../table/layout.js';
 
 const L4_NAMES: Record<number, string> = {
@@ -174,6 +175,7 @@ export function formatStats(perWorker: Record<string, number>[]): string {
   }).join('\n');
 }
 
+/** One direction of a connection as JSON: addresses, and ports or ICMP type/code/id. */
 export interface TupleJson {
   src: string;
   dst: string;
@@ -184,6 +186,7 @@ export interface TupleJson {
   id?: number;
 }
 
+/** One connection as JSON (conntrack -L -o json): tuples, protocol, state, status, mark, zone, id. */
 export interface EntryJson {
   l3proto: 'ipv4' | 'ipv6';
   proto: string;
@@ -239,6 +242,28 @@ export function entryJson(ctx: TrackerContext, e: number, now: number): EntryJso
   if (l4 === IPPROTO_TCP) out.state = tcpFormat(ctx, e);
   else if (l4 === IPPROTO_SCTP) out.state = sctpFormat(ctx, e);
   return out;
+}
+
+/** A listed connection as JSON: the entry, plus accounting and labels (hex) when it has them. */
+export interface ConnEntryJson extends EntryJson {
+  acct?: ConnAcct;
+  labels?: string;
+}
+
+/**
+ * The one JSON shape of a connection, for listed entries (EntryDump.json(), `-o json`) and
+ * events (ConnEvent.toJSON()) alike: entry `e` of `ctx.i32`, its extension block at word `x` of
+ * `xi32` (x < 0: none).
+ */
+export function connEntryJson(ctx: TrackerContext, e: number, now: number, xi32: Int32Array, x: number): ConnEntryJson {
+  const j: ConnEntryJson = entryJson(ctx, e, now);
+  const flags = x < 0 ? 0 : xi32[x + X_FLAGS]!;
+  if (flags & EXT_ACCT) j.acct = readAcct(xi32, x);
+  if (flags & EXT_LABELS) {
+    const l = readLabels(xi32, x);
+    if (l !== 0n) j.labels = `0x${l.toString(16)}`;
+  }
+  return j;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@
  */
 import { Conntrack } from '../track/core.js';
 import { KILL_DELETE } from '../table/chains.js';
-import { extOf, readAcct, readLabels, setConnLabel, type ConnAcct } from '../table/ext.js';
-import { entryJson, formatEntry, formatProcEntry, l4Name, type EntryJson, type FormatOptions } from './format.js';
+import { extOf, readAcct, readLabels, setConnLabel, setConnTimeoutPolicy, type ConnAcct } from '../table/ext.js';
+import { connEntryJson, formatEntry, formatProcEntry, l4Name, type ConnEntryJson, type FormatOptions } from './format.js';
 import {
   DIR_ORIGINAL, ENTRY_WORDS, E_EXT, E_MARK, E_NEXT, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE,
   E_ZONE, H_COUNT, IPS_CONFIRMED, IPS_DYING, STAT_NAMES, STAT_WORDS, T_DST, T_PORTS, T_SRC,
@@ -30,6 +30,7 @@ import { ConntrackTable, type TableHandle } from '../table/table.js';
 import { familyOf, hasPorts, invertTuple, l4protoOf, parseAddr, protoWord } from '../track/tuple.js';
 import { E_GEN } from '../table/layout.js';
 import { LIST_NS, LIST_ZONE } from '../table/zones.js';
+import { argError, checkAbort, rangeError, stateError } from '../errors.js';
 
 // ---------------------------------------------------------------------------------------------
 // Filters.
@@ -86,7 +87,7 @@ export function parseCidr(text: string): Cidr {
   let prefix = bits;
   if (slash >= 0) {
     const p = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(p) || Number(p) > bits) throw new Error(`bad prefix length in "${text}" (0..${bits})`);
+    if (!/^\d{1,3}$/.test(p) || Number(p) > bits) throw argError(`bad prefix length in "${text}" (0..${bits})`);
     prefix = Number(p);
   }
   const mask = new Int32Array(4);
@@ -111,22 +112,22 @@ const PROTO_NUMBERS: Record<string, number> = {
 /** A protocol by name or number. */
 export function parseProto(p: number | string): number {
   if (typeof p === 'number') {
-    if (!Number.isInteger(p) || p < 0 || p > 255) throw new Error(`bad protocol number ${p}`);
+    if (!Number.isInteger(p) || p < 0 || p > 255) throw rangeError(`bad protocol number ${p}`);
     return p;
   }
   const s = p.trim().toLowerCase();
   if (/^\d+$/.test(s)) return parseProto(Number(s));
   const n = PROTO_NUMBERS[s];
-  if (n === undefined) throw new Error(`unknown protocol "${p}" (one of ${Object.keys(PROTO_NUMBERS).join(', ')} or a number)`);
+  if (n === undefined) throw argError(`unknown protocol "${p}" (one of ${Object.keys(PROTO_NUMBERS).join(', ')} or a number)`);
   return n;
 }
 
 function checkPort(name: string, v: number | undefined): void {
-  if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 65535)) throw new Error(`${name} must be a port 0..65535, got ${v}`);
+  if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 65535)) throw rangeError(`${name} must be a port 0..65535, got ${v}`);
 }
 
 function checkZone(name: string, v: number | undefined): void {
-  if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 65535)) throw new Error(`${name} must be a zone 0..65535, got ${v}`);
+  if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 65535)) throw rangeError(`${name} must be a zone 0..65535, got ${v}`);
 }
 
 /** A compiled filter: matches an entry at word `e` of `i32` (a live table or a copied record). */
@@ -149,14 +150,14 @@ export class CtMatcher {
     this.filter = filter;
     const f = filter;
     this.family = f.family === undefined ? -1 : f.family === 'ipv4' ? NFPROTO_IPV4 : f.family === 'ipv6' ? NFPROTO_IPV6 : (() => {
-      throw new Error(`family must be ipv4 or ipv6, got "${String(f.family)}"`);
+      throw argError(`family must be ipv4 or ipv6, got "${String(f.family)}"`);
     })();
     this.proto = f.proto === undefined ? -1 : parseProto(f.proto);
     if (f.state !== undefined) {
       const names = (typeof f.state === 'string' ? f.state.split(',') : [...f.state]).map((s) => s.trim().toUpperCase()).filter(Boolean);
       for (const n of names) {
         if (!TCP_STATE_NAMES.includes(n) && !SCTP_STATE_NAMES.includes(n)) {
-          throw new Error(`unknown state "${n}" (TCP: ${TCP_STATE_NAMES.join(', ')}; SCTP: ${SCTP_STATE_NAMES.join(', ')})`);
+          throw argError(`unknown state "${n}" (TCP: ${TCP_STATE_NAMES.join(', ')}; SCTP: ${SCTP_STATE_NAMES.join(', ')})`);
         }
       }
       this.states = new Set(names);
@@ -170,13 +171,13 @@ export class CtMatcher {
     this.any = f.addr !== undefined ? parseCidr(f.addr) : null;
     for (const k of ['sport', 'dport', 'replySport', 'replyDport', 'port'] as const) checkPort(k, f[k]);
     for (const k of ['zone', 'origZone', 'replyZone'] as const) checkZone(k, f[k]);
-    if (f.ns !== undefined && (!Number.isInteger(f.ns) || f.ns < 0)) throw new Error(`ns must be a non-negative integer, got ${f.ns}`);
-    if (f.mark !== undefined && (!Number.isInteger(f.mark) || f.mark < 0 || f.mark > 0xffffffff)) throw new Error(`mark must be a 32-bit unsigned integer, got ${f.mark}`);
-    if (f.markMask !== undefined && (!Number.isInteger(f.markMask) || f.markMask < 0 || f.markMask > 0xffffffff)) throw new Error(`mark mask must be a 32-bit unsigned integer, got ${f.markMask}`);
+    if (f.ns !== undefined && (!Number.isInteger(f.ns) || f.ns < 0)) throw rangeError(`ns must be a non-negative integer, got ${f.ns}`);
+    if (f.mark !== undefined && (!Number.isInteger(f.mark) || f.mark < 0 || f.mark > 0xffffffff)) throw rangeError(`mark must be a 32-bit unsigned integer, got ${f.mark}`);
+    if (f.markMask !== undefined && (!Number.isInteger(f.markMask) || f.markMask < 0 || f.markMask > 0xffffffff)) throw rangeError(`mark mask must be a 32-bit unsigned integer, got ${f.markMask}`);
     this.markMask = (f.markMask ?? 0xffffffff) | 0;
     this.markValue = ((f.mark ?? 0) | 0) & this.markMask;
     if (f.label !== undefined && (!Number.isInteger(f.label) || f.label < 0 || f.label > 127)) {
-      throw new Error(`label must be a bit number 0..127, got ${f.label}`);
+      throw rangeError(`label must be a bit number 0..127, got ${f.label}`);
     }
     this.all = Object.values(f).every((v) => v === undefined);
   }
@@ -189,6 +190,7 @@ export class CtMatcher {
   /**
    * Does the entry at `e` of `i32` match? `xi32` / `x`: the words holding its extension block
    * and the block's offset (-1: none), for the label filter.
+   * @internal
    */
   match(i32: Int32Array, e: number, xi32: Int32Array | null = null, x = -1): boolean {
     if (this.all) return true;
@@ -251,6 +253,7 @@ export class CtMatcher {
  * format.ts work on them unchanged (`ctx.i32` is the copy, `offset(i)` the entry).
  */
 export class EntryDump {
+  /** @internal */
   readonly ctx: TrackerContext;
   constructor(
     readonly words: Int32Array,
@@ -263,6 +266,7 @@ export class EntryDump {
     this.ctx = { i32: words, u32: new Uint32Array(words.buffer, words.byteOffset, words.length), sys: 0 };
   }
 
+  /** @internal */
   offset(i: number): number {
     return i * ENTRY_WORDS;
   }
@@ -293,17 +297,10 @@ export class EntryDump {
     return out;
   }
 
-  /** Per-entry JSON, with `acct` and `labels` (hex) when the entry has them. */
-  json(): (EntryJson & { acct?: ConnAcct; labels?: string })[] {
-    const out: (EntryJson & { acct?: ConnAcct; labels?: string })[] = [];
-    for (let i = 0; i < this.count; i++) {
-      const j: EntryJson & { acct?: ConnAcct; labels?: string } = entryJson(this.ctx, i * ENTRY_WORDS, this.now);
-      const a = this.acct(i);
-      if (a) j.acct = a;
-      const l = this.labels(i);
-      if (l !== 0n) j.labels = `0x${l.toString(16)}`;
-      out.push(j);
-    }
+  /** Per-entry JSON, with `acct` and `labels` (hex) when the entry has them (ConnEvent.toJSON()'s shape). */
+  json(): ConnEntryJson[] {
+    const out: ConnEntryJson[] = [];
+    for (let i = 0; i < this.count; i++) out.push(connEntryJson(this.ctx, i * ENTRY_WORDS, this.now, this.ext, i * EXT_WORDS));
     return out;
   }
 }
@@ -331,11 +328,11 @@ export function tupleFromSpec(spec: TupleSpec, t: Int32Array): number {
   const l4 = parseProto(spec.proto);
   const fs = parseAddr(spec.src, t, T_SRC);
   const fd = parseAddr(spec.dst, t, T_DST);
-  if (fs !== fd) throw new Error(`tuple mixes address families: ${spec.src} and ${spec.dst}`);
+  if (fs !== fd) throw argError(`tuple mixes address families: ${spec.src} and ${spec.dst}`);
   if (hasPorts(l4)) {
     checkPort('sport', spec.sport);
     checkPort('dport', spec.dport);
-    if (spec.sport === undefined || spec.dport === undefined) throw new Error(`a ${l4Name(l4)} tuple needs sport and dport`);
+    if (spec.sport === undefined || spec.dport === undefined) throw argError(`a ${l4Name(l4)} tuple needs sport and dport`);
     t[T_PORTS] = (spec.sport << 16) | spec.dport;
   } else if (l4 === IPPROTO_ICMP || l4 === IPPROTO_ICMPV6) {
     t[T_PORTS] = (((spec.id ?? 0) & 0xffff) << 16) | (((spec.type ?? 0) & 0xff) << 8) | ((spec.code ?? 0) & 0xff);
@@ -348,18 +345,34 @@ export function tupleFromSpec(spec: TupleSpec, t: Int32Array): number {
 // ---------------------------------------------------------------------------------------------
 // Operations.
 
+/** Options of new CtOps(). */
 export interface CtOpsOptions {
   /** Buckets walked per online slice (default 1024). */
   sliceBuckets?: number;
 }
 
+/** Options of the CtOps walks (list, dump, count): clock, expired entries, abort signal. */
 export interface WalkOptions {
   /** Table clock for expiry and remaining timeouts (default: the table's clock). */
   now?: number;
   /** Include entries whose timeout has passed but that are still linked (default false: -L skips them). */
   expired?: boolean;
+  /**
+   * Stops the walk between slices (never inside one): the call throws an AbortError (code
+   * ABORT_ERR). Entries a flush removed before the abort stay removed.
+   */
+  signal?: AbortSignal;
 }
 
+/** Options of single-entry operations and flushes. */
+export interface OpOptions {
+  /** Table clock (default: the table's clock). */
+  now?: number;
+  /** Checked before the operation and between slices of a walk (AbortError, code ABORT_ERR). */
+  signal?: AbortSignal;
+}
+
+/** One worker record's statistics (conntrack -S row). */
 export interface WorkerStats {
   /** Worker record index. */
   wid: number;
@@ -391,6 +404,7 @@ export function workerStats(table: ConntrackTable): { total: Record<string, numb
   return { total, perWorker };
 }
 
+/** conntrack-tools operations on a live table from any thread: list, get, delete, flush, count, update, stats. */
 export class CtOps {
   readonly table: ConntrackTable;
   /** Owns this thread's worker record; its chains do the lookups and kills. */
@@ -409,7 +423,7 @@ export class CtOps {
     this.ct = new Conntrack(this.table);
     this.i32 = this.table.i32;
     const s = opts.sliceBuckets ?? 1024;
-    if (!Number.isInteger(s) || s < 1) throw new Error(`sliceBuckets must be a positive integer, got ${s}`);
+    if (!Number.isInteger(s) || s < 1) throw rangeError(`sliceBuckets must be a positive integer, got ${s}`);
     this.slice = s;
   }
 
@@ -479,7 +493,7 @@ export class CtOps {
       key = f.ns;
     }
     if (kind < 0) return false; // a namespace without a record has no list
-    if (c.qsbr.isOnline) throw new Error('CtOps: this worker is already inside a batch');
+    if (c.qsbr.isOnline) throw stateError('CtOps: this worker is already inside a batch');
     const now = opts.now ?? this.table.clock;
     const wantExpired = opts.expired === true;
     if (this.listSlots.length < this.slice) {
@@ -489,7 +503,9 @@ export class CtOps {
     const slots = this.listSlots;
     const gens = this.listGens;
     const i32 = this.i32;
+    checkAbort(opts.signal, 'the walk');
     z.walkList(kind, key, this.slice, slots, gens, (n) => {
+      checkAbort(opts.signal, 'the walk'); // offline here: nothing to undo
       this.ct.beginBatch();
       try {
         for (let k = 0; k < n; k++) {
@@ -534,9 +550,10 @@ export class CtOps {
     const c = this.chains;
     const now = opts.now ?? this.table.clock;
     const wantExpired = opts.expired === true;
-    if (c.qsbr.isOnline) throw new Error('CtOps: this worker is already inside a batch');
+    if (c.qsbr.isOnline) throw stateError('CtOps: this worker is already inside a batch');
     const nb = c.mask + 1;
     for (let b0 = 0; b0 < nb; b0 += this.slice) {
+      checkAbort(opts.signal, 'the walk'); // between slices: offline, nothing to undo
       this.ct.beginBatch();
       try {
         const end = Math.min(nb, b0 + this.slice);
@@ -612,7 +629,8 @@ export class CtOps {
   /**
    * Find the entry holding this tuple in either direction (conntrack -G); copied out, or null.
    */
-  get(spec: TupleSpec, opts: { now?: number } = {}): EntryDump | null {
+  get(spec: TupleSpec, opts: OpOptions = {}): EntryDump | null {
+    checkAbort(opts.signal, 'get');
     const now = opts.now ?? this.table.clock;
     let out: EntryDump | null = null;
     this.lookup(spec, now, (e) => {
@@ -654,7 +672,8 @@ export class CtOps {
   }
 
   /** Delete the entry holding this tuple (conntrack -D with a full tuple). True if removed. */
-  delete(spec: TupleSpec, opts: { now?: number } = {}): boolean {
+  delete(spec: TupleSpec, opts: OpOptions = {}): boolean {
+    checkAbort(opts.signal, 'delete');
     let removed = false;
     this.lookup(spec, opts.now ?? this.table.clock, (_e, slot) => {
       removed = this.chains.kill(slot, KILL_DELETE);
@@ -666,7 +685,7 @@ export class CtOps {
    * Delete every matching entry (conntrack -D [filters]; with no filter, conntrack -F).
    * Expired entries that still match are removed too. Returns how many this call removed.
    */
-  flush(filter: CtFilter = {}, opts: { now?: number } = {}): number {
+  flush(filter: CtFilter = {}, opts: OpOptions = {}): number {
     const m = new CtMatcher(filter);
     let n = 0;
     // Chains.kill takes the entry's two bucket stripes only; it returns false when another
@@ -681,7 +700,7 @@ export class CtOps {
    * conntrack -U --mark: set mark = (mark & ~mask) | (value & mask) on every matching entry.
    * Returns the number of entries updated.
    */
-  setMark(filter: CtFilter, value: number, mask = 0xffffffff, opts: { now?: number } = {}): number {
+  setMark(filter: CtFilter, value: number, mask = 0xffffffff, opts: OpOptions = {}): number {
     const m = new CtMatcher(filter);
     const v = value | 0;
     const mk = mask | 0;
@@ -703,13 +722,28 @@ export class CtOps {
    * conntrack -U --label: set (or clear) label `bit` (0..127) on every matching entry. Needs
    * extension blocks (table option `extensions`); throws when the slab is empty.
    */
-  setLabel(filter: CtFilter, bit: number, on = true, opts: { now?: number } = {}): number {
-    if (!Number.isInteger(bit) || bit < 0 || bit > 127) throw new Error(`label must be a bit number 0..127, got ${bit}`);
+  setLabel(filter: CtFilter, bit: number, on = true, opts: OpOptions = {}): number {
+    if (!Number.isInteger(bit) || bit < 0 || bit > 127) throw rangeError(`label must be a bit number 0..127, got ${bit}`);
     const m = new CtMatcher(filter);
     let n = 0;
     // setConnLabel attaches a block on demand (CAS on E_EXT) and sets the bit with Atomics.or.
     this.select(m, opts, (_e, slot) => {
       setConnLabel(this.table, slot, bit, on, this.ct.wid);
+      n++;
+    });
+    return n;
+  }
+
+  /**
+   * Attach the named timeout policy (defineTimeoutPolicy) to every matching connection, or detach
+   * it with null; it applies from each connection's next packet. Returns the number updated.
+   */
+  setTimeoutPolicy(filter: CtFilter, name: string | null, opts: OpOptions = {}): number {
+    const m = new CtMatcher(filter);
+    let n = 0;
+    // Inside the walk's slice the entry stays alive; the policy word is stored atomically.
+    this.select(m, opts, (_e, slot) => {
+      setConnTimeoutPolicy(this.table, slot, name, this.ct.wid);
       n++;
     });
     return n;
@@ -725,7 +759,7 @@ export class CtOps {
 export function invertSpec(spec: TupleSpec): TupleSpec {
   const t = new Int32Array(2 * TUPLE_WORDS);
   const proto = tupleFromSpec(spec, t);
-  if (!invertTuple(t, 0, t, TUPLE_WORDS, l4protoOf(proto))) throw new Error('this tuple has no inverse');
+  if (!invertTuple(t, 0, t, TUPLE_WORDS, l4protoOf(proto))) throw argError('this tuple has no inverse');
   const ports = t[TUPLE_WORDS + T_PORTS]!;
   const out: TupleSpec = { ...spec, src: spec.dst, dst: spec.src };
   if (hasPorts(l4protoOf(proto))) {

@@ -8,6 +8,7 @@ import { nflogPrefix } from '../input/packet/parse.js';
 import { replay } from './replay.js';
 import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
 
+/** The kernel's verdict for one packet, read from an NFLOG prefix. */
 export interface KernelLabel {
   ctstate: string;
   dir: string | null;
@@ -21,6 +22,7 @@ export function parseLabel(prefix: string | null): KernelLabel | null {
   return { ctstate: state, dir: dir ?? null };
 }
 
+/** One packet where we decided differently from the kernel. */
 export interface Mismatch {
   index: number;
   expected: KernelLabel | null;
@@ -30,6 +32,7 @@ export interface Mismatch {
   tsMs: number;
 }
 
+/** The result of compareWithKernel(): packets compared, and the mismatches. */
 export interface OracleComparison {
   packets: number;
   /** Packets carrying a kernel label. */

@@ -10,7 +10,9 @@ import { nflogTimestampMs } from '../input/packet/parse.js';
 import { ConntrackTable, type TableOptions } from '../table/table.js';
 import { CTSTATE_NAMES, type Verdict } from '../track/verdict.js';
 import type { Packet } from '../input/packet/packet.js';
+import { abortError, checkAbort } from '../errors.js';
 
+/** Options of replay(). */
 export interface ReplayOptions {
   /** Table to replay into (default: a new one from `tableOptions`). */
   table?: ConntrackTable;
@@ -25,6 +27,11 @@ export interface ReplayOptions {
   onProgress?: (done: number, total: number) => void;
   /** Packets per batch (read-side section), default 256. */
   batch?: number;
+  /**
+   * Checked between batches: once aborted (e.g. from onPacket or onProgress), replay() releases
+   * its tracker and throws an AbortError (code ABORT_ERR). Packets decided before stay in the table.
+   */
+  signal?: AbortSignal;
 }
 
 /** What a replay produced, on one thread or through the pool. */
@@ -41,6 +48,7 @@ export interface ReplayOutcome {
   table: ConntrackTable;
 }
 
+/** What replay() returns: counts per ctstate, the table, and the tracker it used (still attached). */
 export interface ReplayResult extends ReplayOutcome {
   /** The engine used; still attached (call close()). */
   conntrack: Conntrack;
@@ -51,7 +59,12 @@ export function clockFromEpochMs(ms: number): number {
   return Math.floor(ms) | 0;
 }
 
+/**
+ * Replay a whole capture (pcap or pcapng bytes) on this thread. A corrupt capture stops at the
+ * bad record: `error` says where, every packet before it was decided.
+ */
 export function replay(bytes: Uint8Array, opts: ReplayOptions = {}): ReplayResult {
+  checkAbort(opts.signal, 'replay');
   const reader = readCapture(bytes);
   const table = opts.table ?? ConntrackTable.create(opts.tableOptions);
   const ct = new Conntrack(table, opts.events ? { events: opts.events } : {});
@@ -62,6 +75,8 @@ export function replay(bytes: Uint8Array, opts: ReplayOptions = {}): ReplayResul
   let now = 0;
   let lastTsMs = 0;
   let error: CaptureError | null = null;
+  let aborted = false;
+  const signal = opts.signal;
   ct.beginBatch();
   try {
     for (;;) {
@@ -82,6 +97,7 @@ export function replay(bytes: Uint8Array, opts: ReplayOptions = {}): ReplayResul
       i++;
       if (i % batch === 0) {
         table.clock = now;
+        if (signal?.aborted) { aborted = true; break; }
         ct.endBatch();
         ct.beginBatch();
         if (opts.onProgress && i % (batch * 64) === 0) opts.onProgress(reader.offset, bytes.length);
@@ -93,6 +109,10 @@ export function replay(bytes: Uint8Array, opts: ReplayOptions = {}): ReplayResul
   } finally {
     table.clock = now;
     ct.endBatch();
+  }
+  if (aborted || signal?.aborted) {
+    ct.close();
+    throw abortError(signal!, 'replay');
   }
   if (opts.onProgress) opts.onProgress(bytes.length, bytes.length);
   return { packets: i, counts, error, now, lastTsMs, table, conntrack: ct };

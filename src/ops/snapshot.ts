@@ -33,7 +33,11 @@
  * (room under nf_conntrack_max, no duplicate tuple, no hash chain past the cap), before the
  * first entry is inserted: a refused snapshot leaves the table untouched.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
+import { crc32 as zlibCrc32 } from 'node:zlib';
 import { Conntrack } from '../track/core.js';
 import { CONFIRM_OK, KILL_DELETE } from '../table/chains.js';
 import { extAlloc } from '../table/ext.js';
@@ -48,6 +52,7 @@ import { CtOps, workerStats } from './ops.js';
 import { findSysctl, S_MAX } from '../table/sysctl.js';
 import type { ConntrackTable } from '../table/table.js';
 import { familyOf, l4protoOf } from '../track/tuple.js';
+import { ConntrackError, abortError, argError, checkAbort } from '../errors.js';
 
 export const SNAPSHOT_MAGIC = 'CTSBSNAP';
 export const SNAPSHOT_VERSION = 1;
@@ -80,33 +85,30 @@ function clockWords(l4: number): readonly number[] {
 }
 
 // ---------------------------------------------------------------------------------------------
-// CRC32 (IEEE 802.3, reflected polynomial 0xEDB88320), table-driven.
 
-const CRC_TABLE = (() => {
-  const t = new Int32Array(256);
-  for (let i = 0; i < 256; i++) {
-    let c = i;
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
-    t[i] = c;
-  }
-  return t;
-})();
-
-/** CRC32 of buf[off, off + len). crc32(ascii "123456789") is 0xcbf43926. */
+/** CRC-32 (IEEE 802.3, zlib's) of buf[off, off + len). crc32(ascii "123456789") is 0xcbf43926. */
 export function crc32(buf: Uint8Array, off = 0, len = buf.length - off): number {
-  let c = -1;
-  for (let i = off, end = off + len; i < end; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ -1) >>> 0;
+  return zlibCrc32(buf.subarray(off, off + len)) >>> 0;
 }
 
 // ---------------------------------------------------------------------------------------------
 
 /** A snapshot that cannot be read: says what is wrong and at which byte offset. */
-export class SnapshotError extends Error {
-  constructor(message: string, readonly offset: number) {
-    super(`${message} (at byte offset ${offset})`);
+export class SnapshotError extends ConntrackError {
+  constructor(
+    message: string,
+    /** Byte offset in the snapshot where the problem was found. */
+    readonly offset: number,
+    code: 'ERR_CT_BAD_SNAPSHOT' | 'ERR_CT_SNAPSHOT_REFUSED' = 'ERR_CT_BAD_SNAPSHOT',
+  ) {
+    super(code, `${message} (at byte offset ${offset})`);
     this.name = 'SnapshotError';
   }
+}
+
+/** A valid snapshot the target table cannot take (restore inserted nothing). */
+function refused(message: string, offset: number): SnapshotError {
+  return new SnapshotError(message, offset, 'ERR_CT_SNAPSHOT_REFUSED');
 }
 
 export interface SnapshotStats {
@@ -157,7 +159,7 @@ class Writer {
   u32(v: number): void { this.need(4); this.view.setUint32(this.len, v >>> 0, true); this.len += 4; }
   i32(v: number): void { this.need(4); this.view.setInt32(this.len, v | 0, true); this.len += 4; }
   str(s: string): void {
-    if (s.length > 255 || !/^[\x20-\x7e]*$/.test(s)) throw new Error(`snapshot: cannot store name "${s}"`);
+    if (s.length > 255 || !/^[\x20-\x7e]*$/.test(s)) throw argError(`snapshot: cannot store name "${s}"`);
     this.u8(s.length);
     this.need(s.length);
     for (let i = 0; i < s.length; i++) this.buf[this.len++] = s.charCodeAt(i);
@@ -198,11 +200,14 @@ class Reader {
   get left(): number { return this.end - this.pos; }
 }
 
+/** Options of encodeSnapshot(), saveSnapshotFile() and saveSnapshot(). */
 export interface EncodeOptions {
   /** Table clock the snapshot is taken at (default: the table's clock). */
   now?: number;
   /** Wall clock to record (default Date.now()). */
   wallMs?: number;
+  /** Stops the copy of the table between slices (AbortError, code ABORT_ERR); no file is written. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -215,7 +220,7 @@ export function encodeSnapshot(table: ConntrackTable, opts: EncodeOptions = {}):
   const ops = new CtOps(table);
   let dump;
   try {
-    dump = ops.dump({}, { now });
+    dump = ops.dump({}, { now, signal: opts.signal });
   } finally {
     ops.close();
   }
@@ -468,13 +473,20 @@ export function decodeSnapshot(bytes: Uint8Array): Snapshot {
   };
 }
 
+/** Options of restoreSnapshot(). */
 export interface RestoreOptions {
   /** Table clock of the target table to re-base timeouts on (default: its clock). */
   now?: number;
   /** Apply the snapshot's sysctls, except nf_conntrack_max (default true). */
   sysctls?: boolean;
+  /**
+   * Checked until the first insert (AbortError, code ABORT_ERR, table untouched). Once inserting
+   * has begun the restore runs to the end, so a restore is never left half done.
+   */
+  signal?: AbortSignal;
 }
 
+/** What restoreSnapshot() did. */
 export interface RestoreResult {
   restored: number;
   /** Sysctls of the snapshot this build does not know (left alone). */
@@ -486,6 +498,7 @@ export interface RestoreResult {
  * the first insert (see the module comment); a SnapshotError leaves the table untouched.
  */
 export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Array, opts: RestoreOptions = {}): RestoreResult {
+  checkAbort(opts.signal, 'restore');
   const snap = input instanceof Uint8Array ? decodeSnapshot(input) : input;
   const now = (opts.now ?? table.clock) | 0;
   const recs = snap.records;
@@ -506,17 +519,17 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
   // 2. Room: an empty table, nf_conntrack_max not exceeded, namespaces that exist.
   // H_COUNT: Atomics.load, packet workers change it.
   const have = Atomics.load(table.i32, H_COUNT);
-  if (have !== 0) throw new SnapshotError(`restore needs an empty table; this one holds ${have} connections`, 0);
+  if (have !== 0) throw refused(`restore needs an empty table; this one holds ${have} connections`, 0);
   if (n > table.max) {
-    throw new SnapshotError(`the snapshot holds ${n} connections, the table's nf_conntrack_max is ${table.max}`, 16);
+    throw refused(`the snapshot holds ${n} connections, the table's nf_conntrack_max is ${table.max}`, 16);
   }
   for (let i = 0; i < n; i++) {
     if (recs[i * REC_WORDS + R_NS]! >= table.namespaces) {
-      throw new SnapshotError(`record ${i}: namespace ${recs[i * REC_WORDS + R_NS]} does not exist in this table (it has ${table.namespaces})`, HEADER_BYTES);
+      throw refused(`record ${i}: namespace ${recs[i * REC_WORDS + R_NS]} does not exist in this table (it has ${table.namespaces})`, HEADER_BYTES);
     }
   }
   for (const id of snap.nsLimits.keys()) {
-    if (id >= table.namespaces) throw new SnapshotError(`namespace ${id} has a limit but does not exist in this table (it has ${table.namespaces})`, HEADER_BYTES);
+    if (id >= table.namespaces) throw refused(`namespace ${id} has a limit but does not exist in this table (it has ${table.namespaces})`, HEADER_BYTES);
   }
 
   // Extension blocks: enough free ones for every record that carries one.
@@ -525,7 +538,7 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
     // XC_EXT_FREE_COUNT changes under XC_EXT_LOCK; an atomic read for a current value.
     const free = Atomics.load(table.i32, table.sec.xctl + XC_EXT_FREE_COUNT);
     if (needExt > free) {
-      throw new SnapshotError(`${needExt} connections carry extension data (accounting, timestamps, labels), the table has ${free} free extension blocks (table option \`extensions\`)`, 12);
+      throw refused(`${needExt} connections carry extension data (accounting, timestamps, labels), the table has ${free} free extension blocks (table option \`extensions\`)`, 12);
     }
   }
 
@@ -544,11 +557,12 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
         hashes[2 * i + d] = h;
         const b = h & c.mask;
         if (++perBucket[b]! > maxChain) {
-          throw new SnapshotError(`record ${i}: hash bucket ${b} of this table would hold more than ${maxChain} entries (the chain cap); use a table with more buckets`, HEADER_BYTES);
+          throw refused(`record ${i}: hash bucket ${b} of this table would hold more than ${maxChain} entries (the chain cap); use a table with more buckets`, HEADER_BYTES);
         }
       }
     }
 
+    checkAbort(opts.signal, 'restore'); // the last point where nothing was inserted
     // 4. Insert. Nothing above touched the table; a failure here (not expected after the
     //    checks) removes what was inserted before it is reported.
     const inserted: number[] = [];
@@ -558,7 +572,7 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
       for (let i = 0; i < n; i++) {
         const o = i * REC_WORDS;
         const slot = c.newEntry(hashes[2 * i]!, now);
-        if (slot < 0) throw new SnapshotError(`record ${i}: the table refused a new entry (full)`, HEADER_BYTES);
+        if (slot < 0) throw refused(`record ${i}: the table refused a new entry (full)`, HEADER_BYTES);
         const e = c.entry(slot);
         const i32 = table.i32;
         // The entry is private until confirm() publishes it: plain stores.
@@ -582,7 +596,7 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
           const b = extAlloc(table, c.wid, slot);
           if (b === 0) {
             c.discard(slot);
-            throw new SnapshotError(`record ${i}: the extension slab ran out`, HEADER_BYTES);
+            throw refused(`record ${i}: the extension slab ran out`, HEADER_BYTES);
           }
           const x = table.sec.ext + b * EXT_WORDS;
           // The block is ours until the entry is published: plain stores (X_LINK keeps the owner).
@@ -599,7 +613,7 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
         if (k !== CONFIRM_OK) {
           if (k >= 0 && !c.noref) c.put(k >>> 1); // a clash handed us a reference
           c.discard(slot);
-          throw new SnapshotError(`record ${i}: the table refused it (confirm result ${k})`, HEADER_BYTES);
+          throw refused(`record ${i}: the table refused it (confirm result ${k})`, HEADER_BYTES);
         }
         inserted.push(slot);
         if ((recs[o + R_ID]! >>> 0) > maxId) maxId = recs[o + R_ID]! >>> 0;
@@ -629,16 +643,105 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
   }
 }
 
-/** Write a snapshot of `table` to `path`. Returns the number of connections saved. */
-export function saveSnapshotFile(table: ConntrackTable, path: string, opts: EncodeOptions = {}): number {
-  const bytes = encodeSnapshot(table, opts);
-  writeFileSync(path, bytes);
+/** A temporary file name next to `path` (same directory, so the rename stays on one file system). */
+function tempPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+}
+
+function savedCount(bytes: Uint8Array): number {
   return new DataView(bytes.buffer, bytes.byteOffset).getUint32(16, true);
 }
 
-/** Read and validate a snapshot file. */
+/**
+ * Write a snapshot of `table` to `path`, atomically: the bytes go to a temporary file in the same
+ * directory, which is flushed to disk (fsync) and then renamed over `path`. A crash or an error
+ * at any point leaves the previous file at `path` intact (at worst a `.NAME.*.tmp` file stays
+ * behind). Returns the number of connections saved.
+ */
+export function saveSnapshotFile(table: ConntrackTable, path: string, opts: EncodeOptions = {}): number {
+  const bytes = encodeSnapshot(table, opts);
+  writeFileAtomic(path, bytes);
+  return savedCount(bytes);
+}
+
+/**
+ * @internal Write `bytes` to `path` atomically (temporary file in the same directory, fsync,
+ * rename). A path that exists and is not a regular file (a FIFO, /dev/stdout) is written directly.
+ */
+export function writeFileAtomic(path: string, bytes: Uint8Array): void {
+  let special = false;
+  try {
+    special = !statSync(path).isFile();
+  } catch { /* does not exist yet */ }
+  if (special) {
+    writeFileSync(path, bytes);
+    return;
+  }
+  const tmp = tempPath(path);
+  const fd = openSync(tmp, 'wx', 0o644);
+  let open = true;
+  let ok = false;
+  try {
+    for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off, bytes.length - off);
+    fsyncSync(fd);
+    open = false;
+    closeSync(fd);
+    renameSync(tmp, path);
+    ok = true;
+  } finally {
+    if (!ok) {
+      if (open) closeSync(fd);
+      try { unlinkSync(tmp); } catch { /* not there */ }
+    }
+  }
+}
+
+/**
+ * saveSnapshotFile() without blocking the event loop on the file system (the table copy itself
+ * runs synchronously, slice by slice). Atomic the same way; `opts.signal` aborts it until the
+ * rename (AbortError, code ABORT_ERR), leaving the previous file intact.
+ */
+export async function saveSnapshot(table: ConntrackTable, path: string, opts: EncodeOptions = {}): Promise<number> {
+  checkAbort(opts.signal, 'saveSnapshot');
+  const bytes = encodeSnapshot(table, opts);
+  const tmp = tempPath(path);
+  const fh = await open(tmp, 'wx', 0o644);
+  let isOpen = true;
+  let ok = false;
+  try {
+    for (let off = 0; off < bytes.length;) {
+      checkAbort(opts.signal, 'saveSnapshot');
+      off += (await fh.write(bytes, off, Math.min(bytes.length - off, 1 << 20))).bytesWritten;
+    }
+    await fh.sync();
+    isOpen = false;
+    await fh.close();
+    checkAbort(opts.signal, 'saveSnapshot');
+    await rename(tmp, path);
+    ok = true;
+  } finally {
+    if (!ok) {
+      if (isOpen) await fh.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+    }
+  }
+  return savedCount(bytes);
+}
+
+/** Read and validate a snapshot file (SnapshotError, code ERR_CT_BAD_SNAPSHOT, when it is not valid). */
 export function loadSnapshotFile(path: string): Snapshot {
   return decodeSnapshot(readFileSync(path));
+}
+
+/** loadSnapshotFile() without blocking the event loop; `opts.signal` aborts the read. */
+export async function loadSnapshot(path: string, opts: { signal?: AbortSignal } = {}): Promise<Snapshot> {
+  checkAbort(opts.signal, 'loadSnapshot');
+  const bytes = await readFile(path, opts.signal ? { signal: opts.signal } : {}).catch((e: unknown) => {
+    if (opts.signal?.aborted) throw abortError(opts.signal, 'loadSnapshot');
+    throw e;
+  });
+  checkAbort(opts.signal, 'loadSnapshot');
+  return decodeSnapshot(bytes);
 }
 
 /** The records of a snapshot as entries (ENTRY_WORDS each, timeouts re-based on `now`), for formatting without a table. */

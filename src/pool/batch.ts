@@ -16,6 +16,7 @@
  */
 import { CTSTATE_NAMES, CT_INVALID, DIR_NAMES } from '../track/verdict.js';
 import { reasonString } from '../track/reasons.js';
+import { ConntrackError, ConntrackRangeError, rangeError, stateError } from '../errors.js';
 
 export const BATCH_MAGIC = 0x43544242; // 'CTBB'
 
@@ -93,6 +94,7 @@ export interface BatchHandle {
   readonly data: SharedArrayBuffer;
 }
 
+/** Options of PacketBatch.create() / ConntrackPool.createBatch(). */
 export interface BatchOptions {
   /** Packets the batch can hold (default DEFAULT_BATCH_PACKETS). */
   capacity?: number;
@@ -120,15 +122,20 @@ export class BatchVerdict {
   }
 }
 
+/** Frames and their decisions in shared memory, handed to the pool in one task per worker. */
 export class PacketBatch {
   readonly buffer: SharedArrayBuffer;
   readonly data: SharedArrayBuffer;
+  /** @internal */
   readonly i32: Int32Array;
+  /** @internal */
   readonly u32: Uint32Array;
+  /** @internal */
   readonly bytes: Uint8Array;
+  /** @internal */
   readonly sec: BatchSections;
   readonly capacity: number;
-  /** Reason strings a worker met that the registry lacks, by task (filled by the pool). */
+  /** @internal Reason strings a worker met that the registry lacks, by task (filled by the pool). */
   extras: (readonly string[])[] = [];
 
   private constructor(buffer: SharedArrayBuffer, data: SharedArrayBuffer) {
@@ -137,16 +144,16 @@ export class PacketBatch {
     this.i32 = new Int32Array(buffer);
     this.u32 = new Uint32Array(buffer);
     this.bytes = new Uint8Array(data);
-    if (this.i32[BH_MAGIC] !== BATCH_MAGIC) throw new Error('not a packet batch (bad magic)');
+    if (this.i32[BH_MAGIC] !== BATCH_MAGIC) throw new ConntrackError('ERR_CT_BAD_HANDLE', 'not a packet batch (bad magic)');
     this.capacity = this.i32[BH_CAPACITY]!;
     this.sec = batchSections(this.capacity);
-    if (this.sec.totalWords * 4 !== buffer.byteLength) throw new Error('packet batch size mismatch');
+    if (this.sec.totalWords * 4 !== buffer.byteLength) throw new ConntrackError('ERR_CT_BAD_HANDLE', 'packet batch size mismatch');
   }
 
   static create(opts: BatchOptions = {}): PacketBatch {
     const capacity = opts.capacity ?? DEFAULT_BATCH_PACKETS;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 24) {
-      throw new Error(`batch capacity must be an integer in 1..${1 << 24}, got ${capacity}`);
+      throw rangeError(`batch capacity must be an integer in 1..${1 << 24}, got ${capacity}`);
     }
     const sec = batchSections(capacity);
     const buffer = new SharedArrayBuffer(sec.totalWords * 4);
@@ -185,14 +192,36 @@ export class PacketBatch {
     this.extras = [];
   }
 
+  /** Can a frame of `len` bytes be push()ed now (room in the index and in the own data area)? */
+  fits(len: number): boolean {
+    const i32 = this.i32;
+    return i32[BH_COUNT]! < this.capacity && i32[BH_DATA_USED]! + len <= i32[BH_DATA_BYTES]!;
+  }
+
   /**
-   * Copy a frame into the batch's own data area. Returns its index, or -1 when the index or
-   * the data area is full (dispatch the batch, reset it, push again).
+   * Copy a frame into the batch's own data area; returns its index. Throws a RangeError
+   * (code ERR_CT_BATCH_FULL) when the index or the data area is full: check fits(len) first,
+   * or use tryPush(). `now` is the table clock in ms; `zone` and `ns` the packet's zone and
+   * namespace.
    */
   push(linktype: number, buf: Uint8Array, off: number, len: number, now: number, zone = 0, ns = 0): number {
+    const n = this.tryPush(linktype, buf, off, len, now, zone, ns);
+    if (n < 0) {
+      throw new ConntrackRangeError('ERR_CT_BATCH_FULL', this.full
+        ? `the batch is full (${this.capacity} packets): process() it and reset() it, then push again`
+        : `the batch's data area is full (${this.i32[BH_DATA_USED]} of ${this.i32[BH_DATA_BYTES]} bytes used, the frame has ${len}): process() and reset() it, or create it with a larger dataBytes`);
+    }
+    return n;
+  }
+
+  /** push() that returns -1 instead of throwing when the batch is full. */
+  tryPush(linktype: number, buf: Uint8Array, off: number, len: number, now: number, zone = 0, ns = 0): number {
     const i32 = this.i32;
     const dataBytes = i32[BH_DATA_BYTES]!;
-    if (dataBytes === 0) throw new Error('this batch references external frame data: use pushRef()');
+    if (dataBytes === 0) throw stateError('this batch references external frame data: use pushRef()');
+    if (!Number.isInteger(len) || len < 0 || off < 0 || off + len > buf.length) {
+      throw rangeError(`frame [${off}, ${off + len}) is outside the ${buf.length}-byte buffer`);
+    }
     const used = i32[BH_DATA_USED]!;
     if (i32[BH_COUNT]! >= this.capacity || used + len > dataBytes) return -1;
     this.bytes.set(buf.subarray(off, off + len), used);
@@ -200,11 +229,16 @@ export class PacketBatch {
     return this.pushRef(linktype, used, len, now, zone, ns);
   }
 
-  /** Add a frame that already lies in `data` at [off, off + len). Returns its index or -1 when full. */
+  /**
+   * Add a frame that already lies in `data` at [off, off + len); returns its index. Throws a
+   * RangeError (code ERR_CT_BATCH_FULL) when the index is full (check `full` first).
+   */
   pushRef(linktype: number, off: number, len: number, now: number, zone = 0, ns = 0): number {
     const i32 = this.i32;
     const n = i32[BH_COUNT]!;
-    if (n >= this.capacity) return -1;
+    if (n >= this.capacity) {
+      throw new ConntrackRangeError('ERR_CT_BATCH_FULL', `the batch is full (${this.capacity} packets): process() it and reset() it, then push again`);
+    }
     const x = this.sec.index + n * IX_WORDS;
     this.u32[x + IX_OFF] = off;
     i32[x + IX_LEN] = len;
@@ -220,7 +254,7 @@ export class PacketBatch {
     return n;
   }
 
-  /** Table clock of packet i. */
+  /** @internal Table clock of packet i. */
   now(i: number): number {
     return this.i32[this.sec.index + i * IX_WORDS + IX_NOW]!;
   }
@@ -235,9 +269,15 @@ export class PacketBatch {
     return (this.i32[this.sec.results + i * RS_WORDS + RS_FLAGS]! & RF_DONE) !== 0;
   }
 
-  /** Read packet i's decision into `out` (reused; no allocation). */
-  read(i: number, out: BatchVerdict): BatchVerdict {
+  /**
+   * Read packet i's decision into `out` (pass one BatchVerdict and reuse it: no allocation).
+   * Throws a RangeError (code ERR_CT_OUT_OF_RANGE) when i is not in 0..count-1.
+   */
+  read(i: number, out: BatchVerdict = new BatchVerdict()): BatchVerdict {
     const i32 = this.i32;
+    if (!(i >= 0 && i < i32[BH_COUNT]!) || !Number.isInteger(i)) {
+      throw rangeError(`packet index ${i} is outside the batch (it holds ${i32[BH_COUNT]} packets)`);
+    }
     const r = this.sec.results + i * RS_WORDS;
     out.state = i32[r + RS_STATE]!;
     out.dir = i32[r + RS_DIR]!;

@@ -20,6 +20,7 @@ import {
 import { parseFrame } from '../input/packet/parse.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, Packet } from '../input/packet/packet.js';
 import { hasPorts } from '../track/tuple.js';
+import { rangeError } from '../errors.js';
 
 export type DispatchMode = 'flow' | 'free';
 
@@ -77,7 +78,7 @@ export class Dispatcher {
    */
   split(batch: PacketBatch, parts: number): number {
     if (!Number.isInteger(parts) || parts < 1 || parts > MAX_TASKS) {
-      throw new Error(`parts must be an integer in 1..${MAX_TASKS}, got ${parts}`);
+      throw rangeError(`parts must be an integer in 1..${MAX_TASKS}, got ${parts}`);
     }
     const n = batch.count;
     const i32 = batch.i32;

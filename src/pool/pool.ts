@@ -36,6 +36,7 @@ import { clockFromEpochMs, type ReplayOutcome } from '../ops/replay.js';
 import { ConntrackTable } from '../table/table.js';
 import { CTSTATE_NAMES } from '../track/verdict.js';
 import { recoverDeadWorker, type RecoveryReport } from '../table/recovery.js';
+import { ConntrackError, abortError, argError, checkAbort, rangeError, stateError } from '../errors.js';
 
 /** Passed to every worker thread as workerData. */
 export interface PoolWorkerData {
@@ -66,6 +67,7 @@ export interface TaskSummary {
   extras: string[] | null;
 }
 
+/** A pool worker that died, and what recovery did about it. */
 export interface WorkerDeath {
   /** Table worker record of the dead thread (-1 when it had not attached yet). */
   wid: number;
@@ -77,6 +79,7 @@ export interface WorkerDeath {
   recoveryError?: unknown;
 }
 
+/** Options of new ConntrackPool(). */
 export interface PoolOptions {
   /** The shared table; the pool's workers attach to it. */
   table: ConntrackTable;
@@ -93,11 +96,20 @@ export interface PoolOptions {
   workerFile?: string | URL;
 }
 
+/** Options of ConntrackPool.process(). */
 export interface ProcessOptions {
-  /** Test hook: the worker of the first task exits after deciding this many of its packets. */
+  /**
+   * Checked when the batch is about to be dispatched: an aborted signal rejects with an
+   * AbortError (code ABORT_ERR) and no packet of the batch is decided. A batch already handed
+   * to the workers runs to its end (a batch is bounded; stopping a worker mid-batch would be
+   * a worker death).
+   */
+  signal?: AbortSignal;
+  /** @internal Test hook: the worker of the first task exits after deciding this many of its packets. */
   crashAfter?: number;
 }
 
+/** What ConntrackPool.process() resolves to. */
 export interface BatchResult {
   packets: number;
   tasks: number;
@@ -107,22 +119,30 @@ export interface BatchResult {
   unregisteredReasons: string[];
 }
 
-export class WorkerDeathError extends Error {
+/** A pool worker died during a batch (code ERR_CT_WORKER_DIED); its table record was recovered. */
+export class WorkerDeathError extends ConntrackError {
   constructor(readonly deaths: WorkerDeath[], readonly decided: number, readonly packets: number) {
-    super(`a packet worker died during the batch (${deaths.map((d) => `thread ${d.threadId}, worker record ${d.wid}, exit code ${d.exitCode}`).join('; ') || 'thread unknown'}); ` +
+    super('ERR_CT_WORKER_DIED', `a packet worker died during the batch (${deaths.map((d) => `thread ${d.threadId}, worker record ${d.wid}, exit code ${d.exitCode}`).join('; ') || 'thread unknown'}); ` +
       `${decided} of ${packets} packets were decided, the batch was not retried`);
     this.name = 'WorkerDeathError';
   }
 }
 
+/** Options of ConntrackPool.replay(). */
 export interface PoolReplayOptions {
   /** Called for every packet in capture order with a reused BatchVerdict. */
   onPacket?: (index: number, v: BatchVerdict, tsMs: number) => void;
   onProgress?: (done: number, total: number) => void;
   /** Packets per batch (default DEFAULT_BATCH_PACKETS). */
   batch?: number;
+  /**
+   * Stops the replay between batches: the batch in flight finishes, then the call rejects with
+   * an AbortError (code ABORT_ERR). Packets decided before stay in the table.
+   */
+  signal?: AbortSignal;
 }
 
+/** What ConntrackPool.replay() returns. */
 export interface PoolReplayResult extends ReplayOutcome {
   /** Reason strings a worker met that the registry (reasons.ts) did not know. */
   unregisteredReasons: string[];
@@ -142,6 +162,7 @@ function defaultWorkerFile(): URL {
   return new URL('../../workers/packet-worker.js', import.meta.url);
 }
 
+/** Packet worker threads (piscina) deciding shared-memory batches against one table. */
 export class ConntrackPool {
   readonly table: ConntrackTable;
   readonly workers: number;
@@ -161,14 +182,14 @@ export class ConntrackPool {
   private closed = false;
 
   constructor(opts: PoolOptions) {
-    if (!(opts.table instanceof ConntrackTable)) throw new Error('ConntrackPool needs { table: ConntrackTable }');
+    if (!(opts.table instanceof ConntrackTable)) throw argError('ConntrackPool needs { table: ConntrackTable }');
     const n = opts.workers ?? 2;
-    if (!Number.isInteger(n) || n < 1 || n > MAX_TASKS) throw new Error(`workers must be an integer in 1..${MAX_TASKS}, got ${n}`);
+    if (!Number.isInteger(n) || n < 1 || n > MAX_TASKS) throw rangeError(`workers must be an integer in 1..${MAX_TASKS}, got ${n}`);
     if (n >= opts.table.maxWorkers) {
-      throw new Error(`${n} workers need ${n + 1} table worker records (workers + a caller); the table has ${opts.table.maxWorkers} (raise maxWorkers)`);
+      throw new ConntrackError('ERR_CT_NO_RESOURCE', `${n} workers need ${n + 1} table worker records (workers + a caller); the table has ${opts.table.maxWorkers} (raise maxWorkers)`);
     }
     const mode = opts.dispatch ?? 'flow';
-    if (mode !== 'flow' && mode !== 'free') throw new Error(`dispatch must be 'flow' or 'free', got ${String(mode)}`);
+    if (mode !== 'flow' && mode !== 'free') throw argError(`dispatch must be 'flow' or 'free', got ${String(mode)}`);
     this.table = opts.table;
     this.workers = n;
     this.dispatch = mode;
@@ -241,7 +262,7 @@ export class ConntrackPool {
    * WorkerDeathError when a worker died (after recovery), or with the worker's error.
    */
   process(batch: PacketBatch, opts: ProcessOptions = {}): Promise<BatchResult> {
-    if (this.closing || this.closed) return Promise.reject(new Error('the pool is closed'));
+    if (this.closing || this.closed) return Promise.reject(stateError('the pool is closed'));
     // Dispatch at once (synchronously, so the caller can fill another batch meanwhile) when no
     // batch is queued or in flight; otherwise after the last one settled.
     const start = (): Promise<BatchResult> => this.run(batch, opts).finally(() => { this.active--; });
@@ -252,6 +273,7 @@ export class ConntrackPool {
   }
 
   private async run(batch: PacketBatch, opts: ProcessOptions): Promise<BatchResult> {
+    checkAbort(opts.signal, 'pool.process');
     const n = batch.count;
     if (n === 0) return { packets: 0, tasks: 0, wids: [], unregisteredReasons: [] };
     const ntasks = this.dispatcher.split(batch, this.workers);
@@ -294,7 +316,7 @@ export class ConntrackPool {
       if (deaths.length > 0) throw new WorkerDeathError(deaths, decided, n);
       throw failed;
     }
-    if (!batch.complete) throw new Error('internal: batch tasks finished but not every packet was decided');
+    if (!batch.complete) throw new ConntrackError('ERR_CT_INTERNAL', 'internal: batch tasks finished but not every packet was decided');
     return { packets: n, tasks: ntasks, wids: [...wids].sort((a, b) => a - b), unregisteredReasons: [...unregistered] };
   }
 
@@ -359,7 +381,7 @@ export class ConntrackPool {
           break;
         }
         if (rec === null) { eof = true; break; }
-        if (rec.buf.buffer !== data) throw new Error('internal: capture reader returned a frame outside the capture');
+        if (rec.buf.buffer !== data) throw new ConntrackError('ERR_CT_INTERNAL', 'internal: capture reader returned a frame outside the capture');
         const t = recordTimeMs(rec.linktype, rec.buf, rec.off, rec.len, rec.tsMs);
         times[b.count] = t;
         b.pushRef(rec.linktype, rec.buf.byteOffset + rec.off, rec.len, clockFromEpochMs(t));
@@ -382,6 +404,7 @@ export class ConntrackPool {
       now = b.now(m - 1);
     };
 
+    checkAbort(opts.signal, 'pool.replay');
     let cur = 0;
     fill(cur);
     let pending: Promise<BatchResult> | null = batches[cur]!.count > 0 ? this.process(batches[cur]!) : null;
@@ -389,6 +412,10 @@ export class ConntrackPool {
       const next = 1 - cur;
       fill(next); // while the workers decide `cur`
       const r = await pending;
+      if (opts.signal?.aborted) {
+        this.table.clock = batches[cur]!.now(batches[cur]!.count - 1);
+        throw abortError(opts.signal, 'pool.replay'); // between batches: none in flight
+      }
       for (const e of r.unregisteredReasons) unregistered.add(e);
       // The table clock as of the last packet decided (read by GC and destroy events).
       this.table.clock = batches[cur]!.now(batches[cur]!.count - 1);

@@ -41,7 +41,8 @@ import {
 import { lock, unlock } from './locks.js';
 import { S_EVENTS } from './sysctl.js';
 import type { ConntrackTable } from './table.js';
-import { formatEntry, type FormatContext, type FormatOptions } from '../ops/format.js';
+import { connEntryJson, formatEntry, type ConnEntryJson, type FormatContext, type FormatOptions, type TupleJson } from '../ops/format.js';
+import { ConntrackError } from '../errors.js';
 
 const SEQ_MASK = 0x7fffffff;
 /** Entries one retry call delivers at most (bounded work per batch end / GC run). */
@@ -225,11 +226,12 @@ export class ConnEvent {
   readonly seq: number;
   /** DESTROY: why the entry left (chains.ts KILL_*). */
   readonly why: number;
-  /** The entry image (ENTRY_WORDS words) and its extension image after it. */
+  /** @internal The entry image (ENTRY_WORDS words) and its extension image after it. */
   readonly image: Int32Array;
   /** Delivered out of global order (its DESTROY marker was lost). */
   readonly late: boolean;
 
+  /** @internal */
   constructor(image: Int32Array, seq: number, late: boolean) {
     this.image = image;
     this.type = image[REC_TYPE]! & 0xff;
@@ -289,8 +291,45 @@ export class ConnEvent {
       noState: this.type === EVENT_UPDATE && (this.image[REC_TYPE]! & EVENT_F_PROTOINFO) === 0,
     });
   }
+
+  // Typed view: the same JSON shape as a listed entry (format.ts connEntryJson), built on demand.
+
+  /** The connection as a listed entry shows it (CtOps dump().json(), `-o json`), at the event's time. */
+  get entry(): ConnEntryJson {
+    const ctx = { i32: this.image, u32: new Uint32Array(this.image.buffer, this.image.byteOffset, this.image.length), sys: 0 };
+    return connEntryJson(ctx, 0, this.now, this.image, this.image[E_EXT] ? REC_EXT : -1);
+  }
+  /** 'new', 'update' or 'destroy'. */
+  get event(): ConnEventKind {
+    return this.type === EVENT_NEW ? 'new' : this.type === EVENT_UPDATE ? 'update' : 'destroy';
+  }
+  /** The original-direction tuple. */
+  get original(): TupleJson {
+    return this.entry.original;
+  }
+  /** The reply-direction tuple. */
+  get reply(): TupleJson {
+    return this.entry.reply;
+  }
+  /** The TCP or SCTP state name at the time of the event (e.g. 'ESTABLISHED'); null for other protocols. */
+  get state(): string | null {
+    return this.entry.state ?? null;
+  }
+  /** `{ event, ...entry }`: JSON.stringify(ev) gives one JSON line per event. */
+  toJSON(): ConnEventJson {
+    return { event: this.event, ...this.entry };
+  }
 }
 
+/** An event's kind, as ConnEvent.event and ConnEventJson.event give it. */
+export type ConnEventKind = 'new' | 'update' | 'destroy';
+
+/** A ConnEvent as JSON: the listed-entry shape (ConnEntryJson) plus the event's kind. */
+export interface ConnEventJson extends ConnEntryJson {
+  event: ConnEventKind;
+}
+
+/** Options of subscribeEvents(). */
 export interface SubscribeOptions {
   /** Event types to deliver (EVENT_* bits; default all). Others are still read, not delivered. */
   types?: number;
@@ -335,7 +374,7 @@ export class EventSubscription extends EventEmitter {
   constructor(table: ConntrackTable, opts: SubscribeOptions = {}) {
     super();
     const i32 = table.i32;
-    if (i32[H_EVENTS] === 0) throw new Error(E_NO_RING);
+    if (i32[H_EVENTS] === 0) throw new ConntrackError('ERR_CT_UNSUPPORTED', E_NO_RING);
     this.table = table;
     this.i32 = i32;
     this.types = opts.types ?? EVENT_TYPES_ALL;
@@ -350,7 +389,7 @@ export class EventSubscription extends EventEmitter {
       // CAS claims a free subscriber record.
       if (Atomics.compareExchange(i32, this.xc + XC_SUB + k * SUB_WORDS + SB_STATE, 0, 1) === 0) break;
     }
-    if (k === EV_SUBSCRIBERS) throw new Error(E_NO_SUB);
+    if (k === EV_SUBSCRIBERS) throw new ConntrackError('ERR_CT_NO_RESOURCE', E_NO_SUB);
     this.k = k;
     this.sb = this.xc + XC_SUB + k * SUB_WORDS;
     // Start at the current heads: we see events produced from now on.
@@ -529,6 +568,7 @@ export function subscribeEvents(table: ConntrackTable, opts: SubscribeOptions = 
   return new EventSubscription(table, opts);
 }
 
+/** Counters of the event rings (eventStats()). */
 export interface EventRingStats {
   /** Events written, NEW/UPDATE lost by subscribers, entries parked now and ever, subscribers. */
   emitted: number;
@@ -540,6 +580,7 @@ export interface EventRingStats {
   destroyRing: number;
 }
 
+/** The event rings' counters: emitted, lost, parked DESTROY events. */
 export function eventStats(table: ConntrackTable): EventRingStats {
   const i32 = table.i32;
   const xc = table.sec.xctl;

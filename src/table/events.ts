@@ -1,7 +1,10 @@
 /** Connection events (the kernel's ctnetlink NEW / UPDATE / DESTROY groups). */
 
+/** Event type bit: a new connection was confirmed. */
 export const EVENT_NEW = 1;
+/** Event type bit: a connection changed (state, status, mark). */
 export const EVENT_UPDATE = 2;
+/** Event type bit: a connection left the table. */
 export const EVENT_DESTROY = 4;
 /**
  * Flag beside EVENT_UPDATE (EventSink's `flags`, bits above the type in ring records): the

@@ -34,6 +34,7 @@ import { IPPROTO_GRE } from '../track/proto/gre.js';
 import { IPPROTO_UDPLITE } from '../track/proto/udp.js';
 import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
 import type { ConntrackTable } from './table.js';
+import { ConntrackError, argError, rangeError } from '../errors.js';
 
 /** Lock owner id used by callers that hold no worker record (the table owner's API calls). */
 export const API_OWNER = 0xfffff;
@@ -121,6 +122,7 @@ export function extEnsure(table: ConntrackTable, owner: number, slot: number): n
   return table.sec.ext + b * EXT_WORDS;
 }
 
+/** Extension area use (extStats()). */
 export interface ExtStats {
   /** Blocks in the slab, blocks free, blocks in use, allocations that found the slab empty. */
   blocks: number;
@@ -131,6 +133,7 @@ export interface ExtStats {
   blockBytes: number;
 }
 
+/** Use of the extension area (blocks in use and free). */
 export function extStats(table: ConntrackTable): ExtStats {
   const i32 = table.i32;
   const xc = table.sec.xctl;
@@ -161,6 +164,7 @@ function u64(i32: Int32Array, w: number): number {
   }
 }
 
+/** Per-direction packet and byte counters of a connection (nf_conntrack_acct). */
 export interface ConnAcct {
   origPackets: number;
   origBytes: number;
@@ -185,7 +189,7 @@ export function readLabels(i32: Int32Array, x: number): bigint {
 }
 
 function entryOf(table: ConntrackTable, slot: number): number {
-  if (!Number.isInteger(slot) || slot < 0 || slot >= table.capacity) throw new Error(`no entry slot ${slot}`);
+  if (!Number.isInteger(slot) || slot < 0 || slot >= table.capacity) throw rangeError(`no entry slot ${slot}`);
   return table.sec.entries + slot * ENTRY_WORDS;
 }
 
@@ -216,11 +220,11 @@ export function connLabels(table: ConntrackTable, slot: number): bigint {
  * worker record (Conntrack.wid) or API_OWNER. Throws when the slab is empty.
  */
 export function setConnLabel(table: ConntrackTable, slot: number, bit: number, on: boolean, owner = API_OWNER): void {
-  if (!Number.isInteger(bit) || bit < 0 || bit > 127) throw new Error(E_BAD_LABEL);
+  if (!Number.isInteger(bit) || bit < 0 || bit > 127) throw rangeError(E_BAD_LABEL);
   entryOf(table, slot);
   const i32 = table.i32;
   const x = extEnsure(table, owner, slot);
-  if (x < 0) throw new Error(E_NO_SLAB);
+  if (x < 0) throw new ConntrackError('ERR_CT_NO_RESOURCE', E_NO_SLAB);
   Atomics.or(i32, x + X_FLAGS, EXT_LABELS); // flags only grow while the block lives
   // Atomics.or/and: labels are changed from any thread.
   if (on) Atomics.or(i32, x + X_LABELS + (bit >> 5), 1 << (bit & 31));
@@ -254,13 +258,13 @@ export interface TimeoutPolicySpec {
 
 function seconds(v: number | undefined, what: string): number {
   if (v === undefined) return 0;
-  if (!Number.isInteger(v) || v < 1 || v > 0x7fffffff / 1000) throw new Error(`timeout policy: ${what} must be a positive integer of seconds, got ${String(v)}`);
+  if (!Number.isInteger(v) || v < 1 || v > 0x7fffffff / 1000) throw rangeError(`timeout policy: ${what} must be a positive integer of seconds, got ${String(v)}`);
   return v;
 }
 
 function encodeName(name: string): Uint8Array {
   const b = new TextEncoder().encode(name);
-  if (name.length === 0 || b.length > NAME_BYTES || b.includes(0)) throw new Error(`timeout policy name must be 1..${NAME_BYTES} bytes, got "${name}"`);
+  if (name.length === 0 || b.length > NAME_BYTES || b.includes(0)) throw argError(`timeout policy name must be 1..${NAME_BYTES} bytes, got "${name}"`);
   const out = new Uint8Array(NAME_BYTES);
   out.set(b);
   return out;
@@ -295,7 +299,7 @@ export function defineTimeoutPolicy(table: ConntrackTable, name: string, spec: T
   const words = new Int32Array(POLICY_WORDS);
   for (const [state, v] of Object.entries(spec.tcp ?? {})) {
     const k = TCP_STATE_NAMES.indexOf(state);
-    if (k <= 0) throw new Error(`timeout policy: unknown TCP state "${state}"`);
+    if (k <= 0) throw argError(`timeout policy: unknown TCP state "${state}"`);
     words[P_TCP + k] = seconds(v, `tcp.${state}`);
   }
   words[P_UDP] = seconds(spec.udp, 'udp');
@@ -311,7 +315,7 @@ export function defineTimeoutPolicy(table: ConntrackTable, name: string, spec: T
   try {
     let k = findTimeoutPolicy(table, name);
     if (k < 0) for (k = 0; k < TIMEOUT_POLICIES && Atomics.load(i32, table.sec.policies + k * POLICY_WORDS + P_USED) !== 0; k++);
-    if (k >= TIMEOUT_POLICIES) throw new Error(E_POLICY_FULL);
+    if (k >= TIMEOUT_POLICIES) throw new ConntrackError('ERR_CT_NO_RESOURCE', E_POLICY_FULL);
     const p = table.sec.policies + k * POLICY_WORDS;
     for (let w = 0; w < NAME_BYTES / 4; w++) {
       words[P_NAME + w] = nameBytes[4 * w]! | (nameBytes[4 * w + 1]! << 8) | (nameBytes[4 * w + 2]! << 16) | (nameBytes[4 * w + 3]! << 24);
@@ -327,7 +331,7 @@ export function defineTimeoutPolicy(table: ConntrackTable, name: string, spec: T
 
 function policyIndex(table: ConntrackTable, name: string): number {
   const k = findTimeoutPolicy(table, name);
-  if (k < 0) throw new Error(`no timeout policy named "${name}"`);
+  if (k < 0) throw argError(`no timeout policy named "${name}"`);
   return k;
 }
 
@@ -336,7 +340,7 @@ function policyIndex(table: ConntrackTable, name: string): number {
  * from now on uses it. Existing connections keep theirs.
  */
 export function attachTimeoutPolicyToZone(table: ConntrackTable, zone: number, name: string | null, owner = API_OWNER): void {
-  if (!Number.isInteger(zone) || zone < 0 || zone > 0xffff) throw new Error(`zone must be in 0..65535, got ${zone}`);
+  if (!Number.isInteger(zone) || zone < 0 || zone > 0xffff) throw rangeError(`zone must be in 0..65535, got ${zone}`);
   const pol = name === null ? -1 : policyIndex(table, name);
   const i32 = table.i32;
   const zp = table.sec.zonePolicies;
@@ -355,7 +359,7 @@ export function attachTimeoutPolicyToZone(table: ConntrackTable, zone: number, n
       return;
     }
     if (k === used) {
-      if (used >= ZONE_POLICY_SLOTS) throw new Error(E_ZONE_MAP_FULL);
+      if (used >= ZONE_POLICY_SLOTS) throw new ConntrackError('ERR_CT_NO_RESOURCE', E_ZONE_MAP_FULL);
       used++;
     }
     Atomics.store(i32, zp + k, (zone << 8) | (pol + 1)); // the slot before the count that shows it
@@ -388,7 +392,7 @@ export function setConnTimeoutPolicy(table: ConntrackTable, slot: number, name: 
     return;
   }
   const x = extEnsure(table, owner, slot);
-  if (x < 0) throw new Error(E_NO_SLAB);
+  if (x < 0) throw new ConntrackError('ERR_CT_NO_RESOURCE', E_NO_SLAB);
   Atomics.store(table.i32, x + X_POLICY, pol + 1); // before the flag that makes it count
   Atomics.or(table.i32, x + X_FLAGS, EXT_TIMEOUT);
 }

@@ -45,11 +45,13 @@ import {
   S_TCP_TIMEOUT_MAX_RETRANS, S_TCP_TIMEOUT_UNACKNOWLEDGED, S_UDP_TIMEOUT, S_UDP_TIMEOUT_STREAM,
 } from './sysctl.js';
 import { ConntrackTable, wakeGc, type TableHandle } from './table.js';
+import { ConntrackError, rangeError, stateError } from '../errors.js';
 
 export { wakeGc };
 
 export { KILL_SOFT_RECYCLE } from './chains.js';
 
+/** Tuning of the GC (slice sizes, intervals, eviction threshold). */
 export interface GcOptions {
   /** Wall time one run may scan for, ms (default 10, the kernel's GC_SCAN_MAX_DURATION). */
   budgetMs?: number;
@@ -86,7 +88,7 @@ export function gcConfig(o: GcOptions = {}): GcConfig {
   const check = (name: keyof GcConfig, lo: number, hi: number): void => {
     const v = c[name];
     if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi) {
-      throw new Error(`gc option ${name}: ${String(v)} is out of range ${lo}..${hi}`);
+      throw rangeError(`gc option ${name}: ${String(v)} is out of range ${lo}..${hi}`);
     }
   };
   check('budgetMs', 0.01, 60000);
@@ -217,7 +219,7 @@ export class GcEngine {
     // CAS: at most one GC per table; the word names our record while we run.
     if (Atomics.compareExchange(this.i32, H_GC_WID, 0, this.wid + 1) !== 0) {
       this.table.releaseWorker(this.wid);
-      throw new Error('a GC worker already runs on this table');
+      throw stateError('a GC worker already runs on this table');
     }
     this.chains = new Chains(this.table, this.wid);
     this.ctx = { i32: this.table.i32, u32: this.table.u32, sys: this.table.sec.sysctl };
@@ -429,6 +431,7 @@ export class GcEngine {
 // ---------------------------------------------------------------------------------------------
 // The worker thread, seen from the thread that starts it.
 
+/** Options of startGc(). */
 export interface StartGcOptions extends GcOptions {
   /**
    * ES module (path or URL) loaded inside the GC thread, exporting
@@ -454,6 +457,7 @@ export type GcMessage =
   | { readonly type: 'error'; readonly message: string }
   | { readonly type: 'closed' };
 
+/** The GC's counters (runs, sweeps, entries expired and evicted). */
 export interface GcCounters {
   /** Runs (slices) and full sweeps completed. */
   runs: number;
@@ -561,7 +565,7 @@ export class GcHandle {
       const runs = Atomics.load(i32, H_GC_RUNS);
       if (((Atomics.load(i32, word) - n) | 0) >= 0) return; // the awaited counter (wrap-safe)
       const left = end - performance.now();
-      if (left <= 0) throw new Error(`GC did not reach ${n} (counter ${Atomics.load(i32, word)}) in ${timeoutMs} ms`);
+      if (left <= 0) throw new ConntrackError('ERR_CT_TIMEOUT', `GC did not reach ${n} (counter ${Atomics.load(i32, word)}) in ${timeoutMs} ms`);
       const r = waitAsync ? waitAsync(i32, H_GC_RUNS, runs, Math.min(left, 50)) : null;
       if (r && r.async) await r.value;
       else await new Promise((ok) => setTimeout(ok, 1));
@@ -592,6 +596,6 @@ export class GcHandle {
 /** Start the GC worker thread for `table`. Stop it with `await gc.stop()`. */
 export function startGc(table: ConntrackTable, opts: StartGcOptions = {}): GcHandle {
   // Atomics.load: the GC word is CAS'ed by a starting GC; this early check only gives a clear error.
-  if (Atomics.load(table.i32, H_GC_WID) !== 0) throw new Error('a GC worker already runs on this table');
+  if (Atomics.load(table.i32, H_GC_WID) !== 0) throw stateError('a GC worker already runs on this table');
   return new GcHandle(table, opts);
 }

@@ -17,6 +17,7 @@ import {
 } from './layout.js';
 import { zoneKey } from './zones.js';
 
+/** One checked invariant. */
 export interface InvariantResult {
   name: string;
   ok: boolean;
@@ -35,6 +36,7 @@ export interface SlotCensus {
   leaked: number;
 }
 
+/** The result of checkInvariants(): every invariant, and whether all held. */
 export interface InvariantReport {
   ok: boolean;
   invariants: InvariantResult[];

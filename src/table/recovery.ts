@@ -65,7 +65,9 @@ import { extRelease } from './ext.js';
 import { rebuildZoneAccounting } from './zones.js';
 import { forceUnlock, lockOwner, tryLock, unlock } from './locks.js';
 import type { ConntrackTable } from './table.js';
+import { rangeError } from '../errors.js';
 
+/** Options of recoverDeadWorker(): how long to wait for grace periods and locks. */
 export interface RecoveryOptions {
   /** How long to wait for the grace period of the dead worker's limbo, ms (default 1000). */
   graceWaitMs?: number;
@@ -73,6 +75,7 @@ export interface RecoveryOptions {
   lockWaitMs?: number;
 }
 
+/** What recoverDeadWorker() found and did. */
 export interface RecoveryReport {
   wid: number;
   /** False when the record was not claimed (nothing to do, e.g. recovered already). */
@@ -284,7 +287,7 @@ const ALLOC_OP_NAMES: Record<number, string> = {
  */
 export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: RecoveryOptions = {}): RecoveryReport {
   if (!Number.isInteger(wid) || wid < 0 || wid >= table.maxWorkers) {
-    throw new RangeError(`worker id ${wid} is out of range 0..${table.maxWorkers - 1}`);
+    throw rangeError(`worker id ${wid} is out of range 0..${table.maxWorkers - 1}`);
   }
   const graceWaitMs = opts.graceWaitMs ?? 1000;
   const lockWaitMs = opts.lockWaitMs ?? 10000;

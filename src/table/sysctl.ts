@@ -3,7 +3,9 @@
  * Values live in the table's shared sysctl words so every worker sees one configuration.
  * Timeouts are in seconds, switches 0/1.
  */
+import { argError, rangeError } from '../errors.js';
 
+/** One sysctl: its name, default and allowed range. */
 export interface SysctlDef {
   readonly name: string;
   readonly index: number;
@@ -61,6 +63,7 @@ export const S_SCTP_TIMEOUT_HEARTBEAT_SENT = def('nf_conntrack_sctp_timeout_hear
 export const S_GRE_TIMEOUT = def('nf_conntrack_gre_timeout', 30);
 export const S_GRE_TIMEOUT_STREAM = def('nf_conntrack_gre_timeout_stream', 180);
 
+/** Every setting the table knows, under the kernel's sysctl names, with defaults and ranges. */
 export const SYSCTLS: readonly SysctlDef[] = defs;
 
 const byName = new Map<string, SysctlDef>(defs.map((d) => [d.name, d]));
@@ -74,15 +77,15 @@ export function findSysctl(name: string): SysctlDef | undefined {
 /** Parse `NAME=VALUE`; throws an Error naming the problem. */
 export function parseSysctlAssignment(text: string): { def: SysctlDef; value: number } {
   const eq = text.indexOf('=');
-  if (eq <= 0) throw new Error(`--sysctl expects NAME=VALUE, got "${text}"`);
+  if (eq <= 0) throw argError(`--sysctl expects NAME=VALUE, got "${text}"`);
   const name = text.slice(0, eq).trim();
   const raw = text.slice(eq + 1).trim();
   const d = findSysctl(name);
-  if (!d) throw new Error(`unknown sysctl "${name}" (known: ${defs.map((x) => x.name).join(', ')})`);
-  if (!/^-?\d+$/.test(raw)) throw new Error(`sysctl ${d.name}: "${raw}" is not an integer`);
+  if (!d) throw argError(`unknown sysctl "${name}" (known: ${defs.map((x) => x.name).join(', ')})`);
+  if (!/^-?\d+$/.test(raw)) throw argError(`sysctl ${d.name}: "${raw}" is not an integer`);
   const value = Number(raw);
   if (value < d.min || value > d.max) {
-    throw new Error(`sysctl ${d.name}: ${value} is out of range ${d.min}..${d.max}`);
+    throw rangeError(`sysctl ${d.name}: ${value} is out of range ${d.min}..${d.max}`);
   }
   return { def: d, value };
 }

@@ -15,9 +15,12 @@ import { EXT_WORDS, H_EVENTS, H_EV_DESTROY, H_EXT_BLOCKS, X_LINK, XC_EXT_FREE, X
 import { SYSCTLS, S_ACCT, S_MAX, S_TIMESTAMP, findSysctl } from './sysctl.js';
 import { H_ZONE_DEFAULT_LIMIT, NS_COUNT, NS_LIMIT, NS_WORDS, ZA_COUNT, ZA_LIMIT, ZA_WORDS } from './layout.js';
 import { NamespaceView } from './zones.js';
+import { ConntrackError, argError, rangeError, stateError } from '../errors.js';
 
+/** How lookups hold entries: 'noref' (no lock, no reference; slots reused after a grace period) or 'refcount' (the kernel's). */
 export type Discipline = 'noref' | 'refcount';
 
+/** Options of ConntrackTable.create(): size, workers, namespaces, sysctls, discipline, extensions, event rings. */
 export interface TableOptions {
   /** nf_conntrack_max: most connections at once (default 65536). */
   max?: number;
@@ -73,7 +76,7 @@ export function wakeGc(table: ConntrackTable): void {
 const owned = new WeakSet<ConntrackTable>();
 
 function checkLimit(what: string, v: number): void {
-  if (!Number.isInteger(v) || v < 0 || v > 0x7ffffffe) throw new Error(`${what} must be an integer in 0..${0x7ffffffe} (0 = none), got ${v}`);
+  if (!Number.isInteger(v) || v < 0 || v > 0x7ffffffe) throw rangeError(`${what} must be an integer in 0..${0x7ffffffe} (0 = none), got ${v}`);
 }
 
 function pow2(n: number): number {
@@ -82,10 +85,14 @@ function pow2(n: number): number {
   return p;
 }
 
+/** The connection table: one SharedArrayBuffer that any thread can attach to (create(), attach(handle())). */
 export class ConntrackTable {
   readonly buffer: SharedArrayBuffer;
+  /** @internal */
   readonly i32: Int32Array;
+  /** @internal */
   readonly u32: Uint32Array;
+  /** @internal */
   readonly sec: Sections;
   readonly capacity: number;
   readonly buckets: number;
@@ -100,10 +107,10 @@ export class ConntrackTable {
     this.u32 = new Uint32Array(buffer);
     const i32 = this.i32;
     if (i32.length < HEADER_WORDS || i32[H_MAGIC] !== MAGIC) {
-      throw new Error('not a conntrack-sab table (bad magic)');
+      throw new ConntrackError('ERR_CT_BAD_HANDLE', 'not a conntrack-sab table (bad magic)');
     }
     if (i32[H_VERSION] !== LAYOUT_VERSION) {
-      throw new Error(`table layout version ${i32[H_VERSION]} is not ${LAYOUT_VERSION}`);
+      throw new ConntrackError('ERR_CT_BAD_HANDLE', `table layout version ${i32[H_VERSION]} is not ${LAYOUT_VERSION}`);
     }
     this.capacity = i32[H_CAPACITY]!;
     this.buckets = i32[H_BUCKETS]!;
@@ -116,25 +123,25 @@ export class ConntrackTable {
       maxWorkers: this.maxWorkers, namespaces: this.namespaces,
       extBlocks: i32[H_EXT_BLOCKS]!, eventRecords: i32[H_EVENTS]!, destroyRecords: i32[H_EV_DESTROY]!,
     });
-    if (this.sec.totalWords * 4 !== buffer.byteLength) throw new Error('table buffer size mismatch');
+    if (this.sec.totalWords * 4 !== buffer.byteLength) throw new ConntrackError('ERR_CT_BAD_HANDLE', 'table buffer size mismatch');
   }
 
   /** Create a new, empty table. */
   static create(opts: TableOptions = {}): ConntrackTable {
     const max = opts.max ?? 65536;
     if (!Number.isInteger(max) || max < 1 || max > 1 << 24) {
-      throw new Error(`max must be an integer in 1..${1 << 24}, got ${max}`);
+      throw rangeError(`max must be an integer in 1..${1 << 24}, got ${max}`);
     }
     const maxWorkers = opts.maxWorkers ?? 16;
     if (!Number.isInteger(maxWorkers) || maxWorkers < 1 || maxWorkers > 256) {
-      throw new Error(`maxWorkers must be an integer in 1..256, got ${maxWorkers}`);
+      throw rangeError(`maxWorkers must be an integer in 1..256, got ${maxWorkers}`);
     }
     const namespaces = opts.namespaces ?? 16;
     if (!Number.isInteger(namespaces) || namespaces < 1 || namespaces > 65536) {
-      throw new Error(`namespaces must be an integer in 1..65536, got ${namespaces}`);
+      throw rangeError(`namespaces must be an integer in 1..65536, got ${namespaces}`);
     }
     const buckets = pow2(Math.max(16, opts.buckets ?? max));
-    if (buckets > 1 << 26) throw new Error(`too many buckets: ${buckets}`);
+    if (buckets > 1 << 26) throw rangeError(`too many buckets: ${buckets}`);
     const locks = Math.min(1024, buckets);
     // Slots beyond max absorb entries waiting for a grace period and the per-worker caches.
     const capacity = max + Math.ceil(max / 16) + maxWorkers * CACHE_SLOTS;
@@ -146,12 +153,12 @@ export class ConntrackTable {
     const extWanted = sysIn(SYSCTLS[S_ACCT]!.name) || sysIn(SYSCTLS[S_TIMESTAMP]!.name);
     const extBlocks = opts.extensions ?? (extWanted ? capacity : Math.max(64, Math.ceil(capacity / 4)));
     if (!Number.isInteger(extBlocks) || extBlocks < 0 || extBlocks > capacity) {
-      throw new Error(`extensions must be an integer in 0..${capacity}, got ${extBlocks}`);
+      throw rangeError(`extensions must be an integer in 0..${capacity}, got ${extBlocks}`);
     }
     const ev = opts.events === false ? { ring: 0, destroyRing: 0 } : opts.events ?? {};
     const eventRecords = ev.ring === 0 ? 0 : pow2(Math.max(16, ev.ring ?? 4096));
     const destroyRecords = ev.destroyRing === 0 || eventRecords === 0 ? 0 : pow2(Math.max(16, ev.destroyRing ?? 1024));
-    if (eventRecords > 1 << 22 || destroyRecords > 1 << 22) throw new Error('event rings are limited to 4194304 records');
+    if (eventRecords > 1 << 22 || destroyRecords > 1 << 22) throw rangeError('event rings are limited to 4194304 records');
     const sec = sections({ capacity, buckets, locks, maxWorkers, namespaces, extBlocks, eventRecords, destroyRecords });
     const buffer = new SharedArrayBuffer(sec.totalWords * 4);
     const i32 = new Int32Array(buffer);
@@ -168,7 +175,7 @@ export class ConntrackTable {
     i32[H_MAX_CREATED] = max;
     const discipline = opts.discipline ?? 'noref';
     if (discipline !== 'noref' && discipline !== 'refcount') {
-      throw new Error(`discipline must be 'noref' or 'refcount', got ${String(discipline)}`);
+      throw argError(`discipline must be 'noref' or 'refcount', got ${String(discipline)}`);
     }
     i32[H_DISCIPLINE] = discipline === 'noref' ? DISCIPLINE_NOREF : DISCIPLINE_REFCOUNT;
     const key = opts.hashKey ?? (() => {
@@ -210,7 +217,7 @@ export class ConntrackTable {
   /** Attach to a table created elsewhere (any thread). */
   static attach(handle: TableHandle): ConntrackTable {
     if (!handle || !(handle.buffer instanceof SharedArrayBuffer)) {
-      throw new Error('attach needs a handle { buffer: SharedArrayBuffer } from table.handle()');
+      throw new ConntrackError('ERR_CT_BAD_HANDLE', 'attach needs a handle { buffer: SharedArrayBuffer } from table.handle()');
     }
     return new ConntrackTable(handle.buffer);
   }
@@ -226,13 +233,13 @@ export class ConntrackTable {
   /** Set a sysctl by kernel name; throws on unknown names or out-of-range values. */
   setSysctl(name: string, value: number): void {
     const d = findSysctl(name);
-    if (!d) throw new Error(`unknown sysctl "${name}"`);
+    if (!d) throw argError(`unknown sysctl "${name}"`);
     if (!Number.isInteger(value) || value < d.min || value > d.max) {
-      throw new Error(`sysctl ${d.name}: ${value} is out of range ${d.min}..${d.max}`);
+      throw rangeError(`sysctl ${d.name}: ${value} is out of range ${d.min}..${d.max}`);
     }
     if (d.index === S_MAX && value > this.i32[H_MAX_CREATED]!) {
       // The slab was sized for the max given at creation.
-      throw new Error(`nf_conntrack_max cannot grow past ${this.i32[H_MAX_CREATED]} (the size the table was created with)`);
+      throw rangeError(`nf_conntrack_max cannot grow past ${this.i32[H_MAX_CREATED]} (the size the table was created with)`);
     }
     // Atomic store: readers pick the new value up on their next packet.
     Atomics.store(this.i32, this.sec.sysctl + d.index, value);
@@ -240,7 +247,7 @@ export class ConntrackTable {
 
   getSysctl(name: string): number {
     const d = findSysctl(name);
-    if (!d) throw new Error(`unknown sysctl "${name}"`);
+    if (!d) throw argError(`unknown sysctl "${name}"`);
     return Atomics.load(this.i32, this.sec.sysctl + d.index);
   }
 
@@ -259,7 +266,7 @@ export class ConntrackTable {
     Atomics.store(this.i32, H_CLOCK, ms | 0);
   }
 
-  /** Claim a worker record; returns its id. Throws when all maxWorkers records are taken. */
+  /** @internal Claim a worker record; returns its id. Throws when all maxWorkers records are taken. */
   registerWorker(): number {
     for (let w = 0; w < this.maxWorkers; w++) {
       const base = this.sec.workers + w * WORKER_WORDS;
@@ -269,10 +276,10 @@ export class ConntrackTable {
         return w;
       }
     }
-    throw new Error(`all ${this.maxWorkers} worker records are in use (raise maxWorkers)`);
+    throw new ConntrackError('ERR_CT_NO_RESOURCE', `all ${this.maxWorkers} worker records are in use (raise maxWorkers)`);
   }
 
-  /** Give a worker record back (its caches and limbo must have been drained). */
+  /** @internal Give a worker record back (its caches and limbo must have been drained). */
   releaseWorker(w: number): void {
     const base = this.sec.workers + w * WORKER_WORDS;
     // Store releases the record after every write the owner made to it.
@@ -311,17 +318,17 @@ export class ConntrackTable {
   }
 
   private ownerOnly(what: string): void {
-    if (!owned.has(this)) throw new Error(`${what}: only the table object that created the table may change limits`);
+    if (!owned.has(this)) throw stateError(`${what}: only the table object that created the table may change limits`);
   }
 
   private checkNs(ns: number): void {
     if (!Number.isInteger(ns) || ns < 0 || ns >= this.namespaces) {
-      throw new Error(`namespace must be an integer in 0..${this.namespaces - 1} (table option namespaces), got ${ns}`);
+      throw rangeError(`namespace must be an integer in 0..${this.namespaces - 1} (table option namespaces), got ${ns}`);
     }
   }
 
   private checkZoneId(zone: number): void {
-    if (!Number.isInteger(zone) || zone < 0 || zone > 0xffff) throw new Error(`zone must be an integer in 0..65535, got ${zone}`);
+    if (!Number.isInteger(zone) || zone < 0 || zone > 0xffff) throw rangeError(`zone must be an integer in 0..65535, got ${zone}`);
   }
 
   /**

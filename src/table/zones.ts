@@ -42,9 +42,12 @@ import {
 import { forceUnlock, lock, unlock } from './locks.js';
 import type { ConntrackTable, TableHandle } from './table.js';
 
-/** Zone spec direction flags (the kernel's NF_CT_ZONE_DIR_ORIG / NF_CT_ZONE_DIR_REPL). */
+// Zone spec direction flags (the kernel's NF_CT_ZONE_DIR_ORIG / NF_CT_ZONE_DIR_REPL).
+/** Zone direction: the zone applies to the original direction only. */
 export const ZONE_DIR_ORIG = 1;
+/** Zone direction: the zone applies to the reply direction only. */
 export const ZONE_DIR_REPL = 2;
+/** Zone direction: the zone applies to both directions (the default). */
 export const ZONE_DIR_BOTH = ZONE_DIR_ORIG | ZONE_DIR_REPL;
 
 /** Chains.confirm / admission results: the namespace's or the zone's limit refused the insert. */

@@ -51,23 +51,41 @@ export const R_NS_LIMIT = 'namespace limit';
 export const R_ZONE_LIMIT = 'zone limit';
 export const R_ZONE_CLASH = 'tuple clashes with a connection of another directional zone';
 
+/** Options of new Conntrack(). */
 export interface ConntrackOptions {
   /** Receives NEW/UPDATE/DESTROY events caused by this thread. */
   events?: EventSink;
 }
 
+/** Options of Conntrack.decide(). */
+export interface DecideOptions {
+  /** pcap LINKTYPE_* of the frame (default LINKTYPE_ETHERNET). */
+  linktype?: number;
+  /** Table clock of the packet in ms (default Date.now()). */
+  now?: number;
+  /** Conntrack zone 0..65535 (default 0). */
+  zone?: number;
+  /** Namespace id (default 0; ignored by a tracker bound to a namespace). */
+  ns?: number;
+  /** Directions the zone applies to: ZONE_DIR_ORIG, ZONE_DIR_REPL or ZONE_DIR_BOTH (default). */
+  zoneDir?: number;
+}
+
+/** A per-thread tracker on a shared table: decide() one frame, or beginBatch() / frame() / endBatch() for many. */
 export class Conntrack {
   readonly table: ConntrackTable;
+  /** @internal */
   readonly chains: Chains;
   readonly wid: number;
   readonly pkt = new Packet();
   readonly verdict = new Verdict();
   events: EventSink | null;
-  /** Writes events into the table's shared event ring (ecache.ts); takes stop timestamps. */
+  /** @internal Writes events into the table's shared event ring (ecache.ts); takes stop timestamps. */
   readonly ring: EventProducer;
   /**
    * Tag written with the events of the next packets (ecache.ts ConnEvent.tag): the pool's packet
    * workers set it to each frame's data offset (capture order in a replay); -1 by default.
+   * @internal
    */
   eventTag = -1;
   /** Table clock of the packet being decided (time of the events it causes). */
@@ -129,14 +147,36 @@ export class Conntrack {
   }
 
   /**
-   * Convenience for one frame outside a batch: enters a batch, decides, leaves it.
-   * `now` defaults to the wall clock. For many packets, prefer beginBatch/frame/endBatch.
+   * Decide one frame outside a batch: enters a batch, decides, leaves it. Options (all
+   * optional): `linktype` (default LINKTYPE_ETHERNET), `now` (table clock in ms, default the
+   * wall clock), `zone`, `ns`, `zoneDir`. The returned Verdict is reused by the next call.
+   * One options object can be reused across calls. For many packets use
+   * beginBatch() / frame() / endBatch(), which take no object at all.
+   *
+   *   ct.decide(frame);                                      // Ethernet, wall clock
+   *   ct.decide(packet, { linktype: LINKTYPE_RAW, now: 5000, zone: 7 });
+   *
+   * The older positional form decide(frame, linktype, now, zone, ns, zoneDir) still works.
    */
-  decide(frame: Uint8Array, linktype = LINKTYPE_ETHERNET, now = Date.now(), zone = 0, ns = 0, zoneDir = ZONE_DIR_BOTH): Verdict {
+  decide(frame: Uint8Array, opts?: DecideOptions): Verdict;
+  /** @deprecated Positional form; pass a DecideOptions object instead. */
+  decide(frame: Uint8Array, linktype?: number, now?: number, zone?: number, ns?: number, zoneDir?: number): Verdict;
+  decide(frame: Uint8Array, a?: DecideOptions | number, now?: number, zone?: number, ns?: number, zoneDir?: number): Verdict {
+    let lt: number;
+    if (typeof a === 'object' && a !== null) {
+      lt = a.linktype ?? LINKTYPE_ETHERNET;
+      now = a.now;
+      zone = a.zone;
+      ns = a.ns;
+      zoneDir = a.zoneDir;
+    } else {
+      lt = a ?? LINKTYPE_ETHERNET;
+    }
+    const t = now ?? Date.now();
     this.beginBatch();
     try {
-      this.table.clock = now | 0;
-      return this.frame(linktype, frame, 0, frame.length, now, zone, ns, zoneDir);
+      this.table.clock = t | 0;
+      return this.frame(lt, frame, 0, frame.length, t, zone ?? 0, ns ?? 0, zoneDir ?? ZONE_DIR_BOTH);
     } finally {
       this.endBatch();
     }

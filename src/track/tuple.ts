@@ -6,6 +6,7 @@ import { T_DST, T_PORTS, T_SRC, TUPLE_WORDS } from '../table/layout.js';
 import {
   IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, NFPROTO_IPV4, NFPROTO_IPV6, Packet,
 } from '../input/packet/packet.js';
+import { argError } from '../errors.js';
 
 export function protoWord(family: number, l4proto: number): number {
   return family | (l4proto << 8);
@@ -119,19 +120,19 @@ export function parseAddr(text: string, out: Int32Array, off: number): number {
   if (text.includes('.') && !text.includes(':')) {
     const p = text.split('.').map((x) => Number(x));
     if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) {
-      throw new Error(`bad IPv4 address "${text}"`);
+      throw argError(`bad IPv4 address "${text}"`);
     }
     out[off] = ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) | 0;
     return NFPROTO_IPV4;
   }
   const halves = text.split('::');
-  if (halves.length > 2) throw new Error(`bad IPv6 address "${text}"`);
+  if (halves.length > 2) throw argError(`bad IPv6 address "${text}"`);
   const head = halves[0] ? halves[0].split(':') : [];
   const tail = halves.length === 2 && halves[1] ? halves[1].split(':') : [];
   const fill = 8 - head.length - tail.length;
-  if (fill < 0 || (halves.length === 1 && fill !== 0)) throw new Error(`bad IPv6 address "${text}"`);
+  if (fill < 0 || (halves.length === 1 && fill !== 0)) throw argError(`bad IPv6 address "${text}"`);
   const groups = [...head, ...new Array<string>(fill).fill('0'), ...tail].map((g) => {
-    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) throw new Error(`bad IPv6 address "${text}"`);
+    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) throw argError(`bad IPv6 address "${text}"`);
     return parseInt(g, 16);
   });
   for (let i = 0; i < 4; i++) out[off + i] = ((groups[2 * i]! << 16) | groups[2 * i + 1]!) | 0;

@@ -1,13 +1,20 @@
 /** Per-packet decisions (the kernel's ctstate and direction), reused across packets. */
 
+/** ctstate: the first packet of a connection (the kernel's IP_CT_NEW). */
 export const CT_NEW = 0;
+/** ctstate: the packet belongs to a connection that has seen traffic both ways. */
 export const CT_ESTABLISHED = 1;
+/** ctstate: an ICMP error about a known connection. */
 export const CT_RELATED = 2;
+/** ctstate: the packet could not be tracked (Verdict.reason says why). */
 export const CT_INVALID = 3;
+/** ctstate: not tracked (e.g. a non-first fragment). */
 export const CT_UNTRACKED = 4;
+/** ctstate names by CT_* value: 'new', 'established', 'related', 'invalid', 'untracked'. */
 export const CTSTATE_NAMES: readonly string[] = ['new', 'established', 'related', 'invalid', 'untracked'];
 export const DIR_NAMES: readonly string[] = ['original', 'reply'];
 
+/** The decision for one packet (reused by the tracker): ctstate, direction, reason, the entry slot. */
 export class Verdict {
   /** CT_* */
   state = CT_INVALID;

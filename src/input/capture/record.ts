@@ -1,6 +1,7 @@
 /**
  * Types shared by the capture readers: the reused record, the error, the reader interface.
  */
+import { ConntrackError } from '../../errors.js';
 
 /**
  * One captured frame. A reader fills and returns the same object for every frame (no allocation
@@ -27,10 +28,10 @@ export class CaptureRecord {
 }
 
 /** A corrupt or truncated capture. `offset` is the byte offset in the file where it was found. */
-export class CaptureError extends Error {
+export class CaptureError extends ConntrackError {
   readonly offset: number;
   constructor(message: string, offset: number) {
-    super(message);
+    super('ERR_CT_BAD_CAPTURE', message);
     this.name = 'CaptureError';
     this.offset = offset;
   }

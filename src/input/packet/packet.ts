@@ -21,15 +21,23 @@ export const TH_URG = 0x20;
 export const TH_ECE = 0x40;
 export const TH_CWR = 0x80;
 
-/** Link types understood by the parser (pcap LINKTYPE_* numbers). */
+// Link types understood by the parser (pcap LINKTYPE_* numbers).
+/** pcap link type: Ethernet (802.1Q / 802.1ad tags understood). */
 export const LINKTYPE_ETHERNET = 1;
+/** pcap link type: raw IPv4 or IPv6 packets, no link header. */
 export const LINKTYPE_RAW = 101;
+/** pcap link type: Linux cooked capture v1 (`tcpdump -i any`). */
 export const LINKTYPE_LINUX_SLL = 113;
+/** pcap link type: raw IPv4 packets. */
 export const LINKTYPE_IPV4 = 228;
+/** pcap link type: raw IPv6 packets. */
 export const LINKTYPE_IPV6 = 229;
+/** pcap link type: netfilter NFLOG messages (the kernel-equivalence captures). */
 export const LINKTYPE_NFLOG = 239;
+/** pcap link type: Linux cooked capture v2. */
 export const LINKTYPE_LINUX_SLL2 = 276;
 
+/** A parsed frame (layer 3 and 4 fields); reused, filled by parseFrame(). */
 export class Packet {
   /** null when the frame parsed; else why it is invalid (a constant string, not built per packet). */
   reason: string | null = null;

@@ -79,6 +79,7 @@ export const TCP_CONNTRACK_IGNORE = 11;
 export const TCP_CONNTRACK_RETRANS = 12;
 export const TCP_CONNTRACK_UNACK = 13;
 
+/** TCP conntrack state names by state number (the kernel's, e.g. 'ESTABLISHED'). */
 export const TCP_STATE_NAMES: readonly string[] = [
   'NONE', 'SYN_SENT', 'SYN_RECV', 'ESTABLISHED', 'FIN_WAIT',
   'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE', 'SYN_SENT2',
