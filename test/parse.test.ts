@@ -341,7 +341,15 @@ test('IPv6 fragments, no next header, truncated extension headers', (t) => {
   t.is(p.reason, R.R_IP6_NO_NEXT);
   p = raw(ipv6(59, new Uint8Array(8), { ext: [{ type: 'dst' }] }));
   t.is(p.reason, R.R_IP6_NO_NEXT);
+  // A header running past the packet is walked over, as ipv6_skip_exthdr does: TCP then has
+  // no header to read, a generic protocol is tracked; only a header start that is not there
+  // (its first two bytes) truncates the walk.
   p = raw(ipv6(IPPROTO_TCP, new Uint8Array(0), { ext: [{ type: 'dst', body: 30 }] }).subarray(0, 50));
+  t.is(p.reason, R.R_TRUNC_TCP);
+  p = raw(ipv6(253, new Uint8Array(0), { ext: [{ type: 'dst', body: 30 }] }).subarray(0, 50));
+  t.is(p.reason, null);
+  t.is(p.l4proto, 253);
+  p = raw(ipv6(IPPROTO_TCP, new Uint8Array(0), { ext: [{ type: 'dst', body: 30 }] }).subarray(0, 41));
   t.is(p.reason, R.R_TRUNC_IP6_EXT);
   // ESP is an upper layer for us (not walked).
   p = raw(ipv6(50, new Uint8Array(32)));
@@ -524,13 +532,18 @@ test('ICMP errors: inner tuple of TCP, UDP and ICMP packets', (t) => {
   // Inner non-first fragment.
   p = raw(icmpError4(3, 4, ipv4(IPPROTO_UDP, new Uint8Array(16), { fragOffset: 8 })));
   t.is(p.innerReason, R.RI_FRAGMENT);
-  // Inner with a bad version / IHL.
+  // The kernel reads the quote as IPv4 whatever its version nibble, and takes an IHL under 5
+  // as it is (ipv4_get_l4proto): the ports then come from inside the IP header.
   const badv = Uint8Array.from(inner);
   badv[0] = 0x65;
-  t.is(raw(icmpError4(3, 0, badv)).innerReason, R.RI_BAD_VERSION);
+  p = raw(icmpError4(3, 0, badv));
+  t.is(p.innerReason, null);
+  t.is(p.innerSport, (inner[20]! << 8) | inner[21]!);
   const badihl = Uint8Array.from(inner);
   badihl[0] = 0x43;
-  t.is(raw(icmpError4(3, 0, badihl)).innerReason, R.RI_BAD_IHL);
+  p = raw(icmpError4(3, 0, badihl));
+  t.is(p.innerReason, null);
+  t.is(p.innerSport, (inner[12]! << 8) | inner[13]!);
   t.false(l4ChecksumOk(raw(corruptChecksum(icmpError4(3, 1, inner)))));
 });
 
@@ -569,7 +582,11 @@ test('ICMPv6 errors with inner IPv6 extension headers', (t) => {
   }
   t.is(raw(icmpError6(1, 0, inner, { quote: 40 + 8 + 4 })).innerReason, null); // ports only
   t.is(raw(icmpError6(1, 0, inner, { quote: 40 + 8 + 3 })).innerReason, R.RI_TRUNC_L4);
-  t.is(raw(icmpError6(1, 0, inner, { quote: 40 + 4 })).innerReason, R.RI_TRUNC_IP6_EXT);
+  t.is(raw(icmpError6(1, 0, inner, { quote: 40 + 4 })).innerReason, R.RI_TRUNC_L4); // header walked over
+  t.is(raw(icmpError6(1, 0, inner, { quote: 40 + 1 })).innerReason, R.RI_TRUNC_IP6_EXT);
+  const v4nibble = Uint8Array.from(inner);
+  v4nibble[0] = 0x45; // still read as IPv6
+  t.is(raw(icmpError6(1, 0, v4nibble)).innerReason, null);
   t.is(raw(icmpError6(1, 0, inner, { quote: 39 })).innerReason, R.RI_TRUNC_IP);
   const frag = ipv6(IPPROTO_TCP, new Uint8Array(40), { ext: [{ type: 'frag', offset: 64 }] });
   t.is(raw(icmpError6(3, 1, frag)).innerReason, R.RI_FRAGMENT);
@@ -579,7 +596,11 @@ test('ICMPv6 errors with inner IPv6 extension headers', (t) => {
   t.is(p.innerProto, IPPROTO_ICMPV6);
   t.is(p.innerSport, 99);
   t.is(p.innerDport, 128 << 8);
-  t.is(raw(icmpError6(1, 0, syn4)).innerReason, R.RI_BAD_VERSION);
+  // An IPv4 packet quoted by an ICMPv6 error is read as IPv6 (the kernel does not look at the
+  // version): its byte 6 becomes the next header.
+  const q4 = raw(icmpError6(1, 0, syn4));
+  t.is(q4.innerFamily, NFPROTO_IPV6);
+  t.is(q4.innerReason, syn4.length >= 40 ? null : R.RI_TRUNC_IP);
 });
 
 // ---------------------------------------------------------------------------------------------

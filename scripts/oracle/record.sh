@@ -125,12 +125,24 @@ table inet $P {
     ct state related ct direction reply counter log prefix "ct:related:reply" group $NFLOG_GROUP queue-threshold 1 accept
     counter log prefix "ct:other" group $NFLOG_GROUP queue-threshold 1 accept
   }
+  # Packets with TTL / hop limit 1 never reach FORWARD (the router answers time exceeded), yet
+  # conntrack has seen them: log them right after conntrack instead, with the same labels.
+  chain ttl1_log {
+    type filter hook prerouting priority -150; policy accept;
+$(for m in "ip daddr 10.200.0.0/16 ip ttl" "ip6 daddr fd00:200::/56 ip6 hoplimit"; do
+    echo "    $m < 2 ct state invalid counter log prefix \"ct:invalid\" group $NFLOG_GROUP queue-threshold 1"
+    echo "    $m < 2 ct state untracked counter log prefix \"ct:untracked\" group $NFLOG_GROUP queue-threshold 1"
+    for st in new established related; do for d in original reply; do
+      echo "    $m < 2 ct state $st ct direction $d counter log prefix \"ct:$st:$d\" group $NFLOG_GROUP queue-threshold 1"
+    done; done
+  done)
+  }
 }
 EOF
 }
 
 nft_logged_total() {
-  nsx $NS_R nft list chain inet $P forward_log | sed -n 's/.*counter packets \([0-9]*\) .*/\1/p' | awk '{s+=$1} END {print s+0}'
+  nsx $NS_R nft list table inet $P | sed -n 's/.*counter packets \([0-9]*\) .*/\1/p' | awk '{s+=$1} END {print s+0}'
 }
 
 # Start tcpdump on nflog and wait until it is listening.
@@ -195,7 +207,7 @@ record_one() {
   sleep 0.2
   # conntrack -E does not stop on SIGTERM while blocked; its output is line-buffered (stdbuf)
   kill -KILL "$EVENTS_PID" 2>/dev/null || true; wait "$EVENTS_PID" 2>/dev/null || true; EVENTS_PID=
-  nsx $NS_R nft list chain inet $P forward_log >"$WORK/counters.txt"
+  nsx $NS_R nft list table inet $P >"$WORK/counters.txt"
   mkdir -p "$out"
   cp "$WORK/capture.pcap" "$WORK/events.txt" "$WORK/table.txt" "$out/"
   chmod 644 "$out"/*

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-PREFIX = "ctsab"
+PREFIX = os.environ.get("CTSAB_NS_PREFIX", "ctsab")  # record.sh's namespace prefix
 NS = {"client": f"{PREFIX}-client", "router": f"{PREFIX}-router", "server": f"{PREFIX}-server"}
 MAC = {"c0": "02:c7:5a:00:01:02", "r1": "02:c7:5a:00:01:01", "r2": "02:c7:5a:00:02:01", "s0": "02:c7:5a:00:02:02"}
 C4, S4 = "10.200.1.2", "10.200.2.2"
@@ -340,6 +340,76 @@ def settle(t=0.3):
 
 sys.modules.setdefault("traffic", sys.modules[__name__])
 import scenarios  # noqa: E402,F401  (registers the scenarios)
+import fuzz  # noqa: E402  (fuzz_<generator>_<seed> scenarios, made on demand)
+
+
+def get_scenario(name):
+    sc = SCENARIOS.get(name) or fuzz.scenario_for(name)
+    if sc is None:
+        sys.exit(f"unknown scenario {name!r}; known: {' '.join(SCENARIOS)} fuzz_<{'|'.join(fuzz.GENERATORS)}>_<seed>")
+    return sc
+
+
+def write_sent(path):
+    """The fuzz generator's record of sent packets: u8 kind, u32 length, bytes (see fuzz.Sender)."""
+    with open(path, "wb") as f:
+        for kind, raw in SENT.get("packets", []):
+            f.write(struct.pack(">BI", kind, len(raw)) + raw)
+
+
+def read_sent(path):
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    off = 0
+    while off < len(data):
+        kind, ln = struct.unpack(">BI", data[off:off + 5])
+        out.append((kind, data[off + 5:off + 5 + ln]))
+        off += 5 + ln
+    return out
+
+
+def ip4_csum_ok(p):
+    ihl = (p[0] & 15) * 4
+    if len(p) < ihl or ihl < 20:
+        return False
+    s = sum(struct.unpack(f">{ihl // 2}H", p[:ihl]))
+    while s > 0xffff:
+        s = (s & 0xffff) + (s >> 16)
+    return s == 0xffff
+
+
+def norm_forwarded(p):
+    """A packet as sent, with what forwarding changes cleared (TTL / hop limit, IPv4 header checksum)."""
+    p = bytearray(p)
+    if len(p) >= 20 and p[0] >> 4 == 4:
+        p[8] = 0
+        p[10:12] = b"\0\0"
+    elif len(p) >= 40 and p[0] >> 4 == 6:
+        p[7] = 0
+    return bytes(p)
+
+
+def check_sent(sent, logged):
+    """Every sent packet logged exactly once and in order -> list of problems (empty if so)."""
+    problems = []
+    if len(sent) != len(logged):
+        problems.append(f"sent {len(sent)} packets (fragments counted once), capture has {len(logged)}")
+    for i, ((kind, want), got) in enumerate(zip(sent, logged)):
+        if kind == 0:
+            ok = norm_forwarded(want) == norm_forwarded(got)
+        else:  # a reassembled datagram: the same transport bytes
+            h1 = 40 if want[0] >> 4 == 6 else (want[0] & 15) * 4
+            h2 = 40 if got[0] >> 4 == 6 else (got[0] & 15) * 4
+            ok = want[h1:] == got[h2:]
+        if not ok:
+            problems.append(f"packet {i}: logged bytes differ from the packet sent at that position (order?)")
+            break
+    for i, got in enumerate(logged):
+        if len(got) >= 20 and got[0] >> 4 == 4 and not ip4_csum_ok(got):
+            problems.append(f"packet {i}: stale IPv4 header checksum in the log (options rewritten after FORWARD)")
+            break
+    return problems
 
 
 # ------------------------------------------------------------------------------------------
@@ -348,7 +418,7 @@ import scenarios  # noqa: E402,F401  (registers the scenarios)
 def write_meta(name, outdir, logged):
     import summarize
     from collections import Counter
-    sc = SCENARIOS[name]
+    sc = get_scenario(name)
     recs = [summarize.parse_nflog(rec) for _ts, rec in summarize.read_pcap(os.path.join(outdir, "capture.pcap"))]
     counts = Counter(r["prefix"] for r in recs)
     order = ["ct:new:original", "ct:new:reply", "ct:established:original", "ct:established:reply",
@@ -374,9 +444,14 @@ def write_meta(name, outdir, logged):
     if sc["crafted_only"]:
         meta["crafted_sent"] = sent.get("crafted")
     problems = []
+    if sc.get("fuzz"):
+        meta["fuzz"] = sc["fuzz"]
+        sent_pkts = read_sent(os.path.join(WORK, "sent.bin"))
+        meta["fuzz"]["sent"] = len(sent_pkts)
+        problems += check_sent(sent_pkts, [r["payload"] for r in recs])
     if int(logged) != len(recs):
         problems.append(f"capture has {len(recs)} packets but the router logged {logged}")
-    if sc["crafted_only"] and sent.get("crafted") is not None and sent["crafted"] != len(recs):
+    if sc["crafted_only"] and not sc.get("fuzz") and sent.get("crafted") is not None and sent["crafted"] != len(recs):
         problems.append(f"sent {sent['crafted']} crafted packets, capture has {len(recs)} "
                         "(some were dropped before FORWARD)")
     if problems:
@@ -393,15 +468,15 @@ def main(argv):
     if argv[:1] == ["--list"]:
         print("\n".join(SCENARIOS))
     elif argv[:1] == ["--check"]:
-        if argv[1] not in SCENARIOS:
-            sys.exit(f"unknown scenario {argv[1]!r}; known: {' '.join(SCENARIOS)}")
+        get_scenario(argv[1])
     elif argv[:1] == ["--sysctls"]:
-        for k, v in SCENARIOS[argv[1]]["sysctls"].items():
+        for k, v in get_scenario(argv[1])["sysctls"].items():
             print(f"{k}={v}")
     elif argv[:1] == ["--run"]:
-        SCENARIOS[argv[1]]["fn"]()
+        get_scenario(argv[1])["fn"]()
+        write_sent(os.path.join(WORK, "sent.bin"))
         with open(os.path.join(WORK, "sent.json"), "w") as f:
-            json.dump(SENT, f)
+            json.dump({k: v for k, v in SENT.items() if k != "packets"}, f)
     elif argv[:1] == ["--renote"]:
         # refresh description/notes of existing fixtures without re-recording
         for name in argv[1:] or list(SCENARIOS):

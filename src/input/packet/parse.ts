@@ -393,12 +393,15 @@ const EXT_NO_NEXT = -2;
 const EXT_FRAG = -3;
 
 /**
- * Walks IPv6 extension headers from q (the first one's type is nh) within [q, end): hop-by-hop,
- * routing, fragment, destination options and AH. Returns the offset of the upper-layer header
- * with extNext set to its protocol, or EXT_TRUNC (a header does not fit), EXT_NO_NEXT (No Next
+ * Walks IPv6 extension headers from q (the first one's type is nh) as the kernel's
+ * ipv6_skip_exthdr does: hop-by-hop, routing, fragment, destination options and AH. Returns the
+ * offset of the upper-layer header with extNext set to its protocol, or EXT_TRUNC (a header's
+ * first two bytes, or a fragment header's offset field, are not there), EXT_NO_NEXT (No Next
  * Header), EXT_FRAG (a fragment header with a non-zero offset: no upper-layer header here;
  * extNext is the fragment header's next header and extFragPayload the offset after it).
- * ESP is not walked: its contents are encrypted, so it is the "upper layer".
+ * Like the kernel, a header's length is not checked against the packet: the returned offset may
+ * lie beyond `end` (kernel quirk, docs/kernel-quirks.md); then protocols whose tuple needs
+ * header bytes fail later, and others (generic) are tracked. ESP is the "upper layer".
  */
 function skipExt6(buf: Uint8Array, q: number, end: number, nh: number): number {
   extFragment = false;
@@ -413,7 +416,7 @@ function skipExt6(buf: Uint8Array, q: number, end: number, nh: number): number {
     if (end - q < 2) return EXT_TRUNC;
     let hlen: number;
     if (nh === IPPROTO_FRAGMENT) {
-      if (end - q < 8) return EXT_TRUNC;
+      if (end - q < 4) return EXT_TRUNC;
       const fo = u16(buf, q + 2);
       if ((fo & 0xfff9) !== 0) extFragment = true; // offset != 0 or M set
       if ((fo & 0xfff8) !== 0) {
@@ -430,7 +433,6 @@ function skipExt6(buf: Uint8Array, q: number, end: number, nh: number): number {
     nh = buf[q];
     q += hlen;
   }
-  if (q > end) return EXT_TRUNC;
   extNext = nh;
   return q;
 }
@@ -488,9 +490,11 @@ function ipv6(buf: Uint8Array, p: number, end: number, pkt: Packet): void {
     return;
   }
   pkt.l4proto = extNext;
-  pkt.l4off = q;
-  pkt.l4len = ipEnd - q;
-  layer4(buf, q, ipEnd, p + 40 + plen - q, pkt, true);
+  // Headers that ran past the packet leave no layer-4 bytes (protocols that need some fail).
+  const l4 = q < ipEnd ? q : ipEnd;
+  pkt.l4off = l4;
+  pkt.l4len = ipEnd - l4;
+  layer4(buf, l4, ipEnd, p + 40 + plen - l4, pkt, true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -670,29 +674,22 @@ function icmp6(buf: Uint8Array, q: number, end: number, pkt: Packet): void {
 function inner4(buf: Uint8Array, p: number, end: number, pkt: Packet): void {
   pkt.innerFamily = NFPROTO_IPV4;
   const cap = end - p;
+  // The quoted header is read as IPv4 because the error is (ipv4_get_l4proto): neither its
+  // version nor a header length under 20 is checked (docs/kernel-quirks.md).
   if (cap < 20) {
-    pkt.innerReason = cap >= 1 && buf[p] >> 4 !== 4 ? RI_BAD_VERSION : RI_TRUNC_IP;
-    return;
-  }
-  const vihl = buf[p];
-  if (vihl >> 4 !== 4) {
-    pkt.innerReason = RI_BAD_VERSION;
-    return;
-  }
-  const ihl = (vihl & 15) << 2;
-  if (ihl < 20) {
-    pkt.innerReason = RI_BAD_IHL;
-    return;
-  }
-  if (ihl > cap) {
     pkt.innerReason = RI_TRUNC_IP;
     return;
   }
+  const ihl = (buf[p] & 15) << 2;
   pkt.innerProto = buf[p + 9];
   pkt.innerSrc[0] = u32(buf, p + 12);
   pkt.innerDst[0] = u32(buf, p + 16);
   if ((u16(buf, p + 6) & 0x1fff) !== 0) {
     pkt.innerReason = RI_FRAGMENT;
+    return;
+  }
+  if (ihl > cap) {
+    pkt.innerReason = RI_TRUNC_IP;
     return;
   }
   innerL4(buf, p + ihl, end, pkt, IPPROTO_ICMP);
@@ -701,12 +698,9 @@ function inner4(buf: Uint8Array, p: number, end: number, pkt: Packet): void {
 function inner6(buf: Uint8Array, p: number, end: number, pkt: Packet): void {
   pkt.innerFamily = NFPROTO_IPV6;
   const cap = end - p;
+  // Read as IPv6 because the error is (ipv6_get_l4proto): the version is not checked.
   if (cap < 40) {
-    pkt.innerReason = cap >= 1 && buf[p] >> 4 !== 6 ? RI_BAD_VERSION : RI_TRUNC_IP;
-    return;
-  }
-  if (buf[p] >> 4 !== 6) {
-    pkt.innerReason = RI_BAD_VERSION;
+    pkt.innerReason = RI_TRUNC_IP;
     return;
   }
   const s = pkt.innerSrc;
