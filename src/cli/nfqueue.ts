@@ -1,0 +1,168 @@
+/**
+ * `conntrack-sab nfqueue`: decide live traffic from the kernel's NFQUEUE queues, one packet
+ * worker per queue, on one shared table with the GC worker. Runs until SIGINT/SIGTERM (or
+ * --duration), then gives verdicts for every packet it holds and prints what replay prints.
+ */
+import { ConntrackTable } from '../table/table.js';
+import { parseSysctlAssignment } from '../table/sysctl.js';
+import { subscribeEvents, type EventSubscription } from '../table/ecache.js';
+import { E_TIMEOUT } from '../table/layout.js';
+import { entryJson, eventLine, formatEntry, formatStats, type EntryJson, type FormatContext } from '../ops/format.js';
+import { prometheusText } from '../ops/metrics.js';
+import { Policy, type PolicySpec } from '../ops/policy.js';
+import { Conntrack } from '../track/core.js';
+import { LiveQueues, parseQueues, type LiveMode } from '../input/live/live.js';
+import { LineWriter } from './output.js';
+
+export interface NfqueueCliOptions {
+  queues?: string;
+  shadow?: boolean;
+  enforce?: boolean;
+  policy?: string;
+  event?: boolean;
+  stats?: boolean;
+  dump?: boolean;
+  json?: boolean;
+  output?: string;
+  copyRange?: string;
+  queueMaxlen?: string;
+  failOpen?: boolean;
+  rcvbuf?: string;
+  zone?: string;
+  netns?: string;
+  max?: string;
+  sysctl?: string[];
+  duration?: string;
+}
+
+function intOpt(v: string | undefined, name: string, min: number, max: number, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer in ${min}..${max}`);
+  return n;
+}
+
+export async function runNfqueue(raw: Record<string, unknown>): Promise<number> {
+  const o = raw as NfqueueCliOptions;
+  const err = (m: string): number => {
+    process.stderr.write(`conntrack-sab nfqueue: ${m}\n`);
+    return 2;
+  };
+  if (o.shadow && o.enforce) return err('--shadow and --enforce exclude each other');
+  const mode: LiveMode = o.enforce ? 'enforce' : 'shadow';
+  let queues: number[];
+  let copyRange: number, maxLen: number, rcvbuf: number, zone: number, max: number, duration: number;
+  let policy: PolicySpec = {};
+  const sysctls: Record<string, number> = {};
+  try {
+    queues = parseQueues(o.queues ?? '0');
+    copyRange = intOpt(o.copyRange, '--copy-range', 64, 0xffff, 0xffff);
+    maxLen = intOpt(o.queueMaxlen, '--queue-maxlen', 1, 1 << 20, 4096);
+    rcvbuf = intOpt(o.rcvbuf, '--rcvbuf', 65536, 1 << 30, 8 << 20);
+    zone = intOpt(o.zone, '--zone', 0, 65535, 0);
+    max = intOpt(o.max, '--max', 1, 1 << 26, 65536);
+    duration = o.duration === undefined ? 0 : Number(o.duration);
+    if (!(duration >= 0)) throw new Error('--duration must be a number of seconds');
+    if (o.policy) policy = Policy.fromFile(o.policy).spec;
+    for (const a of o.sysctl ?? []) {
+      const { def, value } = parseSysctlAssignment(a);
+      sysctls[def.name] = value;
+    }
+  } catch (e) {
+    return err((e as Error).message);
+  }
+  const fmt = new Set((o.output ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+  for (const f of fmt) if (!['extended', 'timestamp', 'id'].includes(f)) return err(`unknown output format "${f}"`);
+
+  const table = ConntrackTable.create({
+    max, sysctls, maxWorkers: Math.max(16, 2 * queues.length + 4),
+    ...(o.event ? { events: { ring: 1 << 15, destroyRing: 1 << 13 } } : {}),
+  });
+  const out = new LineWriter(1);
+  const sub: EventSubscription | null = o.event ? subscribeEvents(table) : null;
+  const eventLines: string[] = [];
+  const drain = (): void => {
+    if (!sub) return;
+    for (const ev of sub.poll()) {
+      const line = eventLine(ev.type, ev.body({ extended: fmt.has('extended'), id: fmt.has('id') }), fmt.has('timestamp') ? Date.now() : undefined);
+      if (o.json) eventLines.push(line);
+      else out.write(line + '\n');
+    }
+    out.flush();
+  };
+
+  let lq: LiveQueues;
+  try {
+    lq = await LiveQueues.start({
+      table, queues, mode, policy, copyRange, maxLen, receiveBuffer: rcvbuf, zone,
+      failOpen: o.failOpen !== false, ...(o.netns ? { netns: o.netns } : {}),
+      onRestart: (q, r, code) => process.stderr.write(`conntrack-sab nfqueue: queue ${q}: worker died (exit ${code}), recovered (${r?.locksReleased ?? 0} locks released), restarted\n`),
+      onError: (q, m) => process.stderr.write(`conntrack-sab nfqueue: queue ${q}: ${m}\n`),
+    });
+  } catch (e) {
+    sub?.close();
+    process.stderr.write(`conntrack-sab nfqueue: ${(e as Error).message}\n`);
+    return 1;
+  }
+  process.stderr.write(`conntrack-sab nfqueue: ${mode} on queue${queues.length > 1 ? 's' : ''} ${queues.join(',')}` +
+    `${mode === 'shadow' ? (lq.kernelConntrack(0) ? ' (kernel state from NFQA_CT)' : ' (kernel state from the packet mark)') : ''}; SIGINT/SIGTERM to stop, SIGUSR1 for Prometheus metrics\n`);
+
+  const timer = setInterval(drain, 100);
+  const onUsr1 = (): void => {
+    out.write(prometheusText(table));
+    out.flush();
+  };
+  process.on('SIGUSR1', onUsr1);
+  await new Promise<void>((resolve) => {
+    const done = (): void => resolve();
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+    if (duration > 0) setTimeout(done, duration * 1000).unref();
+  });
+  clearInterval(timer);
+  process.removeListener('SIGUSR1', onUsr1);
+  await lq.stop();
+  drain();
+  sub?.close();
+
+  const ctx: FormatContext = { i32: table.i32, u32: table.u32, sys: table.sec.sysctl, ext: table.sec.ext };
+  const now = table.clock;
+  const entries: EntryJson[] = [];
+  const lines: string[] = [];
+  if (o.dump || o.json) {
+    const c = new Conntrack(table);
+    c.beginBatch();
+    c.chains.forEach((e) => {
+      if (((table.i32[e + E_TIMEOUT]! - now) | 0) <= 0) return;
+      if (o.json) entries.push(entryJson(ctx, e, now));
+      else lines.push(formatEntry(ctx, e, now, { extended: fmt.has('extended'), id: fmt.has('id') }));
+    });
+    c.endBatch();
+    c.close();
+  }
+  const totals = lq.totals();
+  const stats = table.stats();
+  if (o.json) {
+    out.write(JSON.stringify({
+      mode, queues: lq.counters(), totals, recoveries: lq.recoveries.length, entries, stats: stats.total,
+      ...(o.event ? { events: eventLines } : {}),
+    }) + '\n');
+  } else {
+    if (o.dump) {
+      for (const l of lines) out.write(l + '\n');
+      out.flush();
+      process.stderr.write(`conntrack v1.4.8 (conntrack-sab): ${lines.length} flow entries have been shown.\n`);
+    }
+    if (o.stats) out.write(formatStats(stats.perWorker.length ? stats.perWorker : [stats.total]) + '\n');
+    for (const c of lq.counters()) {
+      out.write(`queue ${c.queue}: packets=${c['packets']} accepted=${c['accepted']} dropped=${c['dropped']} new=${c['new']} ` +
+        `established=${c['established']} related=${c['related']} invalid=${c['invalid']} untracked=${c['untracked']}` +
+        `${mode === 'shadow' ? ` checked=${c['shadowChecked']} mismatches=${c['mismatches']} no-kernel-state=${c['noKernelState']}` : ''}` +
+        ` restarts=${c['restarts']}\n`);
+    }
+    out.write(`total: packets=${totals['packets']} accepted=${totals['accepted']} dropped=${totals['dropped']}` +
+      `${mode === 'shadow' ? ` mismatches=${totals['mismatches']}` : ''}\n`);
+  }
+  out.flush();
+  return 0;
+}
