@@ -270,8 +270,13 @@ export class EntryDump {
   /** `conntrack -L` lines (`-o extended` with { extended: true }). */
   lines(opts: FormatOptions = {}): string[] {
     const out: string[] = [];
-    for (let i = 0; i < this.count; i++) out.push(formatEntry(this.ctx, i * ENTRY_WORDS, this.now, opts));
+    for (let i = 0; i < this.count; i++) out.push(this.line(i, opts));
     return out;
+  }
+
+  /** Entry i's `conntrack -L` line. */
+  line(i: number, opts: FormatOptions = {}): string {
+    return formatEntry(this.ctx, i * ENTRY_WORDS, this.now, opts);
   }
 
   /** Accounting of entry i (null without the acct extension). */
@@ -289,22 +294,30 @@ export class EntryDump {
   /** `/proc/net/nf_conntrack` lines (with packets= bytes= when accounting is on). */
   procLines(): string[] {
     const out: string[] = [];
-    for (let i = 0; i < this.count; i++) out.push(formatProcEntry(this.ctx, i * ENTRY_WORDS, this.now, this.acct(i)));
+    for (let i = 0; i < this.count; i++) out.push(this.procLine(i));
     return out;
+  }
+
+  /** Entry i's `/proc/net/nf_conntrack` line. */
+  procLine(i: number): string {
+    return formatProcEntry(this.ctx, i * ENTRY_WORDS, this.now, this.acct(i));
   }
 
   /** Per-entry JSON, with `acct` and `labels` (hex) when the entry has them. */
   json(): (EntryJson & { acct?: ConnAcct; labels?: string })[] {
     const out: (EntryJson & { acct?: ConnAcct; labels?: string })[] = [];
-    for (let i = 0; i < this.count; i++) {
-      const j: EntryJson & { acct?: ConnAcct; labels?: string } = entryJson(this.ctx, i * ENTRY_WORDS, this.now);
-      const a = this.acct(i);
-      if (a) j.acct = a;
-      const l = this.labels(i);
-      if (l !== 0n) j.labels = `0x${l.toString(16)}`;
-      out.push(j);
-    }
+    for (let i = 0; i < this.count; i++) out.push(this.jsonAt(i));
     return out;
+  }
+
+  /** Entry i as JSON, with `acct` and `labels` (hex) when it has them. */
+  jsonAt(i: number): EntryJson & { acct?: ConnAcct; labels?: string } {
+    const j: EntryJson & { acct?: ConnAcct; labels?: string } = entryJson(this.ctx, i * ENTRY_WORDS, this.now);
+    const a = this.acct(i);
+    if (a) j.acct = a;
+    const l = this.labels(i);
+    if (l !== 0n) j.labels = `0x${l.toString(16)}`;
+    return j;
   }
 }
 

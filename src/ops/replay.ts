@@ -2,7 +2,7 @@
  * Replaying a capture through a table on this thread: the capture's timestamps drive the
  * table clock, so timeouts expire as they did when the traffic was recorded.
  */
-import { CaptureError, readCapture } from '../input/capture/reader.js';
+import { CaptureError, CaptureStream, GzipError, isGzipMagic, readCapture, type CaptureReader, type CaptureSource } from '../input/capture/reader.js';
 import { Conntrack } from '../track/core.js';
 import type { EventSink } from '../table/events.js';
 import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
@@ -19,10 +19,10 @@ export interface ReplayOptions {
   onPacket?: (index: number, v: Verdict, pkt: Packet, tsMs: number) => void;
   /** Receives NEW / UPDATE / DESTROY events. */
   events?: EventSink;
-  /** Called with each raw record before it is decided (e.g. to read NFLOG labels). */
-  onRecord?: (linktype: number, buf: Uint8Array, off: number, len: number) => void;
-  /** Called now and then with bytes done and total. */
-  onProgress?: (done: number, total: number) => void;
+  /** Called with each raw record (and its time, epoch ms) before it is decided (e.g. to read NFLOG labels). */
+  onRecord?: (linktype: number, buf: Uint8Array, off: number, len: number, tsMs: number) => void;
+  /** Called now and then with bytes read, total bytes (-1 when unknown: a pipe) and packets decided. */
+  onProgress?: (done: number, total: number, packets: number) => void;
   /** Packets per batch (read-side section), default 256. */
   batch?: number;
 }
@@ -51,49 +51,111 @@ export function clockFromEpochMs(ms: number): number {
   return Math.floor(ms) | 0;
 }
 
-export function replay(bytes: Uint8Array, opts: ReplayOptions = {}): ReplayResult {
-  const reader = readCapture(bytes);
-  const table = opts.table ?? ConntrackTable.create(opts.tableOptions);
-  const ct = new Conntrack(table, opts.events ? { events: opts.events } : {});
-  const counts: Record<string, number> = {};
-  for (const n of CTSTATE_NAMES) counts[n] = 0;
-  const batch = opts.batch ?? 256;
-  let i = 0;
-  let now = 0;
-  let lastTsMs = 0;
-  let error: CaptureError | null = null;
-  ct.beginBatch();
-  try {
-    for (;;) {
-      const rec = reader.next();
-      if (rec === null) break;
-      let ts = rec.tsMs;
-      if (rec.linktype === LINKTYPE_NFLOG) {
-        // The kernel's own time of the packet, when the log carries it.
-        const k = nflogTimestampMs(rec.buf, rec.off, rec.len);
-        if (k !== null) ts = k;
-      }
-      if (opts.onRecord) opts.onRecord(rec.linktype, rec.buf, rec.off, rec.len);
-      lastTsMs = ts;
-      now = clockFromEpochMs(ts);
-      const v = ct.frame(rec.linktype, rec.buf, rec.off, rec.len, now);
-      counts[CTSTATE_NAMES[v.state]!]!++;
-      if (opts.onPacket) opts.onPacket(i, v, ct.pkt, ts);
-      i++;
-      if (i % batch === 0) {
-        table.clock = now;
-        ct.endBatch();
-        ct.beginBatch();
-        if (opts.onProgress && i % (batch * 64) === 0) opts.onProgress(reader.offset, bytes.length);
-      }
-    }
-  } catch (err) {
-    if (!(err instanceof CaptureError)) throw err;
-    error = err;
-  } finally {
-    table.clock = now;
-    ct.endBatch();
+/** Decides the records a reader has, section by section (the sync and streaming replays share it). */
+class Replayer {
+  readonly table: ConntrackTable;
+  readonly ct: Conntrack;
+  readonly counts: Record<string, number> = {};
+  private readonly opts: ReplayOptions;
+  private readonly section: number;
+  packets = 0;
+  now = 0;
+  lastTsMs = 0;
+  error: CaptureError | null = null;
+
+  constructor(opts: ReplayOptions) {
+    this.opts = opts;
+    this.table = opts.table ?? ConntrackTable.create(opts.tableOptions);
+    this.ct = new Conntrack(this.table, opts.events ? { events: opts.events } : {});
+    for (const n of CTSTATE_NAMES) this.counts[n] = 0;
+    this.section = opts.batch ?? 256;
   }
-  if (opts.onProgress) opts.onProgress(bytes.length, bytes.length);
-  return { packets: i, counts, error, now, lastTsMs, table, conntrack: ct };
+
+  /** Decide every complete record the reader holds; false once the capture ended or broke. */
+  feed(reader: CaptureReader): boolean {
+    const { ct, opts, table, counts, section } = this;
+    let i = this.packets;
+    let now = this.now;
+    ct.beginBatch();
+    try {
+      for (;;) {
+        const rec = reader.next();
+        if (rec === null) break;
+        let ts = rec.tsMs;
+        if (rec.linktype === LINKTYPE_NFLOG) {
+          // The kernel's own time of the packet, when the log carries it.
+          const k = nflogTimestampMs(rec.buf, rec.off, rec.len);
+          if (k !== null) ts = k;
+        }
+        if (opts.onRecord) opts.onRecord(rec.linktype, rec.buf, rec.off, rec.len, ts);
+        this.lastTsMs = ts;
+        now = clockFromEpochMs(ts);
+        const v = ct.frame(rec.linktype, rec.buf, rec.off, rec.len, now);
+        counts[CTSTATE_NAMES[v.state]!]!++;
+        if (opts.onPacket) opts.onPacket(i, v, ct.pkt, ts);
+        i++;
+        if (i % section === 0) {
+          table.clock = now;
+          ct.endBatch();
+          ct.beginBatch();
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof CaptureError)) throw err;
+      this.error = err;
+    } finally {
+      this.packets = i;
+      this.now = now;
+      table.clock = now;
+      ct.endBatch();
+    }
+    return this.error === null && !reader.done;
+  }
+
+  result(): ReplayResult {
+    return {
+      packets: this.packets, counts: this.counts, error: this.error, now: this.now, lastTsMs: this.lastTsMs,
+      table: this.table, conntrack: this.ct,
+    };
+  }
+}
+
+/**
+ * Replay a capture. Bytes in memory: synchronously. A path (`-`: stdin), a Readable or an async
+ * iterable of chunks: streamed (gzip too), memory flat whatever the capture's size; resolves
+ * once the capture ended. A corrupt capture sets `error` after every packet before it was
+ * decided; I/O errors (and a start that is not a capture) reject.
+ */
+export function replay(bytes: Uint8Array, opts?: ReplayOptions): ReplayResult;
+export function replay(source: string | NodeJS.ReadableStream | AsyncIterable<Uint8Array>, opts?: ReplayOptions): Promise<ReplayResult>;
+export function replay(source: CaptureSource, opts?: ReplayOptions): ReplayResult | Promise<ReplayResult>;
+export function replay(source: CaptureSource, opts: ReplayOptions = {}): ReplayResult | Promise<ReplayResult> {
+  if (source instanceof Uint8Array && !isGzipMagic(source)) {
+    const reader = readCapture(source);
+    const r = new Replayer(opts);
+    r.feed(reader);
+    if (opts.onProgress) opts.onProgress(source.length, source.length, r.packets);
+    return r.result();
+  }
+  return replayStream(source, opts);
+}
+
+async function replayStream(source: CaptureSource, opts: ReplayOptions): Promise<ReplayResult> {
+  const cs = new CaptureStream(source);
+  let r: Replayer | null = null;
+  try {
+    for (let reader = await cs.pull(); reader !== null; reader = await cs.pull()) {
+      r ??= new Replayer(opts);
+      const more = r.feed(reader);
+      if (opts.onProgress) opts.onProgress(cs.bytesRead, cs.totalBytes, r.packets);
+      if (!more) break;
+    }
+  } catch (e) {
+    if (!(e instanceof GzipError) || r === null) throw e;
+    r.error = e; // the packets before the damage were decided
+  } finally {
+    await cs.close();
+  }
+  r ??= new Replayer(opts);
+  return r.result();
 }
