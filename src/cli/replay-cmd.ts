@@ -6,13 +6,13 @@
 import { closeSync, openSync } from 'node:fs';
 import { LineWriter } from './output.js';
 import type { EventSink } from '../table/events.js';
-import { EVENT_NAMES } from '../table/events.js';
+import { EVENT_DESTROY, EVENT_NAMES } from '../table/events.js';
 import { type ConnEvent, subscribeEvents, type EventSubscription } from '../table/ecache.js';
 import { entryJson, eventLine, formatEntry, formatEvent, formatStats, type FormatContext } from '../ops/format.js';
 import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
 import { ConntrackPool } from '../pool/pool.js';
 import { IX_OFF, IX_WORDS, type PacketBatch } from '../pool/batch.js';
-import { replay, type ReplayOutcome } from '../ops/replay.js';
+import { replay, ReplayGc, type ReplayOutcome } from '../ops/replay.js';
 import { Conntrack } from '../track/core.js';
 import { ENTRY_WORDS, E_ID, E_TIMEOUT } from '../table/layout.js';
 import { ConntrackTable } from '../table/table.js';
@@ -186,7 +186,12 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
 
   const progress = new Progress(opts.progress !== false);
   const full = new TableFullWarning('replay', max);
-  const onProgress = (done: number, total: number, packets: number): void => progress.update(done, total, packets);
+  // Dead entries are swept as the kernel's gc_worker would, once the table gets full.
+  const gc = new ReplayGc(table, sink ? (e: number) => sink.event(EVENT_DESTROY, e, table.clock) : null);
+  const onProgress = (done: number, total: number, packets: number): void => {
+    if (workers === 1) gc.maybeRun(); // between chunks: outside the replay's read-side section
+    progress.update(done, total, packets);
+  };
 
   let res: ReplayOutcome;
   let lister: Conntrack;
@@ -220,6 +225,7 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
             },
           } : {}),
           onBatch: (b: PacketBatch, times: Float64Array) => {
+            gc.maybeRun(); // no batch in flight
             if (sub) printEvents(sub.poll(), b, times);
           },
           onProgress,
@@ -253,11 +259,13 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
       lister = r.conntrack;
     }
   } catch (e) {
+    gc.close();
     progress.stop();
     pp?.flush();
     if (isInputError(e)) throw inputError(capture, e);
     throw e;
   }
+  gc.close();
   progress.stop();
   pp?.flush();
   if (perPacketFd >= 0) closeSync(perPacketFd);

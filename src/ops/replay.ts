@@ -8,6 +8,8 @@ import type { EventSink } from '../table/events.js';
 import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
 import { nflogTimestampMs } from '../input/packet/parse.js';
 import { ConntrackTable, type TableOptions } from '../table/table.js';
+import { GcEngine } from '../table/gc.js';
+import { H_COUNT } from '../table/layout.js';
 import { CTSTATE_NAMES, type Verdict } from '../track/verdict.js';
 import type { Packet } from '../input/packet/packet.js';
 
@@ -158,4 +160,41 @@ async function replayStream(source: CaptureSource, opts: ReplayOptions): Promise
   }
   r ??= new Replayer(opts);
   return r.result();
+}
+
+/**
+ * The kernel's gc_worker for a replay, run on the replaying thread between chunks or batches:
+ * a replay has no GC thread, so connections that timed out would stay counted until a packet
+ * of theirs came back, and a long capture would fill the table with dead entries (early drops,
+ * "table full" drops the kernel never had). Sweeps run only once the table is `startPercent`
+ * full (90%), so small captures are replayed exactly as without it.
+ */
+export class ReplayGc {
+  private engine: GcEngine | null = null;
+  private readonly threshold: number;
+
+  constructor(
+    private readonly table: ConntrackTable,
+    /** Called for each entry the GC removes (data intact): DESTROY events. */
+    private readonly onDestroy: ((e: number, why: number) => void) | null = null,
+    startPercent = 90,
+  ) {
+    this.threshold = Math.floor((table.max * startPercent) / 100);
+  }
+
+  /** Sweep the whole table once if it is past the threshold. Call outside any batch. */
+  maybeRun(): void {
+    // H_COUNT: Atomics.add'ed by inserters and killers on any thread.
+    if (Atomics.load(this.table.i32, H_COUNT) < this.threshold) return;
+    if (!this.engine) {
+      this.engine = new GcEngine(this.table, { budgetMs: 1000 });
+      if (this.onDestroy) this.engine.onDestroy = this.onDestroy;
+    }
+    for (let k = 0; k < 64; k++) if (this.engine.run().sweepDone) break;
+  }
+
+  close(): void {
+    this.engine?.close();
+    this.engine = null;
+  }
 }
