@@ -125,7 +125,15 @@ test('CLI: replay --workers 2 writes the same per-packet output and -S totals as
   const b = run(join(dir, 'two.jsonl'), '--workers', '2');
   t.is(a.code, 0, a.err);
   t.is(b.code, 0, b.err);
-  t.is(readFileSync(join(dir, 'two.jsonl'), 'utf8'), readFileSync(join(dir, 'one.jsonl'), 'utf8'));
+  // Connection ids come from one counter that threads draw from in any order: compare without them.
+  const perPacket = (f: string): Record<string, unknown>[] => readFileSync(join(dir, f), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const one = perPacket('one.jsonl');
+  const two = perPacket('two.jsonl');
+  for (const l of [...one, ...two]) {
+    if (l['ctstate'] !== 'invalid' && l['ctstate'] !== 'untracked') t.true(typeof l['id'] === 'number' && (l['id'] as number) > 0, JSON.stringify(l));
+  }
+  const noId = (ls: Record<string, unknown>[]): Record<string, unknown>[] => ls.map(({ id: _id, ...rest }) => rest);
+  t.deepEqual(noId(two), noId(one));
   const totals = (s: string): Record<string, number> => {
     const sum: Record<string, number> = {};
     for (const l of s.split('\n').filter((x) => x.startsWith('cpu='))) {

@@ -6,13 +6,14 @@
 import { threadId, workerData } from 'node:worker_threads';
 import {
   BH_DONE, IX_LEN, IX_LINKTYPE, IX_NOW, IX_NS, IX_OFF, IX_WORDS, IX_ZONE, PacketBatch, RF_DONE, RF_DROP,
-  RS_DIR, RS_FLAGS, RS_L4, RS_REASON, RS_SLOT, RS_STATE, RS_TASK, RS_TCP, RS_WORDS, TASK_WORDS, TK_FROM,
+  RS_DIR, RS_FLAGS, RS_ID, RS_L4, RS_REASON, RS_SLOT, RS_STATE, RS_TASK, RS_TCP, RS_WORDS, TASK_WORDS, TK_FROM,
   TK_PROGRESS, TK_THREAD, TK_TO, TK_WID,
 } from '../src/pool/batch.js';
 import { Conntrack } from '../src/track/core.js';
 import type { PoolTask, PoolWorkerData, TaskSummary } from '../src/pool/pool.js';
 import { REASON_EXTRA, REASON_OTHER, reasonCode } from '../src/track/reasons.js';
 import { ConntrackTable } from '../src/table/table.js';
+import { ENTRY_WORDS, E_ID } from '../src/table/layout.js';
 
 /** Packets per read-side section: reclamation may advance between sections. */
 const SECTION = 256;
@@ -62,6 +63,8 @@ function decide(task: PoolTask): TaskSummary {
       i32[r + RS_SLOT] = v.slot;
       i32[r + RS_L4] = ct.pkt.l4proto;
       i32[r + RS_TASK] = task.task;
+      // The slot is valid until endBatch: read its id now (it may be reused after the batch).
+      i32[r + RS_ID] = v.slot >= 0 ? table.i32[table.sec.entries + v.slot * ENTRY_WORDS + E_ID]! : 0;
       i32[r + RS_FLAGS] = RF_DONE | (v.drop ? RF_DROP : 0);
       done++;
       if (done % SECTION === 0) {

@@ -1,18 +1,29 @@
 #!/usr/bin/env node
 /** The `conntrack-sab` command line. */
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { runReplay } from './replay-cmd.js';
 import { runStressCli } from './stress.js';
 import { runBenchCli } from './bench.js';
 import { registerTableCommands } from './table-cmds.js';
 import { runNfqueue } from './nfqueue.js';
+import { EXIT_DATA, EXIT_USAGE, usageLine, VERSION } from './common.js';
 
 const program = new Command();
 program
   .name('conntrack-sab')
   .description('Linux-netfilter-style connection tracking on a SharedArrayBuffer table')
-  .showHelpAfterError()
+  .version(`conntrack-sab ${VERSION}`, '-V, --version', 'print the version')
+  // Usage errors are reported below as one line and a pointer to --help, not the whole help.
+  .configureOutput({ outputError: () => {} })
   .exitOverride();
+
+/** Integer option values: a usage error unless the whole value is a number. */
+function intOpt(name: string): (v: string) => number {
+  return (v: string) => {
+    if (!/^\d+$/.test(v.trim())) throw new InvalidArgumentError(`${name} expects an integer, got "${v}"`);
+    return Number(v);
+  };
+}
 
 function collect(value: string, previous: string[]): string[] {
   return previous.concat([value]);
@@ -20,18 +31,19 @@ function collect(value: string, previous: string[]): string[] {
 
 program
   .command('replay')
-  .description('replay a capture (pcap or pcapng) through a fresh table')
-  .argument('<capture>', 'capture file')
+  .description('replay a capture (pcap or pcapng, gzip too) through a fresh table')
+  .argument('<capture>', "capture file, FIFO or '-' for stdin")
   .option('--per-packet <file>', 'write one JSON object per packet (JSON Lines)')
   .option('--sysctl <name=value>', 'set a sysctl (kernel name, with or without net.netfilter.)', collect, [])
   .option('-L, --dump', 'print the final table like conntrack -L')
   .option('-S, --stats', 'print statistics like conntrack -S')
   .option('-E, --event', 'print the event stream like conntrack -E')
-  .addOption(new Option('-o, --output <fmt>', 'output format for -L/-E: extended, timestamp, id (comma separated)'))
-  .option('--json', 'print one JSON object with the table, counts and statistics')
-  .option('--max <n>', 'nf_conntrack_max of the table', (v) => parseInt(v, 10))
-  .option('--no-progress', 'never show a progress bar')
-  .option('--workers <n>', 'decide packets on n worker threads sharing the table (default 1: this thread)', (v) => parseInt(v, 10))
+  .addOption(new Option('-o, --output <fmt>', 'output format for -L/-E: extended, timestamp, id, json (comma separated)'))
+  .option('--json', 'JSON lines as they go: events (with -E), entries, then a summary (counts, statistics)')
+  .option('--max <n>', 'nf_conntrack_max of the table', intOpt('--max'))
+  .option('--head <n>', 'with -L: print only the first n entries (the count says how many there are)', intOpt('--head'))
+  .option('--no-progress', 'never show a progress bar (shown only on a terminal, for replays over a second)')
+  .option('--workers <n>', 'decide packets on n worker threads sharing the table (default 1: this thread)', intOpt('--workers'))
   .addOption(new Option('--dispatch <mode>', 'with --workers: flow (decisions as on one thread) or free').choices(['flow', 'free']).default('flow'))
   .action(async (capture: string, opts: Record<string, unknown>) => {
     process.exitCode = await runReplay(capture, opts);
@@ -46,11 +58,6 @@ program
   .option('--discipline <d>', 'reclamation: noref (default) or refcount')
   .option('--no-gc', 'do not run the GC worker')
   .option('--json', 'print one JSON object (ok, operations, opsPerSecond, gracePeriods, slotsRecycled, invariants)')
-  .exitOverride((err) => {
-    // Usage errors of this command exit with 2, like its own option checks.
-    if (err.exitCode !== 0) throw new CommanderError(2, err.code, err.message);
-    throw err;
-  })
   .action(async (opts: Record<string, unknown>) => {
     process.exitCode = await runStressCli(opts);
   });
@@ -97,13 +104,35 @@ program
 // list, count, metrics, snapshot, delete: on a snapshot file or a replayed capture.
 registerTableCommands(program);
 
-try {
-  await program.parseAsync(process.argv);
-} catch (err) {
-  if (err instanceof CommanderError) {
-    process.exitCode = err.exitCode;
-  } else {
-    process.stderr.write(`conntrack-sab: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
+/** The subcommand named on the command line (for error lines), null when none is. */
+function commandName(): string | null {
+  const known = new Set(program.commands.map((c) => c.name()));
+  for (const a of process.argv.slice(2)) {
+    if (known.has(a)) return a;
+    if (!a.startsWith('-')) return null;
+  }
+  return null;
+}
+
+if (process.argv.length <= 2) {
+  process.stderr.write(usageLine(null, `missing command (${program.commands.map((c) => c.name()).join(', ')})`));
+  process.exitCode = EXIT_USAGE;
+} else {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') {
+        process.exitCode = 0;
+      } else {
+        // Commander's message starts with "error: ".
+        const msg = err.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ');
+        process.stderr.write(usageLine(err.code === 'commander.unknownCommand' ? null : commandName(), msg));
+        process.exitCode = EXIT_USAGE;
+      }
+    } else {
+      process.stderr.write(`conntrack-sab${commandName() ? ' ' + commandName() : ''}: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = EXIT_DATA;
+    }
   }
 }

@@ -1,18 +1,26 @@
-/** `conntrack-sab replay`: replay a capture and print what conntrack-tools would show. */
-import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs';
+/**
+ * `conntrack-sab replay`: replay a capture and print what conntrack-tools would show.
+ * The capture is streamed (a file of any size, `-` or a pipe, gzip too); every output is written
+ * as it goes, line by line.
+ */
+import { closeSync, openSync } from 'node:fs';
 import { LineWriter } from './output.js';
-import cliProgress from 'cli-progress';
 import type { EventSink } from '../table/events.js';
+import { EVENT_DESTROY, EVENT_NAMES } from '../table/events.js';
 import { type ConnEvent, subscribeEvents, type EventSubscription } from '../table/ecache.js';
-import { entryJson, eventLine, formatEntry, formatEvent, formatStats, type EntryJson, type FormatContext } from '../ops/format.js';
+import { entryJson, eventLine, formatEntry, formatEvent, formatStats, type FormatContext } from '../ops/format.js';
 import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
-import { readCapture } from '../input/capture/reader.js';
 import { ConntrackPool } from '../pool/pool.js';
-import { replay } from '../ops/replay.js';
+import { IX_OFF, IX_WORDS, type PacketBatch } from '../pool/batch.js';
+import { replay, ReplayGc, type ReplayOutcome } from '../ops/replay.js';
 import { Conntrack } from '../track/core.js';
-import { E_TIMEOUT } from '../table/layout.js';
+import { ENTRY_WORDS, E_ID, E_TIMEOUT } from '../table/layout.js';
 import { ConntrackTable } from '../table/table.js';
 import { parseSysctlAssignment } from '../table/sysctl.js';
+import { Packet } from '../input/packet/packet.js';
+import { parseFrame } from '../input/packet/parse.js';
+import { formatAddr } from '../track/tuple.js';
+import { banner, CliError, EXIT_DATA, EXIT_OK, EXIT_USAGE, inputError, isInputError, Progress, TableFullWarning } from './common.js';
 
 export interface ReplayCliOptions {
   perPacket?: string;
@@ -23,6 +31,7 @@ export interface ReplayCliOptions {
   output?: string;
   json?: boolean;
   max?: number;
+  head?: number;
   progress?: boolean;
   /** Packet worker threads (unset or 1: this thread). */
   workers?: number;
@@ -38,46 +47,105 @@ interface Decided {
   readonly drop: boolean;
 }
 
-/** One --per-packet JSON line. */
-function perPacketLine(i: number, v: Decided, l4proto: number): string {
-  const o: Record<string, unknown> = { i, ctstate: v.ctstate, dir: v.direction };
+/** Capture time as seconds since the epoch, to the microsecond (tshark's frame.time_epoch). */
+function epochSeconds(tsMs: number): number {
+  return Math.round(tsMs * 1000) / 1e6;
+}
+
+/**
+ * One --per-packet JSON line: `frame` (1-based, as tshark numbers frames), `ts` (capture time,
+ * seconds with µs), the decision, the connection's id (`-o id`) and the packet's own tuple.
+ */
+function perPacketLine(i: number, tsMs: number, v: Decided, id: number, pkt: Packet | null): string {
+  const o: Record<string, unknown> = { frame: i + 1, ts: epochSeconds(tsMs), i, ctstate: v.ctstate, dir: v.direction };
   if (v.reason !== null) o['reason'] = v.reason;
   if (v.protoState >= 0) o['tcpState'] = TCP_STATE_NAMES[v.protoState];
   if (v.drop) o['drop'] = true;
-  if (l4proto) o['proto'] = l4proto;
+  if (id !== 0) o['id'] = id;
+  if (pkt && pkt.family !== 0) {
+    o['proto'] = pkt.l4proto;
+    o['src'] = addr(pkt.src, pkt.family);
+    o['dst'] = addr(pkt.dst, pkt.family);
+    if (pkt.l4proto === 1 || pkt.l4proto === 58) {
+      o['type'] = pkt.icmpType;
+      o['code'] = pkt.icmpCode;
+      if (!pkt.icmpError) o['icmpId'] = pkt.icmpId;
+    } else if (pkt.sport !== 0 || pkt.dport !== 0) {
+      o['sport'] = pkt.sport;
+      o['dport'] = pkt.dport;
+    }
+  }
   return JSON.stringify(o) + '\n';
 }
 
-export async function runReplay(capture: string, raw: Record<string, unknown>): Promise<number> {
-  const opts = raw as ReplayCliOptions;
-  const err = (m: string): number => {
-    process.stderr.write(`conntrack-sab replay: ${m}\n`);
-    return 2;
-  };
-  if (!existsSync(capture)) return err(`no such file: ${capture}`);
-  if (!statSync(capture).isFile()) return err(`not a file: ${capture}`);
+const addrWords = new Int32Array(4);
+function addr(a: Uint32Array, family: number): string {
+  addrWords[0] = a[0]!; addrWords[1] = a[1]!; addrWords[2] = a[2]!; addrWords[3] = a[3]!;
+  return formatAddr(addrWords, 0, family);
+}
+
+/** Frame index (within the batch) of the packet whose data starts at `off` (offsets grow with the index). */
+function indexOfOffset(b: PacketBatch, off: number): number {
+  let lo = 0;
+  let hi = b.count - 1;
+  const base = b.sec.index;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if ((b.u32[base + mid * IX_WORDS + IX_OFF]! >>> 0) <= off) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+function checkOptions(opts: ReplayCliOptions): { sysctls: Record<string, number>; fmt: Set<string>; max: number; workers: number; dispatch: 'flow' | 'free' } {
   const sysctls: Record<string, number> = {};
-  try {
-    for (const a of opts.sysctl ?? []) {
+  for (const a of opts.sysctl ?? []) {
+    try {
       const { def, value } = parseSysctlAssignment(a);
       sysctls[def.name] = value;
+    } catch (e) {
+      throw new CliError((e as Error).message, EXIT_USAGE);
     }
-  } catch (e) {
-    return err((e as Error).message);
   }
   const fmt = new Set((opts.output ?? '').split(',').map((s) => s.trim()).filter(Boolean));
-  for (const f of fmt) if (!['extended', 'timestamp', 'id'].includes(f)) return err(`unknown output format "${f}"`);
+  for (const f of fmt) {
+    if (!['extended', 'timestamp', 'id', 'json'].includes(f)) throw new CliError(`unknown output format "${f}" (extended, timestamp, id, json)`, EXIT_USAGE);
+  }
   const max = opts.max ?? Math.max(65536, sysctls['nf_conntrack_max'] ?? 0);
-  if (!Number.isInteger(max) || max < 1) return err('--max must be a positive integer');
-
+  if (!Number.isInteger(max) || max < 1) throw new CliError('--max must be a positive integer', EXIT_USAGE);
+  if (opts.head !== undefined && (!Number.isInteger(opts.head) || opts.head < 0)) throw new CliError('--head must be a non-negative integer', EXIT_USAGE);
   const workers = opts.workers ?? 1;
-  if (!Number.isInteger(workers) || workers < 1 || workers > 64) return err('--workers must be an integer in 1..64');
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new CliError('--workers must be an integer in 1..64', EXIT_USAGE);
   const dispatch = opts.dispatch ?? 'flow';
-  if (dispatch !== 'flow' && dispatch !== 'free') return err(`--dispatch must be flow or free, got "${dispatch}"`);
+  if (dispatch !== 'flow' && dispatch !== 'free') throw new CliError(`--dispatch must be flow or free, got "${dispatch}"`, EXIT_USAGE);
+  return { sysctls, fmt, max, workers, dispatch };
+}
+
+export async function runReplay(capture: string, raw: Record<string, unknown>): Promise<number> {
+  try {
+    return await replayCommand(capture, raw as ReplayCliOptions);
+  } catch (e) {
+    if (e instanceof CliError) {
+      process.stderr.write(e.code === EXIT_USAGE
+        ? `conntrack-sab replay: ${e.message}\nTry 'conntrack-sab replay --help' for more information.\n`
+        : `conntrack-sab replay: ${e.message}\n`);
+      return e.code;
+    }
+    throw e;
+  }
+}
+
+async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<number> {
+  const { sysctls, fmt, max, workers, dispatch } = checkOptions(opts);
+  const name = capture === '-' ? '(stdin)' : capture;
   // With packet workers, -E reads the table's shared event ring (ecache.ts).
   const ringEvents = workers > 1 && opts.event === true;
+  const json = opts.json === true;
+  const entriesJson = json || fmt.has('json');
+  const eventsJson = json || fmt.has('json');
+  const fmtOpts = { extended: fmt.has('extended'), id: fmt.has('id') };
+  const stamp = fmt.has('timestamp');
 
-  const bytes = readFileSync(capture);
   const out = new LineWriter(1);
   let perPacketFd = -1;
   let pp: LineWriter | null = null;
@@ -85,7 +153,7 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
     try {
       perPacketFd = openSync(opts.perPacket, 'w');
     } catch (e) {
-      return err(`cannot write ${opts.perPacket}: ${(e as Error).message}`);
+      throw inputError(opts.perPacket, e);
     }
     pp = new LineWriter(perPacketFd);
   }
@@ -94,124 +162,147 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
   try {
     table = ConntrackTable.create({
       max, sysctls, ...(workers > 1 ? { maxWorkers: Math.max(16, workers + 4) } : {}),
-      // Room for the events of two batches in flight (at most a few per packet) between drains.
+      // Room for the events of a batch (at most a few per packet) between drains.
       ...(ringEvents ? { events: { ring: 1 << 15, destroyRing: 1 << 13 } } : {}),
     });
   } catch (e) {
-    return err((e as Error).message);
+    throw new CliError((e as Error).message, EXIT_USAGE);
   }
   // The formatters read the table directly.
   const ctx: FormatContext = { i32: table.i32, u32: table.u32, sys: table.sec.sysctl, ext: table.sec.ext };
-  let wallBase = 0; // epoch ms of the clock's zero, for -o timestamp
-  try {
-    // From the first record, so that events of the very first packet have it too.
-    const first = readCapture(bytes).next();
-    if (first) wallBase = Math.floor(first.tsMs) - (Math.floor(first.tsMs) >>> 0);
-  } catch {
-    // A corrupt capture: the replay reports it.
-  }
-  const eventLines: string[] = [];
-  const sink: EventSink | undefined = opts.event ? {
+  let events = 0;
+  /** Capture time of the packet being decided (events of that packet carry it). */
+  let curTs = 0;
+  const writeEvent = (type: number, line: string, tsMs: number): void => {
+    events++;
+    if (eventsJson) out.write(JSON.stringify({ type: 'event', event: (EVENT_NAMES[type] ?? '?').toLowerCase(), ts: epochSeconds(tsMs), line: line.trimStart() }) + '\n');
+    else out.write(line + '\n');
+  };
+  const sink: EventSink | undefined = opts.event && !ringEvents ? {
     event(type: number, e: number, now: number, flags?: number): void {
-      const line = formatEvent(ctx, type, e, now, fmt.has('timestamp') ? wallBase + (now >>> 0) : undefined, {
-        extended: fmt.has('extended'), id: fmt.has('id'),
-      }, flags);
-      if (opts.json) eventLines.push(line);
-      else out.write(line + '\n');
+      writeEvent(type, formatEvent(ctx, type, e, now, stamp ? curTs : undefined, fmtOpts, flags), curTs);
     },
   } : undefined;
 
-  const bar = opts.progress !== false && process.stderr.isTTY && bytes.length > 8 << 20
-    ? new cliProgress.SingleBar({ format: 'replay [{bar}] {percentage}% | {value}/{total} MiB', stream: process.stderr }, cliProgress.Presets.shades_classic)
-    : null;
-  bar?.start(Math.ceil(bytes.length / 1048576), 0);
+  const progress = new Progress(opts.progress !== false);
+  const full = new TableFullWarning('replay', max);
+  // Dead entries are swept as the kernel's gc_worker would, once the table gets full.
+  const gc = new ReplayGc(table, sink ? (e: number) => sink.event(EVENT_DESTROY, e, table.clock) : null);
+  const onProgress = (done: number, total: number, packets: number): void => {
+    if (workers === 1) gc.maybeRun(); // between chunks: outside the replay's read-side section
+    progress.update(done, total, packets);
+  };
 
-  let res: { packets: number; counts: Record<string, number>; error: { message: string; offset: number } | null; now: number; table: ConntrackTable };
+  let res: ReplayOutcome;
   let lister: Conntrack;
-  if (workers > 1) {
-    const pool = new ConntrackPool({ table, workers, dispatch });
-    const sub: EventSubscription | null = ringEvents ? subscribeEvents(table) : null;
-    const got: ConnEvent[] = [];
-    const drain = (): void => {
-      if (sub) for (const ev of sub.poll()) got.push(ev);
-    };
-    try {
-      res = await pool.replay(bytes, {
-        onPacket: (i, v, tsMs) => {
-          if (wallBase === 0) wallBase = Math.floor(tsMs) - (Math.floor(tsMs) >>> 0);
-          if (pp) pp.write(perPacketLine(i, v, v.l4proto));
+  try {
+    if (workers > 1) {
+      const pool = new ConntrackPool({ table, workers, dispatch });
+      const sub: EventSubscription | null = ringEvents ? subscribeEvents(table) : null;
+      const pkt = pp ? new Packet() : null;
+      const printEvents = (list: ConnEvent[], b: PacketBatch | null, times: Float64Array | null): void => {
+        // Capture order: each event carries its frame's offset in the batch data; ring order breaks ties.
+        const order = list.map((ev, k) => ({ ev, key: ev.tag >>> 0, k }));
+        order.sort((a, c) => a.key - c.key || a.k - c.k);
+        for (const { ev } of order) {
+          const ts = b && times && b.count > 0 ? times[indexOfOffset(b, ev.tag >>> 0)]! : curTs;
+          writeEvent(ev.type, eventLine(ev.type, ev.body(fmtOpts), stamp ? ts : undefined), ts);
+        }
+      };
+      try {
+        res = await pool.replay(capture, {
+          onPacket: (i, v, tsMs) => {
+            curTs = tsMs;
+            if (v.drop) full.drop(i + 1);
+            if (pp) {
+              // The frame is still in the batch's data: parse it again for its tuple.
+              pp.write(perPacketLine(i, tsMs, v, v.id, pkt));
+            }
+          },
+          ...(pp ? {
+            onFrame: (linktype: number, buf: Uint8Array, off: number, len: number): void => {
+              parseFrame(linktype, buf, off, len, pkt!);
+            },
+          } : {}),
+          onBatch: (b: PacketBatch, times: Float64Array) => {
+            gc.maybeRun(); // no batch in flight
+            if (sub) printEvents(sub.poll(), b, times);
+          },
+          onProgress,
+        });
+      } finally {
+        await pool.close();
+      }
+      lister = new Conntrack(table);
+      if (sub) {
+        // DESTROY events parked while the ring was full: deliver them now that workers are gone.
+        for (let k = 0; k < 10000; k++) {
+          printEvents(sub.poll(), null, null);
+          if (lister.retryParkedEvents() === 0) break;
+        }
+        printEvents(sub.poll(), null, null);
+        if (sub.lost > 0) process.stderr.write(`conntrack-sab replay: WARNING: ${sub.lost} events were lost (the event ring overflowed, as with ENOBUFS)\n`);
+        sub.close();
+      }
+    } else {
+      const r = await replay(capture, {
+        table,
+        ...(sink ? { events: sink } : {}),
+        onRecord: (_l, _b, _o, _n, tsMs) => { curTs = tsMs; },
+        onPacket: (i, v, pkt, tsMs) => {
+          if (v.drop) full.drop(i + 1);
+          if (pp) pp.write(perPacketLine(i, tsMs, v, v.slot >= 0 ? table.i32[table.sec.entries + v.slot * ENTRY_WORDS + E_ID]! >>> 0 : 0, pkt));
         },
-        onProgress: (done: number) => {
-          drain(); // once per batch, while the next one is decided
-          bar?.update(Math.ceil(done / 1048576));
-        },
+        onProgress,
       });
-    } finally {
-      await pool.close();
+      res = r;
+      lister = r.conntrack;
     }
-    lister = new Conntrack(table);
-    if (sub) {
-      // DESTROY events parked while the ring was full: deliver them now that workers are gone.
-      for (let k = 0; k < 10000; k++) {
-        drain();
-        if (lister.retryParkedEvents() === 0) break;
-      }
-      drain();
-      if (sub.lost > 0) process.stderr.write(`conntrack-sab replay: WARNING: ${sub.lost} events were lost (the event ring overflowed, as with ENOBUFS)\n`);
-      sub.close();
-      // Capture order: each event carries its packet's offset in the capture; ring order breaks ties.
-      const order = got.map((ev, k) => ({ ev, key: ev.tag >>> 0, k }));
-      order.sort((a, b) => a.key - b.key || a.k - b.k);
-      for (const { ev } of order) {
-        const line = eventLine(ev.type, ev.body({ extended: fmt.has('extended'), id: fmt.has('id') }),
-          fmt.has('timestamp') ? wallBase + (ev.now >>> 0) : undefined);
-        if (opts.json) eventLines.push(line);
-        else out.write(line + '\n');
-      }
-    }
-  } else {
-    const r = replay(bytes, {
-      table,
-      ...(sink ? { events: sink } : {}),
-      onPacket: (i, v, pkt, tsMs) => {
-        if (wallBase === 0) wallBase = Math.floor(tsMs) - (Math.floor(tsMs) >>> 0);
-        if (pp) pp.write(perPacketLine(i, v, pkt.l4proto));
-      },
-      ...(bar ? { onProgress: (done: number) => bar.update(Math.ceil(done / 1048576)) } : {}),
-    });
-    res = r;
-    lister = r.conntrack;
+  } catch (e) {
+    gc.close();
+    progress.stop();
+    pp?.flush();
+    if (isInputError(e)) throw inputError(capture, e);
+    throw e;
   }
-  bar?.stop();
+  gc.close();
+  progress.stop();
   pp?.flush();
   if (perPacketFd >= 0) closeSync(perPacketFd);
 
-  const entries: EntryJson[] = [];
-  const lines: string[] = [];
-  if (opts.dump || opts.json) {
+  // -L: the final table, written as it is walked.
+  let shown = 0;
+  let total = 0;
+  if (opts.dump || json) {
     const c = lister;
     const now = res.now;
+    const head = opts.head ?? Infinity;
     c.beginBatch();
     c.chains.forEach((e) => {
       if (((table.i32[e + E_TIMEOUT]! - now) | 0) <= 0) return; // expired: conntrack -L skips it
-      if (opts.json) entries.push(entryJson(ctx, e, now));
-      else lines.push(formatEntry(ctx, e, now, { extended: fmt.has('extended'), id: fmt.has('id') }));
+      total++;
+      if (shown >= head) return;
+      shown++;
+      if (entriesJson) out.write(JSON.stringify(json ? { type: 'entry', ...entryJson(ctx, e, now) } : entryJson(ctx, e, now)) + '\n');
+      else out.write(formatEntry(ctx, e, now, fmtOpts) + '\n');
     });
     c.endBatch();
   }
   const stats = res.table.stats();
-  if (opts.json) {
+  if (json) {
     out.write(JSON.stringify({
-      capture, packets: res.packets, counts: res.counts,
+      type: 'summary', capture: name, packets: res.packets, counts: res.counts,
       error: res.error ? { message: res.error.message, offset: res.error.offset } : null,
-      entries, stats: stats.total, sysctls: res.table.sysctls(),
-      ...(opts.event ? { events: eventLines } : {}),
+      entries: total, events: opts.event ? events : undefined, stats: stats.total, sysctls: res.table.sysctls(),
     }) + '\n');
   } else {
     if (opts.dump) {
-      for (const l of lines) out.write(l + '\n');
       out.flush();
-      process.stderr.write(`conntrack v1.4.8 (conntrack-sab): ${lines.length} flow entries have been shown.\n`);
+      if (!entriesJson) {
+        process.stderr.write(banner(shown < total
+          ? `${shown} of ${total} flow entries have been shown.`
+          : `${shown} flow entries have been shown.`));
+      }
     }
     if (opts.stats) out.write(formatStats(stats.perWorker.length ? stats.perWorker : [stats.total]) + '\n');
     if (!opts.dump && !opts.stats && !opts.event) {
@@ -219,10 +310,13 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
     }
   }
   out.flush();
+  if (opts.event && !json) process.stderr.write(banner(`${events} flow events have been shown.`));
   lister.close();
+  const fullSummary = full.summary(res.table);
+  if (fullSummary) process.stderr.write(fullSummary);
   if (res.error) {
-    process.stderr.write(`conntrack-sab replay: ${capture}: ${res.error.message} (after ${res.packets} packets)\n`);
-    return 1;
+    process.stderr.write(`conntrack-sab replay: ${name}: ${res.error.message} (after ${res.packets} packets)\n`);
+    return EXIT_DATA;
   }
-  return 0;
+  return EXIT_OK;
 }

@@ -3,6 +3,7 @@
  * one shared table (with the GC worker), then the table is quiesced and its invariants checked.
  */
 import { Worker } from 'node:worker_threads';
+import { usageLine } from './common.js';
 import { checkInvariants, formatInvariants, type InvariantReport } from '../table/invariants.js';
 import { ConntrackTable, type Discipline } from '../table/table.js';
 import type { StressWorkerData, StressWorkerDone } from '../../workers/stress-worker.js';
@@ -162,7 +163,7 @@ export async function runStressCli(raw: Record<string, unknown>): Promise<number
     if (d !== 'noref' && d !== 'refcount') throw new Error(`--discipline must be noref or refcount, got "${d}"`);
     discipline = d;
   } catch (e) {
-    process.stderr.write(`conntrack-sab stress: ${(e as Error).message}\n`);
+    process.stderr.write(usageLine('stress', (e as Error).message));
     return 2;
   }
   if (!opts.json) {

@@ -12,7 +12,7 @@
  * --reply-port-src/--reply-port-dst, --port, --zone, --orig-zone, --reply-zone, --ns,
  * --mark value[/mask], --state LIST, --label BIT.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { formatCount } from '../ops/format.js';
 import { metricsFromSnapshot, metricsFromTable, formatPrometheus } from '../ops/metrics.js';
@@ -22,13 +22,7 @@ import { SnapshotError, decodeSnapshot, encodeSnapshot, isSnapshot, restoreSnaps
 import { parseSysctlAssignment } from '../table/sysctl.js';
 import { ConntrackTable } from '../table/table.js';
 import { LineWriter } from './output.js';
-
-/** Usage errors exit with 2, unreadable inputs with 1. */
-class CliError extends Error {
-  constructor(message: string, readonly code: number) {
-    super(message);
-  }
-}
+import { banner, CliError, EXIT_DATA, EXIT_USAGE, inputError, isInputError, usageLine } from './common.js';
 
 function intArg(name: string, max: number): (v: string) => number {
   return (v: string) => {
@@ -111,13 +105,36 @@ interface Loaded {
   snap: Snapshot | null;
 }
 
-/** A table holding the input's connections: a snapshot restored, or a capture replayed. */
-function loadInput(path: string, o: Record<string, unknown>): Loaded {
-  if (!existsSync(path)) throw new CliError(`no such file: ${path}`, 2);
-  if (!statSync(path).isFile()) throw new CliError(`not a file: ${path}`, 2);
-  const bytes = readFileSync(path);
+/** The first bytes of a file ('' for stdin and FIFOs read as a capture). */
+function head(path: string, n: number): Uint8Array {
+  if (path === '-' || path === '/dev/stdin') return new Uint8Array(0);
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    throw inputError(path, e);
+  }
+  try {
+    const b = new Uint8Array(n);
+    const got = readSync(fd, b, 0, n, null);
+    return b.subarray(0, got);
+  } catch (e) {
+    throw inputError(path, e);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A table holding the input's connections: a snapshot restored, or a capture replayed (streamed). */
+async function loadInput(path: string, o: Record<string, unknown>): Promise<Loaded> {
   const maxOpt = typeof o['max'] === 'number' ? o['max'] as number : undefined;
-  if (isSnapshot(bytes)) {
+  if (isSnapshot(head(path, 8))) {
+    let bytes: Uint8Array;
+    try {
+      bytes = readFileSync(path);
+    } catch (e) {
+      throw inputError(path, e);
+    }
     let snap: Snapshot;
     try {
       snap = decodeSnapshot(bytes);
@@ -141,18 +158,19 @@ function loadInput(path: string, o: Record<string, unknown>): Loaded {
       const { def, value } = parseSysctlAssignment(a);
       sysctls[def.name] = value;
     } catch (e) {
-      throw new CliError((e as Error).message, 2);
+      throw new CliError((e as Error).message, EXIT_USAGE);
     }
   }
   const max = maxOpt ?? Math.max(65536, sysctls['nf_conntrack_max'] ?? 0);
   let res;
   try {
-    res = replay(bytes, { tableOptions: { max, sysctls } });
+    res = await replay(path, { tableOptions: { max, sysctls } });
   } catch (e) {
-    throw new CliError(`${path}: ${(e as Error).message}`, 1);
+    if (isInputError(e)) throw inputError(path, e);
+    throw e;
   }
   res.conntrack.close();
-  if (res.error) throw new CliError(`${path}: ${res.error.message} (after ${res.packets} packets)`, 1);
+  if (res.error) throw new CliError(`${path === '-' ? '(stdin)' : path}: ${res.error.message} (after ${res.packets} packets)`, EXIT_DATA);
   res.table.clock = res.now;
   return { table: res.table, snap: null };
 }
@@ -172,21 +190,22 @@ function matcher(o: Record<string, unknown>): CtMatcher {
   }
 }
 
-function runList(path: string, o: Record<string, unknown>): number {
+async function runList(path: string, o: Record<string, unknown>): Promise<number> {
   const fmt = outputSet(o);
   const m = matcher(o);
-  const { table } = loadInput(path, o);
+  const { table } = await loadInput(path, o);
   const ops = new CtOps(table);
   const out = new LineWriter(1);
   try {
     const dump = ops.dump(m);
-    const lines = fmt.has('json')
-      ? dump.json().map((j) => JSON.stringify(j))
-      : fmt.has('proc') ? dump.procLines() : dump.lines({ extended: fmt.has('extended'), id: fmt.has('id') });
-    for (const l of lines) out.write(l + '\n');
+    // Line by line as they are formatted (JSON Lines with -o json), never one big string.
+    const opts = { extended: fmt.has('extended'), id: fmt.has('id') };
+    for (let i = 0; i < dump.count; i++) {
+      out.write((fmt.has('json') ? JSON.stringify(dump.jsonAt(i)) : fmt.has('proc') ? dump.procLine(i) : dump.line(i, opts)) + '\n');
+    }
     out.flush();
     if (!fmt.has('json') && !fmt.has('proc')) {
-      process.stderr.write(`conntrack v1.4.8 (conntrack-sab): ${lines.length} flow entries have been shown.\n`);
+      process.stderr.write(banner(`${dump.count} flow entries have been shown.`));
     }
   } finally {
     ops.close();
@@ -194,9 +213,9 @@ function runList(path: string, o: Record<string, unknown>): number {
   return 0;
 }
 
-function runCount(path: string, o: Record<string, unknown>): number {
+async function runCount(path: string, o: Record<string, unknown>): Promise<number> {
   const m = matcher(o);
-  const { table } = loadInput(path, o);
+  const { table } = await loadInput(path, o);
   const ops = new CtOps(table);
   try {
     process.stdout.write(formatCount(ops.count(m.filter)) + '\n');
@@ -206,8 +225,8 @@ function runCount(path: string, o: Record<string, unknown>): number {
   return 0;
 }
 
-function runMetrics(path: string, o: Record<string, unknown>): number {
-  const { table, snap } = loadInput(path, o);
+async function runMetrics(path: string, o: Record<string, unknown>): Promise<number> {
+  const { table, snap } = await loadInput(path, o);
   const src = snap ? metricsFromSnapshot(snap) : metricsFromTable(table);
   process.stdout.write(formatPrometheus(src));
   return 0;
@@ -215,29 +234,29 @@ function runMetrics(path: string, o: Record<string, unknown>): number {
 
 function writeOut(o: Record<string, unknown>, bytes: Uint8Array): string {
   const out = o['write'];
-  if (typeof out !== 'string' || !out) throw new CliError('-w, --write <file> is required', 2);
+  if (typeof out !== 'string' || !out) throw new CliError('-w, --write <file> is required', EXIT_USAGE);
   try {
     writeFileAtomic(out, bytes); // `delete x.snap -w x.snap` must never leave x.snap half written
   } catch (e) {
-    throw new CliError(`cannot write ${out}: ${(e as Error).message}`, 1);
+    throw inputError(out, e);
   }
   return out;
 }
 
-function runSnapshot(path: string, o: Record<string, unknown>): number {
-  if (typeof o['write'] !== 'string') throw new CliError('-w, --write <file> is required', 2);
-  const { table } = loadInput(path, o);
+async function runSnapshot(path: string, o: Record<string, unknown>): Promise<number> {
+  if (typeof o['write'] !== 'string') throw new CliError('-w, --write <file> is required', EXIT_USAGE);
+  const { table } = await loadInput(path, o);
   const bytes = encodeSnapshot(table, { now: table.clock });
   const out = writeOut(o, bytes);
   const n = new DataView(bytes.buffer, bytes.byteOffset).getUint32(16, true);
-  process.stderr.write(`conntrack-sab: ${n} flow entries saved to ${out} (${bytes.length} bytes).\n`);
+  process.stderr.write(banner(`${n} flow entries saved to ${out} (${bytes.length} bytes).`));
   return 0;
 }
 
-function runDelete(path: string, o: Record<string, unknown>): number {
-  if (typeof o['write'] !== 'string') throw new CliError('-w, --write <file> is required', 2);
+async function runDelete(path: string, o: Record<string, unknown>): Promise<number> {
+  if (typeof o['write'] !== 'string') throw new CliError('-w, --write <file> is required', EXIT_USAGE);
   const m = matcher(o);
-  const { table } = loadInput(path, o);
+  const { table } = await loadInput(path, o);
   const ops = new CtOps(table);
   let n: number;
   try {
@@ -246,17 +265,17 @@ function runDelete(path: string, o: Record<string, unknown>): number {
     ops.close();
   }
   writeOut(o, encodeSnapshot(table, { now: table.clock }));
-  process.stderr.write(`conntrack v1.4.8 (conntrack-sab): ${n} flow entries have been deleted.\n`);
+  process.stderr.write(banner(`${n} flow entries have been deleted.`));
   return 0;
 }
 
-function wrap(fn: (path: string, o: Record<string, unknown>) => number, name: string) {
-  return (path: string, o: Record<string, unknown>): void => {
+function wrap(fn: (path: string, o: Record<string, unknown>) => Promise<number>, name: string) {
+  return async (path: string, o: Record<string, unknown>): Promise<void> => {
     try {
-      process.exitCode = fn(path, o);
+      process.exitCode = await fn(path, o);
     } catch (e) {
       if (e instanceof CliError) {
-        process.stderr.write(`conntrack-sab ${name}: ${e.message}\n`);
+        process.stderr.write(e.code === EXIT_USAGE ? usageLine(name, e.message) : `conntrack-sab ${name}: ${e.message}\n`);
         process.exitCode = e.code;
         return;
       }

@@ -274,8 +274,13 @@ export class EntryDump {
   /** `conntrack -L` lines (`-o extended` with { extended: true }). */
   lines(opts: FormatOptions = {}): string[] {
     const out: string[] = [];
-    for (let i = 0; i < this.count; i++) out.push(formatEntry(this.ctx, i * ENTRY_WORDS, this.now, opts));
+    for (let i = 0; i < this.count; i++) out.push(this.line(i, opts));
     return out;
+  }
+
+  /** Entry i's `conntrack -L` line. */
+  line(i: number, opts: FormatOptions = {}): string {
+    return formatEntry(this.ctx, i * ENTRY_WORDS, this.now, opts);
   }
 
   /** Accounting of entry i (null without the acct extension). */
@@ -293,16 +298,27 @@ export class EntryDump {
   /** `/proc/net/nf_conntrack` lines (with packets= bytes= when accounting is on). */
   procLines(): string[] {
     const out: string[] = [];
-    for (let i = 0; i < this.count; i++) out.push(formatProcEntry(this.ctx, i * ENTRY_WORDS, this.now, this.acct(i)));
+    for (let i = 0; i < this.count; i++) out.push(this.procLine(i));
     return out;
+  }
+
+  /** Entry i's `/proc/net/nf_conntrack` line. */
+  procLine(i: number): string {
+    return formatProcEntry(this.ctx, i * ENTRY_WORDS, this.now, this.acct(i));
   }
 
   /** Per-entry JSON, with `acct` and `labels` (hex) when the entry has them (ConnEvent.toJSON()'s shape). */
   json(): ConnEntryJson[] {
     const out: ConnEntryJson[] = [];
-    for (let i = 0; i < this.count; i++) out.push(connEntryJson(this.ctx, i * ENTRY_WORDS, this.now, this.ext, i * EXT_WORDS));
+    for (let i = 0; i < this.count; i++) out.push(this.jsonAt(i));
     return out;
   }
+
+  /** Entry i as JSON, with `acct` and `labels` (hex) when it has them (ConnEvent.toJSON()'s shape). */
+  jsonAt(i: number): ConnEntryJson {
+    return connEntryJson(this.ctx, i * ENTRY_WORDS, this.now, this.ext, i * EXT_WORDS);
+  }
+
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
  * Replaying a capture through a table on this thread: the capture's timestamps drive the
  * table clock, so timeouts expire as they did when the traffic was recorded.
  */
-import { CaptureError, readCapture } from '../input/capture/reader.js';
+import { CaptureError, CaptureStream, GzipError, isGzipMagic, readCapture, type CaptureReader, type CaptureSource } from '../input/capture/reader.js';
 import { Conntrack } from '../track/core.js';
 import type { EventSink } from '../table/events.js';
 import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
 import { nflogTimestampMs } from '../input/packet/parse.js';
 import { ConntrackTable, type TableOptions } from '../table/table.js';
+import { GcEngine } from '../table/gc.js';
+import { H_COUNT } from '../table/layout.js';
 import { CTSTATE_NAMES, type Verdict } from '../track/verdict.js';
 import type { Packet } from '../input/packet/packet.js';
 import { abortError, checkAbort } from '../errors.js';
@@ -21,10 +23,10 @@ export interface ReplayOptions {
   onPacket?: (index: number, v: Verdict, pkt: Packet, tsMs: number) => void;
   /** Receives NEW / UPDATE / DESTROY events. */
   events?: EventSink;
-  /** Called with each raw record before it is decided (e.g. to read NFLOG labels). */
-  onRecord?: (linktype: number, buf: Uint8Array, off: number, len: number) => void;
-  /** Called now and then with bytes done and total. */
-  onProgress?: (done: number, total: number) => void;
+  /** Called with each raw record (and its time, epoch ms) before it is decided (e.g. to read NFLOG labels). */
+  onRecord?: (linktype: number, buf: Uint8Array, off: number, len: number, tsMs: number) => void;
+  /** Called now and then with bytes read, total bytes (-1 when unknown: a pipe) and packets decided. */
+  onProgress?: (done: number, total: number, packets: number) => void;
   /** Packets per batch (read-side section), default 256. */
   batch?: number;
   /**
@@ -59,61 +61,162 @@ export function clockFromEpochMs(ms: number): number {
   return Math.floor(ms) | 0;
 }
 
-/**
- * Replay a whole capture (pcap or pcapng bytes) on this thread. A corrupt capture stops at the
- * bad record: `error` says where, every packet before it was decided.
- */
-export function replay(bytes: Uint8Array, opts: ReplayOptions = {}): ReplayResult {
-  checkAbort(opts.signal, 'replay');
-  const reader = readCapture(bytes);
-  const table = opts.table ?? ConntrackTable.create(opts.tableOptions);
-  const ct = new Conntrack(table, opts.events ? { events: opts.events } : {});
-  const counts: Record<string, number> = {};
-  for (const n of CTSTATE_NAMES) counts[n] = 0;
-  const batch = opts.batch ?? 256;
-  let i = 0;
-  let now = 0;
-  let lastTsMs = 0;
-  let error: CaptureError | null = null;
-  let aborted = false;
-  const signal = opts.signal;
-  ct.beginBatch();
-  try {
-    for (;;) {
-      const rec = reader.next();
-      if (rec === null) break;
-      let ts = rec.tsMs;
-      if (rec.linktype === LINKTYPE_NFLOG) {
-        // The kernel's own time of the packet, when the log carries it.
-        const k = nflogTimestampMs(rec.buf, rec.off, rec.len);
-        if (k !== null) ts = k;
-      }
-      if (opts.onRecord) opts.onRecord(rec.linktype, rec.buf, rec.off, rec.len);
-      lastTsMs = ts;
-      now = clockFromEpochMs(ts);
-      const v = ct.frame(rec.linktype, rec.buf, rec.off, rec.len, now);
-      counts[CTSTATE_NAMES[v.state]!]!++;
-      if (opts.onPacket) opts.onPacket(i, v, ct.pkt, ts);
-      i++;
-      if (i % batch === 0) {
-        table.clock = now;
-        if (signal?.aborted) { aborted = true; break; }
-        ct.endBatch();
-        ct.beginBatch();
-        if (opts.onProgress && i % (batch * 64) === 0) opts.onProgress(reader.offset, bytes.length);
-      }
-    }
-  } catch (err) {
-    if (!(err instanceof CaptureError)) throw err;
-    error = err;
-  } finally {
-    table.clock = now;
-    ct.endBatch();
+/** Decides the records a reader has, section by section (the sync and streaming replays share it). */
+class Replayer {
+  readonly table: ConntrackTable;
+  readonly ct: Conntrack;
+  readonly counts: Record<string, number> = {};
+  private readonly opts: ReplayOptions;
+  private readonly section: number;
+  packets = 0;
+  now = 0;
+  lastTsMs = 0;
+  error: CaptureError | null = null;
+  /** Set when opts.signal aborted the replay at a section boundary. */
+  aborted = false;
+
+  constructor(opts: ReplayOptions) {
+    this.opts = opts;
+    this.table = opts.table ?? ConntrackTable.create(opts.tableOptions);
+    this.ct = new Conntrack(this.table, opts.events ? { events: opts.events } : {});
+    for (const n of CTSTATE_NAMES) this.counts[n] = 0;
+    this.section = opts.batch ?? 256;
   }
-  if (aborted || signal?.aborted) {
-    ct.close();
+
+  /** Decide every complete record the reader holds; false once the capture ended or broke. */
+  feed(reader: CaptureReader): boolean {
+    const { ct, opts, table, counts, section } = this;
+    let i = this.packets;
+    let now = this.now;
+    ct.beginBatch();
+    try {
+      for (;;) {
+        const rec = reader.next();
+        if (rec === null) break;
+        let ts = rec.tsMs;
+        if (rec.linktype === LINKTYPE_NFLOG) {
+          // The kernel's own time of the packet, when the log carries it.
+          const k = nflogTimestampMs(rec.buf, rec.off, rec.len);
+          if (k !== null) ts = k;
+        }
+        if (opts.onRecord) opts.onRecord(rec.linktype, rec.buf, rec.off, rec.len, ts);
+        this.lastTsMs = ts;
+        now = clockFromEpochMs(ts);
+        const v = ct.frame(rec.linktype, rec.buf, rec.off, rec.len, now);
+        counts[CTSTATE_NAMES[v.state]!]!++;
+        if (opts.onPacket) opts.onPacket(i, v, ct.pkt, ts);
+        i++;
+        if (i % section === 0) {
+          table.clock = now;
+          if (opts.signal?.aborted) { this.aborted = true; break; }
+          ct.endBatch();
+          ct.beginBatch();
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof CaptureError)) throw err;
+      this.error = err;
+    } finally {
+      this.packets = i;
+      this.now = now;
+      table.clock = now;
+      ct.endBatch();
+    }
+    return this.error === null && !reader.done && !this.aborted;
+  }
+
+  /** Throws an AbortError (after releasing the tracker) once the signal aborted the replay. */
+  throwIfAborted(): void {
+    const signal = this.opts.signal;
+    if (!this.aborted && !signal?.aborted) return;
+    this.ct.close();
     throw abortError(signal!, 'replay');
   }
-  if (opts.onProgress) opts.onProgress(bytes.length, bytes.length);
-  return { packets: i, counts, error, now, lastTsMs, table, conntrack: ct };
+
+  result(): ReplayResult {
+    return {
+      packets: this.packets, counts: this.counts, error: this.error, now: this.now, lastTsMs: this.lastTsMs,
+      table: this.table, conntrack: this.ct,
+    };
+  }
+}
+
+/**
+ * Replay a capture. Bytes in memory: synchronously. A path (`-`: stdin), a Readable or an async
+ * iterable of chunks: streamed (gzip too), memory flat whatever the capture's size; resolves
+ * once the capture ended. A corrupt capture sets `error` after every packet before it was
+ * decided; I/O errors (and a start that is not a capture) reject.
+ */
+export function replay(bytes: Uint8Array, opts?: ReplayOptions): ReplayResult;
+export function replay(source: string | NodeJS.ReadableStream | AsyncIterable<Uint8Array>, opts?: ReplayOptions): Promise<ReplayResult>;
+export function replay(source: CaptureSource, opts?: ReplayOptions): ReplayResult | Promise<ReplayResult>;
+export function replay(source: CaptureSource, opts: ReplayOptions = {}): ReplayResult | Promise<ReplayResult> {
+  checkAbort(opts.signal, 'replay');
+  if (source instanceof Uint8Array && !isGzipMagic(source)) {
+    const reader = readCapture(source);
+    const r = new Replayer(opts);
+    r.feed(reader);
+    r.throwIfAborted();
+    if (opts.onProgress) opts.onProgress(source.length, source.length, r.packets);
+    return r.result();
+  }
+  return replayStream(source, opts);
+}
+
+async function replayStream(source: CaptureSource, opts: ReplayOptions): Promise<ReplayResult> {
+  const cs = new CaptureStream(source);
+  let r: Replayer | null = null;
+  try {
+    for (let reader = await cs.pull(); reader !== null; reader = await cs.pull()) {
+      r ??= new Replayer(opts);
+      const more = r.feed(reader);
+      r.throwIfAborted();
+      if (opts.onProgress) opts.onProgress(cs.bytesRead, cs.totalBytes, r.packets);
+      if (!more) break;
+    }
+  } catch (e) {
+    if (!(e instanceof GzipError) || r === null) throw e;
+    r.error = e; // the packets before the damage were decided
+  } finally {
+    await cs.close();
+  }
+  r ??= new Replayer(opts);
+  return r.result();
+}
+
+/**
+ * The kernel's gc_worker for a replay, run on the replaying thread between chunks or batches:
+ * a replay has no GC thread, so connections that timed out would stay counted until a packet
+ * of theirs came back, and a long capture would fill the table with dead entries (early drops,
+ * "table full" drops the kernel never had). Sweeps run only once the table is `startPercent`
+ * full (90%), so small captures are replayed exactly as without it.
+ */
+export class ReplayGc {
+  private engine: GcEngine | null = null;
+  private readonly threshold: number;
+
+  constructor(
+    private readonly table: ConntrackTable,
+    /** Called for each entry the GC removes (data intact): DESTROY events. */
+    private readonly onDestroy: ((e: number, why: number) => void) | null = null,
+    startPercent = 90,
+  ) {
+    this.threshold = Math.floor((table.max * startPercent) / 100);
+  }
+
+  /** Sweep the whole table once if it is past the threshold. Call outside any batch. */
+  maybeRun(): void {
+    // H_COUNT: Atomics.add'ed by inserters and killers on any thread.
+    if (Atomics.load(this.table.i32, H_COUNT) < this.threshold) return;
+    if (!this.engine) {
+      this.engine = new GcEngine(this.table, { budgetMs: 1000 });
+      if (this.onDestroy) this.engine.onDestroy = this.onDestroy;
+    }
+    for (let k = 0; k < 64; k++) if (this.engine.run().sweepDone) break;
+  }
+
+  close(): void {
+    this.engine?.close();
+    this.engine = null;
+  }
 }

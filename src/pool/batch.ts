@@ -63,7 +63,8 @@ export const RS_TCP = 4; // TCP state after the packet, -1 when none
 export const RS_SLOT = 5; // entry slot, -1 when none (valid only while no slot can be reused)
 export const RS_L4 = 6; // layer-4 protocol number as parsed, 0 when none
 export const RS_TASK = 7; // task record index that decided the packet
-export const RS_WORDS = 8;
+export const RS_ID = 8; // conntrack id of the packet's connection (E_ID, as -o id shows), 0 when none
+export const RS_WORDS = 9;
 export const RF_DONE = 1;
 export const RF_DROP = 2;
 
@@ -114,6 +115,8 @@ export class BatchVerdict {
   drop = false;
   protoState = -1;
   l4proto = 0;
+  /** conntrack id of the connection (as `-o id` shows), 0 when none. */
+  id = 0;
   get ctstate(): string {
     return CTSTATE_NAMES[this.state]!;
   }
@@ -287,6 +290,7 @@ export class PacketBatch {
     out.drop = (i32[r + RS_FLAGS]! & RF_DROP) !== 0;
     out.protoState = i32[r + RS_TCP]!;
     out.l4proto = i32[r + RS_L4]!;
+    out.id = i32[r + RS_ID]! >>> 0;
     return out;
   }
 }

@@ -24,10 +24,10 @@ import { once } from 'node:events';
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import {
-  BatchVerdict, DEFAULT_BATCH_PACKETS, MAX_TASKS, PacketBatch, TASK_WORDS, TK_PROGRESS, TK_THREAD, TK_WID,
+  BatchVerdict, BH_DATA_BYTES, BH_DATA_USED, DEFAULT_BATCH_PACKETS, IX_LEN, IX_LINKTYPE, IX_OFF, IX_WORDS, MAX_TASKS, PacketBatch, TASK_WORDS, TK_PROGRESS, TK_THREAD, TK_WID,
   type BatchOptions,
 } from './batch.js';
-import { CaptureError, readCapture } from '../input/capture/reader.js';
+import { CaptureError, CaptureStream, GzipError, MAX_CAPLEN, type CaptureReader, type CaptureRecord, type CaptureSource } from '../input/capture/reader.js';
 import { Dispatcher, type DispatchMode } from './dispatch.js';
 import { W_ALIVE, W_PID, WORKER_WORDS } from '../table/layout.js';
 import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
@@ -132,7 +132,15 @@ export class WorkerDeathError extends ConntrackError {
 export interface PoolReplayOptions {
   /** Called for every packet in capture order with a reused BatchVerdict. */
   onPacket?: (index: number, v: BatchVerdict, tsMs: number) => void;
-  onProgress?: (done: number, total: number) => void;
+  /** Called after each batch with bytes read, total bytes (-1 when unknown) and packets decided. */
+  onProgress?: (done: number, total: number, packets: number) => void;
+  /**
+   * Called when a batch was decided, before the next one is dispatched: the table's event ring
+   * holds every event of the packets so far and none of later ones.
+   */
+  onBatch?: (batch: PacketBatch, times: Float64Array) => void;
+  /** Called before onPacket with the packet's frame (still in the batch's data). */
+  onFrame?: (linktype: number, buf: Uint8Array, off: number, len: number) => void;
   /** Packets per batch (default DEFAULT_BATCH_PACKETS). */
   batch?: number;
   /**
@@ -156,6 +164,9 @@ export function recordTimeMs(linktype: number, buf: Uint8Array, off: number, len
   }
   return tsMs;
 }
+
+/** Own data bytes per packet of a replay batch: a full-size Ethernet frame. */
+const REPLAY_BYTES_PER_PACKET = 1536;
 
 function defaultWorkerFile(): URL {
   // dist/src/pool.js -> dist/workers/packet-worker.js
@@ -342,20 +353,16 @@ export class ConntrackPool {
   /**
    * Replay a capture through the pool: capture timestamps drive the table clock, batches are
    * dispatched one after another (the next is filled while the workers decide the current).
+   * The capture is streamed (bytes in memory, a path, `-`, a Readable or async chunks; gzip
+   * too): frames are copied into the two batches' own shared data areas, so memory stays flat
+   * whatever the capture's size.
    */
-  async replay(bytes: Uint8Array, opts: PoolReplayOptions = {}): Promise<PoolReplayResult> {
-    // Workers read frames in place: put the capture in shared memory once.
-    let shared: Uint8Array;
-    if (bytes.buffer instanceof SharedArrayBuffer) {
-      shared = bytes;
-    } else {
-      shared = new Uint8Array(new SharedArrayBuffer(bytes.length));
-      shared.set(bytes);
-    }
-    const reader = readCapture(shared);
-    const data = shared.buffer as SharedArrayBuffer;
+  async replay(source: CaptureSource, opts: PoolReplayOptions = {}): Promise<PoolReplayResult> {
+    const cs = new CaptureStream(source);
     const cap = opts.batch ?? DEFAULT_BATCH_PACKETS;
-    const batches = [PacketBatch.create({ capacity: cap, data }), PacketBatch.create({ capacity: cap, data })];
+    // Room for full-size Ethernet frames; a bigger frame closes the batch early.
+    const dataBytes = Math.max(cap * REPLAY_BYTES_PER_PACKET, MAX_CAPLEN);
+    const batches = [PacketBatch.create({ capacity: cap, dataBytes }), PacketBatch.create({ capacity: cap, dataBytes })];
     const ts = [new Float64Array(cap), new Float64Array(cap)];
     const counts: Record<string, number> = {};
     for (const s of CTSTATE_NAMES) counts[s] = 0;
@@ -365,26 +372,57 @@ export class ConntrackPool {
     let packets = 0;
     let now = 0;
     let lastTsMs = 0;
+    let reader: CaptureReader | null = null;
+    /** A record read but not pushed (its batch was full); the reader is not pulled on meanwhile. */
+    let held: CaptureRecord | null = null;
 
-    const fill = (k: number): number => {
+    /** Room for one more frame of `len` bytes (count and own data area). */
+    const fits = (b: PacketBatch, len: number): boolean =>
+      b.count < b.capacity && b.i32[BH_DATA_USED]! + len <= b.i32[BH_DATA_BYTES]!;
+
+    const fill = async (k: number): Promise<number> => {
       const b = batches[k]!;
       const times = ts[k]!;
       b.reset();
-      while (!eof && !b.full) {
-        let rec;
+      while (!eof) {
+        if (reader === null) {
+          try {
+            reader = await cs.pull();
+          } catch (e) {
+            if (!(e instanceof GzipError)) throw e; // I/O errors, not a capture: the replay rejects
+            error = e;
+            eof = true;
+            break;
+          }
+          if (reader === null) { eof = true; break; }
+        }
+        let rec: CaptureRecord | null;
         try {
-          rec = reader.next();
+          rec = held ?? reader.next();
         } catch (e) {
           if (!(e instanceof CaptureError)) throw e;
           error = e;
           eof = true;
           break;
         }
-        if (rec === null) { eof = true; break; }
-        if (rec.buf.buffer !== data) throw new ConntrackError('ERR_CT_INTERNAL', 'internal: capture reader returned a frame outside the capture');
+        held = null;
+        if (rec === null) {
+          if (reader.done) { eof = true; break; }
+          reader = null; // drained: read more (the frames pushed so far were copied out)
+          continue;
+        }
+        if (!fits(b, rec.len)) {
+          if (b.count === 0) {
+            error = new CaptureError(`record at offset ${rec.recordOffset}: captured length ${rec.len} is too large for a pool batch (${b.i32[BH_DATA_BYTES]!} bytes)`, rec.recordOffset);
+            eof = true;
+            break;
+          }
+          held = rec;
+          break;
+        }
         const t = recordTimeMs(rec.linktype, rec.buf, rec.off, rec.len, rec.tsMs);
         times[b.count] = t;
-        b.pushRef(rec.linktype, rec.buf.byteOffset + rec.off, rec.len, clockFromEpochMs(t));
+        b.push(rec.linktype, rec.buf, rec.off, rec.len, clockFromEpochMs(t));
       }
       return b.count;
     };
@@ -394,8 +432,13 @@ export class ConntrackPool {
       const b = batches[k]!;
       const times = ts[k]!;
       const m = b.count;
+      const ix = b.sec.index;
       for (let i = 0; i < m; i++) {
         b.read(i, v);
+        if (opts.onFrame) {
+          const x = ix + i * IX_WORDS;
+          opts.onFrame(b.i32[x + IX_LINKTYPE]!, b.bytes, b.u32[x + IX_OFF]!, b.i32[x + IX_LEN]!);
+        }
         counts[CTSTATE_NAMES[v.state]!]!++;
         if (opts.onPacket) opts.onPacket(packets + i, v, times[i]!);
       }
@@ -405,26 +448,32 @@ export class ConntrackPool {
     };
 
     checkAbort(opts.signal, 'pool.replay');
-    let cur = 0;
-    fill(cur);
-    let pending: Promise<BatchResult> | null = batches[cur]!.count > 0 ? this.process(batches[cur]!) : null;
-    while (pending) {
-      const next = 1 - cur;
-      fill(next); // while the workers decide `cur`
-      const r = await pending;
-      if (opts.signal?.aborted) {
+    try {
+      let cur = 0;
+      await fill(cur);
+      let pending: Promise<BatchResult> | null = batches[cur]!.count > 0 ? this.process(batches[cur]!) : null;
+      while (pending) {
+        const next = 1 - cur;
+        await fill(next); // while the workers decide `cur`
+        const r = await pending;
+        if (opts.signal?.aborted) {
+          this.table.clock = batches[cur]!.now(batches[cur]!.count - 1);
+          throw abortError(opts.signal, 'pool.replay'); // between batches: none in flight
+        }
+        for (const e of r.unregisteredReasons) unregistered.add(e);
+        // The table clock as of the last packet decided (read by GC and destroy events).
         this.table.clock = batches[cur]!.now(batches[cur]!.count - 1);
-        throw abortError(opts.signal, 'pool.replay'); // between batches: none in flight
+        // Every event of `cur` is in the table's event ring now, none of `next` yet.
+        if (opts.onBatch) opts.onBatch(batches[cur]!, ts[cur]!);
+        pending = batches[next]!.count > 0 ? this.process(batches[next]!) : null;
+        report(cur);
+        if (opts.onProgress) opts.onProgress(cs.bytesRead, cs.totalBytes, packets);
+        cur = next;
       }
-      for (const e of r.unregisteredReasons) unregistered.add(e);
-      // The table clock as of the last packet decided (read by GC and destroy events).
-      this.table.clock = batches[cur]!.now(batches[cur]!.count - 1);
-      pending = batches[next]!.count > 0 ? this.process(batches[next]!) : null;
-      report(cur);
-      if (opts.onProgress) opts.onProgress(reader.offset, bytes.length);
-      cur = next;
+    } finally {
+      await cs.close();
     }
-    if (opts.onProgress) opts.onProgress(bytes.length, bytes.length);
+    if (opts.onProgress) opts.onProgress(cs.bytesRead, cs.totalBytes, packets);
     return { packets, counts, error, now, lastTsMs, table: this.table, unregisteredReasons: [...unregistered] };
   }
 

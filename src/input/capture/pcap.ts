@@ -7,7 +7,7 @@
  * seconds, µs or ns, captured length, original length.
  */
 
-import { CaptureError, CaptureRecord, MAX_CAPLEN, ReaderBase, hex32, type CaptureFormat } from './record.js';
+import { CaptureError, CaptureRecord, MAX_CAPLEN, MAX_STREAM_RECORD, ReaderBase, hex32, type CaptureFormat } from './record.js';
 
 export const PCAP_MAGIC_US = 0xa1b2c3d4;
 export const PCAP_MAGIC_NS = 0xa1b23c4d;
@@ -32,23 +32,23 @@ export class PcapReader extends ReaderBase {
   readonly nanosecond: boolean;
   readonly versionMajor: number;
   readonly versionMinor: number;
-  private readonly bytes: Uint8Array;
-  private readonly dv: DataView;
   private readonly le: boolean;
   private readonly hdrLen: number;
-  private pos = 24;
   private error: CaptureError | null = null;
   private readonly rec = new CaptureRecord();
 
-  constructor(bytes: Uint8Array) {
-    super();
-    this.bytes = bytes;
-    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  /**
+   * `bytes`: the whole capture, or with `streaming` its first bytes (at least the 24-byte file
+   * header unless that is all there is); push() the rest, then finish().
+   */
+  constructor(bytes: Uint8Array, streaming = false) {
+    super(bytes, streaming);
+    const dv = this.dv;
     if (bytes.length < 4) {
       throw new CaptureError(`truncated pcap file header at offset 0 (${bytes.length} bytes)`, 0);
     }
-    const be = this.dv.getUint32(0, false);
-    const le = this.dv.getUint32(0, true);
+    const be = dv.getUint32(0, false);
+    const le = dv.getUint32(0, true);
     let magic: number;
     if (be === PCAP_MAGIC_US || be === PCAP_MAGIC_NS || be === PCAP_MAGIC_MODIFIED) {
       this.le = false;
@@ -65,27 +65,29 @@ export class PcapReader extends ReaderBase {
     this.bigEndian = !this.le;
     this.nanosecond = magic === PCAP_MAGIC_NS;
     this.hdrLen = magic === PCAP_MAGIC_MODIFIED ? 24 : 16;
-    this.versionMajor = this.dv.getUint16(4, this.le);
-    this.versionMinor = this.dv.getUint16(6, this.le);
-    this.snaplen = this.dv.getUint32(16, this.le);
-    this.linktype = this.dv.getUint32(20, this.le) & 0xffff;
-    this.rec.buf = bytes;
+    this.versionMajor = dv.getUint16(4, this.le);
+    this.versionMinor = dv.getUint16(6, this.le);
+    this.snaplen = dv.getUint32(16, this.le);
+    this.linktype = dv.getUint32(20, this.le) & 0xffff;
+    this.pos = 24;
+    this.rec.buf = this.buf;
     this.rec.linktype = this.linktype;
     this.rec.bigEndian = this.bigEndian;
   }
 
-  get offset(): number {
-    return this.pos;
+  protected rebind(buf: Uint8Array): void {
+    this.rec.buf = buf;
   }
 
   next(): CaptureRecord | null {
     if (this.error !== null) throw this.error;
-    const bytes = this.bytes;
     const at = this.pos;
-    const left = bytes.length - at;
+    const left = this.end - at;
+    const fileAt = this.base + at;
     if (left === 0) return null;
     if (left < this.hdrLen) {
-      return this.fail(`truncated record header at offset ${at} (${left} of ${this.hdrLen} bytes)`, at);
+      if (!this.ended) return null; // the rest of the header is still to come
+      return this.fail(`truncated record header at offset ${fileAt} (${left} of ${this.hdrLen} bytes)`, fileAt);
     }
     const dv = this.dv;
     const le = this.le;
@@ -95,15 +97,19 @@ export class PcapReader extends ReaderBase {
     const origLen = dv.getUint32(at + 12, le);
     if (caplen > MAX_CAPLEN && caplen > this.snaplen) {
       return this.fail(
-        `record at offset ${at}: captured length ${caplen} exceeds snaplen ${this.snaplen} and the ${MAX_CAPLEN}-byte limit`,
-        at,
+        `record at offset ${fileAt}: captured length ${caplen} exceeds snaplen ${this.snaplen} and the ${MAX_CAPLEN}-byte limit`,
+        fileAt,
       );
     }
     const data = at + this.hdrLen;
-    if (caplen > bytes.length - data) {
+    if (caplen > this.end - data) {
+      if (!this.ended) {
+        if (caplen <= MAX_STREAM_RECORD) return null; // wait for the rest of the record
+        return this.fail(`record at offset ${fileAt}: captured length ${caplen} exceeds the ${MAX_STREAM_RECORD}-byte streaming limit`, fileAt);
+      }
       return this.fail(
-        `truncated record at offset ${at}: captured length ${caplen} exceeds the ${bytes.length - data} bytes left in the file`,
-        at,
+        `truncated record at offset ${fileAt}: captured length ${caplen} exceeds the ${this.end - data} bytes left in the file`,
+        fileAt,
       );
     }
     const rec = this.rec;
@@ -111,7 +117,7 @@ export class PcapReader extends ReaderBase {
     rec.len = caplen;
     rec.origLen = origLen;
     rec.tsMs = sec * 1000 + (this.nanosecond ? frac / 1e6 : frac / 1e3);
-    rec.recordOffset = at;
+    rec.recordOffset = fileAt;
     this.pos = data + caplen;
     return rec;
   }

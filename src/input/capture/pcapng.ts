@@ -6,7 +6,7 @@
  * Block: type (u32), total length (u32), body, total length again; total length is a multiple of 4.
  */
 
-import { CaptureError, CaptureRecord, ReaderBase, hex32, type CaptureFormat } from './record.js';
+import { CaptureError, CaptureRecord, MAX_STREAM_RECORD, ReaderBase, hex32, type CaptureFormat } from './record.js';
 
 export const PCAPNG_SHB = 0x0a0d0d0a;
 export const PCAPNG_IDB = 0x00000001;
@@ -26,10 +26,7 @@ export function isPcapngMagic(bytes: Uint8Array): boolean {
 
 export class PcapngReader extends ReaderBase {
   readonly format: CaptureFormat = 'pcapng';
-  private readonly bytes: Uint8Array;
-  private readonly dv: DataView;
   private le = true;
-  private pos = 0;
   private sections = 0;
   private error: CaptureError | null = null;
   private readonly rec = new CaptureRecord();
@@ -42,10 +39,9 @@ export class PcapngReader extends ReaderBase {
   /** Last timestamp seen (Simple Packet Blocks have none and reuse it). */
   private lastTs = 0;
 
-  constructor(bytes: Uint8Array) {
-    super();
-    this.bytes = bytes;
-    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  /** `bytes`: the whole capture, or with `streaming` its first bytes; push() the rest, then finish(). */
+  constructor(bytes: Uint8Array, streaming = false) {
+    super(bytes, streaming);
     this.rec.buf = bytes;
     if (!isPcapngMagic(bytes)) {
       const m = bytes.length >= 4 ? this.dv.getUint32(0, false) : 0;
@@ -53,8 +49,8 @@ export class PcapngReader extends ReaderBase {
     }
   }
 
-  get offset(): number {
-    return this.pos;
+  protected rebind(buf: Uint8Array): void {
+    this.rec.buf = buf;
   }
 
   /** Link type of the first interface seen, -1 before any. */
@@ -69,42 +65,48 @@ export class PcapngReader extends ReaderBase {
 
   next(): CaptureRecord | null {
     if (this.error !== null) throw this.error;
-    const bytes = this.bytes;
-    const dv = this.dv;
     for (;;) {
+      const bytes = this.buf;
+      const dv = this.dv;
       const at = this.pos;
-      const left = bytes.length - at;
+      const left = this.end - at;
+      const fileAt = this.base + at;
       if (left === 0) return null;
-      if (left < 8) return this.fail(`truncated block header at offset ${at} (${left} of 8 bytes)`, at);
+      if (left < 12 && !this.ended) return null; // a block header is still to come
+      if (left < 8) return this.fail(`truncated block header at offset ${fileAt} (${left} of 8 bytes)`, fileAt);
       const type = dv.getUint32(at, this.le);
       if (type === PCAPNG_SHB) {
-        if (left < 12) return this.fail(`truncated section header block at offset ${at}`, at);
+        if (left < 12) return this.fail(`truncated section header block at offset ${fileAt}`, fileAt);
         const bomLe = dv.getUint32(at + 8, true);
         if (bomLe === PCAPNG_BOM) this.le = true;
         else if (dv.getUint32(at + 8, false) === PCAPNG_BOM) this.le = false;
-        else return this.fail(`bad byte-order magic ${hex32(bomLe)} in section header block at offset ${at}`, at);
+        else return this.fail(`bad byte-order magic ${hex32(bomLe)} in section header block at offset ${fileAt}`, fileAt);
       } else if (this.sections === 0) {
-        return this.fail(`pcapng file does not start with a section header block (type ${hex32(type)} at offset ${at})`, at);
+        return this.fail(`pcapng file does not start with a section header block (type ${hex32(type)} at offset ${fileAt})`, fileAt);
       }
       const le = this.le;
       const blen = dv.getUint32(at + 4, le);
       if (blen < 12 || (blen & 3) !== 0) {
-        return this.fail(`bad block length ${blen} at offset ${at} (block type ${hex32(type)})`, at);
+        return this.fail(`bad block length ${blen} at offset ${fileAt} (block type ${hex32(type)})`, fileAt);
       }
       if (blen > left) {
-        return this.fail(`truncated block at offset ${at}: length ${blen} exceeds the ${left} bytes left in the file`, at);
+        if (!this.ended) {
+          if (blen <= MAX_STREAM_RECORD) return null; // wait for the rest of the block
+          return this.fail(`block at offset ${fileAt}: length ${blen} exceeds the ${MAX_STREAM_RECORD}-byte streaming limit`, fileAt);
+        }
+        return this.fail(`truncated block at offset ${fileAt}: length ${blen} exceeds the ${left} bytes left in the file`, fileAt);
       }
       const trailer = dv.getUint32(at + blen - 4, le);
       if (trailer !== blen) {
-        return this.fail(`block at offset ${at}: trailing length ${trailer} does not match length ${blen}`, at + blen - 4);
+        return this.fail(`block at offset ${fileAt}: trailing length ${trailer} does not match length ${blen}`, fileAt + blen - 4);
       }
       const body = at + 8;
       const bodyEnd = at + blen - 4;
       switch (type) {
         case PCAPNG_SHB: {
-          if (blen < 28) return this.fail(`section header block at offset ${at} too short (${blen} bytes)`, at);
+          if (blen < 28) return this.fail(`section header block at offset ${fileAt} too short (${blen} bytes)`, fileAt);
           const major = dv.getUint16(body + 4, le);
-          if (major !== 1) return this.fail(`unsupported pcapng version ${major} at offset ${at}`, at);
+          if (major !== 1) return this.fail(`unsupported pcapng version ${major} at offset ${fileAt}`, fileAt);
           this.sections++;
           this.ifLinktype = [];
           this.ifSnaplen = [];
@@ -113,7 +115,7 @@ export class PcapngReader extends ReaderBase {
           break;
         }
         case PCAPNG_IDB: {
-          if (blen < 20) return this.fail(`interface description block at offset ${at} too short (${blen} bytes)`, at);
+          if (blen < 20) return this.fail(`interface description block at offset ${fileAt} too short (${blen} bytes)`, fileAt);
           const lt = dv.getUint16(body, le);
           const snap = dv.getUint32(body + 4, le);
           let unitsPerSec = 1e6;
@@ -146,12 +148,12 @@ export class PcapngReader extends ReaderBase {
         }
         case PCAPNG_EPB:
         case PCAPNG_OPB: {
-          if (blen < 32) return this.fail(`packet block at offset ${at} too short (${blen} bytes)`, at);
+          if (blen < 32) return this.fail(`packet block at offset ${fileAt} too short (${blen} bytes)`, fileAt);
           const ifId = type === PCAPNG_EPB ? dv.getUint32(body, le) : dv.getUint16(body, le);
           if (ifId >= this.ifLinktype.length) {
             return this.fail(
-              `packet block at offset ${at} names interface ${ifId}, but the section has ${this.ifLinktype.length}`,
-              at,
+              `packet block at offset ${fileAt} names interface ${ifId}, but the section has ${this.ifLinktype.length}`,
+              fileAt,
             );
           }
           const tsHi = dv.getUint32(body + 4, le);
@@ -161,19 +163,19 @@ export class PcapngReader extends ReaderBase {
           const data = body + 20;
           if (caplen > bodyEnd - data) {
             return this.fail(
-              `packet block at offset ${at}: captured length ${caplen} exceeds the block's ${bodyEnd - data} data bytes`,
-              at,
+              `packet block at offset ${fileAt}: captured length ${caplen} exceeds the block's ${bodyEnd - data} data bytes`,
+              fileAt,
             );
           }
           const ts = (tsHi * 4294967296 + tsLo) / this.ifUnitsPerMs[ifId] + this.ifOffsetMs[ifId];
           this.lastTs = ts;
           this.pos = at + blen;
-          return this.emit(ifId, data, caplen, origLen, ts, at);
+          return this.emit(ifId, data, caplen, origLen, ts, fileAt);
         }
         case PCAPNG_SPB: {
-          if (blen < 16) return this.fail(`simple packet block at offset ${at} too short (${blen} bytes)`, at);
+          if (blen < 16) return this.fail(`simple packet block at offset ${fileAt} too short (${blen} bytes)`, fileAt);
           if (this.ifLinktype.length === 0) {
-            return this.fail(`simple packet block at offset ${at} before any interface description block`, at);
+            return this.fail(`simple packet block at offset ${fileAt} before any interface description block`, fileAt);
           }
           const origLen = dv.getUint32(body, le);
           const data = body + 4;
@@ -182,7 +184,7 @@ export class PcapngReader extends ReaderBase {
           const snap = this.ifSnaplen[0];
           if (snap > 0 && snap < caplen) caplen = snap;
           this.pos = at + blen;
-          return this.emit(0, data, caplen, origLen, this.lastTs, at);
+          return this.emit(0, data, caplen, origLen, this.lastTs, fileAt);
         }
         default:
           break;

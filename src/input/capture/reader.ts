@@ -1,7 +1,8 @@
 /**
- * Opens a capture file of either format (sniffed from its first bytes) as an in-memory reader.
+ * Capture readers, pcap or pcapng sniffed from the first bytes.
  *
- *   for (const rec of openCapture('x.pcap')) parseFrame(rec.linktype, rec.buf, rec.off, rec.len, pkt);
+ *   for (const rec of readCapture(bytes)) parse(rec);                // in memory, synchronous
+ *   for await (const rec of readCapture('big.pcap.gz')) parse(rec);  // path, '-', Readable, chunks: streamed
  *
  * The record object is reused: read what you need before the next iteration. A corrupt or
  * truncated file throws a CaptureError (with the byte offset) after every good record before the
@@ -11,15 +12,35 @@
 import { readFileSync } from 'node:fs';
 import { PcapReader, isPcapMagic } from './pcap.js';
 import { PcapngReader, isPcapngMagic } from './pcapng.js';
-import { CaptureError, hex32, type CaptureReader } from './record.js';
+import { CaptureError, hex32, type CaptureReader, type CaptureRecord } from './record.js';
+import { captureFrames, GzipError, isGzipMagic, type CaptureSource } from './stream.js';
+import { gunzipSync } from 'node:zlib';
 
 export { CaptureError, CaptureRecord, MAX_CAPLEN, type CaptureFormat, type CaptureReader } from './record.js';
 export { PcapReader } from './pcap.js';
 export { PcapngReader } from './pcapng.js';
+export { CaptureStream, GzipError, isGzipMagic, type CaptureSource } from './stream.js';
 export { writePcap, encodePcap, encodePcapng, type PcapWriteRecord, type PcapngInterface, type PcapngPacket } from './writer.js';
 
-/** Reader over capture bytes already in memory (pcap or pcapng, sniffed). */
-export function readCapture(bytes: Uint8Array): CaptureReader {
+/**
+ * Bytes in memory: a synchronous reader over them (also async-iterable). A path (`-` or
+ * `/dev/stdin` for stdin), a Readable or an async iterable of chunks: an async iterator of
+ * frames read incrementally (gzip recognised by its magic), memory flat whatever the size.
+ * Either way the yielded CaptureRecord is reused: copy what you need before the next one.
+ */
+export function readCapture(bytes: Uint8Array): CaptureReader;
+export function readCapture(source: string | NodeJS.ReadableStream | AsyncIterable<Uint8Array>): AsyncGenerator<CaptureRecord, void, undefined>;
+export function readCapture(source: CaptureSource): CaptureReader | AsyncGenerator<CaptureRecord, void, undefined>;
+export function readCapture(source: CaptureSource): CaptureReader | AsyncGenerator<CaptureRecord, void, undefined> {
+  if (!(source instanceof Uint8Array)) return captureFrames(source);
+  let bytes = source;
+  if (isGzipMagic(bytes)) {
+    try {
+      bytes = gunzipSync(bytes);
+    } catch (e) {
+      throw new GzipError(`gzip: ${(e as Error).message}`, 0);
+    }
+  }
   if (isPcapngMagic(bytes)) return new PcapngReader(bytes);
   if (isPcapMagic(bytes)) return new PcapReader(bytes);
   if (bytes.length < 4) {
