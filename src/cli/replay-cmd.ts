@@ -27,6 +27,8 @@ export interface ReplayCliOptions {
   /** Packet worker threads (unset or 1: this thread). */
   workers?: number;
   dispatch?: string;
+  /** offload (default) or strict (TableOptions.checksum). */
+  checksum?: string;
 }
 
 /** Fields of a decision the per-packet output shows (a Verdict or a BatchVerdict). */
@@ -74,6 +76,8 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) return err('--workers must be an integer in 1..64');
   const dispatch = opts.dispatch ?? 'flow';
   if (dispatch !== 'flow' && dispatch !== 'free') return err(`--dispatch must be flow or free, got "${dispatch}"`);
+  const checksum = opts.checksum;
+  if (checksum !== undefined && checksum !== 'offload' && checksum !== 'strict') return err(`--checksum must be offload or strict, got "${checksum}"`);
   // With packet workers, -E reads the table's shared event ring (ecache.ts).
   const ringEvents = workers > 1 && opts.event === true;
 
@@ -93,7 +97,7 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
   let table: ConntrackTable;
   try {
     table = ConntrackTable.create({
-      max, sysctls, ...(workers > 1 ? { maxWorkers: Math.max(16, workers + 4) } : {}),
+      max, sysctls, ...(checksum ? { checksum } : {}), ...(workers > 1 ? { maxWorkers: Math.max(16, workers + 4) } : {}),
       // Room for the events of two batches in flight (at most a few per packet) between drains.
       ...(ringEvents ? { events: { ring: 1 << 15, destroyRing: 1 << 13 } } : {}),
     });

@@ -61,6 +61,13 @@ export const S_SCTP_TIMEOUT_HEARTBEAT_SENT = def('nf_conntrack_sctp_timeout_hear
 export const S_GRE_TIMEOUT = def('nf_conntrack_gre_timeout', 30);
 export const S_GRE_TIMEOUT_STREAM = def('nf_conntrack_gre_timeout_stream', 180);
 
+/**
+ * Ours: accept TCP/UDP/UDP-Lite checksums that are the pseudo-header partial sum left by a
+ * sender with checksum offload (1, default), as the kernel never verifies those; 0 = strict
+ * (such packets are invalid, the behaviour before offload was recognised).
+ */
+export const S_CHECKSUM_OFFLOAD = def('nf_conntrack_checksum_offload', 1, 0, 1);
+
 export const SYSCTLS: readonly SysctlDef[] = defs;
 
 const byName = new Map<string, SysctlDef>(defs.map((d) => [d.name, d]));

@@ -10,7 +10,7 @@ import { acctAdd, extAlloc, extInitFresh, policyTimeout, zonePolicy } from '../t
 import {
   DIR_ORIGINAL, DIR_REPLY, E_HASH, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE,
   IPS_EXPECTED, IPS_FIXED_TIMEOUT, IPS_SEEN_REPLY, ST_CLASH_RESOLVE, ST_DROP, ST_ERROR, ST_FOUND, ST_IGNORE, ST_INSERT, ST_INVALID,
-  ST_NEW, ST_PACKETS, STAT_WORDS, T_DST, TUPLE_WORDS,
+  ST_CSUM_OFFLOAD, ST_NEW, ST_PACKETS, STAT_WORDS, T_DST, TUPLE_WORDS,
 } from '../table/layout.js';
 import {
   EXT_ACCT, EXT_TIMEOUT, EXT_TSTAMP, EXT_WORDS, E_EXT, X_FLAGS, XC_ZONE_POLICIES,
@@ -187,6 +187,7 @@ export class Conntrack {
       if (k === ICMP_ERROR) return this.related(pkt, zone, ns, v);
       // ICMP_CONTINUE: a request or reply, tracked as a connection below.
     }
+    if (pkt.csumPartial) this.stat(ST_CSUM_OFFLOAD);
     return this.track(pkt, zone, ns, v, 0);
   }
 
