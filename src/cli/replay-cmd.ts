@@ -6,6 +6,8 @@ import type { EventSink } from '../table/events.js';
 import { type ConnEvent, subscribeEvents, type EventSubscription } from '../table/ecache.js';
 import { entryJson, eventLine, formatEntry, formatEvent, formatStats, type EntryJson, type FormatContext } from '../ops/format.js';
 import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
+import { FRAG_DONE, FRAG_NAMES } from '../track/verdict.js';
+import type { FragDropped } from '../input/defrag/defrag.js';
 import { readCapture } from '../input/capture/reader.js';
 import { ConntrackPool } from '../pool/pool.js';
 import { replay } from '../ops/replay.js';
@@ -40,14 +42,41 @@ interface Decided {
   readonly drop: boolean;
 }
 
+/** What reassembly reports with a packet (single-thread replay; see README "Fragments"). */
+interface FragInfo {
+  /** FRAG_NAMES entry, '' for none. */
+  frag: string;
+  /** Indices of the datagram's fragments when it completed or was dropped with this packet. */
+  fragments: number[] | null;
+  /** Datagrams dropped meanwhile (timeout, eviction), with their fragments' indices. */
+  dropped: readonly FragDropped[];
+}
+
 /** One --per-packet JSON line. */
-function perPacketLine(i: number, v: Decided, l4proto: number): string {
+function perPacketLine(i: number, v: Decided, l4proto: number, f?: FragInfo): string {
   const o: Record<string, unknown> = { i, ctstate: v.ctstate, dir: v.direction };
   if (v.reason !== null) o['reason'] = v.reason;
   if (v.protoState >= 0) o['tcpState'] = TCP_STATE_NAMES[v.protoState];
   if (v.drop) o['drop'] = true;
   if (l4proto) o['proto'] = l4proto;
+  if (f) {
+    if (f.frag) o['frag'] = f.frag;
+    if (f.fragments) o['fragments'] = f.fragments;
+    if (f.dropped.length > 0) o['fragDropped'] = f.dropped.map((d) => ({ reason: d.reason, fragments: d.tags }));
+  }
   return JSON.stringify(o) + '\n';
+}
+
+/** The fragment facts of the packet a Conntrack just decided. */
+function fragInfo(ct: Conntrack, i: number, frag: number): FragInfo {
+  const n = ct.fragTagCount;
+  let fragments: number[] | null = null;
+  if (n > 0 || frag === FRAG_DONE) {
+    fragments = Array.from(ct.fragTags.subarray(0, n));
+    if (!fragments.includes(i) && frag === FRAG_DONE) fragments.push(i);
+    fragments.sort((a, b) => a - b);
+  }
+  return { frag: FRAG_NAMES[frag] ?? '', fragments, dropped: ct.fragDropped };
 }
 
 export async function runReplay(capture: string, raw: Record<string, unknown>): Promise<number> {
@@ -174,17 +203,23 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
       }
     }
   } else {
+    let engine: Conntrack | null = null;
     const r = replay(bytes, {
       table,
       ...(sink ? { events: sink } : {}),
+      onEngine: (c) => { engine = c; },
       onPacket: (i, v, pkt, tsMs) => {
         if (wallBase === 0) wallBase = Math.floor(tsMs) - (Math.floor(tsMs) >>> 0);
-        if (pp) pp.write(perPacketLine(i, v, pkt.l4proto));
+        if (pp) pp.write(perPacketLine(i, v, pkt.l4proto, engine ? fragInfo(engine, i, v.frag) : undefined));
       },
       ...(bar ? { onProgress: (done: number) => bar.update(Math.ceil(done / 1048576)) } : {}),
     });
     res = r;
     lister = r.conntrack;
+    // Datagrams never completed: one closing line (no "i") naming their fragments.
+    if (pp && r.fragmentsIncomplete && r.fragmentsIncomplete.length > 0) {
+      pp.write(JSON.stringify({ end: true, fragDropped: r.fragmentsIncomplete.map((d) => ({ reason: d.reason, fragments: d.tags })) }) + '\n');
+    }
   }
   bar?.stop();
   pp?.flush();

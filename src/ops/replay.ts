@@ -10,6 +10,7 @@ import { nflogTimestampMs } from '../input/packet/parse.js';
 import { ConntrackTable, type TableOptions } from '../table/table.js';
 import { CTSTATE_NAMES, type Verdict } from '../track/verdict.js';
 import type { Packet } from '../input/packet/packet.js';
+import type { FragDropped } from '../input/defrag/defrag.js';
 
 export interface ReplayOptions {
   /** Table to replay into (default: a new one from `tableOptions`). */
@@ -23,6 +24,8 @@ export interface ReplayOptions {
   onRecord?: (linktype: number, buf: Uint8Array, off: number, len: number) => void;
   /** Called now and then with bytes done and total. */
   onProgress?: (done: number, total: number) => void;
+  /** Called once with the engine before the first packet (to read its fragment reports). */
+  onEngine?: (ct: Conntrack) => void;
   /** Packets per batch (read-side section), default 256. */
   batch?: number;
 }
@@ -39,6 +42,11 @@ export interface ReplayOutcome {
   /** Capture time of the last packet, ms since the epoch. */
   lastTsMs: number;
   table: ConntrackTable;
+  /**
+   * Datagrams whose fragments were still held for reassembly when the capture ended, with the
+   * indices of those fragments (single-thread replay; the pool reports none).
+   */
+  fragmentsIncomplete?: FragDropped[];
 }
 
 export interface ReplayResult extends ReplayOutcome {
@@ -58,6 +66,7 @@ export function replay(bytes: Uint8Array, opts: ReplayOptions = {}): ReplayResul
   const counts: Record<string, number> = {};
   for (const n of CTSTATE_NAMES) counts[n] = 0;
   const batch = opts.batch ?? 256;
+  if (opts.onEngine) opts.onEngine(ct);
   let i = 0;
   let now = 0;
   let lastTsMs = 0;
@@ -76,6 +85,7 @@ export function replay(bytes: Uint8Array, opts: ReplayOptions = {}): ReplayResul
       if (opts.onRecord) opts.onRecord(rec.linktype, rec.buf, rec.off, rec.len);
       lastTsMs = ts;
       now = clockFromEpochMs(ts);
+      ct.fragTag = i; // fragments held for reassembly are reported back by index
       const v = ct.frame(rec.linktype, rec.buf, rec.off, rec.len, now);
       counts[CTSTATE_NAMES[v.state]!]!++;
       if (opts.onPacket) opts.onPacket(i, v, ct.pkt, ts);
@@ -95,5 +105,6 @@ export function replay(bytes: Uint8Array, opts: ReplayOptions = {}): ReplayResul
     ct.endBatch();
   }
   if (opts.onProgress) opts.onProgress(bytes.length, bytes.length);
-  return { packets: i, counts, error, now, lastTsMs, table, conntrack: ct };
+  const fragmentsIncomplete = ct.drainFragments();
+  return { packets: i, counts, error, now, lastTsMs, table, conntrack: ct, fragmentsIncomplete };
 }

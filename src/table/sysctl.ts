@@ -68,13 +68,26 @@ export const S_GRE_TIMEOUT_STREAM = def('nf_conntrack_gre_timeout_stream', 180);
  */
 export const S_CHECKSUM_OFFLOAD = def('nf_conntrack_checksum_offload', 1, 0, 1);
 
+// Defragmentation before tracking (nf_defrag_ipv4 / nf_defrag_ipv6; src/input/defrag): the
+// kernel's names, net.ipv4.* for IPv4 and net.netfilter.nf_conntrack_frag6_* for IPv6.
+// Memory bounds in bytes, timeouts in seconds.
+export const S_IPFRAG_TIME = def('ipfrag_time', 30, 1);
+export const S_IPFRAG_HIGH_THRESH = def('ipfrag_high_thresh', 4 * 1024 * 1024, 0);
+export const S_IPFRAG_LOW_THRESH = def('ipfrag_low_thresh', 3 * 1024 * 1024, 0);
+export const S_FRAG6_TIMEOUT = def('nf_conntrack_frag6_timeout', 60, 1);
+export const S_FRAG6_HIGH_THRESH = def('nf_conntrack_frag6_high_thresh', 4 * 1024 * 1024, 0);
+export const S_FRAG6_LOW_THRESH = def('nf_conntrack_frag6_low_thresh', 3 * 1024 * 1024, 0);
+/** Ours: 0 turns defragmentation off (fragments are then decided one by one, as before). */
+export const S_DEFRAG = def('nf_conntrack_defrag', 1, 0, 1);
+
 export const SYSCTLS: readonly SysctlDef[] = defs;
 
 const byName = new Map<string, SysctlDef>(defs.map((d) => [d.name, d]));
 
 /** Look a sysctl up by its kernel name, with or without the `net.netfilter.` prefix. */
 export function findSysctl(name: string): SysctlDef | undefined {
-  const n = name.startsWith('net.netfilter.') ? name.slice('net.netfilter.'.length) : name;
+  const n = name.startsWith('net.netfilter.') ? name.slice('net.netfilter.'.length)
+    : name.startsWith('net.ipv4.') ? name.slice('net.ipv4.'.length) : name;
   return byName.get(n);
 }
 
