@@ -67,7 +67,7 @@ test('replay --json prints one object', (t) => {
   t.is(r.code, 0, r.err);
   const o = JSON.parse(r.out) as { packets: number; counts: Record<string, number>; entries: { proto: string; timeout: number }[]; sysctls: Record<string, number> };
   t.is(o.packets, 5);
-  t.deepEqual(o.counts, { new: 3, established: 2, related: 0, invalid: 0, untracked: 0 });
+  t.deepEqual(o.counts, { new: 3, established: 2, related: 0, invalid: 0, untracked: 0, held: 0 });
   t.is(o.entries.length, 2);
   t.is(o.sysctls['nf_conntrack_udp_timeout'], 60);
   t.is(o.entries.find((e) => e.proto === 'udp')!.timeout, 60);

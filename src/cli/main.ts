@@ -45,6 +45,7 @@ program
   .option('--no-progress', 'never show a progress bar (shown only on a terminal, for replays over a second)')
   .option('--workers <n>', 'decide packets on n worker threads sharing the table (default 1: this thread)', intOpt('--workers'))
   .addOption(new Option('--dispatch <mode>', 'with --workers: flow (decisions as on one thread) or free').choices(['flow', 'free']).default('flow'))
+  .addOption(new Option('--checksum <mode>', 'offload: accept checksums left to offload (pseudo-header sums), as the kernel does; strict: invalid').choices(['offload', 'strict']))
   .action(async (capture: string, opts: Record<string, unknown>) => {
     process.exitCode = await runReplay(capture, opts);
   });

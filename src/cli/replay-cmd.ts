@@ -10,6 +10,8 @@ import { EVENT_DESTROY, EVENT_NAMES } from '../table/events.js';
 import { type ConnEvent, subscribeEvents, type EventSubscription } from '../table/ecache.js';
 import { entryJson, eventLine, formatEntry, formatEvent, formatStats, type FormatContext } from '../ops/format.js';
 import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
+import { FRAG_DONE, FRAG_NAMES } from '../track/verdict.js';
+import type { FragDropped } from '../input/defrag/defrag.js';
 import { ConntrackPool } from '../pool/pool.js';
 import { IX_OFF, IX_WORDS, type PacketBatch } from '../pool/batch.js';
 import { replay, ReplayGc, type ReplayOutcome } from '../ops/replay.js';
@@ -36,6 +38,8 @@ export interface ReplayCliOptions {
   /** Packet worker threads (unset or 1: this thread). */
   workers?: number;
   dispatch?: string;
+  /** offload (default) or strict (TableOptions.checksum). */
+  checksum?: string;
 }
 
 /** Fields of a decision the per-packet output shows (a Verdict or a BatchVerdict). */
@@ -56,7 +60,29 @@ function epochSeconds(tsMs: number): number {
  * One --per-packet JSON line: `frame` (1-based, as tshark numbers frames), `ts` (capture time,
  * seconds with µs), the decision, the connection's id (`-o id`) and the packet's own tuple.
  */
-function perPacketLine(i: number, tsMs: number, v: Decided, id: number, pkt: Packet | null): string {
+/** What reassembly reports with a packet (single-thread replay; see README "Fragments"). */
+interface FragInfo {
+  /** FRAG_NAMES entry, '' for none. */
+  frag: string;
+  /** Indices of the datagram's fragments when it completed or was dropped with this packet. */
+  fragments: number[] | null;
+  /** Datagrams dropped meanwhile (timeout, eviction), with their fragments' indices. */
+  dropped: readonly FragDropped[];
+}
+
+/** The fragment facts of the packet a Conntrack just decided. */
+function fragInfo(ct: Conntrack, i: number, frag: number): FragInfo {
+  const n = ct.fragTagCount;
+  let fragments: number[] | null = null;
+  if (n > 0 || frag === FRAG_DONE) {
+    fragments = Array.from(ct.fragTags.subarray(0, n));
+    if (!fragments.includes(i) && frag === FRAG_DONE) fragments.push(i);
+    fragments.sort((a, b) => a - b);
+  }
+  return { frag: FRAG_NAMES[frag] ?? '', fragments, dropped: ct.fragDropped };
+}
+
+function perPacketLine(i: number, tsMs: number, v: Decided, id: number, pkt: Packet | null, f?: FragInfo): string {
   const o: Record<string, unknown> = { frame: i + 1, ts: epochSeconds(tsMs), i, ctstate: v.ctstate, dir: v.direction };
   if (v.reason !== null) o['reason'] = v.reason;
   if (v.protoState >= 0) o['tcpState'] = TCP_STATE_NAMES[v.protoState];
@@ -74,6 +100,11 @@ function perPacketLine(i: number, tsMs: number, v: Decided, id: number, pkt: Pac
       o['sport'] = pkt.sport;
       o['dport'] = pkt.dport;
     }
+  }
+  if (f) {
+    if (f.frag) o['frag'] = f.frag;
+    if (f.fragments) o['fragments'] = f.fragments;
+    if (f.dropped.length > 0) o['fragDropped'] = f.dropped.map((d) => ({ reason: d.reason, fragments: d.tags }));
   }
   return JSON.stringify(o) + '\n';
 }
@@ -97,7 +128,7 @@ function indexOfOffset(b: PacketBatch, off: number): number {
   return lo;
 }
 
-function checkOptions(opts: ReplayCliOptions): { sysctls: Record<string, number>; fmt: Set<string>; max: number; workers: number; dispatch: 'flow' | 'free' } {
+function checkOptions(opts: ReplayCliOptions): { sysctls: Record<string, number>; fmt: Set<string>; max: number; workers: number; dispatch: 'flow' | 'free'; checksum: 'offload' | 'strict' | undefined } {
   const sysctls: Record<string, number> = {};
   for (const a of opts.sysctl ?? []) {
     try {
@@ -118,7 +149,9 @@ function checkOptions(opts: ReplayCliOptions): { sysctls: Record<string, number>
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new CliError('--workers must be an integer in 1..64', EXIT_USAGE);
   const dispatch = opts.dispatch ?? 'flow';
   if (dispatch !== 'flow' && dispatch !== 'free') throw new CliError(`--dispatch must be flow or free, got "${dispatch}"`, EXIT_USAGE);
-  return { sysctls, fmt, max, workers, dispatch };
+  const checksum = opts.checksum;
+  if (checksum !== undefined && checksum !== 'offload' && checksum !== 'strict') throw new CliError(`--checksum must be offload or strict, got "${checksum}"`, EXIT_USAGE);
+  return { sysctls, fmt, max, workers, dispatch, checksum };
 }
 
 export async function runReplay(capture: string, raw: Record<string, unknown>): Promise<number> {
@@ -136,7 +169,7 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
 }
 
 async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<number> {
-  const { sysctls, fmt, max, workers, dispatch } = checkOptions(opts);
+  const { sysctls, fmt, max, workers, dispatch, checksum } = checkOptions(opts);
   const name = capture === '-' ? '(stdin)' : capture;
   // With packet workers, -E reads the table's shared event ring (ecache.ts).
   const ringEvents = workers > 1 && opts.event === true;
@@ -161,7 +194,7 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
   let table: ConntrackTable;
   try {
     table = ConntrackTable.create({
-      max, sysctls, ...(workers > 1 ? { maxWorkers: Math.max(16, workers + 4) } : {}),
+      max, sysctls, ...(checksum ? { checksum } : {}), ...(workers > 1 ? { maxWorkers: Math.max(16, workers + 4) } : {}),
       // Room for the events of a batch (at most a few per packet) between drains.
       ...(ringEvents ? { events: { ring: 1 << 15, destroyRing: 1 << 13 } } : {}),
     });
@@ -245,18 +278,27 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
         sub.close();
       }
     } else {
+      let engine: Conntrack | null = null;
       const r = await replay(capture, {
         table,
+        onEngine: (c) => { engine = c; },
         ...(sink ? { events: sink } : {}),
         onRecord: (_l, _b, _o, _n, tsMs) => { curTs = tsMs; },
         onPacket: (i, v, pkt, tsMs) => {
           if (v.drop) full.drop(i + 1);
-          if (pp) pp.write(perPacketLine(i, tsMs, v, v.slot >= 0 ? table.i32[table.sec.entries + v.slot * ENTRY_WORDS + E_ID]! >>> 0 : 0, pkt));
+          if (pp) {
+            const id = v.slot >= 0 ? table.i32[table.sec.entries + v.slot * ENTRY_WORDS + E_ID]! >>> 0 : 0;
+            pp.write(perPacketLine(i, tsMs, v, id, pkt, engine ? fragInfo(engine, i, v.frag) : undefined));
+          }
         },
         onProgress,
       });
       res = r;
       lister = r.conntrack;
+      // Datagrams never completed: one closing line (no "i") naming their fragments.
+      if (pp && r.fragmentsIncomplete && r.fragmentsIncomplete.length > 0) {
+        pp.write(JSON.stringify({ end: true, fragDropped: r.fragmentsIncomplete.map((d) => ({ reason: d.reason, fragments: d.tags })) }) + '\n');
+      }
     }
   } catch (e) {
     gc.close();

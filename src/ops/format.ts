@@ -167,11 +167,15 @@ export function eventLine(type: number, body: string, wallMs?: number): string {
 }
 
 /** `conntrack -S`: one line per worker (the kernel prints one per cpu). */
+/** Our counters that `-S` appends to a cpu line when they are non-zero (after conntrack's own). */
+const STATS_EXTRA: readonly string[] = ['csum_offload', 'frag_held', 'frag_reasm', 'frag_drop', 'frag_timeout', 'frag_evict'];
+
 export function formatStats(perWorker: Record<string, number>[]): string {
   const names = STAT_NAMES.slice(0, 10);
   return perWorker.map((row, i) => {
     const cpu = `cpu=${i}`;
-    return `${cpu}${' '.repeat(Math.max(1, 8 - cpu.length))}\t${names.map((n) => `${n}=${row[n] ?? 0}`).join(' ')}`;
+    const extra = STATS_EXTRA.filter((n) => (row[n] ?? 0) !== 0).map((n) => ` ${n}=${row[n]}`).join('');
+    return `${cpu}${' '.repeat(Math.max(1, 8 - cpu.length))}\t${names.map((n) => `${n}=${row[n] ?? 0}`).join(' ')}${extra}`;
   }).join('\n');
 }
 

@@ -114,6 +114,12 @@ const STAT_HELP: Record<string, string> = {
   soft_recycle: 'ASSURED entries recycled past the soft timeout.',
   grace_periods: 'Grace periods completed.',
   slots_recycled: 'Entry slots reused after a grace period.',
+  csum_offload: 'Packets accepted whose checksum was left to offload (pseudo-header partial sum).',
+  frag_held: 'IP fragments held for reassembly.',
+  frag_reasm: 'IP datagrams reassembled from fragments.',
+  frag_drop: 'IP fragments dropped by reassembly (overlap, oversize, bad length, no room).',
+  frag_timeout: 'Reassembly queues expired (ipfrag_time).',
+  frag_evict: 'Reassembly queues evicted to stay under ipfrag_high_thresh.',
 };
 
 /** Escape a label value (backslash, double quote, newline). */

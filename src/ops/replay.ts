@@ -13,6 +13,7 @@ import { H_COUNT } from '../table/layout.js';
 import { CTSTATE_NAMES, type Verdict } from '../track/verdict.js';
 import type { Packet } from '../input/packet/packet.js';
 import { abortError, checkAbort } from '../errors.js';
+import type { FragDropped } from '../input/defrag/defrag.js';
 
 /** Options of replay(). */
 export interface ReplayOptions {
@@ -27,6 +28,8 @@ export interface ReplayOptions {
   onRecord?: (linktype: number, buf: Uint8Array, off: number, len: number, tsMs: number) => void;
   /** Called now and then with bytes read, total bytes (-1 when unknown: a pipe) and packets decided. */
   onProgress?: (done: number, total: number, packets: number) => void;
+  /** Called once with the engine before the first packet (to read its fragment reports). */
+  onEngine?: (ct: Conntrack) => void;
   /** Packets per batch (read-side section), default 256. */
   batch?: number;
   /**
@@ -48,6 +51,11 @@ export interface ReplayOutcome {
   /** Capture time of the last packet, ms since the epoch. */
   lastTsMs: number;
   table: ConntrackTable;
+  /**
+   * Datagrams whose fragments were still held for reassembly when the capture ended, with the
+   * indices of those fragments (single-thread replay; the pool reports none).
+   */
+  fragmentsIncomplete?: FragDropped[];
 }
 
 /** What replay() returns: counts per ctstate, the table, and the tracker it used (still attached). */
@@ -81,6 +89,7 @@ class Replayer {
     this.ct = new Conntrack(this.table, opts.events ? { events: opts.events } : {});
     for (const n of CTSTATE_NAMES) this.counts[n] = 0;
     this.section = opts.batch ?? 256;
+    if (opts.onEngine) opts.onEngine(this.ct);
   }
 
   /** Decide every complete record the reader holds; false once the capture ended or broke. */
@@ -102,6 +111,7 @@ class Replayer {
         if (opts.onRecord) opts.onRecord(rec.linktype, rec.buf, rec.off, rec.len, ts);
         this.lastTsMs = ts;
         now = clockFromEpochMs(ts);
+        ct.fragTag = i; // fragments held for reassembly are reported back by index
         const v = ct.frame(rec.linktype, rec.buf, rec.off, rec.len, now);
         counts[CTSTATE_NAMES[v.state]!]!++;
         if (opts.onPacket) opts.onPacket(i, v, ct.pkt, ts);
@@ -136,7 +146,7 @@ class Replayer {
   result(): ReplayResult {
     return {
       packets: this.packets, counts: this.counts, error: this.error, now: this.now, lastTsMs: this.lastTsMs,
-      table: this.table, conntrack: this.ct,
+      table: this.table, conntrack: this.ct, fragmentsIncomplete: this.ct.drainFragments(),
     };
   }
 }

@@ -86,12 +86,19 @@ export const ST_GRACE_PERIODS = 16; // grace periods completed by this worker
 export const ST_SLOTS_RECYCLED = 17; // slots returned to the free list after a grace period
 export const ST_NS_LIMIT = 18; // new connections refused: their namespace was at its limit (zones.ts)
 export const ST_ZONE_LIMIT = 19; // new connections refused: their zone was at its limit (zones.ts)
+export const ST_CSUM_OFFLOAD = 20; // packets accepted with an offloaded (partial-sum) checksum
+export const ST_FRAG_HELD = 21; // fragments held in a reassembly queue (src/input/defrag)
+export const ST_FRAG_REASM = 22; // datagrams reassembled
+export const ST_FRAG_DROP = 23; // fragments dropped (overlap, too big, bad length, no room)
+export const ST_FRAG_TIMEOUT = 24; // reassembly queues expired (ipfrag_time)
+export const ST_FRAG_EVICT = 25; // reassembly queues evicted to stay under ipfrag_high_thresh
 export const STAT_WORDS = 32;
 /** Names in the order of `conntrack -S`, then ours. */
 export const STAT_NAMES: readonly string[] = [
   'found', 'invalid', 'insert', 'insert_failed', 'drop', 'early_drop', 'error',
   'search_restart', 'clash_resolve', 'chaintoolong', 'new', 'ignore', 'expired', 'packets',
   'gc_evict', 'soft_recycle', 'grace_periods', 'slots_recycled', 'ns_limit', 'zone_limit',
+  'csum_offload', 'frag_held', 'frag_reasm', 'frag_drop', 'frag_timeout', 'frag_evict',
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -63,6 +63,25 @@ export const S_SCTP_TIMEOUT_HEARTBEAT_SENT = def('nf_conntrack_sctp_timeout_hear
 export const S_GRE_TIMEOUT = def('nf_conntrack_gre_timeout', 30);
 export const S_GRE_TIMEOUT_STREAM = def('nf_conntrack_gre_timeout_stream', 180);
 
+/**
+ * Ours: accept TCP/UDP/UDP-Lite checksums that are the pseudo-header partial sum left by a
+ * sender with checksum offload (1, default), as the kernel never verifies those; 0 = strict
+ * (such packets are invalid, the behaviour before offload was recognised).
+ */
+export const S_CHECKSUM_OFFLOAD = def('nf_conntrack_checksum_offload', 1, 0, 1);
+
+// Defragmentation before tracking (nf_defrag_ipv4 / nf_defrag_ipv6; src/input/defrag): the
+// kernel's names, net.ipv4.* for IPv4 and net.netfilter.nf_conntrack_frag6_* for IPv6.
+// Memory bounds in bytes, timeouts in seconds.
+export const S_IPFRAG_TIME = def('ipfrag_time', 30, 1);
+export const S_IPFRAG_HIGH_THRESH = def('ipfrag_high_thresh', 4 * 1024 * 1024, 0);
+export const S_IPFRAG_LOW_THRESH = def('ipfrag_low_thresh', 3 * 1024 * 1024, 0);
+export const S_FRAG6_TIMEOUT = def('nf_conntrack_frag6_timeout', 60, 1);
+export const S_FRAG6_HIGH_THRESH = def('nf_conntrack_frag6_high_thresh', 4 * 1024 * 1024, 0);
+export const S_FRAG6_LOW_THRESH = def('nf_conntrack_frag6_low_thresh', 3 * 1024 * 1024, 0);
+/** Ours: 0 turns defragmentation off (fragments are then decided one by one, as before). */
+export const S_DEFRAG = def('nf_conntrack_defrag', 1, 0, 1);
+
 /** Every setting the table knows, under the kernel's sysctl names, with defaults and ranges. */
 export const SYSCTLS: readonly SysctlDef[] = defs;
 
@@ -70,7 +89,8 @@ const byName = new Map<string, SysctlDef>(defs.map((d) => [d.name, d]));
 
 /** Look a sysctl up by its kernel name, with or without the `net.netfilter.` prefix. */
 export function findSysctl(name: string): SysctlDef | undefined {
-  const n = name.startsWith('net.netfilter.') ? name.slice('net.netfilter.'.length) : name;
+  const n = name.startsWith('net.netfilter.') ? name.slice('net.netfilter.'.length)
+    : name.startsWith('net.ipv4.') ? name.slice('net.ipv4.'.length) : name;
   return byName.get(n);
 }
 

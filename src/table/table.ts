@@ -54,6 +54,13 @@ export interface TableOptions {
    * (events only reach a thread-local EventSink). Default { ring: 4096, destroyRing: 1024 }.
    */
   events?: false | { ring?: number; destroyRing?: number };
+  /**
+   * Layer-4 checksums: 'offload' (default) accepts a TCP/UDP/UDP-Lite checksum that is the
+   * pseudo-header partial sum a sender with checksum offload leaves (the kernel never verifies
+   * those), counted in the `csum_offload` statistic; 'strict' treats it as a bad checksum.
+   * Same as the sysctl nf_conntrack_checksum_offload (1 / 0).
+   */
+  checksum?: 'offload' | 'strict';
 }
 
 /** What another thread needs to attach: plain data, safe to postMessage. */
@@ -209,6 +216,10 @@ export class ConntrackTable {
     for (const d of SYSCTLS) i32[sec.sysctl + d.index] = d.def;
     i32[sec.sysctl + S_MAX] = max;
     if (opts.sysctls) for (const [name, value] of Object.entries(opts.sysctls)) t.setSysctl(name, value);
+    if (opts.checksum !== undefined) {
+      if (opts.checksum !== 'offload' && opts.checksum !== 'strict') throw new Error(`checksum must be 'offload' or 'strict', got ${String(opts.checksum)}`);
+      t.setSysctl('nf_conntrack_checksum_offload', opts.checksum === 'strict' ? 0 : 1);
+    }
     owned.add(t);
     if (opts.defaultZoneLimit !== undefined) t.setDefaultZoneLimit(opts.defaultZoneLimit);
     return t;

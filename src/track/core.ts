@@ -10,7 +10,7 @@ import { acctAdd, extAlloc, extInitFresh, policyTimeout, zonePolicy } from '../t
 import {
   DIR_ORIGINAL, DIR_REPLY, E_HASH, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE,
   IPS_EXPECTED, IPS_FIXED_TIMEOUT, IPS_SEEN_REPLY, ST_CLASH_RESOLVE, ST_DROP, ST_ERROR, ST_FOUND, ST_IGNORE, ST_INSERT, ST_INVALID,
-  ST_NEW, ST_PACKETS, STAT_WORDS, T_DST, TUPLE_WORDS,
+  ST_CSUM_OFFLOAD, ST_FRAG_DROP, ST_FRAG_EVICT, ST_FRAG_HELD, ST_FRAG_REASM, ST_FRAG_TIMEOUT, ST_NEW, ST_PACKETS, STAT_WORDS, T_DST, TUPLE_WORDS,
 } from '../table/layout.js';
 import {
   EXT_ACCT, EXT_TIMEOUT, EXT_TSTAMP, EXT_WORDS, E_EXT, X_FLAGS, XC_ZONE_POLICIES,
@@ -34,7 +34,13 @@ import { ConntrackTable, type TableHandle } from '../table/table.js';
 import {
   hasPorts, invertTuple, protoWord, tupleFromInner, tupleFromPacket,
 } from './tuple.js';
-import { CT_ESTABLISHED, CT_INVALID, CT_NEW, CT_RELATED, CT_UNTRACKED, Verdict } from './verdict.js';
+import {
+  CT_ESTABLISHED, CT_HELD, CT_INVALID, CT_NEW, CT_RELATED, CT_UNTRACKED, FRAG_DONE, FRAG_DROP, FRAG_HELD, FRAG_PASS, Verdict,
+} from './verdict.js';
+import { DF_DONE, DF_DROP, DF_HELD, Defrag, type DefragStores, type FragDropped } from '../input/defrag/defrag.js';
+import { R_BAD_IP4_CSUM } from '../input/packet/parse.js';
+import { LINKTYPE_RAW } from '../input/packet/packet.js';
+import { S_DEFRAG } from '../table/sysctl.js';
 import { ST_NS_LIMIT, ST_ZONE_LIMIT } from '../table/layout.js';
 import { CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, ZONE_DIR_BOTH, isNamespaceHandle, zoneKey, zoneWord } from '../table/zones.js';
 
@@ -55,7 +61,15 @@ export const R_ZONE_CLASH = 'tuple clashes with a connection of another directio
 export interface ConntrackOptions {
   /** Receives NEW/UPDATE/DESTROY events caused by this thread. */
   events?: EventSink;
+  /**
+   * Reassembly queues shared with other threads (Defrag.createStores; the pool passes one set to
+   * all its workers). Default: this thread's own, created at the first fragment.
+   */
+  defragStores?: DefragStores;
 }
+
+const NO_DROPS: readonly FragDropped[] = [];
+const NO_TAGS = new Int32Array(0);
 
 /** Options of Conntrack.decide(). */
 export interface DecideOptions {
@@ -88,8 +102,17 @@ export class Conntrack {
    * @internal
    */
   eventTag = -1;
+  /**
+   * Tag remembered with a fragment this thread holds for reassembly and reported back
+   * (fragTags, fragDropped) when its datagram completes or is dropped: the replay sets the packet
+   * index. -1 by default.
+   */
+  fragTag = -1;
   /** Table clock of the packet being decided (time of the events it causes). */
   private now = 0;
+  /** Reassembly (created at the first fragment unless shared stores were given). */
+  private defragger: Defrag | null = null;
+  private readonly defragStores: DefragStores | null;
   private readonly ctx: TrackerContext;
   private readonly res = new ProtoResult();
   /** Scratch tuples: [0..8] the packet's, [9..17] its inverse. */
@@ -109,6 +132,8 @@ export class Conntrack {
     this.st = this.table.sec.stats + this.wid * STAT_WORDS;
     this.ctx = { i32: this.table.i32, u32: this.table.u32, sys: this.table.sec.sysctl };
     this.events = opts.events ?? null;
+    this.defragStores = opts.defragStores ?? null;
+    if (this.defragStores) this.defragger = new Defrag(this.i32, this.table.sec.sysctl, this.wid, this.defragStores);
     this.ring = new EventProducer(this.table, this.wid);
     this.chains.onDestroy = (e, why) => {
       // Stop timestamp and the ring first: the local sink then sees the final extension data.
@@ -141,9 +166,103 @@ export class Conntrack {
    * the others); `ns` is ignored by a tracker bound to a namespace.
    */
   frame(linktype: number, buf: Uint8Array, off: number, len: number, now: number, zone = 0, ns = 0, zoneDir = ZONE_DIR_BOTH): Verdict {
-    parseFrame(linktype, buf, off, len, this.pkt);
-    this.pkt.now = now | 0;
-    return this.packet(this.pkt, zone, ns, this.verdict, zoneDir);
+    const pkt = this.pkt;
+    parseFrame(linktype, buf, off, len, pkt);
+    pkt.now = now | 0;
+    const d = this.defragger;
+    if (d !== null) {
+      // Queues whose ipfrag_time passed go now, whatever this packet is.
+      d.begin();
+      d.tick(pkt.now);
+      this.defragStats(d);
+    }
+    // nf_defrag before conntrack: fragments with a sound IP header go to their queue.
+    if (pkt.fragment && pkt.reason !== R_BAD_IP4_CSUM && this.i32[this.table.sec.sysctl + S_DEFRAG] !== 0) {
+      return this.fragment(pkt, zone, ns, zoneDir);
+    }
+    return this.packet(pkt, zone, ns, this.verdict, zoneDir);
+  }
+
+  /** Queues that timed out or were evicted during the last frame() (reported once, then cleared). */
+  get fragDropped(): readonly FragDropped[] {
+    return this.defragger?.dropped ?? NO_DROPS;
+  }
+
+  /**
+   * After a frame() whose verdict has FRAG_DONE (or FRAG_DROP / FRAG_PASS that took its queue
+   * along): the tags of the datagram's other fragments, in `fragTags[0, fragTagCount)`.
+   */
+  get fragTags(): Int32Array {
+    return this.defragger?.tagList ?? NO_TAGS;
+  }
+  get fragTagCount(): number {
+    return this.defragger?.tagCount ?? 0;
+  }
+
+  /** Fragments still held (e.g. at the end of a capture), one record per datagram; empties the queues. */
+  drainFragments(): FragDropped[] {
+    return this.defragger?.drain() ?? [];
+  }
+
+  /** Reassembly's memory in bytes now and at its peak (both families), for tests and metrics. */
+  defragMemory(): { mem: number; peak: number; queues: number; bound: number } {
+    const d = this.defragger;
+    if (!d) return { mem: 0, peak: 0, queues: 0, bound: 0 };
+    return { mem: d.v4.mem + d.v6.mem, peak: Math.max(d.v4.peak, d.v6.peak), queues: d.v4.queues + d.v6.queues, bound: d.v4.capacity + d.v6.capacity };
+  }
+
+  private defragStats(d: Defrag): void {
+    for (let k = 0; k < d.timeouts; k++) this.stat(ST_FRAG_TIMEOUT);
+    for (let k = 0; k < d.evictions; k++) this.stat(ST_FRAG_EVICT);
+    d.timeouts = 0;
+    d.evictions = 0;
+  }
+
+  /** A fragment: hold it, drop it, or decide the datagram it completes. */
+  private fragment(pkt: Packet, zoneId: number, ns: number, zoneDir: number): Verdict {
+    let d = this.defragger;
+    if (d === null) {
+      d = this.defragger = new Defrag(this.i32, this.table.sec.sysctl, this.wid);
+      d.begin();
+    }
+    if (this.boundNs >= 0) ns = this.boundNs;
+    // Queues are per zone (the original direction's) and per namespace, as the kernel's defrag user and netns.
+    const key = (zoneWord(zoneId, zoneDir) & 0xffff) | (ns << 16);
+    const now = pkt.now;
+    const st = d.fragment(pkt, key, now, this.fragTag);
+    this.defragStats(d);
+    const v = this.verdict;
+    if (st === DF_HELD || st === DF_DROP) {
+      v.reset();
+      this.stat(ST_PACKETS);
+      if (st === DF_HELD) {
+        this.stat(ST_FRAG_HELD);
+        v.state = CT_HELD;
+        v.frag = FRAG_HELD;
+      } else {
+        // Consumed by reassembly: conntrack never sees it (not counted invalid), the kernel drops it.
+        this.stat(ST_FRAG_DROP);
+        v.state = CT_INVALID;
+        v.drop = true;
+        v.reason = d.reason;
+        v.frag = FRAG_DROP;
+      }
+      return v;
+    }
+    if (st === DF_DONE) {
+      this.stat(ST_FRAG_REASM);
+      parseFrame(LINKTYPE_RAW, d.out, 0, d.outLen, pkt);
+      pkt.now = now;
+      this.packet(pkt, zoneId, ns, v, zoneDir);
+      v.frag = FRAG_DONE;
+      return v;
+    }
+    // Not reassembled: decided as it is; an unreassembled first fragment's checksum is checked
+    // over what it holds, as the kernel does (and fails).
+    if (d.reason !== null) pkt.complete = true;
+    this.packet(pkt, zoneId, ns, v, zoneDir);
+    if (d.reason !== null) v.frag = FRAG_PASS;
+    return v;
   }
 
   /**
@@ -227,6 +346,7 @@ export class Conntrack {
       if (k === ICMP_ERROR) return this.related(pkt, zone, ns, v);
       // ICMP_CONTINUE: a request or reply, tracked as a connection below.
     }
+    if (pkt.csumPartial) this.stat(ST_CSUM_OFFLOAD);
     return this.track(pkt, zone, ns, v, 0);
   }
 

@@ -10,8 +10,22 @@ export const CT_RELATED = 2;
 export const CT_INVALID = 3;
 /** ctstate: not tracked (e.g. a non-first fragment). */
 export const CT_UNTRACKED = 4;
-/** ctstate names by CT_* value: 'new', 'established', 'related', 'invalid', 'untracked'. */
-export const CTSTATE_NAMES: readonly string[] = ['new', 'established', 'related', 'invalid', 'untracked'];
+/** A fragment held for reassembly (src/input/defrag): its datagram is decided when it completes. */
+export const CT_HELD = 5;
+/** ctstate names by CT_* value: 'new', 'established', 'related', 'invalid', 'untracked', 'held'. */
+export const CTSTATE_NAMES: readonly string[] = ['new', 'established', 'related', 'invalid', 'untracked', 'held'];
+
+/** What defragmentation did with the packet (Verdict.frag). */
+export const FRAG_NONE = 0;
+/** Held in its datagram's queue (state CT_HELD). */
+export const FRAG_HELD = 1;
+/** Completed its datagram: the verdict is the reassembled datagram's (for every fragment of it). */
+export const FRAG_DONE = 2;
+/** Dropped by reassembly (reason says why; with its queue when Conntrack.fragTags lists others). */
+export const FRAG_DROP = 3;
+/** Not reassembled (IPv6 fragment of a length not a multiple of 8): decided as it is. */
+export const FRAG_PASS = 4;
+export const FRAG_NAMES: readonly string[] = ['', 'held', 'done', 'dropped', 'unreassembled'];
 export const DIR_NAMES: readonly string[] = ['original', 'reply'];
 
 /** The decision for one packet (reused by the tracker): ctstate, direction, reason, the entry slot. */
@@ -28,8 +42,11 @@ export class Verdict {
   drop = false;
   /** Protocol state after the packet (TCP state number), -1 when not TCP or no connection. */
   protoState = -1;
+  /** FRAG_*: what defragmentation did with the packet. */
+  frag = FRAG_NONE;
 
   reset(): void {
+    this.frag = FRAG_NONE;
     this.state = CT_INVALID;
     this.dir = -1;
     this.reason = null;

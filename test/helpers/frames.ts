@@ -262,7 +262,7 @@ export function ipv6(proto: number, payload: Uint8Array, o: IpOpts = {}): Uint8A
   return b;
 }
 
-function pseudo4(src: string, dst: string, proto: number, len: number): Uint8Array {
+export function pseudo4(src: string, dst: string, proto: number, len: number): Uint8Array {
   const p = new Uint8Array(12);
   p.set(ip4Bytes(src), 0);
   p.set(ip4Bytes(dst), 4);
@@ -271,7 +271,7 @@ function pseudo4(src: string, dst: string, proto: number, len: number): Uint8Arr
   return p;
 }
 
-function pseudo6(src: string, dst: string, proto: number, len: number): Uint8Array {
+export function pseudo6(src: string, dst: string, proto: number, len: number): Uint8Array {
   const p = new Uint8Array(40);
   p.set(ip6Bytes(src), 0);
   p.set(ip6Bytes(dst), 16);

@@ -98,6 +98,49 @@ export function l4ChecksumOk(pkt: Packet): boolean {
   return fold16(s) === 0xffff;
 }
 
+/** Layer-4 checksum verdicts (l4ChecksumCheck, partialChecksumCheck). */
+export const CSUM_OK = 0;
+export const CSUM_BAD = 1;
+/**
+ * The checksum field holds the folded pseudo-header sum (or its complement) instead of a
+ * checksum: a packet captured on the host that sent it with checksum offload
+ * (CHECKSUM_PARTIAL; the NIC or veth peer fills the checksum in later). The kernel never
+ * verifies such packets, nor ones whose checksum the hardware verified.
+ */
+export const CSUM_PARTIAL = 2;
+
+/** Offset of the checksum field in the TCP and UDP headers. */
+const TCP_CHECK_OFF = 16;
+const UDP_CHECK_OFF = 6;
+
+/**
+ * Is `stored` the pseudo-header partial sum that a sender with checksum offload leaves in the
+ * field (the folded sum, or its complement as some drivers and stacks write it)?
+ */
+function isPartialSum(stored: number, pseudo: number): boolean {
+  const f = fold16(pseudo);
+  return stored === f || stored === (~f & 0xffff);
+}
+
+/**
+ * Like l4ChecksumOk for TCP and UDP, but tells a wrong checksum (CSUM_BAD) from an offloaded
+ * one (CSUM_PARTIAL). Other protocols: CSUM_OK or CSUM_BAD as l4ChecksumOk says (their
+ * checksums are computed in software by the sender's stack, never offloaded).
+ */
+export function l4ChecksumCheck(pkt: Packet): number {
+  if (l4ChecksumOk(pkt)) return CSUM_OK;
+  const proto = pkt.l4proto;
+  if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) return CSUM_BAD;
+  const b = pkt.buf;
+  const q = pkt.l4off;
+  const n = pkt.l4len;
+  const words = pkt.family === NFPROTO_IPV6 ? 4 : 1;
+  const o = q + (proto === IPPROTO_TCP ? TCP_CHECK_OFF : UDP_CHECK_OFF);
+  const stored = (b[o]! << 8) | b[o + 1]!;
+  const pseudo = addrSum(pkt.src, words) + addrSum(pkt.dst, words) + proto + (n >>> 16) + (n & 0xffff);
+  return isPartialSum(stored, pseudo) ? CSUM_PARTIAL : CSUM_BAD;
+}
+
 /**
  * A checksum with a coverage shorter than the packet (UDP-Lite, RFC 3828): the pseudo-header
  * carries `pseudoLen` and `pseudoProto`, the sum covers the first `cover` layer-4 bytes.
@@ -117,6 +160,21 @@ export function partialChecksumOk(pkt: Packet, cover: number, pseudoLen: number,
   s += (pseudoLen >>> 16) + (pseudoLen & 0xffff);
   s += sum16(b, q, cover);
   return fold16(s) === 0xffff;
+}
+
+/**
+ * partialChecksumOk with offload recognised (UDP-Lite): CSUM_OK, CSUM_BAD, or CSUM_PARTIAL when
+ * the field holds the pseudo-header sum (with the datagram length and either IPPROTO_UDP, as
+ * the kernel sums it, or `altProto`, as RFC 3828 says).
+ */
+export function partialChecksumCheck(pkt: Packet, cover: number, pseudoLen: number, pseudoProto: number, altProto: number): number {
+  if (partialChecksumOk(pkt, cover, pseudoLen, pseudoProto)) return CSUM_OK;
+  const b = pkt.buf;
+  const o = pkt.l4off + UDP_CHECK_OFF;
+  const stored = (b[o]! << 8) | b[o + 1]!;
+  const words = pkt.family === NFPROTO_IPV6 ? 4 : 1;
+  const base = addrSum(pkt.src, words) + addrSum(pkt.dst, words) + (pseudoLen >>> 16) + (pseudoLen & 0xffff);
+  return isPartialSum(stored, base + pseudoProto) || isPartialSum(stored, base + altProto) ? CSUM_PARTIAL : CSUM_BAD;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -69,6 +69,8 @@ export class Packet {
   complete = true;
   /** IPv4: the packet is a fragment (MF set or offset != 0). IPv6: a fragment header was seen with offset != 0 or M set. */
   fragment = false;
+  /** Set by a tracker that accepted an offloaded (pseudo-header partial sum) checksum. */
+  csumPartial = false;
 
   // TCP
   seq = 0; // uint32
@@ -118,6 +120,7 @@ export class Packet {
     this.ipLen = 0;
     this.complete = true;
     this.fragment = false;
+    this.csumPartial = false;
     this.seq = 0;
     this.ack = 0;
     this.tcpFlags = 0;

@@ -41,6 +41,7 @@ import {
 } from './l4proto.js';
 import {
   S_CHECKSUM,
+  S_CHECKSUM_OFFLOAD,
   S_TCP_BE_LIBERAL,
   S_TCP_IGNORE_INVALID_RST,
   S_TCP_LOOSE,
@@ -57,7 +58,7 @@ import {
   S_TCP_TIMEOUT_UNACKNOWLEDGED,
 } from '../../table/sysctl.js';
 import { TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST, TH_SYN, TH_URG, type Packet } from '../../input/packet/packet.js';
-import { l4ChecksumOk } from '../../input/packet/checksum.js';
+import { CSUM_OK, CSUM_PARTIAL, l4ChecksumCheck } from '../../input/packet/checksum.js';
 
 // ---------------------------------------------------------------------------------------------
 // States, kernel numbering (enum tcp_conntrack).
@@ -477,7 +478,14 @@ function handleInvalid(ctx: TrackerContext, e: number, dir: number, index: numbe
 export function tcpError(ctx: TrackerContext, pkt: Packet): string | null {
   if (pkt.doff < 20 || l4Length(pkt) < pkt.doff) return R_TRUNCATED;
   // Our tracker always sits where the kernel's PRE_ROUTING hook does, so the checksum is checked.
-  if (ctx.i32[ctx.sys + S_CHECKSUM] !== 0 && !l4ChecksumOk(pkt)) return R_CHECKSUM;
+  if (ctx.i32[ctx.sys + S_CHECKSUM] !== 0) {
+    const k = l4ChecksumCheck(pkt);
+    if (k !== CSUM_OK) {
+      // An offloaded checksum (partial sum) passes unless strict (nf_conntrack_checksum_offload=0).
+      if (k !== CSUM_PARTIAL || ctx.i32[ctx.sys + S_CHECKSUM_OFFLOAD] === 0) return R_CHECKSUM;
+      pkt.csumPartial = true;
+    }
+  }
   if (!VALID_FLAGS[pkt.tcpFlags & ~(TH_ECE | TH_CWR | TH_PSH) & 0x3f]) return R_FLAGS;
   return null;
 }

@@ -4,9 +4,9 @@
  * stream and gets the longer timeout.
  */
 import { E_PRIV, E_STATUS, IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY, UDP_STREAM_TS } from '../../table/layout.js';
-import { l4ChecksumOk, partialChecksumOk } from '../../input/packet/checksum.js';
+import { CSUM_OK, CSUM_PARTIAL, l4ChecksumCheck, partialChecksumCheck } from '../../input/packet/checksum.js';
 import { IPPROTO_UDP, type Packet } from '../../input/packet/packet.js';
-import { S_CHECKSUM, S_UDP_TIMEOUT, S_UDP_TIMEOUT_STREAM } from '../../table/sysctl.js';
+import { S_CHECKSUM, S_CHECKSUM_OFFLOAD, S_UDP_TIMEOUT, S_UDP_TIMEOUT_STREAM } from '../../table/sysctl.js';
 import { EV_ASSURED, PROTO_ACCEPT, type ProtoResult, type TrackerContext } from './l4proto.js';
 
 const R_SHORT = 'short UDP packet';
@@ -22,7 +22,14 @@ export function udpError(ctx: TrackerContext, pkt: Packet): string | null {
   if (len > pkt.l4len || len < 8) return R_LENGTH;
   const check = (b[o + 6]! << 8) | b[o + 7]!;
   if (check === 0) return null; // no checksum (IPv4); IPv6's zero checksum fails l4ChecksumOk
-  if (ctx.i32[ctx.sys + S_CHECKSUM] !== 0 && !l4ChecksumOk(pkt)) return R_CHECKSUM;
+  if (ctx.i32[ctx.sys + S_CHECKSUM] !== 0) {
+    const k = l4ChecksumCheck(pkt);
+    if (k !== CSUM_OK) {
+      // An offloaded checksum (partial sum) passes unless strict (nf_conntrack_checksum_offload=0).
+      if (k !== CSUM_PARTIAL || ctx.i32[ctx.sys + S_CHECKSUM_OFFLOAD] === 0) return R_CHECKSUM;
+      pkt.csumPartial = true;
+    }
+  }
   return null;
 }
 
@@ -77,8 +84,12 @@ export function udpliteError(ctx: TrackerContext, pkt: Packet): string | null {
   if (b[o + 6] === 0 && b[o + 7] === 0) return R_UDPLITE_NO_CHECKSUM;
   // The kernel verifies with IPPROTO_UDP in the pseudo-header (what udplite_error passes to
   // nf_checksum_partial), not 136: a datagram summed as RFC 3828 says fails there.
-  if (ctx.i32[ctx.sys + S_CHECKSUM] !== 0 && !partialChecksumOk(pkt, cscov, udplen, IPPROTO_UDP)) {
-    return R_UDPLITE_CHECKSUM;
+  if (ctx.i32[ctx.sys + S_CHECKSUM] !== 0) {
+    const k = partialChecksumCheck(pkt, cscov, udplen, IPPROTO_UDP, IPPROTO_UDPLITE);
+    if (k !== CSUM_OK) {
+      if (k !== CSUM_PARTIAL || ctx.i32[ctx.sys + S_CHECKSUM_OFFLOAD] === 0) return R_UDPLITE_CHECKSUM;
+      pkt.csumPartial = true;
+    }
   }
   return null;
 }
