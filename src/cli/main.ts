@@ -1,10 +1,16 @@
 #!/usr/bin/env node
 /** The `conntrack-sab` command line. */
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { runReplay } from './replay-cmd.js';
 import { runStressCli } from './stress.js';
 import { runBenchCli } from './bench.js';
 import { registerTableCommands } from './table-cmds.js';
+
+/** A decimal integer option, whole string only ("12abc", "1e12", "-1" are refused, not cut short). */
+function strictInt(v: string): number {
+  if (!/^\d{1,9}$/.test(v.trim())) throw new InvalidArgumentError(`expected a decimal integer, got "${v}"`);
+  return Number(v);
+}
 
 const program = new Command();
 program
@@ -28,9 +34,9 @@ program
   .option('-E, --event', 'print the event stream like conntrack -E')
   .addOption(new Option('-o, --output <fmt>', 'output format for -L/-E: extended, timestamp, id (comma separated)'))
   .option('--json', 'print one JSON object with the table, counts and statistics')
-  .option('--max <n>', 'nf_conntrack_max of the table', (v) => parseInt(v, 10))
+  .option('--max <n>', 'nf_conntrack_max of the table', strictInt)
   .option('--no-progress', 'never show a progress bar')
-  .option('--workers <n>', 'decide packets on n worker threads sharing the table (default 1: this thread)', (v) => parseInt(v, 10))
+  .option('--workers <n>', 'decide packets on n worker threads sharing the table (default 1: this thread)', strictInt)
   .addOption(new Option('--dispatch <mode>', 'with --workers: flow (decisions as on one thread) or free').choices(['flow', 'free']).default('flow'))
   .action(async (capture: string, opts: Record<string, unknown>) => {
     process.exitCode = await runReplay(capture, opts);
