@@ -8,6 +8,12 @@ import { registerTableCommands } from './table-cmds.js';
 import { runNfqueue } from './nfqueue.js';
 import { EXIT_DATA, EXIT_USAGE, usageLine, VERSION } from './common.js';
 
+/** A decimal integer option, whole string only ("12abc", "1e12", "-1" are refused, not cut short). */
+function strictInt(v: string): number {
+  if (!/^\d{1,9}$/.test(v.trim())) throw new InvalidArgumentError(`expected a decimal integer, got "${v}"`);
+  return Number(v);
+}
+
 const program = new Command();
 program
   .name('conntrack-sab')

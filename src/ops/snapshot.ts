@@ -406,6 +406,8 @@ export function decodeSnapshot(bytes: Uint8Array): Snapshot {
     const id = r.u32('namespace');
     const lim = r.u32('namespace limit');
     if (nsLimits.has(id)) throw new SnapshotError(`namespace ${id} listed twice`, at);
+    // The same range as setNamespaceLimit: a value >= 2^31 would load as a negative limit.
+    if (lim > 0x7ffffffe) throw new SnapshotError(`namespace ${id}: limit ${lim} is out of range 0..${0x7ffffffe}`, at);
     nsLimits.set(id, lim);
   }
 

@@ -11,7 +11,7 @@
  */
 import {
   ALLOC_OP_DRAIN, ALLOC_OP_REFILL, ALLOC_OP_SPILL, CACHE_SLOTS, ENTRY_WORDS, E_EXT, E_LINK, E_STATUS,
-  H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, W_ALLOC_HEAD, W_ALLOC_OP, W_CACHE, W_CACHE_COUNT,
+  H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, H_PEND_FREE, W_ALLOC_HEAD, W_ALLOC_OP, W_CACHE, W_CACHE_COUNT,
   W_INTENT_SLOT, WORKER_WORDS,
 } from './layout.js';
 import { extRelease } from './ext.js';
@@ -19,6 +19,49 @@ import { lock, unlock } from './locks.js';
 import type { ConntrackTable } from './table.js';
 
 const BATCH = CACHE_SLOTS / 2;
+
+/**
+ * Push `slots` on a hand-off stack (H_PEND_FREE or H_PEND_ORPHAN) without any lock: crash
+ * recovery uses it when another dead worker holds H_FREE_LOCK. Links are slot + 1 (0 ends).
+ */
+export function pushPending(table: ConntrackTable, word: number, slots: readonly number[]): void {
+  if (slots.length === 0) return;
+  const i32 = table.i32;
+  const E = table.sec.entries;
+  for (let k = 0; k + 1 < slots.length; k++) i32[E + slots[k]! * ENTRY_WORDS + E_LINK] = slots[k + 1]! + 1;
+  const last = E + slots[slots.length - 1]! * ENTRY_WORDS + E_LINK;
+  for (;;) {
+    const head = Atomics.load(i32, word);
+    i32[last] = head; // plain: published by the CAS below
+    // CAS publishes the links above to whoever takes the stack (Atomics.exchange).
+    if (Atomics.compareExchange(i32, word, head, slots[0]! + 1) === head) return;
+  }
+}
+
+/** Take the whole hand-off stack at `word` (Atomics.exchange: no ABA); its slots in order. */
+export function takePending(table: ConntrackTable, word: number): number[] {
+  const i32 = table.i32;
+  const out: number[] = [];
+  for (let s = Atomics.exchange(i32, word, 0) - 1; s >= 0 && out.length <= table.capacity;) {
+    out.push(s);
+    s = i32[table.sec.entries + s * ENTRY_WORDS + E_LINK]! - 1;
+  }
+  return out;
+}
+
+/** Put the slots of H_PEND_FREE on the free list. Caller holds H_FREE_LOCK. */
+export function splicePendingFree(table: ConntrackTable): number {
+  const i32 = table.i32;
+  const slots = takePending(table, H_PEND_FREE);
+  let head = i32[H_FREE_HEAD]!; // H_FREE_LOCK held
+  for (const s of slots) {
+    i32[table.sec.entries + s * ENTRY_WORDS + E_LINK] = head;
+    head = s;
+  }
+  i32[H_FREE_HEAD] = head;
+  i32[H_FREE_COUNT] = i32[H_FREE_COUNT]! + slots.length;
+  return slots.length;
+}
 
 export class SlotAllocator {
   private readonly i32: Int32Array;
@@ -72,6 +115,8 @@ export class SlotAllocator {
   private refill(): number {
     const i32 = this.i32;
     lock(i32, H_FREE_LOCK, this.wid);
+    // Slots a crash recovery handed over without the lock (a cheap load when there are none).
+    if (Atomics.load(i32, H_PEND_FREE) !== 0) splicePendingFree(this.table);
     let head = i32[H_FREE_HEAD]!; // H_FREE_HEAD, H_FREE_COUNT and free slots' E_LINK: H_FREE_LOCK
     this.begin(ALLOC_OP_REFILL, 0, head);
     let n = 0;

@@ -23,7 +23,7 @@ import {
   INTENT_NONE, INTENT_UNCOUNTED, INTENT_UNCOUNTING, IPS_ALLOCATED, IPS_ASSURED, IPS_CONFIRMED,
   IPS_DYING, KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNCOUNTED, KILL_STEP_UNCOUNTING, KILL_STEP_UNLINKED, PRIV_WORDS, ST_CHAIN_TOOLONG, ST_EARLY_DROP, ST_EXPIRED,
   ST_INSERT_FAILED, ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS, W_HELD, W_INTENT, W_INTENT_SLOT,
-  W_KILL, W_RELEASE, WORKER_WORDS,
+  W_KILL, W_KILL_WHY, W_RELEASE, WORKER_WORDS, KILL_STEP_EMITTED, KILL_STEP_EMITTING,
 } from './layout.js';
 import { lock, unlock } from './locks.js';
 import { Qsbr } from './rcu.js';
@@ -147,11 +147,14 @@ export class Chains {
         const dir = ref & 1;
         // next read before we judge this entry: it stays valid even if the entry is unlinked now
         const next = Atomics.load(i32, e + E_NEXT + dir);
+        // The slot's generation before the key: kill() re-checks it, so a slot recycled since
+        // (another thread expired it and reused it for a live connection) is left alone.
+        const gen = Atomics.load(i32, e + E_GEN);
         if (this.keyEquals(e, dir, h, t, off, proto, zones, ns)) {
           const status = Atomics.load(i32, e + E_STATUS); // DYING/CONFIRMED are set atomically
           if ((status & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {
-            if (((i32[e + E_TIMEOUT]! - now) | 0) <= 0) {
-              this.expire(ref >>> 1);
+            if (((Atomics.load(i32, e + E_TIMEOUT) - now) | 0) <= 0) {
+              this.expire(ref >>> 1, gen, now);
             } else {
               found = ref;
               break;
@@ -332,13 +335,13 @@ export class Chains {
     let len = 0;
     for (let ref = i32[this.B + b0]!; ref >= 0; ref = i32[this.E + (ref >>> 1) * ENTRY_WORDS + E_NEXT + (ref & 1)]!) {
       if (this.keyEquals(this.E + (ref >>> 1) * ENTRY_WORDS, ref & 1, h0, i32, e + E_TUPLE, proto, z, ns)) { clash = ref; break; }
-      if (++len > maxChain) break;
+      if (++len >= maxChain) break; // a chain already at the cap takes no more
     }
-    if (clash < 0 && len <= maxChain) {
+    if (clash < 0 && len < maxChain) {
       len = 0;
       for (let ref = i32[this.B + b1]!; ref >= 0; ref = i32[this.E + (ref >>> 1) * ENTRY_WORDS + E_NEXT + (ref & 1)]!) {
         if (this.keyEquals(this.E + (ref >>> 1) * ENTRY_WORDS, ref & 1, h1, i32, e + E_TUPLE + TUPLE_WORDS, proto, z, ns)) { clash = ref; break; }
-        if (++len > maxChain) break;
+        if (++len >= maxChain) break;
       }
     }
     if (clash >= 0) {
@@ -349,7 +352,7 @@ export class Chains {
       this.unlockStripes(b0, b1);
       return ok ? clash : CONFIRM_DYING;
     }
-    if (len > maxChain) {
+    if (len >= maxChain) {
       this.unlockStripes(b0, b1);
       this.stat(ST_CHAIN_TOOLONG);
       this.stat(ST_INSERT_FAILED);
@@ -401,7 +404,7 @@ export class Chains {
    * thread removed it first. The table's reference is dropped; the slot is reused after a
    * grace period ('noref') or when the last reference goes ('refcount').
    */
-  kill(slot: number, why: number): boolean {
+  kill(slot: number, why: number, gen?: number, expiredAt?: number): boolean {
     const i32 = this.i32;
     const e = this.E + slot * ENTRY_WORDS;
     const b0 = i32[e + E_HASH]! & this.mask;
@@ -410,14 +413,19 @@ export class Chains {
     // DYING/CONFIRMED only change under both bucket locks, which we hold
     const status = Atomics.load(i32, e + E_STATUS);
     // A caller without a reference ('refcount') may name a slot recycled since it read the
-    // hashes: only remove the entry if it still lives in the buckets we locked.
+    // hashes: only remove the entry if it still lives in the buckets we locked, is still the
+    // entry the caller saw (`gen`: E_GEN is bumped on every reuse) and, for an expiry, is still
+    // expired at `expiredAt` (a packet may have refreshed it; E_TIMEOUT is Atomics.store'd).
     if ((status & (IPS_DYING | IPS_CONFIRMED)) !== IPS_CONFIRMED ||
-      (i32[e + E_HASH]! & this.mask) !== b0 || (i32[e + E_HASH + 1]! & this.mask) !== b1) {
+      (i32[e + E_HASH]! & this.mask) !== b0 || (i32[e + E_HASH + 1]! & this.mask) !== b1 ||
+      (gen !== undefined && Atomics.load(i32, e + E_GEN) !== gen) ||
+      (expiredAt !== undefined && ((Atomics.load(i32, e + E_TIMEOUT) - expiredAt) | 0) > 0)) {
       this.unlockStripes(b0, b1);
       return false;
     }
     const W = this.W;
     const tag = (slot + 1) << 4;
+    Atomics.store(i32, W + W_KILL_WHY, why); // the DESTROY's reason, for recovery
     // Recovery intent: the locks are ours and the entry is ours to remove.
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_LOCKED);
     // DYING first: readers that already hold the entry see it is on its way out.
@@ -436,7 +444,10 @@ export class Chains {
     Atomics.sub(i32, H_COUNT, 1);
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_UNCOUNTED);
     if (why === KILL_EXPIRED) this.stat(ST_EXPIRED);
+    // Recovery intent around the DESTROY event: a crash inside it is finished by recovery.
+    Atomics.store(i32, W + W_KILL, tag | KILL_STEP_EMITTING);
     if (this.onDestroy) this.onDestroy(e, why);
+    Atomics.store(i32, W + W_KILL, tag | KILL_STEP_EMITTED);
     // Drop the table's reference (not put(): that is for lookup references).
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_DROPPING); // recovery intent: around the sub
     const last = Atomics.sub(i32, e + E_REFCNT, 1) === 1; // exactly one thread sees zero
@@ -448,9 +459,12 @@ export class Chains {
     return true;
   }
 
-  /** Remove an entry found expired (the kernel's nf_ct_gc_expired). */
-  expire(slot: number): boolean {
-    return this.kill(slot, KILL_EXPIRED);
+  /**
+   * Remove an entry found expired (the kernel's nf_ct_gc_expired): only if the slot still holds
+   * generation `gen` (when given) and the entry is still expired at `now`.
+   */
+  expire(slot: number, gen?: number, now?: number): boolean {
+    return this.kill(slot, KILL_EXPIRED, gen, now);
   }
 
   /**
@@ -470,11 +484,12 @@ export class Chains {
         // next before a possible kill: unlinking leaves this entry's own next intact
         const next = Atomics.load(i32, e + E_NEXT + (ref & 1));
         // status bits are set by other threads with Atomics.or
+        const gen = Atomics.load(i32, e + E_GEN); // before the status: kill() re-checks it
         const status = Atomics.load(i32, e + E_STATUS);
         if ((status & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {
-          if (((i32[e + E_TIMEOUT]! - now) | 0) <= 0) {
-            if (this.expire(slot)) freed = true;
-          } else if ((status & IPS_ASSURED) === 0 && (ns < 0 || i32[e + E_NS] === ns) && this.kill(slot, KILL_EARLY_DROP)) {
+          if (((Atomics.load(i32, e + E_TIMEOUT) - now) | 0) <= 0) {
+            if (this.expire(slot, gen, now)) freed = true;
+          } else if ((status & IPS_ASSURED) === 0 && (ns < 0 || i32[e + E_NS] === ns) && this.kill(slot, KILL_EARLY_DROP, gen)) {
             this.stat(ST_EARLY_DROP);
             return true;
           }
@@ -499,7 +514,7 @@ export class Chains {
     if (slot < 0) return false;
     // E_TIMEOUT: Atomics.store by the packet path.
     const expired = ((Atomics.load(this.i32, this.E + slot * ENTRY_WORDS + E_TIMEOUT) - now) | 0) <= 0;
-    if (!this.kill(slot, expired ? KILL_EXPIRED : KILL_EARLY_DROP)) return false;
+    if (!this.kill(slot, expired ? KILL_EXPIRED : KILL_EARLY_DROP, undefined, expired ? now : undefined)) return false;
     if (!expired) this.stat(ST_EARLY_DROP);
     return true;
   }

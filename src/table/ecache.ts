@@ -28,17 +28,19 @@
  * rings (`events: false`) or when nf_conntrack_events is 0.
  */
 import { EventEmitter } from 'node:events';
-import type { Chains } from './chains.js';
 import { EVENT_DESTROY, EVENT_F_PROTOINFO, EVENT_NAMES, EVENT_NEW, EVENT_TYPES_ALL, EVENT_UPDATE } from './events.js';
 import { readAcct, readLabels, type ConnAcct } from './ext.js';
 import {
-  ENTRY_WORDS, EV_SUBSCRIBERS, EXT_ACCT, EXT_LABELS, EXT_TSTAMP, EXT_WORDS, E_EXT, E_GEN, E_ID, E_LINK,
-  E_MARK, E_PROTO, E_REFCNT, E_RETIRE, E_STATUS, E_TIMEOUT, E_ZONE, H_EVENTS, H_EV_DESTROY, REC_EXT, REC_LINK, REC_MARKER,
-  REC_NOW, REC_SEQ, REC_TAG, REC_TYPE, REC_WHY, REC_WORDS, SB_DTAIL, SB_STATE, SUB_WORDS, X_FLAGS, X_TSTAMP,
-  XC_EV_DHEAD, XC_EV_EMITTED, XC_EV_HEAD, XC_EV_LOST, XC_EV_PARK_HEAD, XC_EV_PARK_LOCK, XC_EV_PARKED,
-  XC_EV_PARKED_TOTAL, XC_EV_SUBS, XC_SUB,
+  ENTRY_WORDS, EV_SUBSCRIBERS, EXT_ACCT, EXT_LABELS, EXT_TSTAMP, EXT_WORDS, E_EXT, E_ID,
+  E_MARK, E_PROTO, E_STATUS, E_TIMEOUT, E_ZONE, H_EVENTS, H_EV_DESTROY, H_STALLS, H_STALL_MS, PARK_FACTOR,
+  REC_EXT, REC_LINK, REC_MARKER, REC_NOW, REC_SEQ, REC_TAG, REC_TOMB, REC_TYPE, REC_WHY, REC_WORDS,
+  SB_ATTACHED, SB_BEAT, SB_CLAIMED, SB_DROPPED, SB_DTAIL, SB_FREE, SB_OVERRUN, SB_STATE, SUB_WORDS,
+  W_EV_D, W_EV_M, W_EV_PARK, W_EV_RETRY, WORKER_WORDS, X_FLAGS, X_TSTAMP,
+  XC_EV_DHEAD, XC_EV_DROPPED, XC_EV_EMITTED, XC_EV_HEAD, XC_EV_LOST, XC_EV_OVERRUNS, XC_EV_PARK_FULL,
+  XC_EV_PARK_LOCK, XC_EV_PARKED, XC_EV_PARKED_TOTAL, XC_EV_PHEAD, XC_EV_PTAIL, XC_EV_SUBS, XC_EV_TOMBS, XC_SUB,
 } from './layout.js';
-import { lock, unlock } from './locks.js';
+import { lock, lockFor, unlock } from './locks.js';
+import { beatNow, beatStale } from './liveness.js';
 import { S_EVENTS } from './sysctl.js';
 import type { ConntrackTable } from './table.js';
 import { connEntryJson, formatEntry, type ConnEntryJson, type FormatContext, type FormatOptions, type TupleJson } from '../ops/format.js';
@@ -47,8 +49,10 @@ import { ConntrackError } from '../errors.js';
 const SEQ_MASK = 0x7fffffff;
 /** Entries one retry call delivers at most (bounded work per batch end / GC run). */
 const RETRY_MAX = 64;
-/** A reserved record not published after this long (wall ms) is skipped as lost (a dead producer). */
+/** A reserved main-ring record not published after this long (wall ms) is skipped as lost (a dead producer). */
 const STALL_MS = 2000;
+/** The same for a DESTROY record (recovery normally publishes a tombstone or the event long before). */
+const DSTALL_MS = 15000;
 const E_NO_RING = 'this table has no event ring (created with events: false)';
 const E_NO_SUB = `all ${EV_SUBSCRIBERS} event subscriber records are in use`;
 
@@ -57,34 +61,60 @@ function seqDiff(a: number, b: number): number {
   return ((a - b) << 1) >> 1;
 }
 
+export { beatNow, beatStale };
+
+/**
+ * Mark subscriber record `sb` overrun (it was attached): producers stop keeping DESTROY room for
+ * it; it re-attaches with a drop count when it polls again. True if this call did it.
+ */
+export function overrunSubscriber(i32: Int32Array, xc: number, sb: number, stalled: boolean): boolean {
+  // CAS: exactly one thread moves it from attached to overrun.
+  if (Atomics.compareExchange(i32, sb + SB_STATE, SB_ATTACHED, SB_OVERRUN) !== SB_ATTACHED) return false;
+  Atomics.sub(i32, xc + XC_EV_SUBS, 1); // it no longer counts as attached
+  Atomics.add(i32, xc + XC_EV_OVERRUNS, 1); // statistics
+  if (stalled) Atomics.add(i32, H_STALLS, 1);
+  return true;
+}
+
 /**
  * The producer side, one per thread that changes the table (owned by Conntrack and GcEngine).
  * Also the place where a connection's stop timestamp is taken.
+ *
+ * Crash recovery (recovery.ts): a DESTROY in progress is named by the worker record's W_EV_D
+ * (DESTROY-ring record reserved), W_EV_M (its main-ring marker), W_EV_PARK (park-queue record
+ * being committed) and W_EV_RETRY (parked record being delivered), all written before the step
+ * they describe and cleared at the start of the next DESTROY, so recovery can tell a delivered
+ * event from one to write again, and publish tombstones for records a dead producer reserved.
  */
 export class EventProducer {
   private readonly i32: Int32Array;
   private readonly xc: number;
   private readonly ext: number;
   private readonly sys: number;
-  private readonly E: number;
+  private readonly W: number;
   private readonly events: number;
   private readonly destroys: number;
+  private readonly parkBase: number;
   private readonly mask: number;
   private readonly dcap: number;
   private readonly dmask: number;
-  private readonly retried = new Int32Array(RETRY_MAX);
+  private readonly pcap: number;
+  /** Longest wait for the park lock, ms (-1: as long as it takes; crash recovery bounds it). */
+  lockWaitMs = -1;
 
   constructor(table: ConntrackTable, private readonly wid: number) {
     this.i32 = table.i32;
     this.xc = table.sec.xctl;
     this.ext = table.sec.ext;
     this.sys = table.sec.sysctl;
-    this.E = table.sec.entries;
+    this.W = table.sec.workers + wid * WORKER_WORDS;
     this.events = table.sec.events;
     this.destroys = table.sec.destroys;
+    this.parkBase = table.sec.parked;
     this.mask = table.i32[H_EVENTS]! - 1; // fixed at creation
     this.dcap = table.i32[H_EV_DESTROY]!;
     this.dmask = this.dcap - 1;
+    this.pcap = this.dcap * PARK_FACTOR;
   }
 
   /** Should events be written at all right now? (Two loads; false without subscribers.) */
@@ -99,18 +129,25 @@ export class EventProducer {
     if (!this.active) return;
     // Atomics.add reserves a record; the counter's order is the events' global order.
     const seq = Atomics.add(this.i32, this.xc + XC_EV_HEAD, 1) & SEQ_MASK;
-    this.write(this.events + (seq & this.mask) * REC_WORDS, seq, type, e, now, tag, 0, 0);
+    Atomics.store(this.i32, this.W + W_EV_M, seq + 1); // named for recovery until published
+    this.write(this.events + (seq & this.mask) * REC_WORDS, seq, type, e, false, now, tag, 0, 0);
+    Atomics.store(this.i32, this.W + W_EV_M, 0);
     Atomics.add(this.i32, this.xc + XC_EV_EMITTED, 1); // statistics
   }
 
-  /** Copy entry `e` (and its extension block) into the record at `rec` and publish it as `seq`. */
-  private write(rec: number, seq: number, type: number, e: number, now: number, tag: number, link: number, why: number): void {
+  /**
+   * Copy an entry (`img` false: entry words at `src` and its extension block) or a record image
+   * (`img` true: REC_WORDS at `src`) into the record at `rec` and publish it as `seq`.
+   */
+  private write(rec: number, seq: number, type: number, src: number, img: boolean, now: number, tag: number, link: number, why: number): void {
     const i32 = this.i32;
     // Seqlock open: readers that see ~seq (or a changed word after copying) discard the copy.
     Atomics.store(i32, rec + REC_SEQ, ~seq);
-    if (e >= 0) {
-      i32.copyWithin(rec + 1, e + 1, e + ENTRY_WORDS); // a snapshot; racing word updates are fine
-      const b = i32[e + E_EXT]!;
+    if (img) {
+      i32.copyWithin(rec + 1, src + 1, src + REC_WORDS);
+    } else if (src >= 0) {
+      i32.copyWithin(rec + 1, src + 1, src + ENTRY_WORDS); // a snapshot; racing word updates are fine
+      const b = i32[src + E_EXT]!;
       if (b !== 0) i32.copyWithin(rec + REC_EXT, this.ext + b * EXT_WORDS, this.ext + (b + 1) * EXT_WORDS);
       i32[rec + E_EXT] = b !== 0 ? 1 : 0;
     }
@@ -124,8 +161,8 @@ export class EventProducer {
   }
 
   /**
-   * Entry `e` (slot `slot`) has just been removed (Chains.onDestroy, before the table's reference
-   * is dropped). Takes the stop timestamp and writes the DESTROY event, or parks the entry.
+   * Entry `e` has just been removed (Chains.onDestroy, before the table's reference is dropped).
+   * Takes the stop timestamp and writes the DESTROY event, or parks a copy of it.
    */
   destroyed(e: number, now: number, why: number, tag: number): void {
     const i32 = this.i32;
@@ -136,25 +173,65 @@ export class EventProducer {
       if (Atomics.load(i32, x + X_FLAGS) & EXT_TSTAMP) Atomics.store(i32, x + X_TSTAMP + 1, now | 0 || 1);
     }
     if (!this.active) return;
-    if (this.writeDestroy(e, now, why, tag)) return;
-    // The DESTROY ring is full: keep the entry (one more reference) until it can be delivered.
-    Atomics.add(i32, e + E_REFCNT, 1); // taken before kill() drops the table's reference
-    // Off-table words the parked list owns until the retry: E_RETIRE (set again when the slot is
-    // retired) keeps the event's time, E_GEN (bumped again when the slot is reused) its tag.
-    i32[e + E_RETIRE] = now;
-    i32[e + E_GEN] = tag;
-    const slot = (e - this.E) / ENTRY_WORDS;
-    lock(i32, this.xc + XC_EV_PARK_LOCK, this.wid);
-    i32[e + E_LINK] = i32[this.xc + XC_EV_PARK_HEAD]!; // XC_EV_PARK_LOCK held; E_LINK is ours off-table
-    i32[this.xc + XC_EV_PARK_HEAD] = slot + 1;
-    unlock(i32, this.xc + XC_EV_PARK_LOCK);
-    // Counted after linking: a retrier that sees the count finds the entry on the list.
-    Atomics.add(i32, this.xc + XC_EV_PARKED, 1);
-    Atomics.add(i32, this.xc + XC_EV_PARKED_TOTAL, 1);
+    // A new DESTROY: forget the previous one's records (recovery reads these, see the class comment).
+    Atomics.store(i32, this.W + W_EV_D, 0);
+    Atomics.store(i32, this.W + W_EV_M, 0);
+    Atomics.store(i32, this.W + W_EV_PARK, 0);
+    if (this.writeDestroy(e, false, now, why, tag)) return;
+    this.park(e, now, why, tag);
+  }
+
+  /**
+   * The DESTROY ring is full for some subscriber: queue a copy of the event (the entry's slot is
+   * not kept). When the queue is full too, the subscribers holding the ring up are overrun
+   * (their backlog dropped with a count, as the kernel drops events for a full socket).
+   */
+  private park(e: number, now: number, why: number, tag: number): void {
+    const i32 = this.i32;
+    const lk = this.xc + XC_EV_PARK_LOCK;
+    if (this.lockWaitMs < 0) lock(i32, lk, this.wid);
+    else if (!lockFor(i32, lk, this.wid, this.lockWaitMs)) {
+      Atomics.add(i32, this.xc + XC_EV_PARK_FULL, 1); // held by another dead worker: counted, not waited on
+      return;
+    }
+    const ph = i32[this.xc + XC_EV_PHEAD]!; // XC_EV_PARK_LOCK held
+    const pt = i32[this.xc + XC_EV_PTAIL]!;
+    if (((pt - ph) | 0) < this.pcap) {
+      Atomics.store(i32, this.W + W_EV_PARK, pt + 1); // recovery: committed once PTAIL passes it
+      const rec = this.parkBase + (pt % this.pcap) * REC_WORDS;
+      i32.copyWithin(rec + 1, e + 1, e + ENTRY_WORDS);
+      const b = i32[e + E_EXT]!;
+      if (b !== 0) i32.copyWithin(rec + REC_EXT, this.ext + b * EXT_WORDS, this.ext + (b + 1) * EXT_WORDS);
+      i32[rec + E_EXT] = b !== 0 ? 1 : 0;
+      i32[rec + REC_NOW] = now;
+      i32[rec + REC_TAG] = tag;
+      i32[rec + REC_WHY] = why; // the real reason, delivered with the event
+      // The commit (Atomics.store: lock-free readers of the queue length).
+      Atomics.store(i32, this.xc + XC_EV_PTAIL, (pt + 1) | 0);
+      Atomics.add(i32, this.xc + XC_EV_PARKED, 1);
+      Atomics.add(i32, this.xc + XC_EV_PARKED_TOTAL, 1);
+      unlock(i32, lk);
+      return;
+    }
+    unlock(i32, lk);
+    // The queue is full: overrun every subscriber that leaves no room, then try once more.
+    this.overrunLaggards();
+    if (!this.writeDestroy(e, false, now, why, tag)) Atomics.add(i32, this.xc + XC_EV_PARK_FULL, 1); // statistics
+  }
+
+  /** Overrun the attached subscribers whose DESTROY backlog fills the ring. */
+  private overrunLaggards(): void {
+    const i32 = this.i32;
+    const d = Atomics.load(i32, this.xc + XC_EV_DHEAD); // CAS'ed by producers
+    for (let k = 0; k < EV_SUBSCRIBERS; k++) {
+      const sb = this.xc + XC_SUB + k * SUB_WORDS;
+      if (Atomics.load(i32, sb + SB_STATE) !== SB_ATTACHED) continue;
+      if (this.dcap - seqDiff(d, Atomics.load(i32, sb + SB_DTAIL)) <= 0) overrunSubscriber(i32, this.xc, sb, false);
+    }
   }
 
   /** Reserve a DESTROY record if every subscriber has room, write it and its marker. */
-  private writeDestroy(e: number, now: number, why: number, tag: number): boolean {
+  private writeDestroy(src: number, img: boolean, now: number, why: number, tag: number): boolean {
     const i32 = this.i32;
     if (this.dcap === 0) return true; // no DESTROY ring: DESTROY events go the lossy way
     let d: number;
@@ -163,52 +240,113 @@ export class EventProducer {
       let room = this.dcap;
       for (let k = 0; k < EV_SUBSCRIBERS; k++) {
         const sb = this.xc + XC_SUB + k * SUB_WORDS;
-        if (Atomics.load(i32, sb + SB_STATE) !== 2) continue; // attached subscribers only
+        if (Atomics.load(i32, sb + SB_STATE) !== SB_ATTACHED) continue; // attached subscribers only
         const r = this.dcap - seqDiff(d, Atomics.load(i32, sb + SB_DTAIL)); // tail: Atomics.store'd by its reader
+        // A subscriber that stopped polling (dead or stalled) does not hold the ring up.
+        if (r <= 0 && beatStale(i32, Atomics.load(i32, sb + SB_BEAT)) && overrunSubscriber(i32, this.xc, sb, true)) continue;
         if (r < room) room = r;
       }
       if (room <= 0) return false;
       // CAS: claim record d only if no other producer took it meanwhile.
       if (Atomics.compareExchange(i32, this.xc + XC_EV_DHEAD, d, (d + 1) & SEQ_MASK) === d) break;
     }
+    Atomics.store(i32, this.W + W_EV_D, d + 1); // ours until published (recovery.ts)
     // The global position (Atomics.add, as for every event), then the record, then the marker.
     const seq = Atomics.add(i32, this.xc + XC_EV_HEAD, 1) & SEQ_MASK;
-    this.write(this.destroys + (d & this.dmask) * REC_WORDS, d, EVENT_DESTROY, e, now, tag, seq, why);
-    this.write(this.events + (seq & this.mask) * REC_WORDS, seq, EVENT_DESTROY | REC_MARKER, -1, now, tag, d, why);
+    Atomics.store(i32, this.W + W_EV_M, seq + 1);
+    const t = img ? i32[src + REC_TAG]! : tag;
+    const w = img ? i32[src + REC_WHY]! : why;
+    const at = img ? i32[src + REC_NOW]! : now;
+    this.write(this.destroys + (d & this.dmask) * REC_WORDS, d, EVENT_DESTROY, src, img, at, t, seq, w);
+    this.write(this.events + (seq & this.mask) * REC_WORDS, seq, EVENT_DESTROY | REC_MARKER, -1, false, at, t, d, w);
     Atomics.add(i32, this.xc + XC_EV_EMITTED, 1); // statistics
     return true;
   }
 
-  /** Entries waiting for room in the DESTROY ring (a hint, read without the lock). */
+  /** DESTROY events waiting for room in the DESTROY ring (a hint, read without the lock). */
   get parked(): number {
     return Atomics.load(this.i32, this.xc + XC_EV_PARKED); // Atomics.add'ed by parkers/retriers
   }
 
-  /**
-   * Deliver parked DESTROY events while there is room, dropping each delivered entry's extra
-   * reference through `chains` (which retires or frees the slot). Returns the number delivered.
-   */
-  retryParked(chains: Chains): number {
+  /** Deliver parked DESTROY events while there is room. Returns the number delivered. */
+  retryParked(): number {
     const i32 = this.i32;
     if (this.parked === 0) return 0;
-    const out = this.retried;
+    const lk = this.xc + XC_EV_PARK_LOCK;
     let n = 0;
-    lock(i32, this.xc + XC_EV_PARK_LOCK, this.wid);
-    let head = i32[this.xc + XC_EV_PARK_HEAD]!; // XC_EV_PARK_LOCK held
-    const subs = Atomics.load(i32, this.xc + XC_EV_SUBS); // every subscriber left: nothing to deliver to
-    while (head !== 0 && n < RETRY_MAX) {
-      const slot = head - 1;
-      const e = this.E + slot * ENTRY_WORDS;
-      if (subs > 0 && !this.writeDestroy(e, i32[e + E_RETIRE]!, 0, i32[e + E_GEN]!)) break;
-      out[n++] = slot;
-      head = i32[e + E_LINK]!;
+    lock(i32, lk, this.wid);
+    let ph = i32[this.xc + XC_EV_PHEAD]!; // XC_EV_PARK_LOCK held
+    const pt = i32[this.xc + XC_EV_PTAIL]!;
+    if (Atomics.load(i32, this.xc + XC_EV_SUBS) === 0) {
+      n = (pt - ph) | 0; // every subscriber left: nothing to deliver to
+      ph = pt;
+      Atomics.store(i32, this.xc + XC_EV_PHEAD, ph);
+    } else {
+      while (ph !== pt && n < RETRY_MAX) {
+        Atomics.store(i32, this.W + W_EV_D, 0);
+        Atomics.store(i32, this.W + W_EV_M, 0);
+        Atomics.store(i32, this.W + W_EV_RETRY, ph + 1); // recovery: delivered once W_EV_D is published
+        if (!this.writeDestroy(this.parkBase + (ph % this.pcap) * REC_WORDS, true, 0, 0, 0)) break;
+        ph = (ph + 1) | 0;
+        Atomics.store(i32, this.xc + XC_EV_PHEAD, ph); // one at a time: a crash repeats none
+        n++;
+      }
+      Atomics.store(i32, this.W + W_EV_RETRY, 0);
     }
-    i32[this.xc + XC_EV_PARK_HEAD] = head;
-    unlock(i32, this.xc + XC_EV_PARK_LOCK);
-    if (n > 0) Atomics.sub(i32, this.xc + XC_EV_PARKED, n); // after unlinking, as the add came after linking
-    for (let k = 0; k < n; k++) chains.put(out[k]!); // the parker's reference; the last one reclaims
+    if (n > 0) Atomics.sub(i32, this.xc + XC_EV_PARKED, n);
+    unlock(i32, lk);
     return n;
   }
+}
+
+/**
+ * Crash recovery of a dead producer's event obligations (recovery.ts calls this while it still
+ * owns the dead worker's record and before releasing its locks). `inDestroy`: the dead worker
+ * was removing an entry and had not finished writing its DESTROY (KILL_STEP_EMITTING). Returns
+ * true when that DESTROY reached the ring or the park queue (else the caller writes it again).
+ * Reserved records it left unpublished get tombstones, so no subscriber waits on them.
+ */
+export function recoverProducer(table: ConntrackTable, wid: number, holdsParkLock: boolean): { delivered: boolean; tombs: number } {
+  const i32 = table.i32;
+  const xc = table.sec.xctl;
+  const W = table.sec.workers + wid * WORKER_WORDS;
+  const dcap = i32[H_EV_DESTROY]!;
+  const cap = i32[H_EVENTS]!;
+  let tombs = 0;
+  let delivered = false;
+  const tomb = (rec: number, seq: number): void => {
+    Atomics.store(i32, rec + REC_SEQ, ~seq); // seqlock open, as a producer does
+    i32[rec + REC_TYPE] = REC_TOMB;
+    Atomics.store(i32, rec + REC_SEQ, seq); // published: readers skip it
+    tombs++;
+  };
+  // The words below were written by the dead thread with Atomics.store.
+  const d = Atomics.load(i32, W + W_EV_D) - 1;
+  let dPublished = false;
+  if (d >= 0 && dcap > 0) {
+    const rec = table.sec.destroys + (d & (dcap - 1)) * REC_WORDS;
+    if (Atomics.load(i32, rec + REC_SEQ) === d) dPublished = delivered = true;
+    else tomb(rec, d); // no tail passes an unpublished record: it is still ours
+  }
+  const m = Atomics.load(i32, W + W_EV_M) - 1;
+  if (m >= 0 && cap > 0) {
+    const rec = table.sec.events + (m & (cap - 1)) * REC_WORDS;
+    const s = Atomics.load(i32, rec + REC_SEQ);
+    const p = s >= 0 ? s : ~s;
+    // Not published, and not lapped by a newer event: skip marker.
+    if (s !== m && seqDiff(p, m) <= 0) tomb(rec, m);
+  }
+  const park = Atomics.load(i32, W + W_EV_PARK) - 1;
+  if (park >= 0 && seqDiff(Atomics.load(i32, xc + XC_EV_PTAIL), park) > 0) delivered = true; // the commit happened
+  const retry = Atomics.load(i32, W + W_EV_RETRY) - 1;
+  if (holdsParkLock && retry >= 0 && dPublished && Atomics.load(i32, xc + XC_EV_PHEAD) === retry) {
+    // It delivered the parked head but died before moving past it (XC_EV_PARK_LOCK is its).
+    Atomics.store(i32, xc + XC_EV_PHEAD, (retry + 1) | 0);
+    Atomics.sub(i32, xc + XC_EV_PARKED, 1);
+  }
+  for (const w of [W_EV_D, W_EV_M, W_EV_PARK, W_EV_RETRY]) Atomics.store(i32, W + w, 0);
+  if (tombs > 0) Atomics.add(i32, xc + XC_EV_TOMBS, tombs); // statistics
+  return { delivered, tombs };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -363,6 +501,9 @@ export class EventSubscription extends EventEmitter {
   private lateCount = 0;
   private reportedLost = 0;
   private waitingSince = 0;
+  private dWaitingSince = 0;
+  /** DESTROY records skipped after DSTALL_MS unpublished (a dead producer nobody recovered). */
+  lostDestroys = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly queue: ConnEvent[] = [];
@@ -386,22 +527,71 @@ export class EventSubscription extends EventEmitter {
     this.delivered = new Uint8Array(Math.max(1, i32[H_EV_DESTROY]!));
     let k = 0;
     for (; k < EV_SUBSCRIBERS; k++) {
+      const sb = this.xc + XC_SUB + k * SUB_WORDS;
       // CAS claims a free subscriber record.
-      if (Atomics.compareExchange(i32, this.xc + XC_SUB + k * SUB_WORDS + SB_STATE, 0, 1) === 0) break;
+      if (Atomics.compareExchange(i32, sb + SB_STATE, SB_FREE, SB_CLAIMED) === SB_FREE) break;
+      // An overrun record whose owner has been silent for the stall time is presumed dead: reuse
+      // it (CAS: if the owner comes back it finds the record gone and closes).
+      if (Atomics.load(i32, sb + SB_STATE) === SB_OVERRUN && beatStale(i32, Atomics.load(i32, sb + SB_BEAT)) &&
+        Atomics.compareExchange(i32, sb + SB_STATE, SB_OVERRUN, SB_CLAIMED) === SB_OVERRUN) break;
     }
     if (k === EV_SUBSCRIBERS) throw new ConntrackError('ERR_CT_NO_RESOURCE', E_NO_SUB);
     this.k = k;
     this.sb = this.xc + XC_SUB + k * SUB_WORDS;
+    Atomics.store(i32, this.sb + SB_DROPPED, 0);
     // Start at the current heads: we see events produced from now on.
-    this.dTail = Atomics.load(i32, this.xc + XC_EV_DHEAD);
-    Atomics.store(i32, this.sb + SB_DTAIL, this.dTail); // before attaching: producers honour it at once
-    Atomics.store(i32, this.sb + SB_STATE, 2);
-    Atomics.add(i32, this.xc + XC_EV_SUBS, 1); // producers start writing after this
-    this.mainNext = Atomics.load(i32, this.xc + XC_EV_HEAD) & SEQ_MASK;
+    this.mainNext = 0;
+    this.dTail = 0;
+    this.attach(true);
     this.on('newListener', (name: string) => {
       if (name === 'event') this.startPump();
     });
   }
+
+  /** (Re-)attach at the current heads; the record is ours (SB_CLAIMED). */
+  private attach(fresh: boolean): void {
+    const i32 = this.i32;
+    this.dTail = Atomics.load(i32, this.xc + XC_EV_DHEAD);
+    this.delivered.fill(0);
+    Atomics.store(i32, this.sb + SB_DTAIL, this.dTail); // before attaching: producers honour it at once
+    Atomics.store(i32, this.sb + SB_BEAT, beatNow()); // alive as of now
+    Atomics.store(i32, this.sb + SB_STATE, SB_ATTACHED);
+    Atomics.add(i32, this.xc + XC_EV_SUBS, 1); // producers start writing after this
+    if (fresh) this.mainNext = Atomics.load(i32, this.xc + XC_EV_HEAD) & SEQ_MASK;
+  }
+
+  /**
+   * Producers overran us (we stopped polling for the stall time, or fell more than the DESTROY
+   * ring and the park queue behind): count the DESTROY events we will not get and re-attach.
+   * False when the record was taken over meanwhile (we were presumed dead): then we close.
+   */
+  private recoverOverrun(): boolean {
+    const i32 = this.i32;
+    // CAS: take the record back (a new subscriber may have claimed it as a dead one's).
+    if (Atomics.compareExchange(i32, this.sb + SB_STATE, SB_OVERRUN, SB_CLAIMED) !== SB_OVERRUN) {
+      this.closed = true;
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = null;
+      for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
+      this.emit('close');
+      return false;
+    }
+    const n = seqDiff(Atomics.load(i32, this.xc + XC_EV_DHEAD), this.dTail); // skipped unread
+    this.dropped += n;
+    this.overruns++;
+    Atomics.add(i32, this.sb + SB_DROPPED, n);
+    Atomics.add(i32, this.xc + XC_EV_DROPPED, n); // table-wide statistic
+    this.attach(false);
+    if (this.listenerCount('overrun') > 0) this.emit('overrun', n);
+    process.emitWarning(`conntrack-sab: event subscriber ${this.k} was overrun (stalled or too slow): ` +
+      `${n} DESTROY events dropped`, { code: 'CTSAB_EVENTS_OVERRUN' });
+    return true;
+  }
+
+  /** DESTROY events dropped for this subscriber because it was overrun (stalled or too slow). */
+  dropped = 0;
+  /** Times this subscriber was overrun. */
+  overruns = 0;
 
   /** NEW/UPDATE events this subscriber lost (overwritten before it read them). */
   get lost(): number {
@@ -418,6 +608,9 @@ export class EventSubscription extends EventEmitter {
     const out: ConnEvent[] = [];
     if (this.closed) return out;
     const i32 = this.i32;
+    // Our state: Atomics.compareExchange'd by producers that overrun us.
+    if (Atomics.load(i32, this.sb + SB_STATE) === SB_OVERRUN && !this.recoverOverrun()) return out;
+    Atomics.store(i32, this.sb + SB_BEAT, beatNow()); // heartbeat: we are polling
     const evBase = this.table.sec.events;
     while (out.length < max) {
       const head = Atomics.load(i32, this.xc + XC_EV_HEAD) & SEQ_MASK; // reservations so far
@@ -433,10 +626,13 @@ export class EventSubscription extends EventEmitter {
       const s1 = Atomics.load(i32, rec + REC_SEQ); // seqlock open
       if (s1 === this.mainNext) {
         const type = i32[rec + REC_TYPE]!;
-        if (type & REC_MARKER) {
+        if (type & REC_TOMB) {
+          // A dead producer's record, published by recovery: nothing to deliver.
+        } else if (type & REC_MARKER) {
           const d = i32[rec + REC_LINK]!;
           if (Atomics.load(i32, rec + REC_SEQ) !== s1) { this.skip(); continue; } // torn: the DESTROY ring still has it
-          this.takeDestroy(d, out, false);
+          // Before our tail: dropped by an overrun (counted), or a tombstone already passed.
+          if (seqDiff(d, this.dTail) >= 0) this.takeDestroy(d, out, false);
         } else if ((type & this.types) !== 0) {
           const img = i32.slice(rec, rec + REC_WORDS);
           if (Atomics.load(i32, rec + REC_SEQ) !== s1) { this.skip(); continue; } // overwritten while copying
@@ -474,6 +670,7 @@ export class EventSubscription extends EventEmitter {
   private takeDestroy(d: number, out: ConnEvent[], late: boolean): void {
     const i32 = this.i32;
     const rec = this.table.sec.destroys + (d & this.dmask) * REC_WORDS;
+    if (Atomics.load(i32, rec + REC_SEQ) !== d || (i32[rec + REC_TYPE]! & REC_TOMB)) return; // drainDestroys' to judge
     this.delivered[d & this.dmask] = 1;
     if (late) this.lateCount++;
     if ((EVENT_DESTROY & this.types) === 0) return;
@@ -489,9 +686,16 @@ export class EventSubscription extends EventEmitter {
     const dh = Atomics.load(i32, this.xc + XC_EV_DHEAD); // reservations so far
     while (this.dTail !== dh) {
       const rec = base + (this.dTail & this.dmask) * REC_WORDS;
-      if (Atomics.load(i32, rec + REC_SEQ) !== this.dTail) break; // not yet published
       const idx = this.dTail & this.dmask;
-      if (this.delivered[idx]) {
+      if (Atomics.load(i32, rec + REC_SEQ) !== this.dTail) {
+        // Not yet published: wait, unless its producer died and nobody recovered it.
+        const t = performance.now();
+        if (this.dWaitingSince === 0) this.dWaitingSince = t;
+        if (t - this.dWaitingSince <= DSTALL_MS) break;
+        this.lostDestroys++;
+      } else if (i32[rec + REC_TYPE]! & REC_TOMB) {
+        // Recovery's tombstone for a dead producer's record (the event was written again).
+      } else if (this.delivered[idx]) {
         this.delivered[idx] = 0;
       } else if (seqDiff(i32[rec + REC_LINK]!, this.mainNext) < 0) {
         this.takeDestroy(this.dTail, out, true); // its marker was passed without being read
@@ -499,6 +703,8 @@ export class EventSubscription extends EventEmitter {
       } else {
         break; // its marker is still ahead of us
       }
+      this.delivered[idx] = 0;
+      this.dWaitingSince = 0;
       this.dTail = (this.dTail + 1) & SEQ_MASK;
     }
     Atomics.store(i32, this.sb + SB_DTAIL, this.dTail); // frees DESTROY records for producers
@@ -551,8 +757,12 @@ export class EventSubscription extends EventEmitter {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     const i32 = this.i32;
-    Atomics.sub(i32, this.xc + XC_EV_SUBS, 1); // producers may stop writing
-    Atomics.store(i32, this.sb + SB_STATE, 0); // frees the record (and our DESTROY room)
+    // CAS: attached -> free counts us out; an overrun record was counted out by the producer.
+    if (Atomics.compareExchange(i32, this.sb + SB_STATE, SB_ATTACHED, SB_FREE) === SB_ATTACHED) {
+      Atomics.sub(i32, this.xc + XC_EV_SUBS, 1); // producers may stop writing
+    } else {
+      Atomics.compareExchange(i32, this.sb + SB_STATE, SB_OVERRUN, SB_FREE); // frees it unless taken over
+    }
     for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
     this.emit('close');
   }
@@ -575,6 +785,13 @@ export interface EventRingStats {
   lost: number;
   parked: number;
   parkedTotal: number;
+  /** Subscribers overrun (stalled, dead or too slow) and the DESTROY events dropped for them. */
+  overruns: number;
+  dropped: number;
+  /** DESTROY events that found the ring and the park queue full with no subscriber to overrun. */
+  parkFull: number;
+  /** Records recovery published as tombstones for dead producers. */
+  tombstones: number;
   subscribers: number;
   ring: number;
   destroyRing: number;
@@ -590,6 +807,10 @@ export function eventStats(table: ConntrackTable): EventRingStats {
     lost: Atomics.load(i32, xc + XC_EV_LOST),
     parked: Atomics.load(i32, xc + XC_EV_PARKED),
     parkedTotal: Atomics.load(i32, xc + XC_EV_PARKED_TOTAL),
+    overruns: Atomics.load(i32, xc + XC_EV_OVERRUNS),
+    dropped: Atomics.load(i32, xc + XC_EV_DROPPED),
+    parkFull: Atomics.load(i32, xc + XC_EV_PARK_FULL),
+    tombstones: Atomics.load(i32, xc + XC_EV_TOMBS),
     subscribers: Atomics.load(i32, xc + XC_EV_SUBS),
     ring: i32[H_EVENTS]!,
     destroyRing: i32[H_EV_DESTROY]!,

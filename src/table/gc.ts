@@ -39,7 +39,7 @@ import type { TrackerContext } from '../track/proto/l4proto.js';
 import { tcpIsClosing, tcpState, tcpStateTimeout } from '../track/proto/tcp.js';
 import { EventProducer } from './ecache.js';
 import { Qsbr } from './rcu.js';
-import { reclaimOrphans } from './recovery.js';
+import { reclaimOrphans, recoverDeadWorker, type RecoveryReport } from './recovery.js';
 import {
   S_GENERIC_TIMEOUT, S_ICMPV6_TIMEOUT, S_ICMP_TIMEOUT, S_MAX, S_SOFT_TIMEOUT, S_TCP_TIMEOUT_CLOSE,
   S_TCP_TIMEOUT_MAX_RETRANS, S_TCP_TIMEOUT_UNACKNOWLEDGED, S_UDP_TIMEOUT, S_UDP_TIMEOUT_STREAM,
@@ -259,6 +259,7 @@ export class GcEngine {
     if (b < 0 || b >= this.nb) b = 0;
     if (b === 0) this.sweepMinRemaining = 0x3fffffff;
     for (;;) {
+      q.resumeIfExpelled(); // between buckets we hold no entry (rcu.ts: stall expulsion)
       this.scanBucket(b);
       res.buckets++;
       b++;
@@ -271,7 +272,7 @@ export class GcEngine {
       if ((res.buckets & 31) === 0 && performance.now() - t0 >= budget) break;
     }
     Atomics.store(i32, H_GC_CURSOR, b); // read back by the next run (possibly a restarted GC)
-    if (this.ring.parked > 0) this.ring.retryParked(this.chains); // DESTROY events that found the ring full
+    if (this.ring.parked > 0) this.ring.retryParked(); // DESTROY events that found the ring full
     q.offline();
 
     res.reclaimed += q.quiesce();
@@ -362,7 +363,7 @@ export class GcEngine {
   private act(slot: number, act: number): void {
     const c = this.chains;
     if (act === ACT_EXPIRE) {
-      if (c.kill(slot, KILL_EXPIRED)) this.res.expired++; // kill() counts ST_EXPIRED
+      if (c.kill(slot, KILL_EXPIRED, undefined, this.now)) this.res.expired++; // only if still expired; kill() counts ST_EXPIRED
     } else if (act === ACT_EVICT) {
       if (c.kill(slot, KILL_GC_EVICT)) {
         this.res.evicted++;
@@ -491,9 +492,13 @@ export class GcHandle {
   private readonly worker: Worker;
   private readonly exited: Promise<void>;
   private wid = -1;
-  /** An error the GC thread reported after it started (thrown by stop()). */
+  /** An error the GC thread reported after it started, or its death (thrown by stop()). */
   private failure: Error | null = null;
   private stopping: Promise<void> | null = null;
+  /** The thread said goodbye (left the table through GcEngine.close()). */
+  private closedCleanly = false;
+  /** It died without leaving the table (terminate(), a crash): what recovery did. */
+  private deathReport: RecoveryReport | null = null;
 
   constructor(table: ConntrackTable, opts: StartGcOptions = {}) {
     this.table = table;
@@ -520,15 +525,49 @@ export class GcHandle {
         const err = new Error(m.message);
         if (this.wid >= 0) this.failure = err;
         readyFail(err);
+      } else if (m.type === 'closed') {
+        this.closedCleanly = true;
       }
     });
+    this.worker.once('exit', () => { this.alive = false; });
     this.exited = new Promise<void>((ok) => {
-      this.worker.once('exit', () => {
+      this.worker.once('exit', (code: number) => {
         readyFail(new Error('GC worker exited before it was ready'));
+        if (this.wid >= 0 && !this.closedCleanly) {
+          // Died inside the table: recover its record (locks, half-done delete, GC word), so
+          // that a new GC can start, and report the death through stop().
+          try {
+            this.deathReport = recoverDeadWorker(table, this.wid);
+          } catch (err) {
+            this.failure ??= err instanceof Error ? err : new Error(String(err));
+          }
+          this.failure ??= new Error(`the GC worker died (exit code ${code}) without leaving the table; ` +
+            `recovered: ${this.deathReport ? 'yes' : 'no'}`);
+        }
         ok();
       });
       this.worker.once('error', (err: Error) => readyFail(err));
     });
+  }
+
+  /** False once the thread has exited (stopped, crashed or terminated). */
+  get running(): boolean {
+    return this.alive;
+  }
+  private alive = true;
+
+  /** What crash recovery did after the GC died without leaving the table (null otherwise). */
+  get death(): RecoveryReport | null {
+    return this.deathReport;
+  }
+
+  /**
+   * Kill the GC thread abruptly, as a crash would (fault injection): its record is recovered and
+   * stop() then rejects with the death. Resolves once it is gone and recovered.
+   */
+  async terminate(): Promise<void> {
+    await this.worker.terminate();
+    await this.exited;
   }
 
   /** Wake the GC now (as an inserter that found the table full does). */
@@ -595,7 +634,14 @@ export class GcHandle {
 
 /** Start the GC worker thread for `table`. Stop it with `await gc.stop()`. */
 export function startGc(table: ConntrackTable, opts: StartGcOptions = {}): GcHandle {
+  const i32 = table.i32;
   // Atomics.load: the GC word is CAS'ed by a starting GC; this early check only gives a clear error.
-  if (Atomics.load(table.i32, H_GC_WID) !== 0) throw stateError('a GC worker already runs on this table');
+  const g = Atomics.load(i32, H_GC_WID);
+  if (g !== 0) {
+    // A GC word naming a released record is stale (its GC died and its record was recovered or
+    // given back without the word): clear it (CAS) so a new GC can start.
+    const alive = Atomics.load(i32, table.sec.workers + (g - 1) * WORKER_WORDS + W_ALIVE) === 1;
+    if (alive || Atomics.compareExchange(i32, H_GC_WID, g, 0) !== g) throw stateError('a GC worker already runs on this table');
+  }
   return new GcHandle(table, opts);
 }

@@ -16,6 +16,12 @@ import {
   E_NPREV, E_ZPREV, NS_COUNT, NS_WORDS, ZA_COUNT, ZA_HEAD, ZA_WORDS, ZL_LOCKS,
 } from './layout.js';
 import { zoneKey } from './zones.js';
+import {
+  EV_SUBSCRIBERS, H_EVENTS, H_EV_DESTROY, H_PEND_FREE, H_PEND_ORPHAN, H_ZONE_DEFAULT_LIMIT, NS_LIMIT, PARK_FACTOR,
+  REC_SEQ, REC_WORDS, SB_ATTACHED, SB_DTAIL, SB_FREE, SB_OVERRUN, SB_STATE, SUB_WORDS, XC_EV_DHEAD, XC_EV_PARKED,
+  XC_EV_PHEAD, XC_EV_PTAIL, XC_EV_SUBS, XC_SUB, ZA_LIMIT, lockRegistry,
+} from './layout.js';
+import { S_MAX } from './sysctl.js';
 
 /** One checked invariant. */
 export interface InvariantResult {
@@ -48,6 +54,7 @@ export const INVARIANT_NAMES: readonly string[] = [
   'count-matches-linked', 'entries-in-their-two-chains', 'chain-hashes', 'chains-terminate',
   'no-dying-linked', 'free-not-linked', 'slot-in-one-place', 'lists-well-formed', 'no-leaked-slot',
   'zone-counters', 'free-count', 'no-lock-held', 'no-pending-operation', 'zone-lists',
+  'no-duplicate-tuple', 'counts-within-limits', 'event-rings',
 ];
 
 const M_LINKED = 1;
@@ -55,6 +62,7 @@ const M_FREE = 2;
 const M_CACHE = 4;
 const M_LIMBO = 8;
 const M_ORPHAN = 16;
+const M_PEND = 32;
 
 const SHOW = 5;
 
@@ -197,6 +205,18 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
     s = i32[E + s * ENTRY_WORDS + E_LINK]!;
   }
   if (orphan !== i32[H_ORPHAN_COUNT]) limboProblems.add(`H_ORPHAN_COUNT is ${i32[H_ORPHAN_COUNT]}, the list holds ${orphan}`);
+  // Recovery's hand-off stacks (alloc.ts pushPending): free slots and orphans not spliced in yet.
+  let pend = 0;
+  for (const [word, name] of [[H_PEND_FREE, 'free hand-off stack'], [H_PEND_ORPHAN, 'orphan hand-off stack']] as const) {
+    for (let s = i32[word]! - 1, guard = 0; s >= 0; guard++) {
+      if (s >= cap || guard > cap) { limboProblems.add(`bad ${name} at ${s}`); break; }
+      if (where[s]! & M_PEND) { limboProblems.add(`${name} cycle at slot ${s}`); break; }
+      mark(s, M_PEND, `the ${name}`);
+      pend++;
+      s = i32[E + s * ENTRY_WORDS + E_LINK]! - 1;
+    }
+  }
+
 
   // Every slot somewhere.
   const leak = new Problems();
@@ -265,16 +285,80 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
     if (onNs[s] !== (ns >= 0 && ns < table.namespaces ? 1 : 0)) zl.add(`linked slot ${s} (namespace ${ns}) is on ${onNs[s]} namespace lists`);
   }
 
-  // Locks.
+  // Locks: every lock word of every kind (layout.ts lockRegistry) is free at rest.
   const locks = new Problems();
-  for (let l = 0; l < ZL_LOCKS; l++) {
-    const v = i32[table.sec.zlocks + l]!;
-    if (v !== 0) locks.add(`zone-list lock ${l} word ${v}`);
+  for (const k of lockRegistry(table.sec, table.locks)) {
+    for (let l = 0; l < k.count; l++) {
+      const v = i32[k.base + l]!;
+      if (v !== 0) locks.add(`${k.name}${k.count > 1 ? ` ${l}` : ''} word ${v} (worker ${(v >>> 2) - 1})`);
+    }
   }
-  if (i32[H_FREE_LOCK] !== 0) locks.add(`free-list lock word ${i32[H_FREE_LOCK]}`);
-  for (let l = 0; l < table.locks; l++) {
-    const v = i32[table.sec.locks + l]!;
-    if (v !== 0) locks.add(`bucket lock ${l} word ${v}`);
+
+  // No tuple twice: each linked entry's two tuples (with protocol, zone, namespace) are unique.
+  const dupTuple = new Problems();
+  const keys = new Map<string, number>();
+  for (let s = 0; s < cap; s++) {
+    if ((where[s]! & M_LINKED) === 0) continue;
+    const e = E + s * ENTRY_WORDS;
+    const z = i32[e + E_ZONE]!;
+    for (let d = 0; d < 2; d++) {
+      const to = e + E_TUPLE + d * TUPLE_WORDS;
+      let k = `${i32[e + E_PROTO]}/${i32[e + E_NS]}/${d === DIR_ORIGINAL ? z & 0xffff : z >>> 16}`;
+      for (let w = 0; w < TUPLE_WORDS; w++) k += `/${i32[to + w]}`;
+      const other = keys.get(k);
+      if (other !== undefined && other !== s) dupTuple.add(`slots ${other} and ${s} hold the same tuple`);
+      else keys.set(k, s);
+    }
+  }
+
+  // Counts within limits: namespace and zone counts are never negative, never above the table's,
+  // and never above a limit (a limit lowered below the count at run time shows here until the
+  // count drops: the table removes nothing itself).
+  const limits = new Problems();
+  for (let ns = 0; ns < table.namespaces; ns++) {
+    const c = i32[table.sec.ns + ns * NS_WORDS + NS_COUNT]!;
+    const lim = i32[table.sec.ns + ns * NS_WORDS + NS_LIMIT]!;
+    if (lim < 0) limits.add(`namespace ${ns}: limit ${lim} is negative`);
+    if (c < 0 || (lim > 0 && c > lim)) limits.add(`namespace ${ns}: count ${c}, limit ${lim}, table ${linked}`);
+  }
+  const defZone = i32[H_ZONE_DEFAULT_LIMIT]!;
+  for (let z = 0; z < ZONES; z++) {
+    const za = table.sec.zacct + z * ZA_WORDS;
+    const c = i32[za + ZA_COUNT]!;
+    const own = i32[za + ZA_LIMIT]!;
+    const lim = own !== 0 ? own - 1 : defZone;
+    if (c < 0 || (lim > 0 && c > lim)) limits.add(`zone ${z}: count ${c}, limit ${lim}`);
+  }
+  if (i32[H_COUNT]! > i32[table.sec.sysctl + S_MAX]! && linked > i32[table.sec.sysctl + S_MAX]!) {
+    limits.add(`${linked} entries, nf_conntrack_max ${i32[table.sec.sysctl + S_MAX]}`);
+  }
+
+  // Event rings: subscriber records, tails within one ring of the head, the park queue.
+  const evp = new Problems();
+  const xc = table.sec.xctl;
+  const dcap = i32[H_EV_DESTROY]!;
+  if (i32[H_EVENTS]! > 0) {
+    const dh = i32[xc + XC_EV_DHEAD]!;
+    let attached = 0;
+    for (let k = 0; k < EV_SUBSCRIBERS; k++) {
+      const sb = xc + XC_SUB + k * SUB_WORDS;
+      const st = i32[sb + SB_STATE]!;
+      if (st < SB_FREE || st > SB_OVERRUN) evp.add(`subscriber ${k}: state ${st}`);
+      if (st !== SB_ATTACHED) continue;
+      attached++;
+      const back = ((dh - i32[sb + SB_DTAIL]!) << 1) >> 1;
+      if (back < 0 || back > dcap) evp.add(`subscriber ${k}: DESTROY tail ${i32[sb + SB_DTAIL]} is ${back} behind head ${dh} (ring ${dcap})`);
+      // Every record between its tail and the head is published (nobody writes at rest).
+      for (let d = 0; d < back; d++) {
+        const seq = (i32[sb + SB_DTAIL]! + d) & 0x7fffffff;
+        const got = i32[table.sec.destroys + (seq & (dcap - 1)) * REC_WORDS + REC_SEQ]!;
+        if (got !== seq) { evp.add(`DESTROY record ${seq} unpublished (seq word ${got})`); break; }
+      }
+    }
+    if (attached !== i32[xc + XC_EV_SUBS]) evp.add(`XC_EV_SUBS is ${i32[xc + XC_EV_SUBS]}, ${attached} subscribers attached`);
+    const parked = (i32[xc + XC_EV_PTAIL]! - i32[xc + XC_EV_PHEAD]!) | 0;
+    if (parked < 0 || parked > dcap * PARK_FACTOR) evp.add(`park queue holds ${parked} of ${dcap * PARK_FACTOR}`);
+    if (parked !== i32[xc + XC_EV_PARKED]) evp.add(`XC_EV_PARKED is ${i32[xc + XC_EV_PARKED]}, the queue holds ${parked}`);
   }
 
   const count = new Problems();
@@ -295,11 +379,14 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
     locks.result('no-lock-held'),
     pending.result('no-pending-operation'),
     zl.result('zone-lists'),
+    dupTuple.result('no-duplicate-tuple'),
+    limits.result('counts-within-limits'),
+    evp.result('event-rings'),
   ];
   return {
     ok: invariants.every((r) => r.ok),
     invariants,
-    slots: { linked, freeList: freeLen, cached, limbo, orphan, held, leaked },
+    slots: { linked, freeList: freeLen, cached, limbo, orphan: orphan + pend, held, leaked },
   };
 }
 

@@ -53,7 +53,16 @@ export const H_EV_DESTROY = 31; // records in the DESTROY ring (a power of two, 
 // Zone limits (zones.ts): the default limit for zones without their own (ovs ct-set-limits
 // default=N); 0 = none. Atomics.store by the table's owner, Atomics.load by inserters.
 export const H_ZONE_DEFAULT_LIMIT = 32;
-export const HEADER_WORDS = 36; // 33..35 free
+// Crash recovery's hand-off stacks (recovery.ts): slots a recovery could not put on the free list or
+// the orphan list itself (their lock was held by another dead worker). Lock-free pushes
+// (Atomics.compareExchange of the head, slot + 1, 0 = empty, linked by E_LINK as slot + 1); taken
+// whole with Atomics.exchange by a holder of H_FREE_LOCK, which splices them in.
+export const H_PEND_FREE = 33; // slots ready for the free list
+export const H_PEND_ORPHAN = 34; // slots that still need a grace period (E_RETIRE holds the tag)
+export const H_STALL_MS = 35; // liveness: a thread silent this long (wall ms) is stalled (0 = never); Atomics.store by the owner
+export const H_STALLS = 36; // stalled threads detected (workers expelled from a grace period, subscribers overrun); Atomics.add
+export const H_GC_DEATHS = 37; // GC workers found dead and replaced (recovery.ts); Atomics.add
+export const HEADER_WORDS = 48; // 38..47 free
 
 /** Lookups take no reference; slots are reused only after a grace period (the talk's proposal). */
 export const DISCIPLINE_NOREF = 0;
@@ -92,6 +101,9 @@ export const ST_FRAG_REASM = 22; // datagrams reassembled
 export const ST_FRAG_DROP = 23; // fragments dropped (overlap, too big, bad length, no room)
 export const ST_FRAG_TIMEOUT = 24; // reassembly queues expired (ipfrag_time)
 export const ST_FRAG_EVICT = 25; // reassembly queues evicted to stay under ipfrag_high_thresh
+export const ST_EXPEDITED = 26; // expedited grace periods (an allocation found no free slot)
+export const ST_STALL_EXPELLED = 27; // other workers this one expelled from a grace period (stalled inside a batch)
+export const ST_RESUMED = 28; // times this worker found itself expelled and re-entered its batch
 export const STAT_WORDS = 32;
 /** Names in the order of `conntrack -S`, then ours. */
 export const STAT_NAMES: readonly string[] = [
@@ -99,6 +111,7 @@ export const STAT_NAMES: readonly string[] = [
   'search_restart', 'clash_resolve', 'chaintoolong', 'new', 'ignore', 'expired', 'packets',
   'gc_evict', 'soft_recycle', 'grace_periods', 'slots_recycled', 'ns_limit', 'zone_limit',
   'csum_offload', 'frag_held', 'frag_reasm', 'frag_drop', 'frag_timeout', 'frag_evict',
+  'expedited_gp', 'stall_expelled', 'stall_resumed',
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -124,7 +137,14 @@ export const W_ALLOC_HEAD = 14; // H_FREE_HEAD when that op started (valid while
 export const W_HELD = 15; // 'refcount' only: slot + 1 of the lookup reference this worker holds
 export const W_CACHE = 16; // W_CACHE .. W_CACHE + CACHE_SLOTS - 1
 export const CACHE_SLOTS = 48;
-export const WORKER_WORDS = 64;
+// Liveness and event obligations (ecache.ts, recovery.ts). Owner writes with Atomics.store.
+export const W_BEAT = 64; // heartbeat: wall ms (low 31 bits) when the owner last entered a batch / a GC run
+export const W_KILL_WHY = 65; // the KILL_* reason of the delete named by W_KILL
+export const W_EV_D = 66; // DESTROY-ring record d + 1 this worker reserved (kept until its next DESTROY)
+export const W_EV_M = 67; // main-ring record seq + 1 this worker reserved for that DESTROY's marker
+export const W_EV_PARK = 68; // park-queue tail + 1 this worker is about to commit (under XC_EV_PARK_LOCK)
+export const W_EV_RETRY = 69; // park-queue head + 1 this worker is delivering (under XC_EV_PARK_LOCK)
+export const WORKER_WORDS = 80;
 export const INTENT_NONE = 0;
 export const INTENT_INSERT = 1;
 export const INTENT_DELETE = 2;
@@ -139,8 +159,10 @@ export const INTENT_UNCOUNTED = 1 << 7; // given back; dropping the creator's re
 export const KILL_STEP_LOCKED = 1; // bucket locks held, entry CONFIRMED and ours to remove
 export const KILL_STEP_UNLINKED = 2; // DYING, unlinked from both chains, zone counter dropped
 export const KILL_STEP_UNCOUNTING = 3; // locks released; dropping H_COUNT (may or may not be done)
-export const KILL_STEP_UNCOUNTED = 4; // H_COUNT dropped; the table's reference still to put
-export const KILL_STEP_DROPPING = 5; // dropping the table's reference (may or may not be done)
+export const KILL_STEP_UNCOUNTED = 4; // H_COUNT dropped; the DESTROY event not written yet
+export const KILL_STEP_EMITTING = 5; // the DESTROY event is being written (W_EV_* tell how far)
+export const KILL_STEP_EMITTED = 6; // the DESTROY event is in the ring or parked; the table's reference still to put
+export const KILL_STEP_DROPPING = 7; // dropping the table's reference (may or may not be done)
 // W_ALLOC_OP codes.
 export const ALLOC_OP_REFILL = 1;
 export const ALLOC_OP_SPILL = 2;
@@ -316,15 +338,29 @@ export const XC_EV_DHEAD = 9; // DESTROY ring reservations; Atomics.compareExcha
 export const XC_EV_SUBS = 10; // subscribers attached; Atomics.add/sub; producers skip all work at 0
 export const XC_EV_LOST = 11; // NEW/UPDATE events subscribers lost (overwritten unread); Atomics.add by subscribers
 export const XC_EV_PARK_LOCK = 12; // lock word for the parked list
-export const XC_EV_PARK_HEAD = 13; // parked entries (DESTROY not yet in the ring): slot + 1, linked by E_LINK (slot + 1); XC_EV_PARK_LOCK
-export const XC_EV_PARKED = 14; // entries parked now; Atomics.add/sub (read without the lock as a hint)
+// word 13 is free (it held the old parked-entry list head)
+export const XC_EV_PARKED = 14; // DESTROY events parked now (a hint: PTAIL - PHEAD); Atomics.add/sub under XC_EV_PARK_LOCK
 export const XC_EV_PARKED_TOTAL = 15; // entries ever parked; Atomics.add
 export const XC_EV_EMITTED = 16; // events written (all types); Atomics.add
+export const XC_EV_PHEAD = 17; // park queue: next parked record to deliver (counter); XC_EV_PARK_LOCK
+export const XC_EV_PTAIL = 18; // park queue: next free parked record (counter); XC_EV_PARK_LOCK
+export const XC_EV_OVERRUNS = 19; // subscribers overrun (backlog dropped: stalled, dead or too slow); Atomics.add
+export const XC_EV_DROPPED = 20; // DESTROY events dropped for overrun subscribers; Atomics.add
+export const XC_EV_TOMBS = 21; // records a recovery published as tombstones (dead producers); Atomics.add
+export const XC_EV_PARK_FULL = 22; // DESTROY events that found the park queue full too; Atomics.add
 export const XC_SUB = 32; // subscriber records, SUB_WORDS each
 export const EV_SUBSCRIBERS = 16;
-export const SB_STATE = 0; // 0 = free, 1 = claimed (Atomics.compareExchange), 2 = attached
+export const SB_STATE = 0; // SB_FREE, SB_CLAIMED (Atomics.compareExchange), SB_ATTACHED, SB_OVERRUN
 export const SB_DTAIL = 1; // next DESTROY record this subscriber reads; Atomics.store by it, Atomics.load by producers
-export const SUB_WORDS = 2;
+export const SB_BEAT = 2; // heartbeat: wall ms (low 31 bits) of its last poll; Atomics.store by it
+export const SB_DROPPED = 3; // DESTROY records dropped for it by overruns; Atomics.add
+export const SUB_WORDS = 4;
+export const SB_FREE = 0;
+export const SB_CLAIMED = 1;
+export const SB_ATTACHED = 2;
+/** Producers found it stalled or too far behind: its DESTROY backlog is dropped, it no longer
+ *  holds the ring up; it re-attaches (counting the drop) when it polls again. */
+export const SB_OVERRUN = 3;
 export const XC_WORDS = XC_SUB + EV_SUBSCRIBERS * SUB_WORDS;
 
 // Named timeout policies (ext.ts, the kernel's cttimeout): TIMEOUT_POLICIES records of
@@ -357,6 +393,9 @@ export const REC_WHY = E_RETIRE; // DESTROY: the KILL_* reason
 export const REC_EXT = ENTRY_WORDS; // the extension image
 export const REC_WORDS = ENTRY_WORDS + EXT_WORDS;
 export const REC_MARKER = 1 << 8; // main-ring record standing for a DESTROY record
+export const REC_TOMB = 1 << 10; // a record published by crash recovery in place of a dead producer's: skip it
+/** Parked DESTROY records (ecache.ts): a queue of images, so a parked event holds no entry slot. */
+export const PARK_FACTOR = 4; // park queue records per DESTROY-ring record
 
 export interface LayoutSizes {
   capacity: number;
@@ -388,6 +427,7 @@ export interface Sections {
   ext: number;
   events: number;
   destroys: number;
+  parked: number;
   /** Zone accounting (ZA_WORDS per zone), namespace list heads, list lock stripes, walker markers. */
   zacct: number;
   nsHeads: number;
@@ -418,6 +458,7 @@ export function sections(s: LayoutSizes): Sections {
   off = (off + 15) & ~15;
   const events = off; off += REC_WORDS * (s.eventRecords ?? 0);
   const destroys = off; off += REC_WORDS * (s.destroyRecords ?? 0);
+  const parked = off; off += REC_WORDS * PARK_FACTOR * (s.destroyRecords ?? 0);
   // Zone and namespace accounting and lists (zones.ts), after everything above.
   const zacct = off; off += ZA_WORDS * ZONES;
   const nsHeads = off; off += s.namespaces;
@@ -426,11 +467,33 @@ export function sections(s: LayoutSizes): Sections {
   const markers = off; off += MARKER_WORDS * s.maxWorkers;
   return {
     sysctl, stats, workers, zones, ns, locks, buckets, entries,
-    xctl, policies, zonePolicies, ext, events, destroys, zacct, nsHeads, zlocks, markers, totalWords: off,
+    xctl, policies, zonePolicies, ext, events, destroys, parked, zacct, nsHeads, zlocks, markers, totalWords: off,
   };
 }
 
 /** Bytes of shared memory per connection: the entry plus its share of the buckets. */
 export function bytesPerConnection(capacity: number, buckets: number): number {
   return ENTRY_BYTES + (buckets * 4) / capacity;
+}
+
+/** One kind of lock word: `count` words from `base` (word offsets), each a locks.ts lock. */
+export interface LockWords {
+  name: string;
+  base: number;
+  count: number;
+}
+
+/**
+ * Every lock word of a table, in one registry: crash recovery releases a dead worker's in all of
+ * them, and the invariant check requires all of them free at rest. A new lock word goes here.
+ */
+export function lockRegistry(sec: Sections, locks: number): LockWords[] {
+  return [
+    { name: 'free-list lock', base: H_FREE_LOCK, count: 1 },
+    { name: 'bucket lock', base: sec.locks, count: locks },
+    { name: 'zone-list lock', base: sec.zlocks, count: ZL_LOCKS },
+    { name: 'extension lock', base: sec.xctl + XC_EXT_LOCK, count: 1 },
+    { name: 'timeout-policy lock', base: sec.xctl + XC_POLICY_LOCK, count: 1 },
+    { name: 'parked-DESTROY lock', base: sec.xctl + XC_EV_PARK_LOCK, count: 1 },
+  ];
 }

@@ -64,3 +64,15 @@ export function forceUnlock(i32: Int32Array, idx: number, owner: number): boolea
   Atomics.notify(i32, idx, 1);
   return true;
 }
+
+const pauseWord = new Int32Array(new SharedArrayBuffer(4));
+
+/** Take the lock, waiting at most `ms` (crash recovery: the holder may be dead); true if taken. */
+export function lockFor(i32: Int32Array, idx: number, owner: number, ms: number): boolean {
+  const deadline = Date.now() + ms;
+  while (!tryLock(i32, idx, owner)) {
+    if (Date.now() > deadline) return false;
+    Atomics.wait(pauseWord, 0, 0, 1); // a 1 ms sleep on a private word nobody notifies
+  }
+  return true;
+}

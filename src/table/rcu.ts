@@ -13,6 +13,8 @@ import {
   W_LIMBO_COUNT, W_LIMBO_HEAD, W_LIMBO_TAIL, W_RECLAIM, W_STATE, WORKER_WORDS,
 } from './layout.js';
 import type { SlotAllocator } from './alloc.js';
+import { beatNow, beatStale } from './liveness.js';
+import { H_STALLS, ST_RESUMED, ST_STALL_EXPELLED, W_BEAT } from './layout.js';
 import type { ConntrackTable } from './table.js';
 
 export class Qsbr {
@@ -23,6 +25,7 @@ export class Qsbr {
   private readonly entries: number;
   private readonly stats: number;
   private retiredInBatch = false;
+  private inSection = false;
 
   constructor(table: ConntrackTable, private readonly wid: number, private readonly alloc: SlotAllocator) {
     this.i32 = table.i32;
@@ -35,14 +38,29 @@ export class Qsbr {
 
   /** Enter a read-side section (a batch): from here on, reachable entries stay valid. */
   online(): void {
+    Atomics.store(this.i32, this.w + W_BEAT, beatNow()); // heartbeat: liveness for reclaimers
     // Seq-cst store: ordered before every chain read of the batch.
     Atomics.store(this.i32, this.w + W_STATE, Atomics.load(this.i32, H_EPOCH));
+    this.inSection = true;
+  }
+
+  /**
+   * Inside a section, at a point where this thread holds no entry: was it expelled (stalled for
+   * the table's stall time, see reclaim())? Then re-enter at the current epoch. True if it was.
+   */
+  resumeIfExpelled(): boolean {
+    // W_STATE is CAS'ed to 0 by a reclaimer that found us stalled.
+    if (!this.inSection || Atomics.load(this.i32, this.w + W_STATE) !== 0) return false;
+    this.i32[this.stats + ST_RESUMED]!++; // single writer: this thread
+    this.online();
+    return true;
   }
 
   /** Leave the read-side section: this worker holds no entry pointers any more. */
   offline(): void {
     // Seq-cst store: ordered after every chain read of the batch.
     Atomics.store(this.i32, this.w + W_STATE, 0);
+    this.inSection = false;
   }
 
   get isOnline(): boolean {
@@ -83,10 +101,23 @@ export class Qsbr {
     const i32 = this.i32;
     // The oldest epoch any other online worker may still be reading under.
     let min = (Atomics.load(i32, H_EPOCH) + 2) | 0;
+    let now = 0;
     for (let k = 0; k < this.maxWorkers; k++) {
       if (k === this.wid) continue;
-      const s = Atomics.load(i32, this.workers + k * WORKER_WORDS + W_STATE);
-      if (s !== 0 && ((s - min) | 0) < 0) min = s;
+      const wk = this.workers + k * WORKER_WORDS;
+      const s = Atomics.load(i32, wk + W_STATE);
+      if (s !== 0 && ((s - min) | 0) < 0) {
+        // Holding our grace period up. Stalled inside one section for the stall time (its
+        // heartbeat is that old)? Expel it: CAS its state to offline; it re-enters when it
+        // resumes (resumeIfExpelled), holding no entry from before.
+        if (now === 0) now = beatNow();
+        if (beatStale(i32, Atomics.load(i32, wk + W_BEAT), now) && Atomics.compareExchange(i32, wk + W_STATE, s, 0) === s) {
+          Atomics.add(i32, H_STALLS, 1); // table-wide statistic
+          i32[this.stats + ST_STALL_EXPELLED]!++; // single writer: this thread
+          continue;
+        }
+        min = s;
+      }
     }
     let head = i32[this.w + W_LIMBO_HEAD]!;
     let n = 0;

@@ -59,8 +59,12 @@ import {
   INTENT_INSERT, INTENT_LINKED, INTENT_UNCOUNTED, INTENT_UNCOUNTING, IPS_CONFIRMED, IPS_DYING,
   KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNCOUNTED, KILL_STEP_UNCOUNTING, KILL_STEP_UNLINKED, W_ALIVE, W_ALLOC_HEAD, W_ALLOC_OP, W_CACHE, W_CACHE_COUNT, W_HELD, W_INTENT,
   W_INTENT_SLOT, W_KILL, W_LIMBO_COUNT, W_LIMBO_HEAD, W_LIMBO_TAIL, W_RECLAIM, W_RELEASE, W_STATE,
-  WORKER_WORDS, XC_EXT_LOCK, ZL_LOCKS,
+  WORKER_WORDS, XC_EXT_LOCK, ZL_LOCKS, H_PEND_FREE, H_PEND_ORPHAN, H_GC_WID, H_GC_STOP, H_GC_DEATHS,
+  W_KILL_WHY, KILL_STEP_EMITTING, KILL_STEP_EMITTED, XC_EV_PARK_LOCK, XC_EV_PARKED, XC_EV_PHEAD, XC_EV_PTAIL,
+  H_CLOCK, lockRegistry,
 } from './layout.js';
+import { pushPending, splicePendingFree, takePending } from './alloc.js';
+import { EventProducer, recoverProducer } from './ecache.js';
 import { extRelease } from './ext.js';
 import { rebuildZoneAccounting } from './zones.js';
 import { forceUnlock, lockOwner, tryLock, unlock } from './locks.js';
@@ -102,6 +106,14 @@ export interface RecoveryReport {
   orphansReclaimed: number;
   /** Orphan slots still waiting for a grace period when this call returned (see reclaimOrphans). */
   orphansPending: number;
+  /** The DESTROY event of the delete it was in, written by recovery (it had not been). */
+  destroyEmitted: boolean;
+  /** Event records it had reserved and not published, published as tombstones. */
+  tombstones: number;
+  /** It was the table's GC worker: the GC word was cleared, so startGc() can start a new one. */
+  gcReleased: boolean;
+  /** H_FREE_LOCK was held by another (dead) worker: the slots went to the lock-free hand-off stacks. */
+  handedOff: boolean;
 }
 
 class RecoveryBlocked extends Error {}
@@ -122,6 +134,19 @@ function lockWithin(i32: Int32Array, idx: number, owner: number, ms: number, wha
     }
     sleepMs(1);
   }
+}
+
+/** How long recovery waits for H_FREE_LOCK before handing its slots off lock-free, ms. */
+const HANDOFF_WAIT_MS = 200;
+
+/** Try to take a lock for `owner` for at most `ms`; false on timeout. */
+function tryLockWithin(i32: Int32Array, idx: number, owner: number, ms: number): boolean {
+  const deadline = Date.now() + ms;
+  while (!tryLock(i32, idx, owner)) {
+    if (Date.now() > deadline) return false;
+    sleepMs(1);
+  }
+  return true;
 }
 
 /** Does the chain of `bucket` hold `ref`? Bounded by the slab size. */
@@ -196,6 +221,18 @@ function pushFree(table: ConntrackTable, slots: Iterable<number>, owner: number)
 function reclaimOrphansLocked(table: ConntrackTable, min: number, owner: number): number {
   const i32 = table.i32;
   const E = table.sec.entries;
+  // Hand-off stacks of recoveries that could not take the lock: onto the lists they were meant for.
+  if (Atomics.load(i32, H_PEND_FREE) !== 0) splicePendingFree(table);
+  if (Atomics.load(i32, H_PEND_ORPHAN) !== 0) {
+    const add = takePending(table, H_PEND_ORPHAN);
+    let head = i32[H_ORPHAN_HEAD]! - 1; // H_FREE_LOCK held
+    for (const o of add) {
+      i32[E + o * ENTRY_WORDS + E_LINK] = head;
+      head = o;
+    }
+    i32[H_ORPHAN_HEAD] = head + 1;
+    i32[H_ORPHAN_COUNT] = i32[H_ORPHAN_COUNT]! + add.length;
+  }
   let prevLink = -1; // word holding the link to `cur` (-1: H_ORPHAN_HEAD, stored + 1)
   let cur = i32[H_ORPHAN_HEAD]! - 1;
   let n = 0;
@@ -227,7 +264,8 @@ function reclaimOrphansLocked(table: ConntrackTable, min: number, owner: number)
  */
 export function reclaimOrphans(table: ConntrackTable, owner: number, lockWaitMs = 10000): number {
   const i32 = table.i32;
-  if (Atomics.load(i32, H_ORPHAN_HEAD) === 0) return 0; // racy peek; the list is read under the lock
+  // Racy peeks; the lists are read under the lock.
+  if (Atomics.load(i32, H_ORPHAN_HEAD) === 0 && Atomics.load(i32, H_PEND_ORPHAN) === 0 && Atomics.load(i32, H_PEND_FREE) === 0) return 0;
   const min = graceMin(table, -1);
   lockWithin(i32, H_FREE_LOCK, owner, lockWaitMs, 'the free-list lock');
   try {
@@ -301,7 +339,7 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   const report: RecoveryReport = {
     wid, recovered: false, locksReleased: 0, allocOp: null, allocRolledBack: false, insert: 'none',
     killStep: 0, referencesDropped: 0, countsReturned: 0, slotsFreed: 0, limboSlots: 0,
-    orphansReclaimed: 0, orphansPending: 0,
+    orphansReclaimed: 0, orphansPending: 0, destroyEmitted: false, tombstones: 0, gcReleased: false, handedOff: false,
   };
   if (Atomics.load(i32, W + W_ALIVE) !== 1) return report; // claimed records only
   report.recovered = true;
@@ -328,7 +366,27 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
     for (let s = i32[H_FREE_HEAD]!; s >= 0 && n <= table.capacity; s = i32[E + s * ENTRY_WORDS + E_LINK]!) n++;
     i32[H_FREE_COUNT] = n;
     if (forceUnlock(i32, H_FREE_LOCK, wid)) report.locksReleased++;
+  }
   if (forceUnlock(i32, table.sec.xctl + XC_EXT_LOCK, wid)) report.locksReleased++;
+
+  // 2b. Event obligations: reserved records get tombstones, a half-delivered parked record is
+  // moved past, and we learn whether a DESTROY it was writing got out (ecache.ts).
+  const parkLock = table.sec.xctl + XC_EV_PARK_LOCK;
+  const holdsPark = lockOwner(Atomics.load(i32, parkLock)) === wid;
+  const ev = recoverProducer(table, wid, holdsPark);
+  report.tombstones = ev.tombs;
+  if (holdsPark) {
+    // The queue length hint may miss its last add/sub: recount it while the lock is still its.
+    Atomics.store(i32, table.sec.xctl + XC_EV_PARKED,
+      (Atomics.load(i32, table.sec.xctl + XC_EV_PTAIL) - Atomics.load(i32, table.sec.xctl + XC_EV_PHEAD)) | 0);
+    if (forceUnlock(i32, parkLock, wid)) report.locksReleased++;
+  }
+
+  // 2c. The GC's identity: a dead GC must not keep startGc() from starting a new one.
+  if (Atomics.compareExchange(i32, H_GC_WID, wid + 1, 0) === wid + 1) {
+    Atomics.store(i32, H_GC_STOP, 0); // a stop request meant for it
+    Atomics.add(i32, H_GC_DEATHS, 1); // statistics
+    report.gcReleased = true;
   }
 
   // What the dead worker's cache and limbo hold now.
@@ -385,6 +443,16 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
     if (step <= KILL_STEP_UNLINKED) {
       zonesToRecount.add(i32[e + E_ZONE]! & 0xffff);
       countDelta++; // unlinked, still counted
+    }
+    // Its DESTROY event, unless it got out: the entry's words are intact while the table's
+    // reference is held (dropped below). Written in the dead worker's name (its record is ours).
+    if (step < KILL_STEP_EMITTED && !(step === KILL_STEP_EMITTING && ev.delivered)) {
+      const producer = new EventProducer(table, wid);
+      producer.lockWaitMs = lockWaitMs;
+      if (producer.active) {
+        producer.destroyed(e, Atomics.load(i32, H_CLOCK), Atomics.load(i32, W + W_KILL_WHY), -1);
+        report.destroyEmitted = true;
+      }
     }
     // The table's reference. Before KILL_STEP_DROPPING it is still held: drop it. During the
     // drop, a count of 0 means it went (and was the last); above 0 it is still held in 'noref'
@@ -495,48 +563,65 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   const held = Atomics.load(i32, W + W_HELD) - 1;
   if (held >= 0 && !noref) dropRef(held);
 
-  // 7. Every lock word it still owns (the repairs above are published first by the CAS).
-  for (let l = 0; l < table.locks; l++) if (forceUnlock(i32, L + l, wid)) report.locksReleased++;
-  if (forceUnlock(i32, H_FREE_LOCK, wid)) report.locksReleased++;
-  if (forceUnlock(i32, table.sec.xctl + XC_EXT_LOCK, wid)) report.locksReleased++;
+  // 7. Every lock word it still owns, of every kind (layout.ts lockRegistry; the repairs above
+  // are published first by the CAS).
+  for (const k of lockRegistry(table.sec, table.locks)) {
+    for (let l = 0; l < k.count; l++) if (forceUnlock(i32, k.base + l, wid)) report.locksReleased++;
+  }
 
   // 8. Free list and orphan limbo, under H_FREE_LOCK taken in the dead worker's name.
   for (const s of cache) toFree.add(s);
   for (const s of limbo) toFree.delete(s); // defensive: a slot goes to exactly one place
   for (const s of toRetire) toFree.delete(s);
   const retireTag = (Atomics.load(i32, H_EPOCH) + 2) | 0; // read after the unlinks (seq-cst)
-  lockWithin(i32, H_FREE_LOCK, wid, lockWaitMs, 'the free-list lock');
-  try {
-    report.slotsFreed = pushFree(table, toFree, wid);
-    let head = i32[H_ORPHAN_HEAD]! - 1;
-    let added = 0;
-    for (const s of [...limbo, ...toRetire]) {
-      const e = E + s * ENTRY_WORDS;
-      if (toRetire.has(s)) i32[e + E_RETIRE] = retireTag; // limbo slots keep their own tag
-      i32[e + E_LINK] = head;
-      head = s;
-      added++;
+  for (const s of toRetire) i32[E + s * ENTRY_WORDS + E_RETIRE] = retireTag; // limbo slots keep their own tag
+  const orphans = [...limbo, ...toRetire];
+  // The free-list lock: a live holder releases it within a few instructions; a holder that died
+  // too (two workers killed together, its recovery still to come) never does, so after a short
+  // wait the slots go to the lock-free hand-off stacks, spliced in by the next holder.
+  const freeWait = Math.min(lockWaitMs, HANDOFF_WAIT_MS);
+  if (tryLockWithin(i32, H_FREE_LOCK, wid, freeWait)) {
+    try {
+      report.slotsFreed = pushFree(table, toFree, wid);
+      let head = i32[H_ORPHAN_HEAD]! - 1;
+      for (const s of orphans) {
+        i32[E + s * ENTRY_WORDS + E_LINK] = head;
+        head = s;
+      }
+      i32[H_ORPHAN_HEAD] = head + 1;
+      i32[H_ORPHAN_COUNT] = i32[H_ORPHAN_COUNT]! + orphans.length;
+    } finally {
+      unlock(i32, H_FREE_LOCK);
     }
-    i32[H_ORPHAN_HEAD] = head + 1;
-    i32[H_ORPHAN_COUNT] = i32[H_ORPHAN_COUNT]! + added;
-    report.limboSlots = added;
-  } finally {
-    unlock(i32, H_FREE_LOCK);
+  } else {
+    report.handedOff = true;
+    const free = [...toFree];
+    for (const s of free) {
+      const e = E + s * ENTRY_WORDS;
+      if (i32[e + E_EXT] !== 0) extRelease(table, wid, s); // as pushFree does
+      Atomics.store(i32, e + E_REFCNT, 0); // no reference survives the free
+      Atomics.store(i32, e + E_STATUS, 0); // reads as free before it is reachable
+    }
+    pushPending(table, H_PEND_FREE, free);
+    pushPending(table, H_PEND_ORPHAN, orphans);
+    report.slotsFreed = free.length;
   }
+  report.limboSlots = orphans.length;
 
   // 9. Grace period for the orphans: a new epoch, then wait for every online worker to pass it.
-  if (Atomics.load(i32, H_ORPHAN_HEAD) !== 0) {
+  if (Atomics.load(i32, H_ORPHAN_HEAD) !== 0 || Atomics.load(i32, H_PEND_ORPHAN) !== 0) {
     Atomics.add(i32, H_EPOCH, 2); // workers entering a batch from now on are past every tag
     const deadline = Date.now() + graceWaitMs;
     for (;;) {
       const min = graceMin(table, -1);
-      lockWithin(i32, H_FREE_LOCK, wid, lockWaitMs, 'the free-list lock');
-      try {
-        report.orphansReclaimed += reclaimOrphansLocked(table, min, wid);
-      } finally {
-        unlock(i32, H_FREE_LOCK);
+      if (tryLockWithin(i32, H_FREE_LOCK, wid, freeWait)) {
+        try {
+          report.orphansReclaimed += reclaimOrphansLocked(table, min, wid);
+        } finally {
+          unlock(i32, H_FREE_LOCK);
+        }
       }
-      if (Atomics.load(i32, H_ORPHAN_HEAD) === 0 || Date.now() >= deadline) break;
+      if ((Atomics.load(i32, H_ORPHAN_HEAD) === 0 && Atomics.load(i32, H_PEND_ORPHAN) === 0) || Date.now() >= deadline) break;
       sleepMs(1);
     }
   }
@@ -545,7 +630,7 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   Atomics.store(i32, W + W_LIMBO_HEAD, -1);
   Atomics.store(i32, W + W_LIMBO_TAIL, -1);
   Atomics.store(i32, W + W_LIMBO_COUNT, 0);
-  for (const w of [W_INTENT, W_INTENT_SLOT, W_KILL, W_RELEASE, W_RECLAIM, W_ALLOC_OP, W_HELD]) {
+  for (const w of [W_INTENT, W_INTENT_SLOT, W_KILL, W_RELEASE, W_RECLAIM, W_ALLOC_OP, W_HELD, W_KILL_WHY]) {
     Atomics.store(i32, W + w, 0); // no intent: a fresh record
   }
   table.releaseWorker(wid);

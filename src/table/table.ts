@@ -13,6 +13,7 @@ import {
 } from './layout.js';
 import { EXT_WORDS, H_EVENTS, H_EV_DESTROY, H_EXT_BLOCKS, X_LINK, XC_EXT_FREE, XC_EXT_FREE_COUNT } from './layout.js';
 import { SYSCTLS, S_ACCT, S_MAX, S_TIMESTAMP, findSysctl } from './sysctl.js';
+import { H_STALL_MS, REC_SEQ, REC_WORDS } from './layout.js';
 import { H_ZONE_DEFAULT_LIMIT, NS_COUNT, NS_LIMIT, NS_WORDS, ZA_COUNT, ZA_LIMIT, ZA_WORDS } from './layout.js';
 import { NamespaceView } from './zones.js';
 import { ConntrackError, argError, rangeError, stateError } from '../errors.js';
@@ -41,8 +42,15 @@ export interface TableOptions {
   discipline?: Discipline;
   /** Fixed hash secret (tests only); random by default. */
   hashKey?: [number, number];
-  /** Chain length cap on insert (default 64). */
+  /** Chain length cap on insert (default 64): no chain grows past it. An integer in 1..65536. */
   maxChain?: number;
+  /**
+   * Liveness (wall ms, default 5000; 0 = never): an event subscriber that has not polled for this
+   * long while the DESTROY ring is full for it is overrun (its backlog dropped with a count), and
+   * a worker inside one batch for this long no longer holds grace periods up (it re-enters its
+   * batch when it resumes). Table-wide; `table.stallMs` changes it.
+   */
+  stallMs?: number;
   /**
    * Extension blocks (ext.ts: accounting, timestamps, labels, timeout policy), allocated on
    * demand per connection. Default: one per entry slot when nf_conntrack_acct or
@@ -84,6 +92,10 @@ const owned = new WeakSet<ConntrackTable>();
 
 function checkLimit(what: string, v: number): void {
   if (!Number.isInteger(v) || v < 0 || v > 0x7ffffffe) throw rangeError(`${what} must be an integer in 0..${0x7ffffffe} (0 = none), got ${v}`);
+}
+
+function checkStall(v: number): void {
+  if (!Number.isInteger(v) || v < 0 || v > 0x3fffffff) throw new Error(`stallMs must be an integer in 0..${0x3fffffff} (0 = never), got ${v}`);
 }
 
 function pow2(n: number): number {
@@ -178,7 +190,14 @@ export class ConntrackTable {
     i32[H_NS_MAX] = namespaces;
     i32[H_EPOCH] = 1; // odd, never 0: a worker's state 0 means offline
     i32[H_NEXT_ID] = 1;
-    i32[H_MAX_CHAIN] = opts.maxChain ?? 64;
+    const maxChain = opts.maxChain ?? 64;
+    if (!Number.isInteger(maxChain) || maxChain < 1 || maxChain > 65536) {
+      throw new Error(`maxChain must be an integer in 1..65536, got ${maxChain}`);
+    }
+    i32[H_MAX_CHAIN] = maxChain;
+    const stallMs = opts.stallMs ?? 5000;
+    checkStall(stallMs);
+    i32[H_STALL_MS] = stallMs;
     i32[H_MAX_CREATED] = max;
     const discipline = opts.discipline ?? 'noref';
     if (discipline !== 'noref' && discipline !== 'refcount') {
@@ -212,6 +231,10 @@ export class ConntrackTable {
     for (let b = 1; b <= extBlocks; b++) i32[sec.ext + b * EXT_WORDS + X_LINK] = b < extBlocks ? b + 1 : 0;
     i32[sec.xctl + XC_EXT_FREE] = extBlocks > 0 ? 1 : 0;
     i32[sec.xctl + XC_EXT_FREE_COUNT] = extBlocks;
+    // Event records start one lap behind (seq i - ring size): never taken as published before a
+    // producer writes them (record 0 with seq word 0 would read as event 0).
+    for (let r = 0; r < eventRecords; r++) i32[sec.events + r * REC_WORDS + REC_SEQ] = (r - eventRecords) & 0x7fffffff;
+    for (let r = 0; r < destroyRecords; r++) i32[sec.destroys + r * REC_WORDS + REC_SEQ] = (r - destroyRecords) & 0x7fffffff;
     const t = new ConntrackTable(buffer);
     for (const d of SYSCTLS) i32[sec.sysctl + d.index] = d.def;
     i32[sec.sysctl + S_MAX] = max;
@@ -239,6 +262,15 @@ export class ConntrackTable {
 
   get max(): number {
     return this.i32[this.sec.sysctl + S_MAX]!;
+  }
+
+  /** Liveness time, wall ms (TableOptions.stallMs; 0 = never). */
+  get stallMs(): number {
+    return Atomics.load(this.i32, H_STALL_MS); // Atomics.store'd below
+  }
+  set stallMs(ms: number) {
+    checkStall(ms);
+    Atomics.store(this.i32, H_STALL_MS, ms); // read by producers and reclaimers
   }
 
   /** Set a sysctl by kernel name; throws on unknown names or out-of-range values. */

@@ -150,7 +150,7 @@ export class Conntrack {
   /** Leave a batch and reuse slots whose grace period has passed. */
   endBatch(): void {
     // DESTROY events waiting for room in the ring (a single load when there are none).
-    if (this.ring.parked > 0) this.ring.retryParked(this.chains);
+    if (this.ring.parked > 0) this.ring.retryParked();
     this.chains.qsbr.offline();
     this.chains.qsbr.quiesce();
   }
@@ -306,6 +306,9 @@ export class Conntrack {
     // From here on `zone` is the packet's zone per direction: original | reply << 16 (E_ZONE's form).
     const zone = zoneWord(zoneId, zoneDir);
     if (this.boundNs >= 0) ns = this.boundNs;
+    // Between packets this thread holds no entry: if it was expelled from its batch for a stall
+    // (rcu.ts), re-enter it here (one load when it was not).
+    this.chains.qsbr.resumeIfExpelled();
     v.reset();
     this.now = pkt.now;
     this.stat(ST_PACKETS);
@@ -647,7 +650,7 @@ export class Conntrack {
    */
   retryParkedEvents(): number {
     this.beginBatch();
-    while (this.ring.parked > 0 && this.ring.retryParked(this.chains) > 0);
+    while (this.ring.parked > 0 && this.ring.retryParked() > 0);
     this.endBatch();
     return this.ring.parked;
   }
