@@ -34,5 +34,8 @@ export {
   defineTimeoutPolicy, attachTimeoutPolicyToZone, timeoutPolicies, extStats, type ConnAcct, type TimeoutPolicySpec, type ExtStats,
 } from './table/ext.js';
 export { ZONE_DIR_ORIG, ZONE_DIR_REPL, ZONE_DIR_BOTH, NamespaceView } from './table/zones.js';
-export { compareWithKernel, parseLabel, type OracleComparison, type KernelLabel, type Mismatch } from './ops/oracle.js';
+export {
+  compareWithKernel, compareFixture, compareFixtureDir, parseCtLine, parseLabel, formatDifference,
+  type OracleComparison, type FixtureComparison, type Difference, type CtLine, type KernelLabel, type Mismatch,
+} from './ops/oracle.js';
 export { ConntrackError, ConntrackRangeError, ERROR_CODES, isConntrackError, type ConntrackErrorCode } from './errors.js';

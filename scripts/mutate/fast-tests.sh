@@ -1,0 +1,12 @@
+#!/bin/sh
+# The test command of `npm run mutate` (Stryker's command runner): the fast unit and
+# kernel-fixture tests only (no worker-heavy tests, no 100,000-entry or fuzz loops), stopping
+# at the first failure. Stryker builds the instrumented sources once (buildCommand) and
+# selects the mutant through __STRYKER_ACTIVE_MUTANT__, so each run costs only the tests.
+cd "$(dirname "$0")/../.." || exit 2
+files="tcp parse proto-other kernel-fixtures kernel-reference malformed gc invariants zones"
+set --
+for f in $files; do [ -f "dist/test/$f.test.js" ] && set -- "$@" "dist/test/$f.test.js"; done
+exec npx ava --fail-fast \
+  --match '!*several threads*' --match '!*rogue namespace*' --match '!*while packet workers*' \
+  --match '!*100,000*' "$@"
