@@ -33,3 +33,8 @@ export {
 } from './table/ext.js';
 export { ZONE_DIR_ORIG, ZONE_DIR_REPL, ZONE_DIR_BOTH, NamespaceView } from './table/zones.js';
 export { compareWithKernel, parseLabel, type OracleComparison, type KernelLabel, type Mismatch } from './ops/oracle.js';
+export {
+  parseNatRule, parseNatRules, compileNat, type NatRule, type NatConfig, type NatInterface, type NatType,
+} from './track/nat/rules.js';
+export { NAT_REWROTE_SRC, NAT_REWROTE_DST, NAT_REWROTE_INNER } from './track/nat/nat.js';
+export { bysourceCount } from './track/nat/bysource.js';

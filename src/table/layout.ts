@@ -53,7 +53,13 @@ export const H_EV_DESTROY = 31; // records in the DESTROY ring (a power of two, 
 // Zone limits (zones.ts): the default limit for zones without their own (ovs ct-set-limits
 // default=N); 0 = none. Atomics.store by the table's owner, Atomics.load by inserters.
 export const H_ZONE_DEFAULT_LIMIT = 32;
-export const HEADER_WORDS = 36; // 33..35 free
+// NAT (src/track/nat/): bysource buckets (a power of two, fixed at creation); the rule set's
+// seqlock word (odd while being written; Atomics.add by the writer, who holds NAT_RULE_LOCK) and
+// its length in bytes (written between the two seqlock adds).
+export const H_NAT_BUCKETS = 33;
+export const H_NAT_SEQ = 34;
+export const H_NAT_LEN = 35;
+export const HEADER_WORDS = 36;
 
 /** Lookups take no reference; slots are reused only after a grace period (the talk's proposal). */
 export const DISCIPLINE_NOREF = 0;
@@ -86,12 +92,14 @@ export const ST_GRACE_PERIODS = 16; // grace periods completed by this worker
 export const ST_SLOTS_RECYCLED = 17; // slots returned to the free list after a grace period
 export const ST_NS_LIMIT = 18; // new connections refused: their namespace was at its limit (zones.ts)
 export const ST_ZONE_LIMIT = 19; // new connections refused: their zone was at its limit (zones.ts)
+export const ST_NAT_FAILED = 20; // new connections dropped: NAT found no free tuple (nat/unique.ts) or lost it at confirm
 export const STAT_WORDS = 32;
 /** Names in the order of `conntrack -S`, then ours. */
 export const STAT_NAMES: readonly string[] = [
   'found', 'invalid', 'insert', 'insert_failed', 'drop', 'early_drop', 'error',
   'search_restart', 'clash_resolve', 'chaintoolong', 'new', 'ignore', 'expired', 'packets',
   'gc_evict', 'soft_recycle', 'grace_periods', 'slots_recycled', 'ns_limit', 'zone_limit',
+  'nat_failed',
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -202,6 +210,9 @@ export const TUPLE_WORDS = 9;
 //  - protocol private words: the bucket lock of the original tuple's bucket (TCP, SCTP);
 //    UDP's stream word and GRE's timeouts are written once at creation.
 //  - E_LINK, E_RETIRE: owned by whoever owns the slot off-table (allocator or limbo owner).
+//    While the entry is in the table with IPS_SRC_NAT_DONE, E_LINK is instead its NAT bysource
+//    link (next slot, -1 ends; the kernel's nf_conn.nat_bysource), under the bysource bucket's
+//    NAT lock stripe: inserted by confirm, removed by kill, both holding the entry's bucket locks.
 //  - E_ZPREV/E_ZNEXT, E_NPREV/E_NNEXT: the zone's / namespace's list lock stripe (ZL_*); set
 //    in confirm, left as they were by kill (a walker standing on a removed entry may go on).
 export const E_NEXT = 0; // E_NEXT + dir
@@ -214,7 +225,7 @@ export const E_PROTO = 8; // l3 family (bits 0-7) | l4 protocol (bits 8-15)
 export const E_ZONE = 9; // original zone (bits 0-15) | reply zone (bits 16-31)
 export const E_NS = 10; // namespace id
 export const E_MARK = 11;
-export const E_LINK = 12; // free list / limbo link
+export const E_LINK = 12; // free list / limbo link; in the table: NAT bysource link (nat/bysource.ts)
 export const E_RETIRE = 13; // QSBR epoch when retired
 export const E_EXT = 14; // extension area offset (0 = none)
 export const E_ID = 15; // conntrack id
@@ -235,6 +246,9 @@ export const IPS_ASSURED = 1 << 2;
 export const IPS_CONFIRMED = 1 << 3;
 export const IPS_SRC_NAT = 1 << 4;
 export const IPS_DST_NAT = 1 << 5;
+export const IPS_NAT_MASK = IPS_SRC_NAT | IPS_DST_NAT;
+export const IPS_SRC_NAT_DONE = 1 << 7;
+export const IPS_DST_NAT_DONE = 1 << 8;
 export const IPS_DYING = 1 << 9;
 export const IPS_FIXED_TIMEOUT = 1 << 10;
 export const IPS_UNTRACKED = 1 << 12;
@@ -351,12 +365,29 @@ export const REC_EXT = ENTRY_WORDS; // the extension image
 export const REC_WORDS = ENTRY_WORDS + EXT_WORDS;
 export const REC_MARKER = 1 << 8; // main-ring record standing for a DESTROY record
 
+// ---------------------------------------------------------------------------------------------
+// NAT (src/track/nat/). The state of a NAT'd connection lives in its entry, as in the kernel's
+// nf_conn since NAT left the extension area: the translated tuple is the reply tuple, the manips
+// done are IPS_{SRC,DST}_NAT{,_DONE} in E_STATUS, and the bysource link is E_LINK (above). No
+// entry word is added. Shared beside the entries: the rule set (JSON text, read by every thread
+// under the H_NAT_SEQ seqlock), bysource bucket heads (slot, -1 empty) and their lock stripes.
+export const NAT_RULE_BYTES = 32768; // room for the rule set's text
+export const NAT_LOCKS = 64; // bysource lock stripes (the kernel's nf_nat_locks)
+export const NAT_RULE_LOCK = NAT_LOCKS; // writers of the rule set
+export const NAT_LOCK_WORDS = NAT_LOCKS + 1;
+/** Bysource buckets for a table with `buckets` hash buckets: a quarter, at least NAT_LOCKS. */
+export function natBucketsFor(buckets: number): number {
+  return Math.max(NAT_LOCKS, buckets >>> 2);
+}
+
 export interface LayoutSizes {
   capacity: number;
   buckets: number;
   locks: number;
   maxWorkers: number;
   namespaces: number;
+  /** NAT bysource buckets (H_NAT_BUCKETS). Default natBucketsFor(buckets). */
+  natBuckets?: number;
   /** Extension blocks (H_EXT_BLOCKS; the slab holds one more: block 0 is never used). Default 0. */
   extBlocks?: number;
   /** Main event ring and DESTROY ring records (H_EVENTS, H_EV_DESTROY). Default 0. */
@@ -386,6 +417,10 @@ export interface Sections {
   nsHeads: number;
   zlocks: number;
   markers: number;
+  /** NAT: rule text (NAT_RULE_BYTES), lock stripes (NAT_LOCK_WORDS), bysource heads. */
+  natRules: number;
+  natLocks: number;
+  bysource: number;
   totalWords: number;
 }
 
@@ -417,13 +452,20 @@ export function sections(s: LayoutSizes): Sections {
   off = (off + 15) & ~15;
   const zlocks = off; off += ZL_LOCKS;
   const markers = off; off += MARKER_WORDS * s.maxWorkers;
+  // NAT (src/track/nat/), after everything above.
+  off = (off + 15) & ~15;
+  const natRules = off; off += NAT_RULE_BYTES >>> 2;
+  const natLocks = off; off += NAT_LOCK_WORDS;
+  off = (off + 15) & ~15;
+  const bysource = off; off += s.natBuckets ?? natBucketsFor(s.buckets);
   return {
     sysctl, stats, workers, zones, ns, locks, buckets, entries,
-    xctl, policies, zonePolicies, ext, events, destroys, zacct, nsHeads, zlocks, markers, totalWords: off,
+    xctl, policies, zonePolicies, ext, events, destroys, zacct, nsHeads, zlocks, markers,
+    natRules, natLocks, bysource, totalWords: off,
   };
 }
 
-/** Bytes of shared memory per connection: the entry plus its share of the buckets. */
-export function bytesPerConnection(capacity: number, buckets: number): number {
-  return ENTRY_BYTES + (buckets * 4) / capacity;
+/** Bytes of shared memory per connection: the entry plus its share of the buckets (conntrack and NAT bysource). */
+export function bytesPerConnection(capacity: number, buckets: number, natBuckets = natBucketsFor(buckets)): number {
+  return ENTRY_BYTES + ((buckets + natBuckets) * 4) / capacity;
 }

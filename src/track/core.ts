@@ -37,6 +37,8 @@ import {
 import { CT_ESTABLISHED, CT_INVALID, CT_NEW, CT_RELATED, CT_UNTRACKED, Verdict } from './verdict.js';
 import { ST_NS_LIMIT, ST_ZONE_LIMIT } from '../table/layout.js';
 import { CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, ZONE_DIR_BOTH, isNamespaceHandle, zoneKey, zoneWord } from '../table/zones.js';
+import { IPS_SRC_NAT_DONE, ST_INSERT_FAILED, ST_NAT_FAILED } from '../table/layout.js';
+import { Nat, R_NAT_CLASH, R_NAT_REDIRECT } from './nat/nat.js';
 
 export const R_TABLE_FULL = 'table full';
 export const R_CHAIN_TOOLONG = 'hash chain too long';
@@ -81,6 +83,8 @@ export class Conntrack {
   private closed = false;
   /** The namespace this tracker is bound to (built from a NamespaceHandle), or -1. */
   readonly boundNs: number;
+  /** NAT (nat/nat.ts): decided in create() when the table has rules; frame() rewrites packets. */
+  readonly nat: Nat;
 
   constructor(table: ConntrackTable | TableHandle, opts: ConntrackOptions = {}) {
     this.table = table instanceof ConntrackTable ? table : ConntrackTable.attach(table);
@@ -92,6 +96,7 @@ export class Conntrack {
     this.ctx = { i32: this.table.i32, u32: this.table.u32, sys: this.table.sec.sysctl };
     this.events = opts.events ?? null;
     this.ring = new EventProducer(this.table, this.wid);
+    this.nat = new Nat(this.table, this.chains);
     this.chains.onDestroy = (e, why) => {
       // Stop timestamp and the ring first: the local sink then sees the final extension data.
       this.ring.destroyed(e, this.now, why, this.eventTag);
@@ -125,7 +130,14 @@ export class Conntrack {
   frame(linktype: number, buf: Uint8Array, off: number, len: number, now: number, zone = 0, ns = 0, zoneDir = ZONE_DIR_BOTH): Verdict {
     parseFrame(linktype, buf, off, len, this.pkt);
     this.pkt.now = now | 0;
-    return this.packet(this.pkt, zone, ns, this.verdict, zoneDir);
+    const v = this.packet(this.pkt, zone, ns, this.verdict, zoneDir);
+    // NAT: rewrite the frame in place (nothing to do unless its connection is NAT'd).
+    if (v.slot >= 0) {
+      const r = this.nat.apply(this.pkt, v);
+      if (r < 0) { v.drop = true; this.stat(ST_DROP); return this.invalid(v, R_NAT_REDIRECT); }
+      v.nat = r;
+    }
+    return v;
   }
 
   /**
@@ -432,6 +444,18 @@ export class Conntrack {
     if (xb !== 0) this.extPacket(e, xb, DIR_ORIGINAL, pkt);
     const timeout = xb !== 0 ? this.timeoutFor(e, l4, pkt.now, res.timeout) : res.timeout;
     i32[e + E_TIMEOUT] = (pkt.now + Math.max(0, timeout) * 1000) | 0;
+    // NAT: both hooks' decisions, before confirm (nf_nat_inet_fn on a NEW packet).
+    if (this.nat.active()) {
+      const r = this.nat.setup(e, pkt.now);
+      if (r !== null) {
+        c.discard(slot);
+        this.stat(ST_NAT_FAILED);
+        this.stat(ST_DROP);
+        v.drop = true;
+        return this.invalid(v, r);
+      }
+    }
+    const natd = (i32[e + E_STATUS]! & IPS_SRC_NAT_DONE) !== 0; // ours: still private
     let k = c.confirm(slot);
     // Another insert of the namespace / zone took the last room meanwhile: one early_drop inside it.
     if ((k === CONFIRM_NS_LIMIT || k === CONFIRM_ZONE_LIMIT) && c.earlyDropWithin(k, ns, zk, pkt.now)) k = c.confirm(slot);
@@ -453,6 +477,12 @@ export class Conntrack {
       if (again < 0) {
         this.stat(ST_DROP);
         v.drop = true;
+        if (natd) {
+          // Another worker took our NAT reply tuple first (nf_ct_resolve_clash fails: the kernel drops).
+          this.stat(ST_NAT_FAILED);
+          this.stat(ST_INSERT_FAILED);
+          return this.invalid(v, R_NAT_CLASH);
+        }
         return this.invalid(v, R_ZONE_CLASH);
       }
       this.stat(ST_CLASH_RESOLVE);

@@ -21,6 +21,8 @@ export class Verdict {
   drop = false;
   /** Protocol state after the packet (TCP state number), -1 when not TCP or no connection. */
   protoState = -1;
+  /** What NAT rewrote in the packet: nat/nat.ts NAT_REWROTE_* bits (source, destination, ICMP error's quote). */
+  nat = 0;
 
   reset(): void {
     this.state = CT_INVALID;
@@ -29,6 +31,7 @@ export class Verdict {
     this.slot = -1;
     this.drop = false;
     this.protoState = -1;
+    this.nat = 0;
   }
 
   get ctstate(): string {
