@@ -5,6 +5,9 @@
  * translated addresses and ports: the incremental updates must give exactly that.
  */
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import {
   Conntrack, ConntrackTable, CtOps, LINKTYPE_RAW, NAT_REWROTE_DST, NAT_REWROTE_INNER, NAT_REWROTE_SRC,
   bysourceCount, parseNatRule,
@@ -262,4 +265,18 @@ test('redirect and masquerade take the interface address; no NAT without rules',
 test('bytes per connection stay within 230 at nf_conntrack_max 65536 with NAT inline', (t) => {
   const table = ConntrackTable.create({ max: 65536 });
   t.true(table.bytesPerConnection() <= 230, `${table.bytesPerConnection()}`);
+});
+
+test('README NAT example runs and prints what it promises', (t) => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const section = readme.slice(readme.indexOf('## NAT'));
+  const m = /```js\n([\s\S]*?)```/.exec(section);
+  t.truthy(m, 'README has a js example under "## NAT"');
+  const code = m![1]!;
+  const expected = [...code.matchAll(/console\.log\([^;]*;\s*\/\/\s*(.+)$/gm)].map((x) => x[1]!.trim());
+  t.true(expected.length >= 2);
+  const file = new URL('../readme-nat-example.mjs', import.meta.url);
+  writeFileSync(file, code);
+  const out = execFileSync(process.execPath, [fileURLToPath(file)], { encoding: 'utf8' });
+  t.deepEqual(out.trim().split('\n'), expected);
 });
