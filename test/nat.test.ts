@@ -280,3 +280,35 @@ test('README NAT example runs and prints what it promises', (t) => {
   const out = execFileSync(process.execPath, [fileURLToPath(file)], { encoding: 'utf8' });
   t.deepEqual(out.trim().split('\n'), expected);
 });
+
+test('NAT across threads: two workers allocating from one narrow range never share a tuple', async (t) => {
+  const { ConntrackPool, BatchVerdict } = await import('../src/index.js');
+  const table = ConntrackTable.create({ max: 4096 });
+  table.setNatRules(['ip saddr 10.0.0.0/8 snat to 203.0.113.5:30000-30099']);
+  const pool = new ConntrackPool({ table, workers: 2, dispatch: 'free' });
+  try {
+    const flows = 160; // more than the 100 ports: some must fail, none may share
+    const batch = pool.createBatch({ capacity: flows });
+    for (let i = 0; i < flows; i++) {
+      const f = udp4({ src: `10.0.${i >> 8}.${(i & 255) + 1}`, dst: '8.8.8.8', sport: 5000, dport: 53 });
+      batch.push(LINKTYPE_RAW, f, 0, f.length, NOW);
+    }
+    await pool.process(batch);
+    const out = new BatchVerdict();
+    let isNew = 0;
+    for (let i = 0; i < flows; i++) if (batch.read(i, out).ctstate === 'new') isNew++;
+    const ops = new CtOps(table);
+    const lines = ops.list({}, { now: NOW });
+    const stats = ops.stats().total;
+    ops.close();
+    const replies = lines.map((l) => /src=8\.8\.8\.8 dst=203\.0\.113\.5 sport=53 dport=(\d+)/.exec(l)?.[1]);
+    t.true(replies.every((p) => p !== undefined && Number(p) >= 30000 && Number(p) <= 30099));
+    t.is(new Set(replies).size, lines.length, 'every reply tuple is unique');
+    t.is(lines.length, isNew);
+    t.true(isNew <= 100);
+    t.is(stats.nat_failed, flows - isNew);
+    t.is(bysourceCount(table), isNew);
+  } finally {
+    await pool.close();
+  }
+});
