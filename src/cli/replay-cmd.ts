@@ -6,7 +6,8 @@ import type { EventSink } from '../table/events.js';
 import { type ConnEvent, subscribeEvents, type EventSubscription } from '../table/ecache.js';
 import { entryJson, eventLine, formatEntry, formatEvent, formatStats, type EntryJson, type FormatContext } from '../ops/format.js';
 import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
-import { readCapture } from '../input/capture/reader.js';
+import { readCapture, writePcap, type PcapWriteRecord } from '../input/capture/reader.js';
+import { parseNatRules, type NatRule } from '../track/nat/rules.js';
 import { ConntrackPool } from '../pool/pool.js';
 import { replay } from '../ops/replay.js';
 import { Conntrack } from '../track/core.js';
@@ -27,6 +28,10 @@ export interface ReplayCliOptions {
   /** Packet worker threads (unset or 1: this thread). */
   workers?: number;
   dispatch?: string;
+  /** NAT rules (nft syntax) and a rule file; -w: the translated capture. */
+  nat?: string[];
+  natRules?: string;
+  write?: string;
 }
 
 /** Fields of a decision the per-packet output shows (a Verdict or a BatchVerdict). */
@@ -36,6 +41,8 @@ interface Decided {
   readonly reason: string | null;
   readonly protoState: number;
   readonly drop: boolean;
+  /** NAT_REWROTE_* bits (single-thread replays). */
+  readonly nat?: number;
 }
 
 /** One --per-packet JSON line. */
@@ -44,6 +51,7 @@ function perPacketLine(i: number, v: Decided, l4proto: number): string {
   if (v.reason !== null) o['reason'] = v.reason;
   if (v.protoState >= 0) o['tcpState'] = TCP_STATE_NAMES[v.protoState];
   if (v.drop) o['drop'] = true;
+  if (v.nat) o['nat'] = [v.nat & 1 ? 'src' : '', v.nat & 2 ? 'dst' : '', v.nat & 4 ? 'inner' : ''].filter((x) => x !== '');
   if (l4proto) o['proto'] = l4proto;
   return JSON.stringify(o) + '\n';
 }
@@ -100,6 +108,15 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
   } catch (e) {
     return err((e as Error).message);
   }
+  // NAT rules (nat/rules.ts): --nat, --nat-rules FILE.
+  try {
+    const rules: (string | NatRule)[] = [...(opts.nat ?? [])];
+    if (opts.natRules) rules.push(...parseNatRules(readFileSync(opts.natRules, 'utf8')));
+    if (rules.length > 0) table.setNatRules(rules);
+  } catch (e) {
+    return err(`NAT rules: ${(e as Error).message}`);
+  }
+  if (opts.write && workers > 1) return err('-w needs a single-thread replay (no --workers)');
   // The formatters read the table directly.
   const ctx: FormatContext = { i32: table.i32, u32: table.u32, sys: table.sec.sysctl, ext: table.sec.ext };
   let wallBase = 0; // epoch ms of the clock's zero, for -o timestamp
@@ -185,6 +202,20 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
   bar?.stop();
   pp?.flush();
   if (perPacketFd >= 0) closeSync(perPacketFd);
+  if (opts.write) {
+    // The replay rewrote the frames in place in `bytes`: read them back and save them.
+    try {
+      const recs: PcapWriteRecord[] = [];
+      let lt = -1;
+      for (const rec of readCapture(bytes)) {
+        if (lt < 0) lt = rec.linktype;
+        recs.push({ data: rec.buf.slice(rec.off, rec.off + rec.len), tsMs: rec.tsMs, origLen: rec.origLen });
+      }
+      writePcap(opts.write, lt < 0 ? 1 : lt, recs);
+    } catch (e) {
+      return err(`cannot write ${opts.write}: ${(e as Error).message}`);
+    }
+  }
 
   const entries: EntryJson[] = [];
   const lines: string[] = [];

@@ -170,7 +170,9 @@ export function formatStats(perWorker: Record<string, number>[]): string {
   const names = STAT_NAMES.slice(0, 10);
   return perWorker.map((row, i) => {
     const cpu = `cpu=${i}`;
-    return `${cpu}${' '.repeat(Math.max(1, 8 - cpu.length))}\t${names.map((n) => `${n}=${row[n] ?? 0}`).join(' ')}`;
+    // Ours after the kernel's fields, only when it happened: packets NAT dropped for want of a tuple.
+    const nat = row['nat_failed'] ? ` nat_failed=${row['nat_failed']}` : '';
+    return `${cpu}${' '.repeat(Math.max(1, 8 - cpu.length))}\t${names.map((n) => `${n}=${row[n] ?? 0}`).join(' ')}${nat}`;
   }).join('\n');
 }
 
