@@ -39,3 +39,8 @@ export {
   type OracleComparison, type FixtureComparison, type Difference, type CtLine, type KernelLabel, type Mismatch,
 } from './ops/oracle.js';
 export { ConntrackError, ConntrackRangeError, ERROR_CODES, isConntrackError, type ConntrackErrorCode } from './errors.js';
+export {
+  parseNatRule, parseNatRules, compileNat, type NatRule, type NatConfig, type NatInterface, type NatType,
+} from './track/nat/rules.js';
+export { NAT_REWROTE_SRC, NAT_REWROTE_DST, NAT_REWROTE_INNER } from './track/nat/nat.js';
+export { bysourceCount } from './track/nat/bysource.js';

@@ -52,6 +52,9 @@ program
   .option('--workers <n>', 'decide packets on n worker threads sharing the table (default 1: this thread)', intOpt('--workers'))
   .addOption(new Option('--dispatch <mode>', 'with --workers: flow (decisions as on one thread) or free').choices(['flow', 'free']).default('flow'))
   .addOption(new Option('--checksum <mode>', 'offload: accept checksums left to offload (pseudo-header sums), as the kernel does; strict: invalid').choices(['offload', 'strict']))
+  .option('--nat <rule>', 'a NAT rule in nft syntax, e.g. "ip saddr 10.0.0.0/8 snat to 203.0.113.1" (repeatable)', collect, [])
+  .option('--nat-rules <file>', 'NAT rules, one per line in nft syntax (# comments)')
+  .option('-w, --write <file>', 'write the capture as translated by NAT (pcap)')
   .action(async (capture: string, opts: Record<string, unknown>) => {
     process.exitCode = await runReplay(capture, opts);
   });

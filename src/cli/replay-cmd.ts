@@ -11,6 +11,9 @@ import { type ConnEvent, subscribeEvents, type EventSubscription } from '../tabl
 import { entryJson, eventLine, formatEntry, formatEvent, formatStats, type FormatContext } from '../ops/format.js';
 import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
 import { FRAG_DONE, FRAG_NAMES } from '../track/verdict.js';
+import { PcapFileWriter } from '../input/capture/reader.js';
+import { parseNatRules, type NatRule } from '../track/nat/rules.js';
+import { readFileSync } from 'node:fs';
 import type { FragDropped } from '../input/defrag/defrag.js';
 import { ConntrackPool } from '../pool/pool.js';
 import { IX_OFF, IX_WORDS, type PacketBatch } from '../pool/batch.js';
@@ -40,6 +43,10 @@ export interface ReplayCliOptions {
   dispatch?: string;
   /** offload (default) or strict (TableOptions.checksum). */
   checksum?: string;
+  /** NAT rules (nft syntax) and a rule file; -w: the translated capture. */
+  nat?: string[];
+  natRules?: string;
+  write?: string;
 }
 
 /** Fields of a decision the per-packet output shows (a Verdict or a BatchVerdict). */
@@ -49,6 +56,8 @@ interface Decided {
   readonly reason: string | null;
   readonly protoState: number;
   readonly drop: boolean;
+  /** NAT_REWROTE_* bits (single-thread replays). */
+  readonly nat?: number;
 }
 
 /** Capture time as seconds since the epoch, to the microsecond (tshark's frame.time_epoch). */
@@ -87,6 +96,7 @@ function perPacketLine(i: number, tsMs: number, v: Decided, id: number, pkt: Pac
   if (v.reason !== null) o['reason'] = v.reason;
   if (v.protoState >= 0) o['tcpState'] = TCP_STATE_NAMES[v.protoState];
   if (v.drop) o['drop'] = true;
+  if (v.nat) o['nat'] = [v.nat & 1 ? 'src' : '', v.nat & 2 ? 'dst' : '', v.nat & 4 ? 'inner' : ''].filter((x) => x !== '');
   if (id !== 0) o['id'] = id;
   if (pkt && pkt.family !== 0) {
     o['proto'] = pkt.l4proto;
@@ -201,6 +211,28 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
   } catch (e) {
     throw new CliError((e as Error).message, EXIT_USAGE);
   }
+  // NAT rules (nat/rules.ts): --nat, --nat-rules FILE.
+  {
+    let text: string | null = null;
+    if (opts.natRules) {
+      try {
+        text = readFileSync(opts.natRules, 'utf8');
+      } catch (e) {
+        throw inputError(opts.natRules, e);
+      }
+    }
+    try {
+      const rules: (string | NatRule)[] = [...(opts.nat ?? [])];
+      if (text !== null) rules.push(...parseNatRules(text));
+      if (rules.length > 0) table.setNatRules(rules);
+    } catch (e) {
+      throw new CliError(`NAT rules: ${(e as Error).message}`, EXIT_USAGE);
+    }
+  }
+  if (opts.write && workers > 1) throw new CliError('-w needs a single-thread replay (no --workers)', EXIT_USAGE);
+  // -w: every frame as decided (rewritten in place by NAT), in capture order.
+  let writer: PcapFileWriter | null = null;
+  let recLinktype = 0, recBuf: Uint8Array | null = null, recOff = 0, recLen = 0;
   // The formatters read the table directly.
   const ctx: FormatContext = { i32: table.i32, u32: table.u32, sys: table.sec.sysctl, ext: table.sec.ext };
   let events = 0;
@@ -283,9 +315,22 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
         table,
         onEngine: (c) => { engine = c; },
         ...(sink ? { events: sink } : {}),
-        onRecord: (_l, _b, _o, _n, tsMs) => { curTs = tsMs; },
+        onRecord: (l, b, o, n, tsMs) => {
+          curTs = tsMs;
+          recLinktype = l; recBuf = b; recOff = o; recLen = n;
+        },
         onPacket: (i, v, pkt, tsMs) => {
           if (v.drop) full.drop(i + 1);
+          if (opts.write && recBuf) {
+            if (writer === null) {
+              try {
+                writer = new PcapFileWriter(opts.write, recLinktype);
+              } catch (e) {
+                throw inputError(opts.write, e);
+              }
+            }
+            writer.write(recBuf, recOff, recLen, tsMs);
+          }
           if (pp) {
             const id = v.slot >= 0 ? table.i32[table.sec.entries + v.slot * ENTRY_WORDS + E_ID]! >>> 0 : 0;
             pp.write(perPacketLine(i, tsMs, v, id, pkt, engine ? fragInfo(engine, i, v.frag) : undefined));
@@ -311,6 +356,13 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
   progress.stop();
   pp?.flush();
   if (perPacketFd >= 0) closeSync(perPacketFd);
+  if (opts.write) {
+    try {
+      (writer ?? new PcapFileWriter(opts.write, 1)).close();
+    } catch (e) {
+      throw inputError(opts.write, e);
+    }
+  }
 
   // -L: the final table, written as it is walked.
   let shown = 0;

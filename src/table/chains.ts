@@ -29,6 +29,8 @@ import { lock, unlock } from './locks.js';
 import { Qsbr } from './rcu.js';
 import { S_MAX } from './sysctl.js';
 import { CONFIRM_NS_LIMIT, LIST_NS, LIST_ZONE, ZoneAccounting, zoneKey } from './zones.js';
+import { IPS_SRC_NAT_DONE } from './layout.js';
+import { bysourceAdd, bysourceRemove } from '../track/nat/bysource.js';
 import type { ConntrackTable } from './table.js';
 
 /** confirm() results besides a clashing entry's reference (>= 0). */
@@ -375,6 +377,8 @@ export class Chains {
     Atomics.store(i32, this.B + b0, (slot << 1) | DIR_ORIGINAL);
     Atomics.add(i32, this.Z + (z & 0xffff), 1); // per-zone count, changed under the bucket locks
     this.zones.link(slot, ns, zk); // zone and namespace entry lists, also under the bucket locks
+    // NAT bysource link (nat/bysource.ts), under the bucket locks like its removal in kill.
+    if (Atomics.load(i32, e + E_STATUS) & IPS_SRC_NAT_DONE) bysourceAdd(this.table, this.wid, slot);
     // Before the locks go: linked (recovery.ts recounts the zone, so a crash just before is fine).
     Atomics.store(i32, this.W + W_INTENT, INTENT_INSERT | INTENT_COUNTED | INTENT_LINKED);
     this.unlockStripes(b0, b1);
@@ -432,6 +436,7 @@ export class Chains {
     Atomics.or(i32, e + E_STATUS, IPS_DYING);
     this.unlinkOne(slot, DIR_ORIGINAL, b0);
     this.unlinkOne(slot, DIR_REPLY, b1);
+    if (status & IPS_SRC_NAT_DONE) bysourceRemove(this.table, this.wid, slot); // before E_LINK goes back to off-table use
     Atomics.sub(i32, this.Z + (i32[e + E_ZONE]! & 0xffff), 1); // under the bucket locks, like the add
     const ens = i32[e + E_NS]!;
     const ezk = zoneKey(i32[e + E_ZONE]!);

@@ -62,7 +62,13 @@ export const H_PEND_ORPHAN = 34; // slots that still need a grace period (E_RETI
 export const H_STALL_MS = 35; // liveness: a thread silent this long (wall ms) is stalled (0 = never); Atomics.store by the owner
 export const H_STALLS = 36; // stalled threads detected (workers expelled from a grace period, subscribers overrun); Atomics.add
 export const H_GC_DEATHS = 37; // GC workers found dead and replaced (recovery.ts); Atomics.add
-export const HEADER_WORDS = 48; // 38..47 free
+// NAT (src/track/nat/): bysource buckets (a power of two, fixed at creation); the rule set's
+// seqlock word (odd while being written; Atomics.add by the writer, who holds NAT_RULE_LOCK) and
+// its length in bytes (written between the two seqlock adds).
+export const H_NAT_BUCKETS = 38;
+export const H_NAT_SEQ = 39;
+export const H_NAT_LEN = 40;
+export const HEADER_WORDS = 48; // 41..47 free
 
 /** Lookups take no reference; slots are reused only after a grace period (the talk's proposal). */
 export const DISCIPLINE_NOREF = 0;
@@ -104,6 +110,7 @@ export const ST_FRAG_EVICT = 25; // reassembly queues evicted to stay under ipfr
 export const ST_EXPEDITED = 26; // expedited grace periods (an allocation found no free slot)
 export const ST_STALL_EXPELLED = 27; // other workers this one expelled from a grace period (stalled inside a batch)
 export const ST_RESUMED = 28; // times this worker found itself expelled and re-entered its batch
+export const ST_NAT_FAILED = 29; // new connections dropped: NAT found no free tuple (nat/unique.ts) or lost it at confirm
 export const STAT_WORDS = 32;
 /** Names in the order of `conntrack -S`, then ours. */
 export const STAT_NAMES: readonly string[] = [
@@ -112,6 +119,7 @@ export const STAT_NAMES: readonly string[] = [
   'gc_evict', 'soft_recycle', 'grace_periods', 'slots_recycled', 'ns_limit', 'zone_limit',
   'csum_offload', 'frag_held', 'frag_reasm', 'frag_drop', 'frag_timeout', 'frag_evict',
   'expedited_gp', 'stall_expelled', 'stall_resumed',
+  'nat_failed',
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -231,6 +239,9 @@ export const TUPLE_WORDS = 9;
 //  - protocol private words: the bucket lock of the original tuple's bucket (TCP, SCTP);
 //    UDP's stream word and GRE's timeouts are written once at creation.
 //  - E_LINK, E_RETIRE: owned by whoever owns the slot off-table (allocator or limbo owner).
+//    While the entry is in the table with IPS_SRC_NAT_DONE, E_LINK is instead its NAT bysource
+//    link (next slot, -1 ends; the kernel's nf_conn.nat_bysource), under the bysource bucket's
+//    NAT lock stripe: inserted by confirm, removed by kill, both holding the entry's bucket locks.
 //  - E_ZPREV/E_ZNEXT, E_NPREV/E_NNEXT: the zone's / namespace's list lock stripe (ZL_*); set
 //    in confirm, left as they were by kill (a walker standing on a removed entry may go on).
 export const E_NEXT = 0; // E_NEXT + dir
@@ -243,7 +254,7 @@ export const E_PROTO = 8; // l3 family (bits 0-7) | l4 protocol (bits 8-15)
 export const E_ZONE = 9; // original zone (bits 0-15) | reply zone (bits 16-31)
 export const E_NS = 10; // namespace id
 export const E_MARK = 11;
-export const E_LINK = 12; // free list / limbo link
+export const E_LINK = 12; // free list / limbo link; in the table: NAT bysource link (nat/bysource.ts)
 export const E_RETIRE = 13; // QSBR epoch when retired
 export const E_EXT = 14; // extension area offset (0 = none)
 export const E_ID = 15; // conntrack id
@@ -264,6 +275,9 @@ export const IPS_ASSURED = 1 << 2;
 export const IPS_CONFIRMED = 1 << 3;
 export const IPS_SRC_NAT = 1 << 4;
 export const IPS_DST_NAT = 1 << 5;
+export const IPS_NAT_MASK = IPS_SRC_NAT | IPS_DST_NAT;
+export const IPS_SRC_NAT_DONE = 1 << 7;
+export const IPS_DST_NAT_DONE = 1 << 8;
 export const IPS_DYING = 1 << 9;
 export const IPS_FIXED_TIMEOUT = 1 << 10;
 export const IPS_UNTRACKED = 1 << 12;
@@ -397,12 +411,29 @@ export const REC_TOMB = 1 << 10; // a record published by crash recovery in plac
 /** Parked DESTROY records (ecache.ts): a queue of images, so a parked event holds no entry slot. */
 export const PARK_FACTOR = 4; // park queue records per DESTROY-ring record
 
+// ---------------------------------------------------------------------------------------------
+// NAT (src/track/nat/). The state of a NAT'd connection lives in its entry, as in the kernel's
+// nf_conn since NAT left the extension area: the translated tuple is the reply tuple, the manips
+// done are IPS_{SRC,DST}_NAT{,_DONE} in E_STATUS, and the bysource link is E_LINK (above). No
+// entry word is added. Shared beside the entries: the rule set (JSON text, read by every thread
+// under the H_NAT_SEQ seqlock), bysource bucket heads (slot, -1 empty) and their lock stripes.
+export const NAT_RULE_BYTES = 32768; // room for the rule set's text
+export const NAT_LOCKS = 64; // bysource lock stripes (the kernel's nf_nat_locks)
+export const NAT_RULE_LOCK = NAT_LOCKS; // writers of the rule set
+export const NAT_LOCK_WORDS = NAT_LOCKS + 1;
+/** Bysource buckets for a table with `buckets` hash buckets: a quarter, at least NAT_LOCKS. */
+export function natBucketsFor(buckets: number): number {
+  return Math.max(NAT_LOCKS, buckets >>> 2);
+}
+
 export interface LayoutSizes {
   capacity: number;
   buckets: number;
   locks: number;
   maxWorkers: number;
   namespaces: number;
+  /** NAT bysource buckets (H_NAT_BUCKETS). Default natBucketsFor(buckets). */
+  natBuckets?: number;
   /** Extension blocks (H_EXT_BLOCKS; the slab holds one more: block 0 is never used). Default 0. */
   extBlocks?: number;
   /** Main event ring and DESTROY ring records (H_EVENTS, H_EV_DESTROY). Default 0. */
@@ -433,6 +464,10 @@ export interface Sections {
   nsHeads: number;
   zlocks: number;
   markers: number;
+  /** NAT: rule text (NAT_RULE_BYTES), lock stripes (NAT_LOCK_WORDS), bysource heads. */
+  natRules: number;
+  natLocks: number;
+  bysource: number;
   totalWords: number;
 }
 
@@ -465,15 +500,22 @@ export function sections(s: LayoutSizes): Sections {
   off = (off + 15) & ~15;
   const zlocks = off; off += ZL_LOCKS;
   const markers = off; off += MARKER_WORDS * s.maxWorkers;
+  // NAT (src/track/nat/), after everything above.
+  off = (off + 15) & ~15;
+  const natRules = off; off += NAT_RULE_BYTES >>> 2;
+  const natLocks = off; off += NAT_LOCK_WORDS;
+  off = (off + 15) & ~15;
+  const bysource = off; off += s.natBuckets ?? natBucketsFor(s.buckets);
   return {
     sysctl, stats, workers, zones, ns, locks, buckets, entries,
-    xctl, policies, zonePolicies, ext, events, destroys, parked, zacct, nsHeads, zlocks, markers, totalWords: off,
+    xctl, policies, zonePolicies, ext, events, destroys, parked, zacct, nsHeads, zlocks, markers,
+    natRules, natLocks, bysource, totalWords: off,
   };
 }
 
-/** Bytes of shared memory per connection: the entry plus its share of the buckets. */
-export function bytesPerConnection(capacity: number, buckets: number): number {
-  return ENTRY_BYTES + (buckets * 4) / capacity;
+/** Bytes of shared memory per connection: the entry plus its share of the buckets (conntrack and NAT bysource). */
+export function bytesPerConnection(capacity: number, buckets: number, natBuckets = natBucketsFor(buckets)): number {
+  return ENTRY_BYTES + ((buckets + natBuckets) * 4) / capacity;
 }
 
 /** One kind of lock word: `count` words from `base` (word offsets), each a locks.ts lock. */

@@ -11,6 +11,9 @@ import {
   LAYOUT_VERSION, MAGIC, STAT_NAMES, STAT_WORDS, W_ALIVE, W_LIMBO_HEAD, W_LIMBO_TAIL, W_PID,
   WORKER_WORDS, bytesPerConnection, sections, type Sections,
 } from './layout.js';
+import { H_NAT_BUCKETS, natBucketsFor } from './layout.js';
+import { type NatConfig, type NatRule, getNatRules, setNatRules } from '../track/nat/rules.js';
+import { API_OWNER } from './ext.js';
 import { EXT_WORDS, H_EVENTS, H_EV_DESTROY, H_EXT_BLOCKS, X_LINK, XC_EXT_FREE, XC_EXT_FREE_COUNT } from './layout.js';
 import { SYSCTLS, S_ACCT, S_MAX, S_TIMESTAMP, findSysctl } from './sysctl.js';
 import { H_STALL_MS, REC_SEQ, REC_WORDS } from './layout.js';
@@ -141,6 +144,7 @@ export class ConntrackTable {
       capacity: this.capacity, buckets: this.buckets, locks: this.locks,
       maxWorkers: this.maxWorkers, namespaces: this.namespaces,
       extBlocks: i32[H_EXT_BLOCKS]!, eventRecords: i32[H_EVENTS]!, destroyRecords: i32[H_EV_DESTROY]!,
+      natBuckets: i32[H_NAT_BUCKETS]!,
     });
     if (this.sec.totalWords * 4 !== buffer.byteLength) throw new ConntrackError('ERR_CT_BAD_HANDLE', 'table buffer size mismatch');
   }
@@ -178,7 +182,8 @@ export class ConntrackTable {
     const eventRecords = ev.ring === 0 ? 0 : pow2(Math.max(16, ev.ring ?? 4096));
     const destroyRecords = ev.destroyRing === 0 || eventRecords === 0 ? 0 : pow2(Math.max(16, ev.destroyRing ?? 1024));
     if (eventRecords > 1 << 22 || destroyRecords > 1 << 22) throw rangeError('event rings are limited to 4194304 records');
-    const sec = sections({ capacity, buckets, locks, maxWorkers, namespaces, extBlocks, eventRecords, destroyRecords });
+    const natBuckets = natBucketsFor(buckets);
+    const sec = sections({ capacity, buckets, locks, maxWorkers, namespaces, extBlocks, eventRecords, destroyRecords, natBuckets });
     const buffer = new SharedArrayBuffer(sec.totalWords * 4);
     const i32 = new Int32Array(buffer);
     i32[H_MAGIC] = MAGIC;
@@ -235,6 +240,9 @@ export class ConntrackTable {
     // producer writes them (record 0 with seq word 0 would read as event 0).
     for (let r = 0; r < eventRecords; r++) i32[sec.events + r * REC_WORDS + REC_SEQ] = (r - eventRecords) & 0x7fffffff;
     for (let r = 0; r < destroyRecords; r++) i32[sec.destroys + r * REC_WORDS + REC_SEQ] = (r - destroyRecords) & 0x7fffffff;
+    // NAT bysource chains start empty.
+    i32[H_NAT_BUCKETS] = natBuckets;
+    i32.fill(-1, sec.bysource, sec.bysource + natBuckets);
     const t = new ConntrackTable(buffer);
     for (const d of SYSCTLS) i32[sec.sysctl + d.index] = d.def;
     i32[sec.sysctl + S_MAX] = max;
@@ -411,6 +419,19 @@ export class ConntrackTable {
     Atomics.store(this.i32, this.sec.zacct + zone * ZA_WORDS + ZA_LIMIT, limit === null ? 0 : limit + 1);
   }
 
+  /**
+   * Install NAT rules for every thread of this table (src/track/nat/rules.ts; an empty list
+   * turns NAT off). New connections use them; existing ones keep their mappings.
+   */
+  setNatRules(cfg: NatConfig | (NatRule | string)[]): void {
+    setNatRules(this, API_OWNER, Array.isArray(cfg) ? { rules: cfg } : cfg);
+  }
+
+  /** The installed NAT rules (parsed), as setNatRules stored them. */
+  natRules(): NatConfig {
+    return getNatRules(this);
+  }
+
   /** Default limit of zones without their own (OVS `ct-set-limits default=N`; 0 = none). Owner only. */
   setDefaultZoneLimit(limit: number): void {
     this.ownerOnly('setDefaultZoneLimit');
@@ -446,7 +467,7 @@ export class ConntrackTable {
 
   /** Bytes of shared memory per connection at nf_conntrack_max (slab with slack, plus buckets). */
   bytesPerConnection(): number {
-    return bytesPerConnection(this.capacity, this.buckets) * (this.capacity / this.max);
+    return bytesPerConnection(this.capacity, this.buckets, this.i32[H_NAT_BUCKETS]!) * (this.capacity / this.max);
   }
 
   get byteLength(): number {

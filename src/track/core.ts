@@ -43,6 +43,8 @@ import { LINKTYPE_RAW } from '../input/packet/packet.js';
 import { S_DEFRAG } from '../table/sysctl.js';
 import { ST_NS_LIMIT, ST_ZONE_LIMIT } from '../table/layout.js';
 import { CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, ZONE_DIR_BOTH, isNamespaceHandle, zoneKey, zoneWord } from '../table/zones.js';
+import { IPS_SRC_NAT_DONE, ST_INSERT_FAILED, ST_NAT_FAILED } from '../table/layout.js';
+import { Nat, R_NAT_CLASH, R_NAT_REDIRECT } from './nat/nat.js';
 
 export const R_TABLE_FULL = 'table full';
 export const R_CHAIN_TOOLONG = 'hash chain too long';
@@ -122,6 +124,8 @@ export class Conntrack {
   private closed = false;
   /** The namespace this tracker is bound to (built from a NamespaceHandle), or -1. */
   readonly boundNs: number;
+  /** NAT (nat/nat.ts): decided in create() when the table has rules; frame() rewrites packets. */
+  readonly nat: Nat;
 
   constructor(table: ConntrackTable | TableHandle, opts: ConntrackOptions = {}) {
     this.table = table instanceof ConntrackTable ? table : ConntrackTable.attach(table);
@@ -135,6 +139,7 @@ export class Conntrack {
     this.defragStores = opts.defragStores ?? null;
     if (this.defragStores) this.defragger = new Defrag(this.i32, this.table.sec.sysctl, this.wid, this.defragStores);
     this.ring = new EventProducer(this.table, this.wid);
+    this.nat = new Nat(this.table, this.chains);
     this.chains.onDestroy = (e, why) => {
       // Stop timestamp and the ring first: the local sink then sees the final extension data.
       this.ring.destroyed(e, this.now, why, this.eventTag);
@@ -180,7 +185,15 @@ export class Conntrack {
     if (pkt.fragment && pkt.reason !== R_BAD_IP4_CSUM && this.i32[this.table.sec.sysctl + S_DEFRAG] !== 0) {
       return this.fragment(pkt, zone, ns, zoneDir);
     }
-    return this.packet(pkt, zone, ns, this.verdict, zoneDir);
+    const v = this.packet(pkt, zone, ns, this.verdict, zoneDir);
+    // NAT: rewrite the frame in place (nothing to do unless its connection is NAT'd).
+    // A reassembled datagram (above) is not rewritten: see README "Limitations".
+    if (v.slot >= 0) {
+      const r = this.nat.apply(pkt, v);
+      if (r < 0) { v.drop = true; this.stat(ST_DROP); return this.invalid(v, R_NAT_REDIRECT); }
+      v.nat = r;
+    }
+    return v;
   }
 
   /** Queues that timed out or were evicted during the last frame() (reported once, then cleared). */
@@ -595,6 +608,18 @@ export class Conntrack {
     if (xb !== 0) this.extPacket(e, xb, DIR_ORIGINAL, pkt);
     const timeout = xb !== 0 ? this.timeoutFor(e, l4, pkt.now, res.timeout) : res.timeout;
     i32[e + E_TIMEOUT] = (pkt.now + Math.max(0, timeout) * 1000) | 0;
+    // NAT: both hooks' decisions, before confirm (nf_nat_inet_fn on a NEW packet).
+    if (this.nat.active()) {
+      const r = this.nat.setup(e, pkt.now);
+      if (r !== null) {
+        c.discard(slot);
+        this.stat(ST_NAT_FAILED);
+        this.stat(ST_DROP);
+        v.drop = true;
+        return this.invalid(v, r);
+      }
+    }
+    const natd = (i32[e + E_STATUS]! & IPS_SRC_NAT_DONE) !== 0; // ours: still private
     let k = c.confirm(slot);
     // Another insert of the namespace / zone took the last room meanwhile: one early_drop inside it.
     if ((k === CONFIRM_NS_LIMIT || k === CONFIRM_ZONE_LIMIT) && c.earlyDropWithin(k, ns, zk, pkt.now)) k = c.confirm(slot);
@@ -616,6 +641,12 @@ export class Conntrack {
       if (again < 0) {
         this.stat(ST_DROP);
         v.drop = true;
+        if (natd) {
+          // Another worker took our NAT reply tuple first (nf_ct_resolve_clash fails: the kernel drops).
+          this.stat(ST_NAT_FAILED);
+          this.stat(ST_INSERT_FAILED);
+          return this.invalid(v, R_NAT_CLASH);
+        }
         return this.invalid(v, R_ZONE_CLASH);
       }
       this.stat(ST_CLASH_RESOLVE);

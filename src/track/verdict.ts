@@ -44,6 +44,8 @@ export class Verdict {
   protoState = -1;
   /** FRAG_*: what defragmentation did with the packet. */
   frag = FRAG_NONE;
+  /** What NAT rewrote in the packet: nat/nat.ts NAT_REWROTE_* bits (source, destination, ICMP error's quote). */
+  nat = 0;
 
   reset(): void {
     this.frag = FRAG_NONE;
@@ -53,6 +55,7 @@ export class Verdict {
     this.slot = -1;
     this.drop = false;
     this.protoState = -1;
+    this.nat = 0;
   }
 
   get ctstate(): string {

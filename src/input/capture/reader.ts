@@ -20,7 +20,7 @@ export { CaptureError, CaptureRecord, MAX_CAPLEN, type CaptureFormat, type Captu
 export { PcapReader } from './pcap.js';
 export { PcapngReader } from './pcapng.js';
 export { CaptureStream, GzipError, isGzipMagic, type CaptureSource } from './stream.js';
-export { writePcap, encodePcap, encodePcapng, type PcapWriteRecord, type PcapngInterface, type PcapngPacket } from './writer.js';
+export { PcapFileWriter, writePcap, encodePcap, encodePcapng, type PcapWriteRecord, type PcapngInterface, type PcapngPacket } from './writer.js';
 
 /**
  * Bytes in memory: a synchronous reader over them (also async-iterable). A path (`-` or

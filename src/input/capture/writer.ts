@@ -3,7 +3,7 @@
  * minimal pcapng (SHB, one IDB per interface, EPBs).
  */
 
-import { writeFileSync } from 'node:fs';
+import { closeSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { PCAP_MAGIC_NS, PCAP_MAGIC_US } from './pcap.js';
 import { PCAPNG_BOM, PCAPNG_EPB, PCAPNG_IDB, PCAPNG_SHB } from './pcapng.js';
 
@@ -143,4 +143,60 @@ export function encodePcapng(
     o += b.length;
   }
   return out;
+}
+
+/**
+ * A classic pcap file written record by record (little-endian, µs), for outputs of any size:
+ * records are buffered and written in large chunks; close() flushes and closes the file.
+ */
+export class PcapFileWriter {
+  private readonly fd: number;
+  private readonly buf = new Uint8Array(1 << 20);
+  private readonly dv = new DataView(this.buf.buffer);
+  private used = 0;
+
+  constructor(path: string, linktype: number, snaplen = 262144) {
+    this.fd = openSync(path, 'w');
+    const dv = this.dv;
+    dv.setUint32(0, PCAP_MAGIC_US, true);
+    dv.setUint16(4, 2, true);
+    dv.setUint16(6, 4, true);
+    dv.setUint32(16, snaplen, true);
+    dv.setUint32(20, linktype, true);
+    this.used = 24;
+  }
+
+  /** Append one record: bytes [off, off + len) of `data`, time in ms since the epoch. */
+  write(data: Uint8Array, off: number, len: number, tsMs: number, origLen = len): void {
+    if (this.used + 16 + len > this.buf.length) this.flush();
+    if (16 + len > this.buf.length) {
+      const hdr = new Uint8Array(16);
+      this.header(new DataView(hdr.buffer), 0, len, tsMs, origLen);
+      writeSync(this.fd, hdr);
+      writeSync(this.fd, data.subarray(off, off + len));
+      return;
+    }
+    this.header(this.dv, this.used, len, tsMs, origLen);
+    this.buf.set(data.subarray(off, off + len), this.used + 16);
+    this.used += 16 + len;
+  }
+
+  private header(dv: DataView, p: number, len: number, tsMs: number, origLen: number): void {
+    const [sec, frac] = splitTs(tsMs, 1e6);
+    dv.setUint32(p, sec, true);
+    dv.setUint32(p + 4, frac, true);
+    dv.setUint32(p + 8, len, true);
+    dv.setUint32(p + 12, origLen, true);
+  }
+
+  private flush(): void {
+    let p = 0;
+    while (p < this.used) p += writeSync(this.fd, this.buf, p, this.used - p);
+    this.used = 0;
+  }
+
+  close(): void {
+    this.flush();
+    closeSync(this.fd);
+  }
 }

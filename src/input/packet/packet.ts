@@ -98,6 +98,8 @@ export class Packet {
   readonly innerDst = new Uint32Array(4);
   innerSport = 0;
   innerDport = 0;
+  /** Where the inner packet's layer-4 header starts in buf (its IP header starts at l4off + 8); 0 = not reached. */
+  innerL4off = 0;
   /** Why the inner packet could not give a tuple (null when it did). */
   innerReason: string | null = null;
 
@@ -143,6 +145,7 @@ export class Packet {
     d[0] = 0; d[1] = 0; d[2] = 0; d[3] = 0;
     this.innerSport = 0;
     this.innerDport = 0;
+    this.innerL4off = 0;
     this.innerReason = null;
   }
 }

@@ -733,6 +733,7 @@ function inner6(buf: Uint8Array, p: number, end: number, pkt: Packet): void {
 
 function innerL4(buf: Uint8Array, q: number, end: number, pkt: Packet, icmpProto: number): void {
   const proto = pkt.innerProto;
+  pkt.innerL4off = q;
   // The kernel reads only what the quoted packet's tuple needs: the ports (4 bytes) of
   // TCP/UDP/SCTP/UDP-Lite, the 8-byte ICMP header, GRE's key; nothing for other protocols.
   if (proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP || proto === IPPROTO_UDPLITE) {
