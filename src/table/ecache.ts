@@ -432,11 +432,16 @@ export class ConnEvent {
 
   // Typed view: the same JSON shape as a listed entry (format.ts connEntryJson), built on demand.
 
-  /** The connection as a listed entry shows it (CtOps dump().json(), `-o json`), at the event's time. */
+  /** The connection as a listed entry shows it (CtOps dump().json(), `-o json`), at the event's time; built once, treat it as read-only. */
   get entry(): ConnEntryJson {
-    const ctx = { i32: this.image, u32: new Uint32Array(this.image.buffer, this.image.byteOffset, this.image.length), sys: 0 };
-    return connEntryJson(ctx, 0, this.now, this.image, this.image[E_EXT] ? REC_EXT : -1);
+    if (this.json === null) {
+      const ctx = { i32: this.image, u32: new Uint32Array(this.image.buffer, this.image.byteOffset, this.image.length), sys: 0 };
+      this.json = connEntryJson(ctx, 0, this.now, this.image, this.image[E_EXT] ? REC_EXT : -1);
+    }
+    return this.json;
   }
+  /** The entry's JSON, built on first use (the image never changes). */
+  private json: ConnEntryJson | null = null;
   /** 'new', 'update' or 'destroy'. */
   get event(): ConnEventKind {
     return this.type === EVENT_NEW ? 'new' : this.type === EVENT_UPDATE ? 'update' : 'destroy';
