@@ -12,7 +12,7 @@
  * --reply-port-src/--reply-port-dst, --port, --zone, --orig-zone, --reply-zone, --ns,
  * --mark value[/mask], --state LIST, --label BIT.
  */
-import { closeSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { formatCount } from '../ops/format.js';
 import { metricsFromSnapshot, metricsFromTable, formatPrometheus } from '../ops/metrics.js';
@@ -105,11 +105,13 @@ interface Loaded {
   snap: Snapshot | null;
 }
 
-/** The first bytes of a file ('' for stdin and FIFOs read as a capture). */
+/** The first bytes of a regular file (none for stdin, FIFOs and devices: read as a capture). */
 function head(path: string, n: number): Uint8Array {
   if (path === '-' || path === '/dev/stdin') return new Uint8Array(0);
   let fd: number;
   try {
+    // Only a regular file is peeked at: a FIFO's first bytes would be lost to the replay.
+    if (!statSync(path).isFile()) return new Uint8Array(0);
     fd = openSync(path, 'r');
   } catch (e) {
     throw inputError(path, e);
