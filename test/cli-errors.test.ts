@@ -102,6 +102,7 @@ test('usage errors: exit 2, one line and a pointer to --help (no help dump)', as
   usage(t, ['list', capture, '--dport', '70000'], 'list', /--dport must be an integer 0\.\.65535/),
   usage(t, ['snapshot', capture], 'snapshot', /-w, --write <file> is required/),
   usage(t, ['stress', '--workers', 'many'], 'stress', /--workers expects an integer/),
+  usage(t, ['bench', '--workers', 'x'], 'bench', /--workers: bad worker count "x"/),
   ]);
 });
 
