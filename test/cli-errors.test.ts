@@ -239,3 +239,18 @@ test('gzip captures are recognised by their magic, whatever the name', async (t)
   t.is(viaStdin.code, 0, viaStdin.err);
   t.deepEqual(sorted(viaStdin.out), sorted(plain.out));
 });
+
+test('npm start prints a short summary: the first entries, their count, the statistics', async (t) => {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> };
+  const m = /^node dist\/src\/cli\/main\.js (.*)$/.exec(pkg.scripts['start']!);
+  t.truthy(m, pkg.scripts['start']);
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const args = m![1]!.split(' ').map((a) => (a.endsWith('.pcap') ? join(root, a) : a));
+  const r = await run(args);
+  t.is(r.code, 0, r.err);
+  const lines = r.out.trimEnd().split('\n');
+  t.true(lines.length <= 20, `${lines.length} lines`);
+  t.true(lines.some((l) => /^cpu=0\s+found=\d+/.test(l)), r.out);
+  t.true(lines.filter((l) => /^(tcp|udp)\s/.test(l)).length >= 5);
+  t.regex(r.err, /: 10 of \d+ flow entries have been shown\.\n$/);
+});
