@@ -238,6 +238,11 @@ test('gzip captures are recognised by their magic, whatever the name', async (t)
   const viaStdin = await run(['replay', '-', '-L'], gzipSync(pcapBytes));
   t.is(viaStdin.code, 0, viaStdin.err);
   t.deepEqual(sorted(viaStdin.out), sorted(plain.out));
+  // The table commands stream their capture input the same way.
+  const [list, count] = await Promise.all([run(['list', '-'], gzipSync(pcapBytes)), run(['count', noSuffix])]);
+  t.is(list.code, 0, list.err);
+  t.deepEqual(sorted(list.out), sorted(plain.out));
+  t.is(count.out, '3\n');
 });
 
 test('npm start prints a short summary: the first entries, their count, the statistics', async (t) => {
