@@ -11,8 +11,8 @@ export { Conntrack, type ConntrackOptions, type DecideOptions } from './track/co
 export { Verdict, CTSTATE_NAMES, CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_INVALID, CT_UNTRACKED } from './track/verdict.js';
 export { Packet, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NFLOG, LINKTYPE_IPV4, LINKTYPE_IPV6 } from './input/packet/packet.js';
 export { parseFrame } from './input/packet/parse.js';
-export { readCapture, openCapture, CaptureError, type CaptureReader, CaptureRecord } from './input/capture/reader.js';
-export { replay, type ReplayOptions, type ReplayResult } from './ops/replay.js';
+export { readCapture, openCapture, CaptureError, type CaptureReader, CaptureRecord, CaptureStream, GzipError, type CaptureSource } from './input/capture/reader.js';
+export { replay, ReplayGc, type ReplayOptions, type ReplayResult } from './ops/replay.js';
 export { EVENT_NEW, EVENT_UPDATE, EVENT_DESTROY, type EventSink } from './table/events.js';
 export { formatEntry, formatEvent, formatStats, entryJson, type EntryJson, type ConnEntryJson, type TupleJson } from './ops/format.js';
 export { SYSCTLS, findSysctl, type SysctlDef } from './table/sysctl.js';

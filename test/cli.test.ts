@@ -49,7 +49,7 @@ test('replay -L prints conntrack -L lines, -S the statistics', (t) => {
   t.true(lines.some((l) => /^tcp +6 431999 ESTABLISHED src=192\.168\.7\.1 dst=192\.168\.7\.2 sport=40000 dport=80 src=192\.168\.7\.2 dst=192\.168\.7\.1 sport=80 dport=40000 \[ASSURED\] mark=0 use=1$/.test(l)), r.out);
   t.true(lines.some((l) => /^udp +17 30 src=192\.168\.7\.1 dst=192\.168\.7\.2 sport=5353 dport=53 \[UNREPLIED\] src=192\.168\.7\.2 dst=192\.168\.7\.1 sport=53 dport=5353 mark=0 use=1$/.test(l)), r.out);
   t.true(lines.some((l) => /^cpu=0\s+found=\d+ invalid=0 insert=2 insert_failed=0 drop=0 early_drop=0 error=0 search_restart=0 clash_resolve=0 chaintoolong=0$/.test(l)), r.out);
-  t.regex(r.err, /2 flow entries have been shown/);
+  t.regex(r.err, /^conntrack-sab v\d+\.\d+\.\d+\S*: 2 flow entries have been shown\.\n$/);
 });
 
 test('replay -E prints NEW and UPDATE events like conntrack -E', (t) => {
@@ -62,21 +62,29 @@ test('replay -E prints NEW and UPDATE events like conntrack -E', (t) => {
   t.regex(lines[3]!, /^ {4}\[NEW\] udp +17 30 src=192\.168\.7\.1/);
 });
 
-test('replay --json prints one object', (t) => {
+test('replay --json prints JSON lines as it goes: entries, then a summary', (t) => {
   const r = run('replay', capture, '--json', '--sysctl', 'net.netfilter.nf_conntrack_udp_timeout=60');
   t.is(r.code, 0, r.err);
-  const o = JSON.parse(r.out) as { packets: number; counts: Record<string, number>; entries: { proto: string; timeout: number }[]; sysctls: Record<string, number> };
+  const lines = r.out.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const entries = lines.filter((l) => l['type'] === 'entry') as unknown as { proto: string; timeout: number }[];
+  const o = lines[lines.length - 1] as { type: string; packets: number; counts: Record<string, number>; entries: number; sysctls: Record<string, number> };
+  t.is(o.type, 'summary');
   t.is(o.packets, 5);
   t.deepEqual(o.counts, { new: 3, established: 2, related: 0, invalid: 0, untracked: 0, held: 0 });
-  t.is(o.entries.length, 2);
+  t.is(o.entries, 2);
+  t.is(entries.length, 2);
   t.is(o.sysctls['nf_conntrack_udp_timeout'], 60);
-  t.is(o.entries.find((e) => e.proto === 'udp')!.timeout, 60);
+  t.is(entries.find((e) => e.proto === 'udp')!.timeout, 60);
+  // With -E, the events come first, each as it happened.
+  const e = run('replay', capture, '--json', '-E');
+  const types = e.out.trimEnd().split('\n').map((l) => (JSON.parse(l) as { type: string }).type);
+  t.deepEqual(types, ['event', 'event', 'event', 'event', 'entry', 'entry', 'summary']);
 });
 
 test('bad options and files give a clear error and a non-zero exit', (t) => {
   let r = run('replay', join(dir, 'missing.pcap'));
-  t.is(r.code, 2);
-  t.regex(r.err, /no such file/);
+  t.is(r.code, 1);
+  t.regex(r.err, /No such file or directory/);
   r = run('replay', capture, '--sysctl', 'nf_conntrack_bogus=1');
   t.is(r.code, 2);
   t.regex(r.err, /unknown sysctl "nf_conntrack_bogus"/);
@@ -84,7 +92,7 @@ test('bad options and files give a clear error and a non-zero exit', (t) => {
   t.is(r.code, 2);
   t.regex(r.err, /out of range/);
   r = run('replay');
-  t.not(r.code, 0);
+  t.is(r.code, 2);
 });
 
 test('a truncated capture: packets before the damage are decided, the error names the offset', (t) => {

@@ -180,6 +180,9 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
 
 async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<number> {
   const { sysctls, fmt, max, workers, dispatch, checksum } = checkOptions(opts);
+  if ((capture === '-' || capture === '/dev/stdin') && process.stdin.isTTY) {
+    throw new CliError('refusing to read a capture from a terminal (pipe one in)', EXIT_USAGE);
+  }
   const name = capture === '-' ? '(stdin)' : capture;
   // With packet workers, -E reads the table's shared event ring (ecache.ts).
   const ringEvents = workers > 1 && opts.event === true;

@@ -12,17 +12,17 @@
  * --reply-port-src/--reply-port-dst, --port, --zone, --orig-zone, --reply-zone, --ns,
  * --mark value[/mask], --state LIST, --label BIT.
  */
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { formatCount } from '../ops/format.js';
 import { metricsFromSnapshot, metricsFromTable, formatPrometheus } from '../ops/metrics.js';
 import { CtMatcher, CtOps, type CtFilter } from '../ops/ops.js';
-import { replay } from '../ops/replay.js';
+import { replay, ReplayGc } from '../ops/replay.js';
 import { SnapshotError, decodeSnapshot, encodeSnapshot, isSnapshot, restoreSnapshot, writeFileAtomic, type Snapshot } from '../ops/snapshot.js';
 import { parseSysctlAssignment } from '../table/sysctl.js';
 import { ConntrackTable } from '../table/table.js';
 import { LineWriter } from './output.js';
-import { banner, CliError, EXIT_DATA, EXIT_USAGE, inputError, isInputError, usageLine } from './common.js';
+import { banner, CliError, EXIT_DATA, EXIT_USAGE, inputError, isInputError, TableFullWarning, usageLine } from './common.js';
 
 function intArg(name: string, max: number): (v: string) => number {
   return (v: string) => {
@@ -105,11 +105,13 @@ interface Loaded {
   snap: Snapshot | null;
 }
 
-/** The first bytes of a file ('' for stdin and FIFOs read as a capture). */
+/** The first bytes of a regular file (none for stdin, FIFOs and devices: read as a capture). */
 function head(path: string, n: number): Uint8Array {
   if (path === '-' || path === '/dev/stdin') return new Uint8Array(0);
   let fd: number;
   try {
+    // Only a regular file is peeked at: a FIFO's first bytes would be lost to the replay.
+    if (!statSync(path).isFile()) return new Uint8Array(0);
     fd = openSync(path, 'r');
   } catch (e) {
     throw inputError(path, e);
@@ -126,7 +128,7 @@ function head(path: string, n: number): Uint8Array {
 }
 
 /** A table holding the input's connections: a snapshot restored, or a capture replayed (streamed). */
-async function loadInput(path: string, o: Record<string, unknown>): Promise<Loaded> {
+async function loadInput(path: string, o: Record<string, unknown>, command: string): Promise<Loaded> {
   const maxOpt = typeof o['max'] === 'number' ? o['max'] as number : undefined;
   if (isSnapshot(head(path, 8))) {
     let bytes: Uint8Array;
@@ -162,14 +164,31 @@ async function loadInput(path: string, o: Record<string, unknown>): Promise<Load
     }
   }
   const max = maxOpt ?? Math.max(65536, sysctls['nf_conntrack_max'] ?? 0);
+  if (path === '-' && process.stdin.isTTY) throw new CliError('refusing to read a capture from a terminal (pipe one in)', EXIT_USAGE);
+  let table: ConntrackTable;
+  try {
+    table = ConntrackTable.create({ max, sysctls });
+  } catch (e) {
+    throw new CliError((e as Error).message, EXIT_USAGE);
+  }
+  // As `replay` does: dead entries swept once the table fills, drops reported.
+  const gc = new ReplayGc(table);
+  const full = new TableFullWarning(command, max);
   let res;
   try {
-    res = await replay(path, { tableOptions: { max, sysctls } });
+    res = await replay(path, {
+      table,
+      onPacket: (i, v) => { if (v.drop) full.drop(i + 1); },
+      onProgress: () => gc.maybeRun(),
+    });
   } catch (e) {
     if (isInputError(e)) throw inputError(path, e);
     throw e;
+  } finally {
+    gc.close();
   }
   res.conntrack.close();
+  process.stderr.write(full.summary(table));
   if (res.error) throw new CliError(`${path === '-' ? '(stdin)' : path}: ${res.error.message} (after ${res.packets} packets)`, EXIT_DATA);
   res.table.clock = res.now;
   return { table: res.table, snap: null };
@@ -190,10 +209,10 @@ function matcher(o: Record<string, unknown>): CtMatcher {
   }
 }
 
-async function runList(path: string, o: Record<string, unknown>): Promise<number> {
+async function runList(path: string, o: Record<string, unknown>, command: string): Promise<number> {
   const fmt = outputSet(o);
   const m = matcher(o);
-  const { table } = await loadInput(path, o);
+  const { table } = await loadInput(path, o, command);
   const ops = new CtOps(table);
   const out = new LineWriter(1);
   try {
@@ -213,9 +232,9 @@ async function runList(path: string, o: Record<string, unknown>): Promise<number
   return 0;
 }
 
-async function runCount(path: string, o: Record<string, unknown>): Promise<number> {
+async function runCount(path: string, o: Record<string, unknown>, command: string): Promise<number> {
   const m = matcher(o);
-  const { table } = await loadInput(path, o);
+  const { table } = await loadInput(path, o, command);
   const ops = new CtOps(table);
   try {
     process.stdout.write(formatCount(ops.count(m.filter)) + '\n');
@@ -225,8 +244,8 @@ async function runCount(path: string, o: Record<string, unknown>): Promise<numbe
   return 0;
 }
 
-async function runMetrics(path: string, o: Record<string, unknown>): Promise<number> {
-  const { table, snap } = await loadInput(path, o);
+async function runMetrics(path: string, o: Record<string, unknown>, command: string): Promise<number> {
+  const { table, snap } = await loadInput(path, o, command);
   const src = snap ? metricsFromSnapshot(snap) : metricsFromTable(table);
   process.stdout.write(formatPrometheus(src));
   return 0;
@@ -243,9 +262,9 @@ function writeOut(o: Record<string, unknown>, bytes: Uint8Array): string {
   return out;
 }
 
-async function runSnapshot(path: string, o: Record<string, unknown>): Promise<number> {
+async function runSnapshot(path: string, o: Record<string, unknown>, command: string): Promise<number> {
   if (typeof o['write'] !== 'string') throw new CliError('-w, --write <file> is required', EXIT_USAGE);
-  const { table } = await loadInput(path, o);
+  const { table } = await loadInput(path, o, command);
   const bytes = encodeSnapshot(table, { now: table.clock });
   const out = writeOut(o, bytes);
   const n = new DataView(bytes.buffer, bytes.byteOffset).getUint32(16, true);
@@ -253,10 +272,10 @@ async function runSnapshot(path: string, o: Record<string, unknown>): Promise<nu
   return 0;
 }
 
-async function runDelete(path: string, o: Record<string, unknown>): Promise<number> {
+async function runDelete(path: string, o: Record<string, unknown>, command: string): Promise<number> {
   if (typeof o['write'] !== 'string') throw new CliError('-w, --write <file> is required', EXIT_USAGE);
   const m = matcher(o);
-  const { table } = await loadInput(path, o);
+  const { table } = await loadInput(path, o, command);
   const ops = new CtOps(table);
   let n: number;
   try {
@@ -269,10 +288,10 @@ async function runDelete(path: string, o: Record<string, unknown>): Promise<numb
   return 0;
 }
 
-function wrap(fn: (path: string, o: Record<string, unknown>) => Promise<number>, name: string) {
+function wrap(fn: (path: string, o: Record<string, unknown>, command: string) => Promise<number>, name: string) {
   return async (path: string, o: Record<string, unknown>): Promise<void> => {
     try {
-      process.exitCode = await fn(path, o);
+      process.exitCode = await fn(path, o, name);
     } catch (e) {
       if (e instanceof CliError) {
         process.stderr.write(e.code === EXIT_USAGE ? usageLine(name, e.message) : `conntrack-sab ${name}: ${e.message}\n`);

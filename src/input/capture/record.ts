@@ -25,6 +25,11 @@ export class CaptureRecord {
   recordOffset = 0;
   /** True when the file's multi-byte fields are big-endian (useful for NFLOG TLVs). */
   bigEndian = false;
+
+  /** The frame's bytes (a view, valid until the reader moves on; copy to keep). */
+  get data(): Uint8Array {
+    return this.buf.subarray(this.off, this.off + this.len);
+  }
 }
 
 /** A corrupt or truncated capture. `offset` is the byte offset in the file where it was found. */

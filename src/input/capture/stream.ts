@@ -36,7 +36,7 @@ function notACapture(head: Uint8Array): string {
     if (c < 9 || (c > 13 && c < 32) || c > 126) { text = false; break; }
   }
   const m = head.length >= 4 ? hex32(((head[0]! << 24) | (head[1]! << 16) | (head[2]! << 8) | head[3]!) >>> 0) : `${head.length} bytes`;
-  return `not a capture (${text ? 'text' : 'unknown format'}: magic ${m} at offset 0; expected pcap, pcapng or gzip)`;
+  return `not a capture (${text ? 'text' : 'neither pcap nor pcapng'}; magic ${m} at offset 0)`;
 }
 
 /** A corrupt gzip stream (the capture inside could not be read on). */
