@@ -4,7 +4,7 @@ Conventions: every scenario calls begin_capture() before the traffic that is rec
 Crafted flows use the "phantom" addresses PC4/PS4/PC6/PS6 (owned by no host stack, so nothing
 answers them); real-socket flows use the client/server addresses C4/S4/C6/S6.
 """
-from traffic import (SCENARIOS, C4, C6, GAP, ipc, PC4, PC6, PS4, PS6, S4, S6, S, Tcp, TcpServer, Wire, begin_capture,
+from traffic import (SCENARIOS, SENT, netns, C4, C6, GAP, ipc, PC4, PC6, PS4, PS6, S4, S6, S, Tcp, TcpServer, Wire, begin_capture,
                      echo_handler, linger0, recv_all, recv_exact, scenario, settle, sock_in, tcp_connect,
                      thread, udp_sock)
 import socket
@@ -1221,6 +1221,172 @@ def many_flows():
 
 
 # ==========================================================================================
+# Fragments on the wire (wire.pcap: the router's ingress, before reassembly)
+
+
+def _cut4(raw, pieces, ident):
+    """Cut the IPv4 packet `raw` (no options) into fragments: pieces are (offset, length, more)
+    over its payload; returns raw fragments with identification `ident`."""
+    import struct as st
+    hdr, pay = bytearray(raw[:20]), raw[20:]
+    out = []
+    for off, ln, more in pieces:
+        h = bytearray(hdr)
+        st.pack_into(">HH", h, 2, 20 + ln, ident)
+        st.pack_into(">H", h, 6, (0x2000 if more else 0) | (off >> 3))
+        st.pack_into(">H", h, 10, 0)
+        c = sum(st.unpack(">10H", bytes(h)))
+        while c > 0xffff:
+            c = (c & 0xffff) + (c >> 16)
+        st.pack_into(">H", h, 10, ~c & 0xffff)
+        out.append(bytes(h) + pay[off:off + ln])
+    return out
+
+
+def _cut6(raw, pieces, ident):
+    """As _cut4 for an IPv6 packet without extension headers: a fragment header after the fixed one."""
+    import struct as st
+    nh, pay = raw[6], raw[40:]
+    out = []
+    for off, ln, more in pieces:
+        h = bytearray(raw[:40])
+        h[6] = 44
+        st.pack_into(">H", h, 4, 8 + ln)
+        fh = st.pack(">BBHI", nh, 0, (off & 0xfff8) | (1 if more else 0), ident)
+        out.append(bytes(h) + fh + pay[off:off + ln])
+    return out
+
+
+def _even(total, size):
+    return [(o, min(size, total - o), o + size < total) for o in range(0, total, size)]
+
+
+@scenario("frag_wire",
+          "Fragments on the wire, captured at the router's ingress (wire.pcap) beside the NFLOG "
+          "labels of the reassembled datagrams (capture.pcap). Real: UDP 3000-byte query and "
+          "2500-byte reply over IPv4 and IPv6, ICMP echo of 3000 bytes over IPv4 and IPv6 "
+          "(ping sockets; the replies come back fragmented). Crafted TCP over IPv4 and IPv6: "
+          "handshake, a 2400-byte segment in 2 fragments in order, one out of order, the "
+          "server's ACK. Crafted UDP over IPv4 and IPv6: 3 fragments in reverse order, a "
+          "datagram with a duplicated fragment, a datagram whose second fragment overlaps the "
+          "first (dropped whole; its last fragment starts a queue that never completes), then a "
+          "fresh datagram; a reply to each.", wire=True)
+def frag_wire():
+    sa = S()
+    w = Wire()
+    s4 = udp_sock("server", S4, 5710)
+    s6 = udp_sock("server", S6, 5710)
+    begin_capture()
+    for addr, srv, caddr in ((S4, s4, C4), (S6, s6, C6)):
+        c = udp_sock("client", caddr, 42710)
+        c.sendto(b"A" * 3000, (addr, 5710))
+        d, a = srv.recvfrom(4000)
+        assert len(d) == 3000
+        srv.sendto(b"B" * 2500, a)
+        assert len(c.recvfrom(4000)[0]) == 2500
+        c.close()
+        time.sleep(GAP)
+    # ICMP echo through ping sockets (the kernel picks the id and the checksum).
+    with netns("client"):
+        with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
+            f.write("0 2147483647")
+    for fam, proto, typ, addr in ((socket.AF_INET, socket.IPPROTO_ICMP, 8, S4),
+                                  (socket.AF_INET6, socket.IPPROTO_ICMPV6, 128, S6)):
+        p = sock_in("client", fam, socket.SOCK_DGRAM, proto)
+        p.settimeout(2)
+        p.sendto(bytes([typ, 0, 0, 0, 0, 0, 0, 1]) + b"P" * 3000, (addr, 0))
+        assert len(p.recvfrom(4000)[0]) >= 3000
+        p.close()
+        time.sleep(GAP)
+    # Crafted TCP with fragmented segments.
+    for v6, (ca, sv, cut) in enumerate(((PC4(3), PS4(3), _cut4), (PC6(3), PS6(3), _cut6))):
+        t = Tcp(w, ca, sv, 42720 + v6, 80)
+        t.handshake()
+        for k, order in enumerate(((0, 1), (1, 0))):
+            raw = bytes(ipc(ca, sv) / sa.TCP(sport=t.sport, dport=80, flags="PA", seq=t.nxt["c"], ack=t.nxt["s"],
+                                             window=64240) / (bytes([65 + k]) * 2400))
+            t.nxt["c"] += 2400
+            hl = 40 if v6 else 20
+            fr = cut(raw, _even(len(raw) - hl, 1216), 0x5100 + 16 * v6 + k)
+            assert len(fr) == 2
+            for i in order:
+                w.c(fr[i], gap=0.004, drop_expected=True)
+            SENT["crafted"] += 1
+            time.sleep(GAP)
+        t.s("A")
+    # Crafted UDP: reverse order, duplicate, overlap, then a fresh datagram.
+    for v6, (ca, sv, cut) in enumerate(((PC4(4), PS4(4), _cut4), (PC6(4), PS6(4), _cut6))):
+        hl = 40 if v6 else 20
+
+        def dgram(sport, fill):
+            return bytes(ipc(ca, sv) / sa.UDP(sport=sport, dport=53) / (fill * 2000))
+
+        def reply(sport):
+            w.s(ipc(sv, ca) / sa.UDP(sport=53, dport=sport) / b"reply")
+
+        raw = dgram(42730, b"R")
+        fr = cut(raw, _even(len(raw) - hl, 800), 0x6100 + v6)
+        for f in reversed(fr):
+            w.c(f, gap=0.004, drop_expected=True)
+        SENT["crafted"] += 1
+        time.sleep(GAP)
+        reply(42730)
+        raw = dgram(42731, b"D")
+        fr = cut(raw, _even(len(raw) - hl, 800), 0x6200 + v6)
+        for f in (fr[0], fr[1], fr[1], fr[2]):
+            w.c(f, gap=0.004, drop_expected=True)
+        SENT["crafted"] += 1
+        time.sleep(GAP)
+        reply(42731)
+        raw = dgram(42732, b"O")
+        n = len(raw) - hl
+        fr = cut(raw, [(0, 808, True), (800, 808, True), (1608, n - 1608, False)], 0x6300 + v6)
+        for f in fr:
+            w.c(f, gap=0.004, drop_expected=True)
+        time.sleep(GAP)
+        raw = dgram(42733, b"F")
+        fr = cut(raw, _even(len(raw) - hl, 1000), 0x6400 + v6)
+        for f in fr:
+            w.c(f, gap=0.004, drop_expected=True)
+        SENT["crafted"] += 1
+        time.sleep(GAP)
+        reply(42733)
+    time.sleep(0.2)
+    s4.close()
+    s6.close()
+
+
+@scenario("frag_timeout",
+          "Reassembly timeouts (net.ipv4.ipfrag_time=2, nf_conntrack_frag6_timeout=2), wire.pcap "
+          "beside the NFLOG labels: the first fragment of an IPv4 and of an IPv6 UDP datagram, a "
+          "3 s pause (the queues time out), the rest of both datagrams (a new queue each, never "
+          "complete), a 3 s pause, then the same datagrams whole in fragments (complete) and a "
+          "reply to each.", sysctls={"net.ipv4.ipfrag_time": 2, "nf_conntrack_frag6_timeout": 2}, wire=True)
+def frag_timeout():
+    sa = S()
+    w = Wire()
+    begin_capture()
+    cuts = []
+    for v6, (ca, sv, cut) in enumerate(((PC4(5), PS4(5), _cut4), (PC6(5), PS6(5), _cut6))):
+        raw = bytes(ipc(ca, sv) / sa.UDP(sport=42740, dport=53) / (b"W" * 2000))
+        hl = 40 if v6 else 20
+        cuts.append((ca, sv, cut, raw, hl))
+        w.c(cut(raw, _even(len(raw) - hl, 800), 0x7100 + v6)[0], gap=0.004, drop_expected=True)
+    time.sleep(3.0)
+    for v6, (ca, sv, cut, raw, hl) in enumerate(cuts):
+        for f in cut(raw, _even(len(raw) - hl, 800), 0x7100 + v6)[1:]:
+            w.c(f, gap=0.004, drop_expected=True)
+    time.sleep(3.0)
+    for v6, (ca, sv, cut, raw, hl) in enumerate(cuts):
+        for f in cut(raw, _even(len(raw) - hl, 800), 0x7200 + v6):
+            w.c(f, gap=0.004, drop_expected=True)
+        SENT["crafted"] += 1
+        time.sleep(GAP)
+        w.s(ipc(sv, ca) / sa.UDP(sport=53, dport=42740) / b"reply")
+    time.sleep(0.2)
+
+
+# ==========================================================================================
 # What the kernel (6.18) did, as observed when recording; copied into each meta.json.
 
 NOTES = {
@@ -1335,6 +1501,13 @@ NOTES = {
     "ip_fragments": "Fragments never reach FORWARD individually: conntrack defragments, and "
                     "the logged packet is the reassembled datagram (3028 bytes over IPv4); the "
                     "capture has one packet per datagram.",
+    "frag_wire": "Only reassembled datagrams reach FORWARD (one NFLOG record each); held "
+                 "fragments, the duplicate and the overlapping datagram's fragments never do. "
+                 "The overlapped datagram is dropped whole (IPv4: overlap kills the queue; IPv6: "
+                 "RFC 5722).",
+    "frag_timeout": "Queues time out after ipfrag_time / nf_conntrack_frag6_timeout: the first "
+                    "fragments are lost, the rest never complete, nothing of them is logged; "
+                    "the datagrams sent whole afterwards are new, their replies established.",
     "many_flows": "Counts of established packets depend on delayed-ACK timing; every "
                   "connection's SYN (and every UDP request) is new.",
 }

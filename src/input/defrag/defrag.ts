@@ -143,9 +143,11 @@ export class Defrag {
     return this.status;
   }
 
-  /** Start of a packet: forget the last call's timeouts and evictions. */
+  /** Start of a packet: forget what the last one reported. */
   begin(): void {
     if (this.dropped.length > 0) this.dropped.length = 0;
+    this.tagCount = 0;
+    this.status = DF_PASS;
     this.timeouts = 0;
     this.evictions = 0;
   }
