@@ -172,7 +172,7 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
       res = await pool.replay(bytes, {
         onPacket: (i, v, tsMs) => {
           if (wallBase === 0) wallBase = Math.floor(tsMs) - (Math.floor(tsMs) >>> 0);
-          if (pp) pp.write(perPacketLine(i, v, v.l4proto));
+          if (pp) pp.write(perPacketLine(i, v, v.l4proto, v.frag ? { frag: FRAG_NAMES[v.frag] ?? '', fragments: null, dropped: [] } : undefined));
         },
         onProgress: (done: number) => {
           drain(); // once per batch, while the next one is decided
