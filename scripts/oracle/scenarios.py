@@ -1224,14 +1224,16 @@ def many_flows():
 # Fragments on the wire (wire.pcap: the router's ingress, before reassembly)
 
 
-def _cut4(raw, pieces, ident):
+def _cut4(raw, pieces, ident, tos=None):
     """Cut the IPv4 packet `raw` (no options) into fragments: pieces are (offset, length, more)
-    over its payload; returns raw fragments with identification `ident`."""
+    over its payload; returns raw fragments with identification `ident` (and TOS `tos`)."""
     import struct as st
     hdr, pay = bytearray(raw[:20]), raw[20:]
     out = []
     for off, ln, more in pieces:
         h = bytearray(hdr)
+        if tos is not None:
+            h[1] = tos
         st.pack_into(">HH", h, 2, 20 + ln, ident)
         st.pack_into(">H", h, 6, (0x2000 if more else 0) | (off >> 3))
         st.pack_into(">H", h, 10, 0)
@@ -1386,6 +1388,84 @@ def frag_timeout():
     time.sleep(0.2)
 
 
+@scenario("frag_edges",
+          "Reassembly edge cases, each on its own datagram, IPv4 and IPv6 alike unless noted, "
+          "wire.pcap beside the NFLOG labels: (a) a second last fragment with another end, then "
+          "the missing middle; (b) a fragment past the known end, then the rest; (c) an empty "
+          "fragment, then the rest; (d) a datagram over 64 KiB; (e, IPv4) fragments with mixed "
+          "ECN (not-ECT and ECT(0)); (f, IPv6) fragments whose length is not a multiple of 8, "
+          "first and non-first; (g, IPv4 TCP) a tiny first fragment of 8 bytes then the rest "
+          "(RFC 1858 legal), and a first fragment with ACK overlapped at offset 8 by one "
+          "rewriting the flags to SYN; a whole datagram after each case.", wire=True)
+def frag_edges():
+    sa = S()
+    w = Wire()
+    begin_capture()
+
+    def send(frs):
+        for f in frs:
+            w.c(f, gap=0.004, drop_expected=True)
+        time.sleep(GAP)
+
+    for v6, (ca, sv, cut) in enumerate(((PC4(6), PS4(6), _cut4), (PC6(6), PS6(6), _cut6))):
+        hl = 40 if v6 else 20
+
+        def dg(sport, n=2000, fill=b"E"):
+            return bytes(ipc(ca, sv) / sa.UDP(sport=sport, dport=53) / (fill * n))
+
+        def whole(sport, ident):
+            raw = dg(sport, 300, b"w")
+            send(cut(raw, _even(len(raw) - hl, 160), ident))
+            SENT["crafted"] += 1
+
+        base = 0x8000 + 0x100 * v6
+        # (a) two different last fragments, then the middle.
+        raw = dg(42750)          # payload 2008
+        big = dg(42750, 2800)
+        send(cut(raw, [(0, 800, True), (1600, 408, False)], base + 1))
+        send(cut(big, [(1600, 200, False)], base + 1))
+        send(cut(raw, [(800, 800, True)], base + 1))
+        whole(42760, base + 0x11)
+        # (b) a fragment past the known end, then the rest.
+        send(cut(raw, [(1600, 408, False)], base + 2))
+        send(cut(big, [(1600, 800, True)], base + 2))
+        send(cut(raw, [(0, 800, True), (800, 800, True)], base + 2))
+        whole(42761, base + 0x12)
+        # (c) an empty fragment, then the rest.
+        send(cut(raw, [(0, 800, True), (800, 0, True)], base + 3))
+        send(cut(raw, [(800, 800, True), (1600, 408, False)], base + 3))
+        whole(42762, base + 0x13)
+        # (d) over 64 KiB.
+        small = dg(42763, 8)  # its header; the payload is built by hand (scapy cannot express > 64 KiB)
+        huge = small[:hl + 8] + b"H" * ((65544 if v6 else 65520) - 8)
+        send(cut(huge, _even(len(huge) - hl, 1480 if not v6 else 1232), base + 4))
+        whole(42764, base + 0x14)
+        if not v6:
+            # (e) mixed ECN: first fragment not-ECT, the others ECT(0).
+            send(cut(raw, [(0, 800, True)], base + 5, tos=0))
+            send(cut(raw, [(800, 800, True), (1600, 408, False)], base + 5, tos=2))
+            whole(42765, base + 0x15)
+            # (g) TCP: a legal 8-byte first fragment, then an overlapping flag rewrite.
+            t = Tcp(w, ca, sv, 42766, 80)
+            t.handshake()
+            seg = bytes(ipc(ca, sv) / sa.TCP(sport=42766, dport=80, flags="PA", seq=t.nxt["c"], ack=t.nxt["s"],
+                                             window=64240) / (b"t" * 100))
+            t.nxt["c"] += 100
+            send(cut(seg, [(0, 8, True), (8, 112, False)], base + 6))
+            SENT["crafted"] += 1
+            t.s("A")
+            ack = bytes(ipc(ca, sv) / sa.TCP(sport=42767, dport=80, flags="A", seq=7, ack=9, window=512) / (b"x" * 16))
+            syn = bytes(ipc(ca, sv) / sa.TCP(sport=42767, dport=80, flags="S", seq=7, window=512) / (b"x" * 16))
+            send(cut(ack, [(0, 24, True)], base + 7) + cut(syn, [(8, 28, False)], base + 7))
+            whole(42768, base + 0x17)
+        else:
+            # (f) not a multiple of 8: a first fragment, and a non-first one.
+            send(cut(raw, [(0, 804, True)], base + 8))
+            send(cut(raw, [(800, 804, True)], base + 9))
+            whole(42769, base + 0x18)
+    time.sleep(0.2)
+
+
 # ==========================================================================================
 # What the kernel (6.18) did, as observed when recording; copied into each meta.json.
 
@@ -1508,6 +1588,15 @@ NOTES = {
     "frag_timeout": "Queues time out after ipfrag_time / nf_conntrack_frag6_timeout: the first "
                     "fragments are lost, the rest never complete, nothing of them is logged; "
                     "the datagrams sent whole afterwards are new, their replies established.",
+    "frag_edges": "IPv4 drops the whole queue on a second last fragment with another end, on a "
+                  "fragment past the known end and on an empty fragment (the rest never "
+                  "completes, nothing logged); IPv6 drops only the offending fragment and the "
+                  "datagram completes (new). Over 64 KiB: dropped (IPv4 at reassembly, IPv6 "
+                  "the fragment past 65535). Mixed not-ECT/ECT(0) fragments: dropped. IPv6 "
+                  "fragments whose length is not a multiple of 8 are logged as they are, invalid "
+                  "(the first: bad UDP length; a non-first: no layer-4 header). The 8-byte TCP "
+                  "first fragment is reassembled (established); the ACK fragment overlapped by a "
+                  "SYN rewrite is dropped whole.",
     "many_flows": "Counts of established packets depend on delayed-ACK timing; every "
                   "connection's SYN (and every UDP request) is new.",
 }

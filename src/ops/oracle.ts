@@ -7,7 +7,7 @@ import { LINKTYPE_NFLOG, Packet } from '../input/packet/packet.js';
 import { nflogPrefix, parseFrame } from '../input/packet/parse.js';
 import { readCapture } from '../input/capture/reader.js';
 import type { Conntrack } from '../track/core.js';
-import { FRAG_DONE, FRAG_DROP, FRAG_HELD, FRAG_NONE } from '../track/verdict.js';
+import { FRAG_DONE, FRAG_DROP, FRAG_HELD, FRAG_NONE, FRAG_PASS } from '../track/verdict.js';
 import { replay } from './replay.js';
 import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
 
@@ -165,6 +165,10 @@ export function compareWireWithKernel(wire: Uint8Array, nflog: Uint8Array, sysct
         const n = others.length + 1;
         for (const tg of others) pending.delete(tg);
         if (ok) fragmentsAgree += n;
+      } else if (v.frag === FRAG_PASS) {
+        // Not reassembled (IPv6, length not a multiple of 8): the kernel logs the fragment itself.
+        for (const tg of others) if (pending.delete(tg)) fragmentsUnlogged++;
+        if (ok) fragmentsAgree++;
       }
     },
   });
