@@ -8,7 +8,11 @@
  */
 export { ConntrackTable, type TableOptions, type TableHandle, type Discipline } from './table/table.js';
 export { Conntrack, type ConntrackOptions } from './track/core.js';
-export { Verdict, CTSTATE_NAMES, CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_INVALID, CT_UNTRACKED } from './track/verdict.js';
+export {
+  Verdict, CTSTATE_NAMES, CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_INVALID, CT_UNTRACKED, CT_HELD,
+  FRAG_NONE, FRAG_HELD, FRAG_DONE, FRAG_DROP, FRAG_PASS, FRAG_NAMES,
+} from './track/verdict.js';
+export { Defrag, type DefragStores, type FragDropped } from './input/defrag/defrag.js';
 export { Packet, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NFLOG, LINKTYPE_IPV4, LINKTYPE_IPV6 } from './input/packet/packet.js';
 export { parseFrame } from './input/packet/parse.js';
 export { readCapture, openCapture, CaptureError, type CaptureReader, CaptureRecord } from './input/capture/reader.js';
@@ -32,4 +36,4 @@ export {
   setConnTimeoutPolicy, connTimeoutPolicy, timeoutPolicies, extStats, type ConnAcct, type TimeoutPolicySpec, type ExtStats,
 } from './table/ext.js';
 export { ZONE_DIR_ORIG, ZONE_DIR_REPL, ZONE_DIR_BOTH, NamespaceView } from './table/zones.js';
-export { compareWithKernel, parseLabel, type OracleComparison, type KernelLabel, type Mismatch } from './ops/oracle.js';
+export { compareWithKernel, compareWireWithKernel, parseLabel, type OracleComparison, type WireComparison, type KernelLabel, type Mismatch } from './ops/oracle.js';
