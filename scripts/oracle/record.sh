@@ -10,6 +10,8 @@
 # traffic (scripts/oracle/traffic.py) and writes test/fixtures/kernel/<scenario>/.
 # See scripts/oracle/README.md.
 set -euo pipefail
+# System tools only: under npm/npx, node_modules/.bin holds an unrelated `nft` (@vercel/nft).
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
