@@ -8,7 +8,11 @@
  */
 export { ConntrackTable, type TableOptions, type TableHandle, type Discipline } from './table/table.js';
 export { Conntrack, type ConntrackOptions, type DecideOptions } from './track/core.js';
-export { Verdict, CTSTATE_NAMES, CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_INVALID, CT_UNTRACKED } from './track/verdict.js';
+export {
+  Verdict, CTSTATE_NAMES, CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_INVALID, CT_UNTRACKED, CT_HELD,
+  FRAG_NONE, FRAG_HELD, FRAG_DONE, FRAG_DROP, FRAG_PASS, FRAG_NAMES,
+} from './track/verdict.js';
+export { Defrag, type DefragStores, type FragDropped } from './input/defrag/defrag.js';
 export { Packet, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NFLOG, LINKTYPE_IPV4, LINKTYPE_IPV6 } from './input/packet/packet.js';
 export { parseFrame } from './input/packet/parse.js';
 export { readCapture, openCapture, CaptureError, type CaptureReader, CaptureRecord, CaptureStream, GzipError, type CaptureSource } from './input/capture/reader.js';
@@ -35,8 +39,8 @@ export {
 } from './table/ext.js';
 export { ZONE_DIR_ORIG, ZONE_DIR_REPL, ZONE_DIR_BOTH, NamespaceView } from './table/zones.js';
 export {
-  compareWithKernel, compareFixture, compareFixtureDir, parseCtLine, parseLabel, formatDifference,
-  type OracleComparison, type FixtureComparison, type Difference, type CtLine, type KernelLabel, type Mismatch,
+  compareWithKernel, compareWireWithKernel, compareFixture, compareFixtureDir, parseCtLine, parseLabel, formatDifference,
+  type OracleComparison, type WireComparison, type FixtureComparison, type Difference, type CtLine, type KernelLabel, type Mismatch,
 } from './ops/oracle.js';
 export { ConntrackError, ConntrackRangeError, ERROR_CODES, isConntrackError, type ConntrackErrorCode } from './errors.js';
 export {

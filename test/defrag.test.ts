@@ -265,3 +265,26 @@ test('fragment flood: memory stays under ipfrag_high_thresh, the oldest queues a
   t.is(feed(fr[2]!).state, 'new');
   ct.close();
 });
+
+test('pool: fragments spread over batches and workers get the single-thread verdicts (shared queues, flow dispatch)', async (t) => {
+  const { readFileSync } = await import('node:fs');
+  const { ConntrackPool } = await import('../src/pool/pool.js');
+  const { replay } = await import('../src/ops/replay.js');
+  const wire = readFileSync(new URL('../../test/fixtures/kernel/frag_wire/wire.pcap', import.meta.url));
+  const one: string[] = [];
+  const r1 = replay(wire, { onPacket: (_i, v) => { one.push(`${v.ctstate}/${v.direction}/${v.frag}`); } });
+  r1.conntrack.close();
+  const table = ConntrackTable.create({ max: 1024, maxWorkers: 8 });
+  const pool = new ConntrackPool({ table, workers: 2, dispatch: 'flow' });
+  const many: string[] = [];
+  try {
+    // 5 packets per batch: most datagrams start in one batch and complete in another.
+    await pool.replay(wire, { batch: 5, onPacket: (_i, v) => { many.push(`${v.ctstate}/${v.direction}/${v.frag}`); } });
+  } finally {
+    await pool.close();
+  }
+  t.is(many.length, one.length);
+  t.deepEqual(many, one);
+  t.is(one.filter((s) => s.endsWith(`/${FRAG_DONE}`)).length, 18, "18 datagrams complete");
+  t.is(table.stats().total['frag_reasm'], r1.table.stats().total['frag_reasm']);
+});

@@ -8,7 +8,7 @@
 import test from 'ava';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { compareFixture, compareFixtureDir, formatDifference, parseCtLine } from '../src/ops/oracle.js';
+import { compareFixture, compareWireWithKernel, compareWithKernel, compareFixtureDir, formatDifference, parseCtLine } from '../src/ops/oracle.js';
 
 const root = fileURLToPath(new URL('../../test/fixtures/kernel/', import.meta.url));
 const dirs = existsSync(root)
@@ -101,3 +101,31 @@ test('conntrack lines parse into the compared fields', (t) => {
   t.deepEqual([d.timeout, d.state, d.unreplied, d.assured], [null, null, false, true]);
   t.throws(() => parseCtLine('tcp 6 120 garbage'));
 });
+// Fragment fixtures: wire.pcap holds what reached the router (fragments before reassembly).
+// Replayed with defragmentation, every datagram we decide must carry the kernel's label of the
+// reassembled packet, and every fragment we held or dropped must belong to a datagram the kernel
+// never logged either.
+const wireDirs = dirs.filter((d) => existsSync(`${root}${d}/wire.pcap`));
+
+test('fragment fixtures exist', (t) => {
+  t.true(wireDirs.length >= 2, `expected fragment fixtures with wire.pcap, found ${wireDirs.length}`);
+});
+
+for (const name of wireDirs) {
+  test(`kernel fixture ${name}: the fragments on the wire get the kernel's verdict of their datagram`, (t) => {
+    const dir = `${root}${name}/`;
+    const meta = JSON.parse(readFileSync(`${dir}meta.json`, 'utf8')) as { sysctls?: Record<string, number>; wire_packets?: number };
+    const r = compareWireWithKernel(readFileSync(`${dir}wire.pcap`), readFileSync(`${dir}capture.pcap`), meta.sysctls ?? {});
+    t.log(`${name}: ${r.wirePackets} packets on the wire (${r.fragments} fragments), ${r.kernelDatagrams} logged by the kernel; ` +
+      `${r.agree}/${r.kernelDatagrams} agree, fragments ${r.fragmentsAgree} with their datagram's verdict + ${r.fragmentsUnlogged} held/dropped as the kernel did`);
+    if (meta.wire_packets !== undefined) t.is(r.wirePackets, meta.wire_packets);
+    t.true(r.fragments > 0);
+    t.deepEqual(r.mismatches.slice(0, 15), []);
+    t.is(r.matched, r.kernelDatagrams);
+    t.is(r.agree, r.kernelDatagrams);
+    t.is(r.fragmentsAgree + r.fragmentsUnlogged, r.fragments, 'every fragment accounted for');
+    // Without reassembly the same capture disagrees: the comparison can fail.
+    const off = compareWireWithKernel(readFileSync(`${dir}wire.pcap`), readFileSync(`${dir}capture.pcap`), { ...meta.sysctls, nf_conntrack_defrag: 0 });
+    t.true(off.mismatches.length > 0, 'decided fragment by fragment, the replay must not agree');
+  });
+}

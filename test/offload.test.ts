@@ -107,7 +107,7 @@ test('the sysctl nf_conntrack_checksum_offload=0 is strict too; nf_conntrack_che
 const script = new URL('../../scripts/offload/record-host.sh', import.meta.url).pathname;
 function missingTool(): string | null {
   for (const tool of ['ip', 'nft', 'tcpdump', 'ethtool']) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return tool;
+    if (spawnSync('sh', ['-c', `PATH=/usr/sbin:/usr/bin:/sbin:/bin command -v ${tool}`]).status !== 0) return tool;
   }
   if (!existsSync('/usr/bin/python3')) return 'python3';
   return null;
@@ -118,18 +118,23 @@ const why = process.getuid?.() !== 0 ? 'not root' : missingTool() !== null ? `mi
   const dir = mkdtempSync(join(tmpdir(), 'ctsab-offload-'));
   try {
     execFileSync(script, [dir], { env: { ...process.env, CTSAB_NS_PREFIX: 'ctA' }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000 });
-    const kernel = JSON.parse(readFileSync(join(dir, 'kernel.json'), 'utf8')) as { invalid: number; packets: number; tx_checksumming: string };
+    const kernel = JSON.parse(readFileSync(join(dir, 'kernel.json'), 'utf8')) as { invalid: number; packets: number; tx_checksumming: string; dropped: Record<string, number> };
+    t.true(kernel.packets > 0, 'the kernel counted the traffic (nft counters)');
     t.log(`kernel: ${kernel.packets} packets, ${kernel.invalid} invalid; tx-checksumming ${kernel.tx_checksumming}`);
     for (const name of ['host.pcap', 'any.pcap']) {
+      t.is(kernel.dropped[name], 0, `tcpdump lost packets of ${name}: the capture cannot be compared`);
       const bytes = readFileSync(join(dir, name));
       const ours = replay(bytes);
       const offload = ours.table.stats().total['csum_offload']!;
+      const reasm = ours.table.stats().total['frag_reasm']!;
       ours.conntrack.close();
       const strict = replay(bytes, { tableOptions: { checksum: 'strict' } });
       strict.conntrack.close();
-      t.log(`${name}: ${ours.packets} packets, invalid ${ours.counts['invalid']} (strict: ${strict.counts['invalid']}), csum_offload ${offload}`);
+      t.log(`${name}: ${ours.packets} packets, invalid ${ours.counts['invalid']} (strict: ${strict.counts['invalid']}), csum_offload ${offload}, datagrams reassembled ${reasm}`);
       t.is(ours.error, null);
       t.true(ours.packets >= 20, 'the capture holds the traffic');
+      t.true(reasm >= 8, 'the 3000-byte UDP and echo datagrams (v4 and v6, both ways) were reassembled');
+      t.deepEqual(ours.fragmentsIncomplete, []);
       if (kernel.invalid === 0) t.is(ours.counts['invalid'], 0, `${name}: the kernel found nothing invalid`);
       // The capture really holds offloaded checksums (else this test would show nothing).
       if (kernel.tx_checksumming === 'on') {

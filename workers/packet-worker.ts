@@ -6,7 +6,7 @@
 import { threadId, workerData } from 'node:worker_threads';
 import {
   BH_DONE, IX_LEN, IX_LINKTYPE, IX_NOW, IX_NS, IX_OFF, IX_WORDS, IX_ZONE, PacketBatch, RF_DONE, RF_DROP,
-  RS_DIR, RS_FLAGS, RS_ID, RS_L4, RS_REASON, RS_SLOT, RS_STATE, RS_TASK, RS_TCP, RS_WORDS, TASK_WORDS, TK_FROM,
+  RF_FRAG_SHIFT, RS_DIR, RS_FLAGS, RS_ID, RS_L4, RS_REASON, RS_SLOT, RS_STATE, RS_TASK, RS_TCP, RS_WORDS, TASK_WORDS, TK_FROM,
   TK_PROGRESS, TK_THREAD, TK_TO, TK_WID,
 } from '../src/pool/batch.js';
 import { Conntrack } from '../src/track/core.js';
@@ -20,7 +20,8 @@ const SECTION = 256;
 
 const init = workerData as PoolWorkerData;
 const table = ConntrackTable.attach({ buffer: init.table });
-const ct = new Conntrack(table);
+// Reassembly queues shared by every worker of the pool: any of them may complete a datagram.
+const ct = new Conntrack(table, init.defrag ? { defragStores: init.defrag } : {});
 let closed = false;
 
 function decide(task: PoolTask): TaskSummary {
@@ -45,6 +46,7 @@ function decide(task: PoolTask): TaskSummary {
       const i = i32[lists + k]!;
       const x = index + i * IX_WORDS;
       ct.eventTag = i32[x + IX_OFF]!; // events of this packet carry its frame offset (capture order in a replay)
+      ct.fragTag = ct.eventTag; // and so do fragments held for reassembly
       const v = ct.frame(i32[x + IX_LINKTYPE]!, bytes, u32[x + IX_OFF]!, i32[x + IX_LEN]!, i32[x + IX_NOW]!,
         i32[x + IX_ZONE]!, i32[x + IX_NS]!);
       const r = results + i * RS_WORDS;
@@ -65,7 +67,7 @@ function decide(task: PoolTask): TaskSummary {
       i32[r + RS_TASK] = task.task;
       // The slot is valid until endBatch: read its id now (it may be reused after the batch).
       i32[r + RS_ID] = v.slot >= 0 ? table.i32[table.sec.entries + v.slot * ENTRY_WORDS + E_ID]! : 0;
-      i32[r + RS_FLAGS] = RF_DONE | (v.drop ? RF_DROP : 0);
+      i32[r + RS_FLAGS] = RF_DONE | (v.drop ? RF_DROP : 0) | (v.frag << RF_FRAG_SHIFT);
       done++;
       if (done % SECTION === 0) {
         ct.endBatch();

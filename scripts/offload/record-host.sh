@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real traffic between two network namespaces with the veth offloads left at their defaults,
+# Real traffic (TCP transfers, UDP, ICMP echo; 3000-byte UDP and echo, fragmented) between two network namespaces with the veth offloads left at their defaults,
 # captured on a host the ordinary way (tcpdump -i <dev> and -i any), beside the kernel's own
 # conntrack decisions for the same packets (nft counters of `ct state invalid` in the host).
 #
@@ -9,6 +9,8 @@
 # ({"invalid": N, "packets": N, "offload": {...ethtool -k...}}). Namespaces: $CTSAB_NS_PREFIX-oa /
 # -ob (default ctA). Takes a few seconds.
 set -euo pipefail
+# System tools only: under npm/npx, node_modules/.bin holds an unrelated `nft` (@vercel/nft).
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 OUT=${1:?usage: record-host.sh OUTDIR}
 P=${CTSAB_NS_PREFIX:-ctA}
 A=$P-oa B=$P-ob
@@ -66,8 +68,8 @@ def tcp(fam, addr):
         c.close()
 def udp(fam, addr):
     u = socket.socket(fam, socket.SOCK_DGRAM); u.bind((addr, 5001)); u.settimeout(8)
-    for _ in range(3):
-        d, a = u.recvfrom(2000); u.sendto(d, a)
+    for _ in range(4):
+        d, a = u.recvfrom(4000); u.sendto(d, a)
 ts = [threading.Thread(target=f, args=a) for f, a in ((tcp, (socket.AF_INET, "10.200.60.2")), (tcp, (socket.AF_INET6, "fd00:200:0:60::2")),
       (udp, (socket.AF_INET, "10.200.60.2")), (udp, (socket.AF_INET6, "fd00:200:0:60::2")))]
 for t in ts: t.start()
@@ -91,6 +93,7 @@ for fam, addr in ((socket.AF_INET, "10.200.60.2"), (socket.AF_INET6, "fd00:200:0
     u = socket.socket(fam, socket.SOCK_DGRAM); u.settimeout(3)
     for i in range(3):
         u.sendto(b"query %d" % i * 20, (addr, 5001)); u.recvfrom(2000)
+    u.sendto(b"Q" * 3000, (addr, 5001)); assert len(u.recvfrom(4000)[0]) == 3000  # fragmented both ways
     u.close()
 PYEOF
 # ping (ICMP echo through ping sockets; the kernel fills in id and checksum)
@@ -102,14 +105,17 @@ for fam, proto, typ, addr in ((socket.AF_INET, socket.IPPROTO_ICMP, 8, "10.200.6
     for i in range(3):
         s.sendto(bytes([typ, 0, 0, 0, 0, 0, 0, i + 1]) + b"ping" * 8, (addr, 0)); s.recvfrom(2000)
         time.sleep(0.02)
+    s.sendto(bytes([typ, 0, 0, 0, 0, 0, 0, 9]) + b"P" * 3000, (addr, 0)); s.recvfrom(4000)  # like ping -s 3000
     s.close()
 PYEOF
-sleep 0.5
-counts() { ip netns exec $A nft list table inet $P | sed -n 's/.*counter packets \([0-9]*\) .*/\1/p' | tr '\n' ' '; }
+sleep 1.5   # > tcpdump's 1 s buffer timeout: every captured packet is written before it stops
+counts() { ip netns exec $A nft list table inet $P 2>&1 | tee "$OUT/nft.txt" | sed -n 's/.*counter packets \([0-9]*\) .*/\1/p' | tr '\n' ' '; }
 # Per chain: invalid counter first, then all packets.
 read -r pre_inv pre_all out_inv out_all <<<"$(counts)"
 for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 PIDS=()
 txcsum=$(sed -n 's/^tx-checksumming: \([a-z]*\).*/\1/p' "$OUT/ethtool.txt")
-printf '{"invalid": %d, "packets": %d, "tx_checksumming": "%s"}\n' $((pre_inv + out_inv)) $((pre_all + out_all)) "${txcsum:-unknown}" > "$OUT/kernel.json"
+dropped() { sed -n 's/^\([0-9]*\) packets dropped by kernel.*/\1/p' "$1"; }
+printf '{"invalid": %d, "packets": %d, "tx_checksumming": "%s", "dropped": {"host.pcap": %d, "any.pcap": %d}}\n' \
+  $((pre_inv + out_inv)) $((pre_all + out_all)) "${txcsum:-unknown}" "$(dropped "$OUT/host.pcap.err")" "$(dropped "$OUT/any.pcap.err")" > "$OUT/kernel.json"
 cat "$OUT/kernel.json"

@@ -10,6 +10,8 @@
 # traffic (scripts/oracle/traffic.py) and writes test/fixtures/kernel/<scenario>/.
 # See scripts/oracle/README.md.
 set -euo pipefail
+# System tools only: under npm/npx, node_modules/.bin holds an unrelated `nft` (@vercel/nft).
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -26,12 +28,14 @@ for t in ip nft conntrack tcpdump ethtool; do
 done
 "$PY" -c 'import scapy' 2>/dev/null || { echo "record.sh: $PY lacks scapy (apt-get install python3-scapy)" >&2; exit 1; }
 
-TCPDUMP_PID= EVENTS_PID= WORK= CAPTURE_BASE=0
+export CTSAB_NS_PREFIX=$P    # traffic.py finds the namespaces by it
+TCPDUMP_PID= WIRE_PID= EVENTS_PID= WORK= CAPTURE_BASE=0 WIRE=0
 cleanup() {
   set +e
   [[ -n "$TCPDUMP_PID" ]] && kill -TERM "$TCPDUMP_PID" 2>/dev/null && wait "$TCPDUMP_PID" 2>/dev/null
+  [[ -n "$WIRE_PID" ]] && kill -TERM "$WIRE_PID" 2>/dev/null && wait "$WIRE_PID" 2>/dev/null
   [[ -n "$EVENTS_PID" ]] && kill -KILL "$EVENTS_PID" 2>/dev/null && wait "$EVENTS_PID" 2>/dev/null
-  TCPDUMP_PID= EVENTS_PID=
+  TCPDUMP_PID= WIRE_PID= EVENTS_PID=
   for ns in $NS_C $NS_R $NS_S; do ip netns del "$ns" 2>/dev/null; done
   [[ -n "$WORK" && -d "$WORK" ]] && rm -rf "$WORK"
   WORK=
@@ -157,6 +161,18 @@ start_capture() {
     sleep 0.05
   done
   grep -q "listening on" "$errf" || { cat "$errf" >&2; echo "tcpdump did not start" >&2; exit 1; }
+  if [[ $WIRE -eq 1 ]]; then
+    # Everything that reaches the router, as it arrives (fragments before reassembly).
+    local werr=$WORK/wire.err
+    : >"$werr"
+    ip netns exec $NS_R tcpdump -n -U -s 0 -B 4096 -i any -Q in -w "$WORK/wire.pcap" 2>"$werr" &
+    WIRE_PID=$!
+    for i in $(seq 1 100); do
+      grep -q "listening on" "$werr" && break
+      sleep 0.05
+    done
+    grep -q "listening on" "$werr" || { cat "$werr" >&2; echo "tcpdump (wire) did not start" >&2; exit 1; }
+  fi
   sleep 0.3
 }
 
@@ -165,18 +181,20 @@ stop_capture() {
   kill -TERM "$TCPDUMP_PID"      # (SIGINT is ignored by background jobs of a script)
   wait "$TCPDUMP_PID" || true
   TCPDUMP_PID=
+  if [[ -n "$WIRE_PID" ]]; then kill -TERM "$WIRE_PID"; wait "$WIRE_PID" || true; WIRE_PID=; fi
 }
 
 record_one() {
   local sc=$1 out="$OUTROOT/$1"
   echo "=== $sc"
   WORK=$(mktemp -d /tmp/ctsab-rec.XXXXXX)
+  WIRE=$("$PY" "$HERE/traffic.py" --wire "$sc")
   setup_topology
-  # Scenario sysctls (net.netfilter.*, router namespace only).
+  # Scenario sysctls (router namespace only): net.netfilter.* unless the name has its own prefix.
   local kv
   while read -r kv; do
     [[ -z "$kv" ]] && continue
-    nsx $NS_R sysctl -qw "net.netfilter.$kv"
+    if [[ "$kv" == net.* ]]; then nsx $NS_R sysctl -qw "$kv"; else nsx $NS_R sysctl -qw "net.netfilter.$kv"; fi
   done < <("$PY" "$HERE/traffic.py" --sysctls "$sc")
   nsx $NS_R conntrack -F 2>/dev/null || true
   # conntrack -E (stdbuf: line-buffer the output so nothing is lost when it is stopped)
@@ -210,6 +228,7 @@ record_one() {
   nsx $NS_R nft list table inet $P >"$WORK/counters.txt"
   mkdir -p "$out"
   cp "$WORK/capture.pcap" "$WORK/events.txt" "$WORK/table.txt" "$out/"
+  if [[ $WIRE -eq 1 ]]; then cp "$WORK/wire.pcap" "$out/"; fi
   chmod 644 "$out"/*
   "$PY" "$HERE/traffic.py" --meta "$sc" "$out" "$logged"
   for ns in $NS_C $NS_R $NS_S; do ip netns del "$ns"; done

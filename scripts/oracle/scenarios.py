@@ -4,7 +4,7 @@ Conventions: every scenario calls begin_capture() before the traffic that is rec
 Crafted flows use the "phantom" addresses PC4/PS4/PC6/PS6 (owned by no host stack, so nothing
 answers them); real-socket flows use the client/server addresses C4/S4/C6/S6.
 """
-from traffic import (SCENARIOS, C4, C6, GAP, ipc, PC4, PC6, PS4, PS6, S4, S6, S, Tcp, TcpServer, Wire, begin_capture,
+from traffic import (SCENARIOS, SENT, netns, C4, C6, GAP, ipc, PC4, PC6, PS4, PS6, S4, S6, S, Tcp, TcpServer, Wire, begin_capture,
                      echo_handler, linger0, recv_all, recv_exact, scenario, settle, sock_in, tcp_connect,
                      thread, udp_sock)
 import socket
@@ -1221,6 +1221,252 @@ def many_flows():
 
 
 # ==========================================================================================
+# Fragments on the wire (wire.pcap: the router's ingress, before reassembly)
+
+
+def _cut4(raw, pieces, ident, tos=None):
+    """Cut the IPv4 packet `raw` (no options) into fragments: pieces are (offset, length, more)
+    over its payload; returns raw fragments with identification `ident` (and TOS `tos`)."""
+    import struct as st
+    hdr, pay = bytearray(raw[:20]), raw[20:]
+    out = []
+    for off, ln, more in pieces:
+        h = bytearray(hdr)
+        if tos is not None:
+            h[1] = tos
+        st.pack_into(">HH", h, 2, 20 + ln, ident)
+        st.pack_into(">H", h, 6, (0x2000 if more else 0) | (off >> 3))
+        st.pack_into(">H", h, 10, 0)
+        c = sum(st.unpack(">10H", bytes(h)))
+        while c > 0xffff:
+            c = (c & 0xffff) + (c >> 16)
+        st.pack_into(">H", h, 10, ~c & 0xffff)
+        out.append(bytes(h) + pay[off:off + ln])
+    return out
+
+
+def _cut6(raw, pieces, ident):
+    """As _cut4 for an IPv6 packet without extension headers: a fragment header after the fixed one."""
+    import struct as st
+    nh, pay = raw[6], raw[40:]
+    out = []
+    for off, ln, more in pieces:
+        h = bytearray(raw[:40])
+        h[6] = 44
+        st.pack_into(">H", h, 4, 8 + ln)
+        fh = st.pack(">BBHI", nh, 0, (off & 0xfff8) | (1 if more else 0), ident)
+        out.append(bytes(h) + fh + pay[off:off + ln])
+    return out
+
+
+def _even(total, size):
+    return [(o, min(size, total - o), o + size < total) for o in range(0, total, size)]
+
+
+@scenario("frag_wire",
+          "Fragments on the wire, captured at the router's ingress (wire.pcap) beside the NFLOG "
+          "labels of the reassembled datagrams (capture.pcap). Real: UDP 3000-byte query and "
+          "2500-byte reply over IPv4 and IPv6, ICMP echo of 3000 bytes over IPv4 and IPv6 "
+          "(ping sockets; the replies come back fragmented). Crafted TCP over IPv4 and IPv6: "
+          "handshake, a 2400-byte segment in 2 fragments in order, one out of order, the "
+          "server's ACK. Crafted UDP over IPv4 and IPv6: 3 fragments in reverse order, a "
+          "datagram with a duplicated fragment, a datagram whose second fragment overlaps the "
+          "first (dropped whole; its last fragment starts a queue that never completes), then a "
+          "fresh datagram; a reply to each.", wire=True)
+def frag_wire():
+    sa = S()
+    w = Wire()
+    s4 = udp_sock("server", S4, 5710)
+    s6 = udp_sock("server", S6, 5710)
+    begin_capture()
+    for addr, srv, caddr in ((S4, s4, C4), (S6, s6, C6)):
+        c = udp_sock("client", caddr, 42710)
+        c.sendto(b"A" * 3000, (addr, 5710))
+        d, a = srv.recvfrom(4000)
+        assert len(d) == 3000
+        srv.sendto(b"B" * 2500, a)
+        assert len(c.recvfrom(4000)[0]) == 2500
+        c.close()
+        time.sleep(GAP)
+    # ICMP echo through ping sockets (the kernel picks the id and the checksum).
+    with netns("client"):
+        with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
+            f.write("0 2147483647")
+    for fam, proto, typ, addr in ((socket.AF_INET, socket.IPPROTO_ICMP, 8, S4),
+                                  (socket.AF_INET6, socket.IPPROTO_ICMPV6, 128, S6)):
+        p = sock_in("client", fam, socket.SOCK_DGRAM, proto)
+        p.settimeout(2)
+        p.sendto(bytes([typ, 0, 0, 0, 0, 0, 0, 1]) + b"P" * 3000, (addr, 0))
+        assert len(p.recvfrom(4000)[0]) >= 3000
+        p.close()
+        time.sleep(GAP)
+    # Crafted TCP with fragmented segments.
+    for v6, (ca, sv, cut) in enumerate(((PC4(3), PS4(3), _cut4), (PC6(3), PS6(3), _cut6))):
+        t = Tcp(w, ca, sv, 42720 + v6, 80)
+        t.handshake()
+        for k, order in enumerate(((0, 1), (1, 0))):
+            raw = bytes(ipc(ca, sv) / sa.TCP(sport=t.sport, dport=80, flags="PA", seq=t.nxt["c"], ack=t.nxt["s"],
+                                             window=64240) / (bytes([65 + k]) * 2400))
+            t.nxt["c"] += 2400
+            hl = 40 if v6 else 20
+            fr = cut(raw, _even(len(raw) - hl, 1216), 0x5100 + 16 * v6 + k)
+            assert len(fr) == 2
+            for i in order:
+                w.c(fr[i], gap=0.004, drop_expected=True)
+            SENT["crafted"] += 1
+            time.sleep(GAP)
+        t.s("A")
+    # Crafted UDP: reverse order, duplicate, overlap, then a fresh datagram.
+    for v6, (ca, sv, cut) in enumerate(((PC4(4), PS4(4), _cut4), (PC6(4), PS6(4), _cut6))):
+        hl = 40 if v6 else 20
+
+        def dgram(sport, fill):
+            return bytes(ipc(ca, sv) / sa.UDP(sport=sport, dport=53) / (fill * 2000))
+
+        def reply(sport):
+            w.s(ipc(sv, ca) / sa.UDP(sport=53, dport=sport) / b"reply")
+
+        raw = dgram(42730, b"R")
+        fr = cut(raw, _even(len(raw) - hl, 800), 0x6100 + v6)
+        for f in reversed(fr):
+            w.c(f, gap=0.004, drop_expected=True)
+        SENT["crafted"] += 1
+        time.sleep(GAP)
+        reply(42730)
+        raw = dgram(42731, b"D")
+        fr = cut(raw, _even(len(raw) - hl, 800), 0x6200 + v6)
+        for f in (fr[0], fr[1], fr[1], fr[2]):
+            w.c(f, gap=0.004, drop_expected=True)
+        SENT["crafted"] += 1
+        time.sleep(GAP)
+        reply(42731)
+        raw = dgram(42732, b"O")
+        n = len(raw) - hl
+        fr = cut(raw, [(0, 808, True), (800, 808, True), (1608, n - 1608, False)], 0x6300 + v6)
+        for f in fr:
+            w.c(f, gap=0.004, drop_expected=True)
+        time.sleep(GAP)
+        raw = dgram(42733, b"F")
+        fr = cut(raw, _even(len(raw) - hl, 1000), 0x6400 + v6)
+        for f in fr:
+            w.c(f, gap=0.004, drop_expected=True)
+        SENT["crafted"] += 1
+        time.sleep(GAP)
+        reply(42733)
+    time.sleep(0.2)
+    s4.close()
+    s6.close()
+
+
+@scenario("frag_timeout",
+          "Reassembly timeouts (net.ipv4.ipfrag_time=2, nf_conntrack_frag6_timeout=2), wire.pcap "
+          "beside the NFLOG labels: the first fragment of an IPv4 and of an IPv6 UDP datagram, a "
+          "3 s pause (the queues time out), the rest of both datagrams (a new queue each, never "
+          "complete), a 3 s pause, then the same datagrams whole in fragments (complete) and a "
+          "reply to each.", sysctls={"net.ipv4.ipfrag_time": 2, "nf_conntrack_frag6_timeout": 2}, wire=True)
+def frag_timeout():
+    sa = S()
+    w = Wire()
+    begin_capture()
+    cuts = []
+    for v6, (ca, sv, cut) in enumerate(((PC4(5), PS4(5), _cut4), (PC6(5), PS6(5), _cut6))):
+        raw = bytes(ipc(ca, sv) / sa.UDP(sport=42740, dport=53) / (b"W" * 2000))
+        hl = 40 if v6 else 20
+        cuts.append((ca, sv, cut, raw, hl))
+        w.c(cut(raw, _even(len(raw) - hl, 800), 0x7100 + v6)[0], gap=0.004, drop_expected=True)
+    time.sleep(3.0)
+    for v6, (ca, sv, cut, raw, hl) in enumerate(cuts):
+        for f in cut(raw, _even(len(raw) - hl, 800), 0x7100 + v6)[1:]:
+            w.c(f, gap=0.004, drop_expected=True)
+    time.sleep(3.0)
+    for v6, (ca, sv, cut, raw, hl) in enumerate(cuts):
+        for f in cut(raw, _even(len(raw) - hl, 800), 0x7200 + v6):
+            w.c(f, gap=0.004, drop_expected=True)
+        SENT["crafted"] += 1
+        time.sleep(GAP)
+        w.s(ipc(sv, ca) / sa.UDP(sport=53, dport=42740) / b"reply")
+    time.sleep(0.2)
+
+
+@scenario("frag_edges",
+          "Reassembly edge cases, each on its own datagram, IPv4 and IPv6 alike unless noted, "
+          "wire.pcap beside the NFLOG labels: (a) a second last fragment with another end, then "
+          "the missing middle; (b) a fragment past the known end, then the rest; (c) an empty "
+          "fragment, then the rest; (d) a datagram over 64 KiB; (e, IPv4) fragments with mixed "
+          "ECN (not-ECT and ECT(0)); (f, IPv6) fragments whose length is not a multiple of 8, "
+          "first and non-first; (g, IPv4 TCP) a tiny first fragment of 8 bytes then the rest "
+          "(RFC 1858 legal), and a first fragment with ACK overlapped at offset 8 by one "
+          "rewriting the flags to SYN; a whole datagram after each case.", wire=True)
+def frag_edges():
+    sa = S()
+    w = Wire()
+    begin_capture()
+
+    def send(frs):
+        for f in frs:
+            w.c(f, gap=0.004, drop_expected=True)
+        time.sleep(GAP)
+
+    for v6, (ca, sv, cut) in enumerate(((PC4(6), PS4(6), _cut4), (PC6(6), PS6(6), _cut6))):
+        hl = 40 if v6 else 20
+
+        def dg(sport, n=2000, fill=b"E"):
+            return bytes(ipc(ca, sv) / sa.UDP(sport=sport, dport=53) / (fill * n))
+
+        def whole(sport, ident):
+            raw = dg(sport, 300, b"w")
+            send(cut(raw, _even(len(raw) - hl, 160), ident))
+            SENT["crafted"] += 1
+
+        base = 0x8000 + 0x100 * v6
+        # (a) two different last fragments, then the middle.
+        raw = dg(42750)          # payload 2008
+        big = dg(42750, 2800)
+        send(cut(raw, [(0, 800, True), (1600, 408, False)], base + 1))
+        send(cut(big, [(1600, 200, False)], base + 1))
+        send(cut(raw, [(800, 800, True)], base + 1))
+        whole(42760, base + 0x11)
+        # (b) a fragment past the known end, then the rest.
+        send(cut(raw, [(1600, 408, False)], base + 2))
+        send(cut(big, [(1600, 800, True)], base + 2))
+        send(cut(raw, [(0, 800, True), (800, 800, True)], base + 2))
+        whole(42761, base + 0x12)
+        # (c) an empty fragment, then the rest.
+        send(cut(raw, [(0, 800, True), (800, 0, True)], base + 3))
+        send(cut(raw, [(800, 800, True), (1600, 408, False)], base + 3))
+        whole(42762, base + 0x13)
+        # (d) over 64 KiB.
+        small = dg(42763, 8)  # its header; the payload is built by hand (scapy cannot express > 64 KiB)
+        huge = small[:hl + 8] + b"H" * ((65544 if v6 else 65520) - 8)
+        send(cut(huge, _even(len(huge) - hl, 1480 if not v6 else 1232), base + 4))
+        whole(42764, base + 0x14)
+        if not v6:
+            # (e) mixed ECN: first fragment not-ECT, the others ECT(0).
+            send(cut(raw, [(0, 800, True)], base + 5, tos=0))
+            send(cut(raw, [(800, 800, True), (1600, 408, False)], base + 5, tos=2))
+            whole(42765, base + 0x15)
+            # (g) TCP: a legal 8-byte first fragment, then an overlapping flag rewrite.
+            t = Tcp(w, ca, sv, 42766, 80)
+            t.handshake()
+            seg = bytes(ipc(ca, sv) / sa.TCP(sport=42766, dport=80, flags="PA", seq=t.nxt["c"], ack=t.nxt["s"],
+                                             window=64240) / (b"t" * 100))
+            t.nxt["c"] += 100
+            send(cut(seg, [(0, 8, True), (8, 112, False)], base + 6))
+            SENT["crafted"] += 1
+            t.s("A")
+            ack = bytes(ipc(ca, sv) / sa.TCP(sport=42767, dport=80, flags="A", seq=7, ack=9, window=512) / (b"x" * 16))
+            syn = bytes(ipc(ca, sv) / sa.TCP(sport=42767, dport=80, flags="S", seq=7, window=512) / (b"x" * 16))
+            send(cut(ack, [(0, 24, True)], base + 7) + cut(syn, [(8, 28, False)], base + 7))
+            whole(42768, base + 0x17)
+        else:
+            # (f) not a multiple of 8: a first fragment, and a non-first one.
+            send(cut(raw, [(0, 804, True)], base + 8))
+            send(cut(raw, [(800, 804, True)], base + 9))
+            whole(42769, base + 0x18)
+    time.sleep(0.2)
+
+
+# ==========================================================================================
 # What the kernel (6.18) did, as observed when recording; copied into each meta.json.
 
 NOTES = {
@@ -1335,6 +1581,22 @@ NOTES = {
     "ip_fragments": "Fragments never reach FORWARD individually: conntrack defragments, and "
                     "the logged packet is the reassembled datagram (3028 bytes over IPv4); the "
                     "capture has one packet per datagram.",
+    "frag_wire": "Only reassembled datagrams reach FORWARD (one NFLOG record each); held "
+                 "fragments, the duplicate and the overlapping datagram's fragments never do. "
+                 "The overlapped datagram is dropped whole (IPv4: overlap kills the queue; IPv6: "
+                 "RFC 5722).",
+    "frag_timeout": "Queues time out after ipfrag_time / nf_conntrack_frag6_timeout: the first "
+                    "fragments are lost, the rest never complete, nothing of them is logged; "
+                    "the datagrams sent whole afterwards are new, their replies established.",
+    "frag_edges": "IPv4 drops the whole queue on a second last fragment with another end, on a "
+                  "fragment past the known end and on an empty fragment (the rest never "
+                  "completes, nothing logged); IPv6 drops only the offending fragment and the "
+                  "datagram completes (new). Over 64 KiB: dropped (IPv4 at reassembly, IPv6 "
+                  "the fragment past 65535). Mixed not-ECT/ECT(0) fragments: dropped. IPv6 "
+                  "fragments whose length is not a multiple of 8 are logged as they are, invalid "
+                  "(the first: bad UDP length; a non-first: no layer-4 header). The 8-byte TCP "
+                  "first fragment is reassembled (established); the ACK fragment overlapped by a "
+                  "SYN rewrite is dropped whole.",
     "many_flows": "Counts of established packets depend on delayed-ACK timing; every "
                   "connection's SYN (and every UDP request) is new.",
 }

@@ -56,10 +56,12 @@ GAP = 0.02  # seconds between crafted packets: keeps their order through the rou
 SCENARIOS = {}
 
 
-def scenario(name, description, sysctls=None, notes="", crafted_only=False):
+def scenario(name, description, sysctls=None, notes="", crafted_only=False, wire=False):
+    """wire: also capture what reaches the router (tcpdump -i any -Q in, wire.pcap): fragment
+    scenarios, whose fragments the NFLOG capture never shows (FORWARD sees the datagrams)."""
     def deco(fn):
         SCENARIOS[name] = dict(fn=fn, description=description, sysctls=sysctls or {}, notes=notes,
-                               crafted_only=crafted_only)
+                               crafted_only=crafted_only, wire=wire)
         return fn
     return deco
 
@@ -443,6 +445,15 @@ def write_meta(name, outdir, logged):
     }
     if sc["crafted_only"]:
         meta["crafted_sent"] = sent.get("crafted")
+    if sc["wire"] and os.path.exists(os.path.join(outdir, "wire.pcap")):
+        with open(os.path.join(outdir, "wire.pcap"), "rb") as f:
+            raw = f.read()
+        n, at = 0, 24  # classic pcap (tcpdump -w): records after the 24-byte file header
+        order = "<" if raw[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        while at + 16 <= len(raw):
+            at += 16 + struct.unpack(order + "I", raw[at + 8:at + 12])[0]
+            n += 1
+        meta["wire_packets"] = n
     problems = []
     if sc.get("fuzz"):
         meta["fuzz"] = sc["fuzz"]
@@ -451,7 +462,7 @@ def write_meta(name, outdir, logged):
         problems += check_sent(sent_pkts, [r["payload"] for r in recs])
     if int(logged) != len(recs):
         problems.append(f"capture has {len(recs)} packets but the router logged {logged}")
-    if sc["crafted_only"] and not sc.get("fuzz") and sent.get("crafted") is not None and sent["crafted"] != len(recs):
+    if sc["crafted_only"] and not sc.get("fuzz") and not sc.get("wire") and sent.get("crafted") is not None and sent["crafted"] != len(recs):
         problems.append(f"sent {sent['crafted']} crafted packets, capture has {len(recs)} "
                         "(some were dropped before FORWARD)")
     if problems:
@@ -469,6 +480,8 @@ def main(argv):
         print("\n".join(SCENARIOS))
     elif argv[:1] == ["--check"]:
         get_scenario(argv[1])
+    elif argv[:1] == ["--wire"]:
+        print(1 if get_scenario(argv[1]).get("wire") else 0)
     elif argv[:1] == ["--sysctls"]:
         for k, v in get_scenario(argv[1])["sysctls"].items():
             print(f"{k}={v}")

@@ -284,7 +284,7 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
             if (v.drop) full.drop(i + 1);
             if (pp) {
               // The frame is still in the batch's data: parse it again for its tuple.
-              pp.write(perPacketLine(i, tsMs, v, v.id, pkt));
+              pp.write(perPacketLine(i, tsMs, v, v.id, pkt, v.frag ? { frag: FRAG_NAMES[v.frag] ?? '', fragments: null, dropped: [] } : undefined));
             }
           },
           ...(pp ? {

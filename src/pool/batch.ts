@@ -67,6 +67,9 @@ export const RS_ID = 8; // conntrack id of the packet's connection (E_ID, as -o 
 export const RS_WORDS = 9;
 export const RF_DONE = 1;
 export const RF_DROP = 2;
+/** Verdict.frag (FRAG_*, verdict.ts) in the flags word, from this shift. */
+export const RF_FRAG_SHIFT = 4;
+export const RF_FRAG_MASK = 7;
 
 /** Default packets per batch: a round trip costs tens of µs, so thousands per batch. */
 export const DEFAULT_BATCH_PACKETS = 4096;
@@ -117,6 +120,8 @@ export class BatchVerdict {
   l4proto = 0;
   /** conntrack id of the connection (as `-o id` shows), 0 when none. */
   id = 0;
+  /** FRAG_* (verdict.ts): what defragmentation did with the packet. */
+  frag = 0;
   get ctstate(): string {
     return CTSTATE_NAMES[this.state]!;
   }
@@ -288,6 +293,7 @@ export class PacketBatch {
     out.reason = reasonString(out.reasonCode, this.extras[i32[r + RS_TASK]!]);
     out.slot = i32[r + RS_SLOT]!;
     out.drop = (i32[r + RS_FLAGS]! & RF_DROP) !== 0;
+    out.frag = (i32[r + RS_FLAGS]! >>> RF_FRAG_SHIFT) & RF_FRAG_MASK;
     out.protoState = i32[r + RS_TCP]!;
     out.l4proto = i32[r + RS_L4]!;
     out.id = i32[r + RS_ID]! >>> 0;

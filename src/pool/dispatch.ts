@@ -12,6 +12,12 @@
  * The flow hash deliberately ignores what could differ between packets of one connection:
  * direction (the address pair and the port pair are each taken unordered), ICMP ids and types,
  * zone and namespace. A coarser key only groups more; it never splits a connection.
+ *
+ * Fragments: in a batch where two hosts exchange fragments, every packet between them hashes by
+ * the address pair alone (ports are unknown before reassembly), so the worker that completes a
+ * datagram decides it in order with its flow's other packets. Reassembly queues are shared by all
+ * workers (src/input/defrag, one store per pool), so a datagram spread over batches completes
+ * on whichever worker gets its last fragment.
  */
 import {
   BH_DONE, BH_TASKS, IX_FLOW, IX_LEN, IX_LINKTYPE, IX_OFF, IX_PART, IX_WORDS, MAX_TASKS, PacketBatch,
@@ -65,10 +71,24 @@ export function flowHash(pkt: Packet, fallback: number): number {
   return symmetric(pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.l4proto);
 }
 
+/**
+ * Symmetric hash of a packet's address pair only (ICMP errors: the quoted packet's), never 0:
+ * what fragments of one datagram and every packet of its flow share.
+ */
+export function pairHash(pkt: Packet): number {
+  const err = pkt.icmpError && (pkt.l4proto === IPPROTO_ICMP || pkt.l4proto === IPPROTO_ICMPV6) && pkt.innerReason === null;
+  const h = err ? (addrHash(pkt.innerSrc) + addrHash(pkt.innerDst)) >>> 0 : (addrHash(pkt.src) + addrHash(pkt.dst)) >>> 0;
+  return mix(h) || 1;
+}
+
 /** Partitions a batch's packets into task records; reuses its scratch between batches. */
 export class Dispatcher {
   private readonly pkt = new Packet();
   private counts = new Int32Array(0);
+  /** Per packet of the batch: its address-pair hash (0: none). */
+  private pairs = new Int32Array(0);
+  /** Address pairs that sent fragments in the current batch (small; cleared per such batch). */
+  private readonly pairSet = new Set<number>();
 
   constructor(readonly mode: DispatchMode) {}
 
@@ -111,15 +131,33 @@ export class Dispatcher {
       c.fill(0);
       const pkt = this.pkt;
       const bytes = batch.bytes;
+      if (this.pairs.length < n) this.pairs = new Int32Array(n);
+      const pairs = this.pairs;
+      let frags = 0;
       for (let i = 0; i < n; i++) {
         const x = index + i * IX_WORDS;
         parseFrame(i32[x + IX_LINKTYPE]!, bytes, batch.u32[x + IX_OFF]!, i32[x + IX_LEN]!, pkt);
-        const h = flowHash(pkt, i);
+        i32[x + IX_FLOW] = flowHash(pkt, i) | 0;
+        pairs[i] = pkt.family !== 0 ? pairHash(pkt) | 0 : 0;
+        // A fragment's ports are unknown until reassembly: its address pair groups it (below).
+        if (pkt.fragment && pkt.family !== 0) {
+          this.pairSet.add(pairs[i]!);
+          frags++;
+        }
+      }
+      for (let i = 0; i < n; i++) {
+        const x = index + i * IX_WORDS;
+        // Every packet between two hosts that exchanged fragments in this batch goes to one
+        // partition: the worker that completes a datagram also decides the flow's other packets,
+        // in capture order.
+        let h = i32[x + IX_FLOW]! >>> 0;
+        if (frags > 0 && pairs[i] !== 0 && this.pairSet.has(pairs[i]!)) h = pairs[i]! >>> 0;
         const p = h % parts;
         i32[x + IX_FLOW] = h | 0;
         i32[x + IX_PART] = p;
         c[p + 1]!++;
       }
+      if (frags > 0) this.pairSet.clear(); // once per batch with fragments
       // Prefix sums: c[p] = start of partition p in the list.
       for (let p = 0; p < parts; p++) c[p + 1]! += c[p]!;
       const starts = c.slice(0, parts + 1); // once per batch, not per packet

@@ -35,12 +35,17 @@ import { nflogTimestampMs } from '../input/packet/parse.js';
 import { clockFromEpochMs, type ReplayOutcome } from '../ops/replay.js';
 import { ConntrackTable } from '../table/table.js';
 import { CTSTATE_NAMES } from '../track/verdict.js';
+import { Defrag, type DefragStores } from '../input/defrag/defrag.js';
+import { FragStore, H_LOCK } from '../input/defrag/store.js';
+import { forceUnlock, lockOwner } from '../table/locks.js';
 import { recoverDeadWorker, type RecoveryReport } from '../table/recovery.js';
 import { ConntrackError, abortError, argError, checkAbort, rangeError, stateError } from '../errors.js';
 
 /** Passed to every worker thread as workerData. */
 export interface PoolWorkerData {
   table: SharedArrayBuffer;
+  /** Reassembly queues shared by the workers (src/input/defrag). */
+  defrag?: DefragStores;
 }
 
 /** One piscina task. */
@@ -179,6 +184,8 @@ export class ConntrackPool {
   readonly workers: number;
   readonly dispatch: DispatchMode;
   private readonly piscina: Piscina<PoolTask, TaskSummary>;
+  /** Reassembly queues shared by the workers. */
+  readonly defragStores: DefragStores;
   private readonly dispatcher: Dispatcher;
   private readonly onDeath: ((d: WorkerDeath) => void | Promise<void>) | null;
   /** threadId -> worker record, learnt from task summaries. */
@@ -207,7 +214,10 @@ export class ConntrackPool {
     this.dispatcher = new Dispatcher(mode);
     this.onDeath = opts.onWorkerDeath ?? null;
     const file = opts.workerFile ?? defaultWorkerFile();
-    const data: PoolWorkerData = { table: opts.table.buffer };
+    // One set of reassembly queues for all workers: fragments of a datagram may reach any of
+    // them from one batch to the next; flow dispatch keeps them together inside a batch.
+    this.defragStores = Defrag.createStores(opts.table.i32, opts.table.sec.sysctl);
+    const data: PoolWorkerData = { table: opts.table.buffer, defrag: this.defragStores };
     this.piscina = new Piscina<PoolTask, TaskSummary>({
       filename: typeof file === 'string' ? file : file.href,
       minThreads: n,
@@ -260,6 +270,15 @@ export class ConntrackPool {
           death.recovery = recoverDeadWorker(this.table, death.wid);
         } catch (e) {
           death.recoveryError = e;
+        }
+        // A thread that died holding a reassembly store's lock may have left it half-changed:
+        // empty that store (reassembly state is soft: the datagrams in it are lost) and free it.
+        for (const h of [this.defragStores.v4, this.defragStores.v6]) {
+          const store = FragStore.attach(h);
+          if (lockOwner(Atomics.load(store.i32, H_LOCK)) === death.wid) { // the dead owner cannot change it now
+            store.reset();
+            forceUnlock(store.i32, H_LOCK, death.wid);
+          }
         }
       }
       if (this.onDeath) await this.onDeath(death);

@@ -13,7 +13,7 @@ import { type Packet, NFPROTO_IPV4 } from '../packet/packet.js';
 import {
   S_FRAG6_HIGH_THRESH, S_FRAG6_LOW_THRESH, S_FRAG6_TIMEOUT, S_IPFRAG_HIGH_THRESH, S_IPFRAG_LOW_THRESH, S_IPFRAG_TIME,
 } from '../../table/sysctl.js';
-import { FragStore, type FragStoreHandle, H_MEM, IP_MAX, Q_COUNT, Q_ECN, Q_EXPIRES, Q_NEWER } from './store.js';
+import { FragStore, type FragStoreHandle, H_MEM, H_OLDEST, IP_MAX, Q_COUNT, Q_ECN, Q_EXPIRES, Q_NEWER } from './store.js';
 import { defrag4 } from './ipv4.js';
 import { defrag6 } from './ipv6.js';
 
@@ -143,17 +143,26 @@ export class Defrag {
     return this.status;
   }
 
-  /** Start of a packet: forget the last call's timeouts and evictions. */
+  /** Start of a packet: forget what the last one reported. */
   begin(): void {
     if (this.dropped.length > 0) this.dropped.length = 0;
+    this.tagCount = 0;
+    this.status = DF_PASS;
     this.timeouts = 0;
     this.evictions = 0;
   }
 
   /** Expire the queues of both families whose ipfrag_time passed by `now` (any packet). */
   tick(now: number): void {
-    if (this.v4.queues > 0) this.expire(this.v4, now);
-    if (this.v6.queues > 0) this.expire(this.v6, now);
+    if (this.due(this.v4, now)) this.expire(this.v4, now);
+    if (this.due(this.v6, now)) this.expire(this.v6, now);
+  }
+
+  /** Lock-free hint: has the oldest queue's deadline passed? (expire() re-checks under the lock.) */
+  private due(store: FragStore, now: number): boolean {
+    const q = Atomics.load(store.i32, H_OLDEST); // written under the store lock; a stale value only delays or repeats the check
+    if (q < 0) return false;
+    return ((now - Atomics.load(store.i32, store.q(q) + Q_EXPIRES)) | 0) >= 0; // as above
   }
 
   /** Kill timed-out queues of a store. Takes the store's lock. */
