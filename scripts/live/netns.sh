@@ -10,6 +10,8 @@
 # iptables: the nf_tables flavour (iptables-nft); NFQUEUE goes through xt_NFQUEUE (this kernel
 # has no nft_queue).
 set -euo pipefail
+# System tools first (npx puts node_modules/.bin, with an unrelated "nft", in front).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 cmd=${1:?usage: netns.sh up|rules|down PREFIX ...}
 P=${2:?prefix}
 C=$P-client R=$P-router S=$P-server
@@ -95,6 +97,15 @@ NFT
       nsx $R $t -t raw -A PREROUTING -i ${P}r2 -j CT --notrack
       nsx $R $t -A FORWARD -j NFQUEUE --queue-balance $queues
     done
+    # Packets leaving with a mark our verdicts set (policy marks, connmark-equivalent).
+    nsx $R nft -f - <<'NFT'
+table inet ctsab_marks {
+  chain post {
+    type filter hook postrouting priority 0; policy accept;
+    meta mark 0x10 counter
+  }
+}
+NFT
     ;;
   conntrack)
     nsx $R nft -f - <<'NFT'

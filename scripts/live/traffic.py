@@ -223,16 +223,21 @@ def bulk(mb, conns):
     n = int(mb * 1048576)
     res = [0] * conns
 
+    errors = []
+
     def one(i):
-        _, body = http_request(SERVER4, 'GET', f'/bytes/{n}')
-        res[i] = len(body)
+        try:
+            _, body = http_request(SERVER4, 'GET', f'/bytes/{n}')
+            res[i] = len(body)
+        except OSError as e:
+            errors.append(str(e))
     t = time.time()
     th = [threading.Thread(target=one, args=(i,)) for i in range(conns)]
     for x in th:
         x.start()
     for x in th:
         x.join()
-    print(json.dumps({'bytes': sum(res), 'expected': n * conns, 'seconds': time.time() - t}), flush=True)
+    print(json.dumps({'bytes': sum(res), 'expected': n * conns, 'seconds': time.time() - t, 'errors': errors}), flush=True)
 
 
 def rtt(count):
