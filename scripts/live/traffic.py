@@ -75,10 +75,12 @@ def serve():
         u.sendto(data, addr)
 
 
-def http_request(host, method, path, body=b''):
+def http_request(host, method, path, body=b'', src=None):
     fam = socket.AF_INET6 if ':' in host else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_STREAM)
     s.settimeout(10)
+    if src:
+        s.bind((src, 0))
     s.connect((host, PORT))
     req = f'{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n'.encode()
     s.sendall(req)
@@ -227,7 +229,7 @@ def bulk(mb, conns):
 
     def one(i):
         try:
-            _, body = http_request(SERVER4, 'GET', f'/bytes/{n}')
+            _, body = http_request(SERVER4, 'GET', f'/bytes/{n}', src=f'10.200.1.{2 + i % 5}')
             res[i] = len(body)
         except OSError as e:
             errors.append(str(e))

@@ -1,0 +1,136 @@
+/**
+ * The `live` bench section (root only): real traffic forwarded by a router namespace, through
+ *   none        plain forwarding (no conntrack, no queue): the path's own limit
+ *   kernel      the kernel's conntrack alone (ct state rules, no queue)
+ *   ceiling     NFQUEUE with a trivial accept-all reader in this runtime (koffi, same loop, no tracking)
+ *   ours        NFQUEUE with our tracker deciding (enforce mode: raw notrack, our verdicts)
+ * with 1 and 2 queues/workers. Throughput: K parallel HTTP downloads from client addresses
+ * .2-.6 (the kernel spreads queues by address pair), packets/s counted on the router's
+ * interfaces. Latency: UDP request/response round trips; the added latency per packet is half
+ * the round trip's excess over plain forwarding (a round trip crosses the queue twice).
+ */
+import { execFileSync } from 'node:child_process';
+import { LiveNet, liveSkipReason } from '../test/helpers/live-net.js';
+import { LiveQueues, type LiveMode } from '../src/input/live/live.js';
+import { ConntrackTable } from '../src/table/table.js';
+
+export interface LiveBenchRow {
+  config: string;
+  workers: number;
+  mbitPerSec: number;
+  packetsPerSec: number;
+  rttP50us: number;
+  rttP99us: number;
+  /** Per packet, over plain forwarding: (rtt - rtt of "none") / 2. */
+  addedP50us: number | null;
+  addedP99us: number | null;
+  /** Packets each queue decided (queue configs). */
+  perQueue?: number[];
+  complete: boolean;
+}
+
+export interface LiveBenchReport {
+  skipped: string | null;
+  rows: LiveBenchRow[];
+  /** ours ÷ ceiling, packets/s, per worker count. */
+  ratios: Array<{ workers: number; oursOverCeiling: number | null; copyRange: number }>;
+  settings: { mb: number; conns: number; rttCount: number; copyRange: number };
+}
+
+function quantile(xs: number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+}
+
+function routerPackets(net: LiveNet): number {
+  const j = JSON.parse(execFileSync('ip', ['-n', net.router, '-j', '-s', 'link', 'show'], { encoding: 'utf8' })) as Array<{ ifname: string; stats64?: { rx: { packets: number } } }>;
+  return j.filter((l) => l.ifname !== 'lo').reduce((s, l) => s + (l.stats64?.rx.packets ?? 0), 0);
+}
+
+export async function runLiveBench(opts: { quick: boolean; log: (s: string) => void }): Promise<LiveBenchReport> {
+  const mb = opts.quick ? 8 : 32;
+  const conns = 4;
+  const rttCount = opts.quick ? 1000 : 4000;
+  const copyRange = 0xffff;
+  const settings = { mb, conns, rttCount, copyRange };
+  const skipped = await liveSkipReason();
+  if (skipped) {
+    opts.log(`live: skipped (${skipped})`);
+    return { skipped, rows: [], ratios: [], settings };
+  }
+  const net = new LiveNet(process.env['CTSAB_NS_PREFIX'] ?? 'ctHb');
+  const rows: LiveBenchRow[] = [];
+  net.up();
+  try {
+    await net.serve();
+    const configs: Array<{ config: string; rules: string; mode: LiveMode | null; workers: number; copy?: number }> = [
+      { config: 'none', rules: 'none', mode: null, workers: 0 },
+      { config: 'kernel', rules: 'conntrack', mode: null, workers: 0 },
+      { config: 'ceiling', rules: 'accept', mode: 'accept', workers: 1 },
+      { config: 'ours', rules: 'enforce', mode: 'enforce', workers: 1 },
+      { config: 'ours (copy 128)', rules: 'enforce', mode: 'enforce', workers: 1, copy: 128 },
+      { config: 'ceiling', rules: 'accept', mode: 'accept', workers: 2 },
+      { config: 'ours', rules: 'enforce', mode: 'enforce', workers: 2 },
+    ];
+    let base: { p50: number; p99: number } | null = null;
+    for (const c of configs) {
+      net.rules(c.rules, c.workers > 0 ? `0:${c.workers - 1}` : '0:0');
+      let lq: LiveQueues | null = null;
+      const table = ConntrackTable.create({ max: 65536, maxWorkers: 16 });
+      if (c.mode) {
+        lq = await LiveQueues.start({
+          table, queues: Array.from({ length: c.workers }, (_, i) => i), mode: c.mode, netns: net.router,
+          copyRange: c.copy ?? copyRange, gc: c.mode !== 'accept',
+        });
+      }
+      try {
+        await net.traffic(['bulk', '--mb', '2', '--conns', String(conns)]); // warm-up
+        const p0 = routerPackets(net);
+        const b = await net.traffic(['bulk', '--mb', String(mb), '--conns', String(conns)], 120000);
+        const pkts = routerPackets(net) - p0;
+        const secs = b['seconds'] as number;
+        const r = await net.traffic(['rtt', '--count', String(rttCount)], 120000);
+        const rtt = r['rtt_us'] as number[];
+        const p50 = quantile(rtt, 0.5);
+        const p99 = quantile(rtt, 0.99);
+        if (c.config === 'none') base = { p50, p99 };
+        const row: LiveBenchRow = {
+          config: c.config, workers: c.workers,
+          mbitPerSec: Math.round((b['bytes'] as number) * 8 / secs / 1e5) / 10,
+          packetsPerSec: Math.round(pkts / secs),
+          rttP50us: Math.round(p50), rttP99us: Math.round(p99),
+          addedP50us: base ? Math.round((p50 - base.p50) / 2 * 10) / 10 : null,
+          addedP99us: base ? Math.round((p99 - base.p99) / 2 * 10) / 10 : null,
+          complete: b['bytes'] === b['expected'] && rtt.length === rttCount,
+          ...(lq ? { perQueue: lq.counters().map((x) => x['packets']!) } : {}),
+        };
+        rows.push(row);
+        opts.log(`live: ${c.config}${c.workers ? ` ×${c.workers}` : ''}: ${row.mbitPerSec} Mbit/s, ${row.packetsPerSec} packets/s, ` +
+          `rtt p50 ${row.rttP50us} µs p99 ${row.rttP99us} µs${row.perQueue ? `, per queue ${row.perQueue.join('/')}` : ''}${row.complete ? '' : ' (INCOMPLETE)'}`);
+      } finally {
+        await lq?.stop();
+      }
+    }
+  } finally {
+    net.down();
+  }
+  const ratios = [1, 2].map((w) => {
+    const ours = rows.find((r) => r.config === 'ours' && r.workers === w);
+    const ceil = rows.find((r) => r.config === 'ceiling' && r.workers === w);
+    return { workers: w, oursOverCeiling: ours && ceil ? Math.round(ours.packetsPerSec / ceil.packetsPerSec * 100) / 100 : null, copyRange };
+  });
+  return { skipped: null, rows, ratios, settings };
+}
+
+export function formatLiveBench(r: LiveBenchReport): string {
+  if (r.skipped) return `live: skipped (${r.skipped})`;
+  const lines = [`live (NFQUEUE, ${r.settings.conns} downloads of ${r.settings.mb} MiB, ${r.settings.rttCount} UDP round trips):`,
+    '| config | workers | Mbit/s | packets/s | RTT p50 µs | RTT p99 µs | added/packet p50 µs | added/packet p99 µs |',
+    '|---|---|---|---|---|---|---|---|'];
+  for (const x of r.rows) {
+    lines.push(`| ${x.config} | ${x.workers || '-'} | ${x.mbitPerSec} | ${x.packetsPerSec} | ${x.rttP50us} | ${x.rttP99us} | ${x.addedP50us ?? '-'} | ${x.addedP99us ?? '-'} |`);
+  }
+  for (const q of r.ratios) lines.push(`ours ÷ accept-all ceiling, ${q.workers} worker${q.workers > 1 ? 's' : ''}: ${q.oursOverCeiling ?? '-'} (packets/s)`);
+  return lines.join('\n');
+}
