@@ -33,3 +33,6 @@ export {
 } from './table/ext.js';
 export { ZONE_DIR_ORIG, ZONE_DIR_REPL, ZONE_DIR_BOTH, NamespaceView } from './table/zones.js';
 export { compareWithKernel, parseLabel, type OracleComparison, type KernelLabel, type Mismatch } from './ops/oracle.js';
+export { LiveQueues, parseQueues, type LiveOptions, type LiveMode, type QueueCounters } from './input/live/live.js';
+export { liveAvailable, LiveUnavailableError } from './input/live/netlink.js';
+export { Policy, ACTION_ACCEPT, ACTION_DROP, type PolicySpec, type PolicyRule } from './ops/policy.js';
