@@ -35,6 +35,24 @@ function assertTraffic(t: { true(v: boolean, m?: string): void; is(a: unknown, b
   t.is(r['unreachable'].v6, 'unreachable', 'ICMPv6 port unreachable');
 }
 
+/** Start the CLI; resolves once it listens. stop() sends SIGTERM and resolves with the exit code. */
+async function startCli(args: string[]): Promise<{ out: () => string; err: () => string; stop: () => Promise<number | null> }> {
+  const p = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  p.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+  await new Promise<void>((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`${args[0]} did not start: ${err}`)), 10000);
+    p.stderr.on('data', (b: Buffer) => {
+      err += b.toString();
+      if (err.includes('SIGINT/SIGTERM to stop')) { clearTimeout(timer); ok(); }
+    });
+    p.once('exit', (c) => { clearTimeout(timer); fail(new Error(`${args[0]} exited ${c}: ${err}`)); });
+  });
+  const exited = new Promise<number | null>((ok) => p.once('exit', ok));
+  return { out: () => out, err: () => err, stop: () => { p.kill('SIGTERM'); return exited; } };
+}
+
 if (skip) {
   test(`live NFQUEUE tests skipped: ${skip}`, (t) => t.pass());
 } else {
@@ -46,24 +64,13 @@ if (skip) {
 
   test.serial('shadow mode: every live packet agrees with the kernel\'s conntrack state', async (t) => {
     net.rules('shadow', '0:1');
-    const p = spawn(process.execPath, [cli, 'nfqueue', '--netns', net.router, '--queues', '0-1', '--shadow', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (b: Buffer) => { out += b.toString(); });
-    await new Promise<void>((ok, fail) => {
-      const timer = setTimeout(() => fail(new Error(`nfqueue did not start: ${err}`)), 10000);
-      p.stderr.on('data', (b: Buffer) => {
-        err += b.toString();
-        if (err.includes('SIGINT/SIGTERM to stop')) { clearTimeout(timer); ok(); }
-      });
-      p.once('exit', (c) => { clearTimeout(timer); fail(new Error(`nfqueue exited ${c}: ${err}`)); });
-    });
+    const cliRun = await startCli(['nfqueue', '--netns', net.router, '--queues', '0-1', '--shadow', '--json']);
     const before = net.phantomCount();
     const r = await net.traffic(['client', '--mb', '4', '--short', '20']);
     const crafted = await net.traffic(['craft']);
-    const exited = new Promise<number | null>((ok) => p.once('exit', ok));
-    p.kill('SIGTERM');
-    t.is(await exited, 0, err);
+    t.is(await cliRun.stop(), 0, cliRun.err());
+    const out = cliRun.out();
+    const err = cliRun.err();
     assertTraffic(t, r);
     t.is(net.phantomCount() - before, crafted['sent'] as number, 'shadow mode lets the kernel decide: crafted packets pass');
     const res = JSON.parse(out.trim().split('\n').pop()!) as Json;
@@ -76,6 +83,22 @@ if (skip) {
     t.true(tot['invalid']! >= (crafted['sent'] as number), 'the crafted packets were invalid for both');
     t.true(tot['related']! >= 2, 'ICMP port unreachable (v4, v6) related');
     t.is(tot['accepted'], tot['packets']);
+  });
+
+  test.serial('monitor mode (AF_PACKET, no queue): the router interface\'s traffic tracked passively', async (t) => {
+    net.rules('none', '0:0');
+    const { out, err, stop } = await startCli(['monitor', '--netns', net.router, '--interface', 'ctHr1', '--json']);
+    const r = await net.traffic(['client', '--mb', '1', '--short', '6']);
+    const crafted = await net.traffic(['craft']);
+    t.is(await stop(), 0, err());
+    assertTraffic(t, r);
+    const res = JSON.parse(out().trim().split('\n').pop()!) as Json;
+    const tot = res['totals'] as Record<string, number>;
+    t.log(`monitor: ${tot['packets']} frames, new ${tot['new']}, established ${tot['established']}, related ${tot['related']}, invalid ${tot['invalid']}`);
+    t.is(tot['invalid'], crafted['sent'] as number, 'only the crafted packets are invalid');
+    t.true(tot['related']! >= 2, 'the ICMP port unreachables are related');
+    const closed = (res['entries'] as Json[]).filter((e) => e['proto'] === 'tcp' && e['original'].dport === 8080 && e['state'] === 'TIME_WAIT');
+    t.is(closed.length, 8, 'two transfers and six short connections, each closed (TIME_WAIT)');
   });
 
   test.serial('enforce mode: our decisions are the verdicts; a killed packet worker is recovered', async (t) => {

@@ -94,6 +94,24 @@ program
     process.exitCode = await runNfqueue(opts);
   });
 
+program
+  .command('monitor')
+  .description('track the traffic of interfaces passively (AF_PACKET, e.g. a mirror port), one worker per interface')
+  .requiredOption('--interface <list>', 'interface names, comma separated')
+  .option('-E, --event', 'print the event stream like conntrack -E')
+  .option('-S, --stats', 'print statistics like conntrack -S at exit')
+  .option('-L, --dump', 'print the table like conntrack -L at exit')
+  .option('--json', 'print one JSON object at exit')
+  .addOption(new Option('-o, --output <fmt>', 'output format for -L/-E: extended, timestamp, id'))
+  .option('--zone <n>', 'conntrack zone of the packets')
+  .option('--netns <name>', 'read the interfaces of this network namespace (ip netns name)')
+  .option('--max <n>', 'nf_conntrack_max of the table')
+  .option('--sysctl <name=value>', 'set a sysctl', collect, [])
+  .option('--duration <s>', 'stop after this many seconds')
+  .action(async (opts: Record<string, unknown>) => {
+    process.exitCode = await runNfqueue(opts);
+  });
+
 // list, count, metrics, snapshot, delete: on a snapshot file or a replayed capture.
 registerTableCommands(program);
 

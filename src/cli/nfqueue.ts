@@ -16,6 +16,8 @@ import { LineWriter } from './output.js';
 
 export interface NfqueueCliOptions {
   queues?: string;
+  /** `monitor`: interfaces to read passively (comma separated). */
+  interface?: string;
   shadow?: boolean;
   enforce?: boolean;
   policy?: string;
@@ -44,18 +46,22 @@ function intOpt(v: string | undefined, name: string, min: number, max: number, d
 
 export async function runNfqueue(raw: Record<string, unknown>): Promise<number> {
   const o = raw as NfqueueCliOptions;
+  const monitor = o.interface !== undefined;
+  const cmd = monitor ? 'monitor' : 'nfqueue';
   const err = (m: string): number => {
-    process.stderr.write(`conntrack-sab nfqueue: ${m}\n`);
+    process.stderr.write(`conntrack-sab ${cmd}: ${m}\n`);
     return 2;
   };
   if (o.shadow && o.enforce) return err('--shadow and --enforce exclude each other');
-  const mode: LiveMode = o.enforce ? 'enforce' : 'shadow';
+  const mode: LiveMode = monitor ? 'monitor' : o.enforce ? 'enforce' : 'shadow';
+  const interfaces = monitor ? o.interface!.split(',').map((x) => x.trim()).filter(Boolean) : [];
+  if (monitor && (interfaces.length === 0 || interfaces.length > 64)) return err('--interface needs 1 to 64 interface names');
   let queues: number[];
   let copyRange: number, maxLen: number, rcvbuf: number, zone: number, max: number, duration: number;
   let policy: PolicySpec = {};
   const sysctls: Record<string, number> = {};
   try {
-    queues = parseQueues(o.queues ?? '0');
+    queues = monitor ? [] : parseQueues(o.queues ?? '0');
     copyRange = intOpt(o.copyRange, '--copy-range', 64, 0xffff, 0xffff);
     maxLen = intOpt(o.queueMaxlen, '--queue-maxlen', 1, 1 << 20, 4096);
     rcvbuf = intOpt(o.rcvbuf, '--rcvbuf', 65536, 1 << 30, 8 << 20);
@@ -75,7 +81,7 @@ export async function runNfqueue(raw: Record<string, unknown>): Promise<number> 
   for (const f of fmt) if (!['extended', 'timestamp', 'id'].includes(f)) return err(`unknown output format "${f}"`);
 
   const table = ConntrackTable.create({
-    max, sysctls, maxWorkers: Math.max(16, 2 * queues.length + 4),
+    max, sysctls, maxWorkers: Math.max(16, 2 * (queues.length + interfaces.length) + 4),
     ...(o.event ? { events: { ring: 1 << 15, destroyRing: 1 << 13 } } : {}),
   });
   const out = new LineWriter(1);
@@ -94,17 +100,17 @@ export async function runNfqueue(raw: Record<string, unknown>): Promise<number> 
   let lq: LiveQueues;
   try {
     lq = await LiveQueues.start({
-      table, queues, mode, policy, copyRange, maxLen, receiveBuffer: rcvbuf, zone,
+      table, queues, interfaces, mode, policy, copyRange, maxLen, receiveBuffer: rcvbuf, zone,
       failOpen: o.failOpen !== false, ...(o.netns ? { netns: o.netns } : {}),
-      onRestart: (q, r, code) => process.stderr.write(`conntrack-sab nfqueue: queue ${q}: worker died (exit ${code}), recovered (${r?.locksReleased ?? 0} locks released), restarted\n`),
-      onError: (q, m) => process.stderr.write(`conntrack-sab nfqueue: queue ${q}: ${m}\n`),
+      onRestart: (q, r, code) => process.stderr.write(`conntrack-sab ${cmd}: ${monitor ? 'interface' : 'queue'} ${monitor ? interfaces[q] : q}: worker died (exit ${code}), recovered (${r?.locksReleased ?? 0} locks released), restarted\n`),
+      onError: (q, m) => process.stderr.write(`conntrack-sab ${cmd}: ${monitor ? `interface ${interfaces[q]}` : `queue ${q}`}: ${m}\n`),
     });
   } catch (e) {
     sub?.close();
-    process.stderr.write(`conntrack-sab nfqueue: ${(e as Error).message}\n`);
+    process.stderr.write(`conntrack-sab ${cmd}: ${(e as Error).message}\n`);
     return 1;
   }
-  process.stderr.write(`conntrack-sab nfqueue: ${mode} on queue${queues.length > 1 ? 's' : ''} ${queues.join(',')}` +
+  process.stderr.write(`conntrack-sab ${cmd}: ${mode} on ${monitor ? `interface${interfaces.length > 1 ? 's' : ''} ${interfaces.join(',')}` : `queue${queues.length > 1 ? 's' : ''} ${queues.join(',')}`}` +
     `${mode === 'shadow' ? (lq.kernelConntrack(0) ? ' (kernel state from NFQA_CT)' : ' (kernel state from the packet mark)') : ''}; SIGINT/SIGTERM to stop, SIGUSR1 for Prometheus metrics\n`);
 
   const timer = setInterval(drain, 100);
@@ -144,7 +150,7 @@ export async function runNfqueue(raw: Record<string, unknown>): Promise<number> 
   const stats = table.stats();
   if (o.json) {
     out.write(JSON.stringify({
-      mode, queues: lq.counters(), totals, recoveries: lq.recoveries.length, entries, stats: stats.total,
+      mode, queues: lq.counters(), ...(monitor ? { interfaces } : {}), totals, recoveries: lq.recoveries.length, entries, stats: stats.total,
       ...(o.event ? { events: eventLines } : {}),
     }) + '\n');
   } else {
@@ -155,7 +161,7 @@ export async function runNfqueue(raw: Record<string, unknown>): Promise<number> 
     }
     if (o.stats) out.write(formatStats(stats.perWorker.length ? stats.perWorker : [stats.total]) + '\n');
     for (const c of lq.counters()) {
-      out.write(`queue ${c.queue}: packets=${c['packets']} accepted=${c['accepted']} dropped=${c['dropped']} new=${c['new']} ` +
+      out.write(`${monitor ? `interface ${interfaces[c.queue]}` : `queue ${c.queue}`}: packets=${c['packets']} accepted=${c['accepted']} dropped=${c['dropped']} new=${c['new']} ` +
         `established=${c['established']} related=${c['related']} invalid=${c['invalid']} untracked=${c['untracked']}` +
         `${mode === 'shadow' ? ` checked=${c['shadowChecked']} mismatches=${c['mismatches']} no-kernel-state=${c['noKernelState']}` : ''}` +
         ` restarts=${c['restarts']}\n`);
