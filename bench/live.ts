@@ -26,6 +26,12 @@ export interface LiveBenchRow {
   addedP99us: number | null;
   /** Packets each queue decided (queue configs). */
   perQueue?: number[];
+  /** Inside the worker, per packet: deciding (parse, track, policy, verdict), and a whole turn (receive → verdicts sent), ns. */
+  decideNsPerPacket?: number;
+  turnNsPerPacket?: number;
+  /** RTT of plain forwarding measured right after this configuration's (the baseline of added*). */
+  baseP50us: number;
+  baseP99us: number;
   complete: boolean;
 }
 
@@ -74,7 +80,6 @@ export async function runLiveBench(opts: { quick: boolean; log: (s: string) => v
       { config: 'ceiling', rules: 'accept', mode: 'accept', workers: 2 },
       { config: 'ours', rules: 'enforce', mode: 'enforce', workers: 2 },
     ];
-    let base: { p50: number; p99: number } | null = null;
     for (const c of configs) {
       net.rules(c.rules, c.workers > 0 ? `0:${c.workers - 1}` : '0:0');
       let lq: LiveQueues | null = null;
@@ -100,20 +105,31 @@ export async function runLiveBench(opts: { quick: boolean; log: (s: string) => v
         const rtt = r['rtt_us'] as number[];
         const p50 = quantile(rtt, 0.5);
         const p99 = quantile(rtt, 0.99);
-        if (c.config === 'none') base = { p50, p99 };
+        // Baseline right after, on plain forwarding (the machine's load drifts between configs).
+        net.rules('none', '0:0');
+        const rb = (await net.traffic(['rtt', '--count', String(rttCount)], 120000))['rtt_us'] as number[];
+        const base = { p50: quantile(rb, 0.5), p99: quantile(rb, 0.99) };
+        const tot = lq?.totals();
         const row: LiveBenchRow = {
           config: c.config, workers: c.workers,
           mbitPerSec: Math.round((b['bytes'] as number) * 8 / secs / 1e5) / 10,
           packetsPerSec: Math.round(pkts / secs),
           rttP50us: Math.round(p50), rttP99us: Math.round(p99),
-          addedP50us: base ? Math.round((p50 - base.p50) / 2 * 10) / 10 : null,
-          addedP99us: base ? Math.round((p99 - base.p99) / 2 * 10) / 10 : null,
+          addedP50us: Math.round((p50 - base.p50) / 2 * 10) / 10,
+          addedP99us: Math.round((p99 - base.p99) / 2 * 10) / 10,
+          baseP50us: Math.round(base.p50), baseP99us: Math.round(base.p99),
+          ...(tot && tot['packets']! > 0 ? {
+            decideNsPerPacket: Math.round(tot['decideUs']! * 1000 / tot['packets']!),
+            turnNsPerPacket: Math.round(tot['turnUs']! * 1000 / tot['packets']!),
+          } : {}),
           complete: tries.every((x) => x.b['bytes'] === x.b['expected']) && rtt.length === rttCount,
           ...(lq ? { perQueue: lq.counters().map((x) => x['packets']!) } : {}),
         };
         rows.push(row);
         opts.log(`live: ${c.config}${c.workers ? ` ×${c.workers}` : ''}: ${row.mbitPerSec} Mbit/s, ${row.packetsPerSec} packets/s, ` +
-          `rtt p50 ${row.rttP50us} µs p99 ${row.rttP99us} µs${row.perQueue ? `, per queue ${row.perQueue.join('/')}` : ''}${row.complete ? '' : ' (INCOMPLETE)'}`);
+          `rtt p50 ${row.rttP50us} µs p99 ${row.rttP99us} µs (plain ${row.baseP50us}/${row.baseP99us})` +
+          `${row.perQueue ? `, per queue ${row.perQueue.join('/')}` : ''}` +
+          `${row.decideNsPerPacket !== undefined ? `, in the worker ${row.decideNsPerPacket} ns deciding, ${row.turnNsPerPacket} ns a turn per packet` : ''}${row.complete ? '' : ' (INCOMPLETE)'}`);
       } finally {
         await lq?.stop();
       }
@@ -132,10 +148,11 @@ export async function runLiveBench(opts: { quick: boolean; log: (s: string) => v
 export function formatLiveBench(r: LiveBenchReport): string {
   if (r.skipped) return `live: skipped (${r.skipped})`;
   const lines = [`live (NFQUEUE, ${r.settings.conns} parallel downloads of ${r.settings.mb} MiB, median of ${r.settings.runs}; ${r.settings.rttCount} UDP round trips):`,
-    '| config | workers | Mbit/s | packets/s | RTT p50 µs | RTT p99 µs | added/packet p50 µs | added/packet p99 µs |',
+    '| config | workers | Mbit/s | packets/s | RTT p50 / p99 µs | plain forwarding p50 / p99 µs | added per packet p50 / p99 µs | worker ns/packet: deciding / whole turn |',
     '|---|---|---|---|---|---|---|---|'];
   for (const x of r.rows) {
-    lines.push(`| ${x.config} | ${x.workers || '-'} | ${x.mbitPerSec} | ${x.packetsPerSec} | ${x.rttP50us} | ${x.rttP99us} | ${x.addedP50us ?? '-'} | ${x.addedP99us ?? '-'} |`);
+    lines.push(`| ${x.config} | ${x.workers || '-'} | ${x.mbitPerSec} | ${x.packetsPerSec} | ${x.rttP50us} / ${x.rttP99us} | ${x.baseP50us} / ${x.baseP99us} | ` +
+      `${x.addedP50us ?? '-'} / ${x.addedP99us ?? '-'} | ${x.decideNsPerPacket !== undefined ? `${x.decideNsPerPacket} / ${x.turnNsPerPacket}` : '-'} |`);
   }
   for (const q of r.ratios) lines.push(`ours ÷ accept-all ceiling, ${q.workers} worker${q.workers > 1 ? 's' : ''}: ${q.oursOverCeiling ?? '-'} (packets/s)`);
   return lines.join('\n');

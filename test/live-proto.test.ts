@@ -7,6 +7,11 @@ import {
   NFQA_PAYLOAD, NFQA_SKB_INFO, NFQNL_MSG_PACKET, NFQNL_MSG_VERDICT, NFQNL_MSG_VERDICT_BATCH, NLMSG_HDRLEN,
 } from '../src/input/live/nfqueue.js';
 import { parseQueues } from '../src/input/live/live.js';
+import { LiveDecider } from '../src/input/live/decider.js';
+import { SHADOW_MAGIC } from '../src/input/live/control.js';
+import { ConntrackTable } from '../src/table/table.js';
+import { H_COUNT } from '../src/table/layout.js';
+import { Conntrack } from '../src/track/core.js';
 import { ACTION_ACCEPT, ACTION_DROP, Policy, policyCidr } from '../src/ops/policy.js';
 import { Packet, LINKTYPE_RAW } from '../src/input/packet/packet.js';
 import { parseFrame } from '../src/input/packet/parse.js';
@@ -206,4 +211,75 @@ test('nfqueue command: option errors exit 2 with the reason', (t) => {
   r = run('--copy-range', '10');
   t.is(r.code, 2);
   t.regex(r.err, /--copy-range/);
+});
+
+function deciderRun(dec: LiveDecider, msgs: Uint8Array[], vb: VerdictBatcher): void {
+  const ct = dec.ct;
+  ct.beginBatch();
+  for (const m of msgs) {
+    const buf = new Uint8Array(m);
+    t1(dec.message(buf, new DataView(buf.buffer), 0, buf.length, 1_000_000, vb) === m.length);
+  }
+  ct.endBatch();
+}
+function t1(ok: boolean): void {
+  if (!ok) throw new Error('message not consumed');
+}
+
+const A4 = '10.0.0.1';
+const B4 = '10.0.0.2';
+const syn = tcp4({ src: A4, dst: B4, sport: 40000, dport: 80, flags: 'S', seq: 1000, win: 64240, options: { mss: 1460, wscale: 7, sackPerm: true } });
+const synack = tcp4({ src: B4, dst: A4, sport: 80, dport: 40000, flags: 'SA', seq: 5000, ack: 1001, win: 65160, options: { mss: 1460, wscale: 7, sackPerm: true } });
+const ack = tcp4({ src: A4, dst: B4, sport: 40000, dport: 80, flags: 'A', seq: 1001, ack: 5001, win: 502 });
+const mark = (state: number, dir: number): number => (SHADOW_MAGIC | ((state + 1) << 4) | dir) >>> 0;
+
+test('shadow decider: agreement with the kernel\'s mark is checked per packet; a mismatch is reported with the packet', (t) => {
+  const table = ConntrackTable.create({ max: 1024 });
+  const ct = new Conntrack(table);
+  const lines: string[] = [];
+  const dec = new LiveDecider(ct, { mode: 'shadow', queue: 4, report: (l) => lines.push(l) });
+  const vb = new VerdictBatcher(4);
+  deciderRun(dec, [
+    packetMessage(4, 1, mark(CT_NEW, 0), syn),
+    packetMessage(4, 2, mark(CT_ESTABLISHED, 1), synack),
+    packetMessage(4, 3, mark(CT_NEW, 0), ack), // wrong on purpose: ours is established/original
+    packetMessage(4, 4, null, ack), // no kernel state
+  ], vb);
+  t.is(dec.packets, 4);
+  t.is(dec.checked, 3);
+  t.is(dec.noKernelState, 1);
+  t.is(dec.mismatches, 1);
+  t.is(lines.length, 1);
+  t.regex(lines[0]!, /^mismatch queue 4 id 3: kernel new\/original, ours established\/original: tcp 10\.0\.0\.1:40000 > 10\.0\.0\.2:80 \[\.\] seq 1001 ack 5001/);
+  t.is(dec.accepted, 4, 'shadow mode accepts everything: the kernel decides');
+  ct.close();
+});
+
+test('enforce decider: policy verdicts and marks; a refused new connection leaves no entry', (t) => {
+  const table = ConntrackTable.create({ max: 1024 });
+  const ct = new Conntrack(table);
+  const dec = new LiveDecider(ct, {
+    mode: 'enforce',
+    policy: { default: 'drop', connmark: true, rules: [{ action: 'accept', proto: 'tcp', dport: 80, mark: 0x10 }] },
+  });
+  const sent: Uint8Array[] = [];
+  const fake = { send: (b: Uint8Array, n: number) => { sent.push(b.slice(0, n)); return n; } };
+  const vb = new VerdictBatcher(0);
+  const ssh = tcp4({ src: A4, dst: B4, sport: 40001, dport: 22, flags: 'S', seq: 1, win: 64240 });
+  const bad = tcp4({ src: A4, dst: B4, sport: 40002, dport: 80, flags: 'SF', seq: 1, win: 64240 });
+  deciderRun(dec, [
+    packetMessage(0, 1, null, syn), packetMessage(0, 2, null, synack), packetMessage(0, 3, null, ack),
+    packetMessage(0, 4, null, ssh), packetMessage(0, 5, null, bad),
+  ], vb);
+  vb.flush(fake as never);
+  const w = new MessageWriter(sent[0]!.length);
+  w.buf.set(sent[0]!);
+  w.len = sent[0]!.length;
+  t.deepEqual(readVerdicts(w), [
+    [NFQNL_MSG_VERDICT_BATCH, NF_ACCEPT, 3, 0x10], // the new connection's mark, then its connmark
+    [NFQNL_MSG_VERDICT_BATCH, NF_DROP, 5, null], // port 22 by the policy, SYN+FIN invalid
+  ]);
+  t.is(dec.dropped, 2);
+  t.is(Atomics.load(table.i32, H_COUNT), 1, 'only the accepted connection is in the table');
+  ct.close();
 });
