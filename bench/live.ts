@@ -13,6 +13,78 @@ import { execFileSync } from 'node:child_process';
 import { LiveNet, liveSkipReason } from '../test/helpers/live-net.js';
 import { LiveQueues, type LiveMode } from '../src/input/live/live.js';
 import { ConntrackTable } from '../src/table/table.js';
+import { Conntrack } from '../src/track/core.js';
+import { LiveDecider } from '../src/input/live/decider.js';
+import { MessageWriter, NFQA_MARK, NFQA_PACKET_HDR, NFQA_PAYLOAD, NFQNL_MSG_PACKET, VerdictBatcher } from '../src/input/live/nfqueue.js';
+import { tcp4 } from '../test/helpers/frames.js';
+
+/**
+ * The worker's per-packet work without the kernel: netlink packet messages of an established TCP
+ * transfer (1448-byte segments and their ACKs) parsed, decided (enforce, a 3-rule policy) and
+ * their verdicts built, in batches of 64, on this thread. ns per packet.
+ */
+export function offlineDecideNs(copy: number, packets = 200_000): number {
+  // be_liberal: the stream goes round and round (seq numbers repeat each lap); the window
+  // tracking still runs, out-of-window laps are not made invalid.
+  const table = ConntrackTable.create({ max: 4096, sysctls: { nf_conntrack_tcp_be_liberal: 1 } });
+  const ct = new Conntrack(table);
+  const dec = new LiveDecider(ct, {
+    mode: 'enforce',
+    policy: { default: 'drop', connmark: true, rules: [{ action: 'drop', src: '10.9.0.0/16' }, { action: 'accept', proto: 'udp', dport: 53 }, { action: 'accept', proto: 'tcp', dport: 8080, mark: 16 }] },
+  });
+  const A = '10.200.1.2', B = '10.200.2.2';
+  const frames: Uint8Array[] = [
+    tcp4({ src: A, dst: B, sport: 40000, dport: 8080, flags: 'S', seq: 1000, win: 64240, options: { mss: 1460, wscale: 7, sackPerm: true } }),
+    tcp4({ src: B, dst: A, sport: 8080, dport: 40000, flags: 'SA', seq: 5000, ack: 1001, win: 65160, options: { mss: 1460, wscale: 7, sackPerm: true } }),
+    tcp4({ src: A, dst: B, sport: 40000, dport: 8080, flags: 'A', seq: 1001, ack: 5001, win: 502 }),
+  ];
+  const payload = new Uint8Array(1448).fill(0x61);
+  let seq = 5001;
+  for (let i = 0; i < 2000; i++) {
+    frames.push(tcp4({ src: B, dst: A, sport: 8080, dport: 40000, flags: 'PA', seq, ack: 1001, win: 509, payload }));
+    seq += 1448;
+    if (i % 2 === 1) frames.push(tcp4({ src: A, dst: B, sport: 40000, dport: 8080, flags: 'A', seq: 1001, ack: seq, win: 2048 }));
+  }
+  // Messages as the kernel sends them, payload cut to `copy` bytes.
+  const msgs: Uint8Array[] = frames.map((f, i) => {
+    const w = new MessageWriter(f.length + 128);
+    w.begin(NFQNL_MSG_PACKET, 0, 0);
+    w.attrBytes(NFQA_PACKET_HDR, [0, 0, (i >> 8) & 255, i & 255, 8, 0, 2]);
+    w.attrU32(NFQA_MARK, 0);
+    w.attrBytes(NFQA_PAYLOAD, [...f.subarray(0, Math.min(copy, f.length))]);
+    w.end();
+    return w.buf.slice(0, w.len);
+  });
+  const vb = new VerdictBatcher(0, 1 << 16);
+  const sink = { send: (_b: Uint8Array, n: number) => n };
+  const bufs = msgs.map((m) => ({ b: m, dv: new DataView(m.buffer) }));
+  let now = 1_000_000;
+  const run = (n: number): void => {
+    let k = 3; // after the handshake: the stream, round and round (seq wraps are re-sent as retransmissions)
+    for (let done = 0; done < n;) {
+      ct.beginBatch();
+      for (let j = 0; j < 64; j++, done++) {
+        const m = bufs[k]!;
+        dec.message(m.b, m.dv, 0, m.b.length, now, vb);
+        if (++k === bufs.length) k = 3;
+      }
+      ct.endBatch();
+      vb.flush(sink as never);
+      now++;
+    }
+  };
+  ct.beginBatch();
+  for (let k = 0; k < 3; k++) dec.message(bufs[k]!.b, bufs[k]!.dv, 0, bufs[k]!.b.length, now, vb);
+  ct.endBatch();
+  vb.flush(sink as never);
+  run(20_000); // warm-up
+  const t = performance.now();
+  run(packets);
+  const ns = (performance.now() - t) * 1e6 / packets;
+  ct.close();
+  if (dec.cEstablished < packets) throw new Error(`offline bench: ${dec.cInvalid} packets invalid, ${dec.cEstablished} established`);
+  return Math.round(ns);
+}
 
 export interface LiveBenchRow {
   config: string;
@@ -38,6 +110,8 @@ export interface LiveBenchRow {
 export interface LiveBenchReport {
   skipped: string | null;
   rows: LiveBenchRow[];
+  /** The worker's per-packet work without the kernel (offlineDecideNs), ns: whole packets and 128-byte copies. */
+  offline: { fullNs: number; copy128Ns: number };
   /** ours ÷ ceiling, packets/s, per worker count. */
   ratios: Array<{ workers: number; oursOverCeiling: number | null; copyRange: number }>;
   settings: { mb: number; conns: number; rttCount: number; copyRange: number; runs: number };
@@ -61,10 +135,12 @@ export async function runLiveBench(opts: { quick: boolean; log: (s: string) => v
   const runs = opts.quick ? 1 : 3;
   const copyRange = 0xffff;
   const settings = { mb, conns, rttCount, copyRange, runs };
+  const offline = { fullNs: offlineDecideNs(0xffff), copy128Ns: offlineDecideNs(128) };
+  opts.log(`live: the worker's per-packet work without the kernel: ${offline.fullNs} ns (whole packets), ${offline.copy128Ns} ns (128-byte copies)`);
   const skipped = await liveSkipReason();
   if (skipped) {
     opts.log(`live: skipped (${skipped})`);
-    return { skipped, rows: [], ratios: [], settings };
+    return { skipped, offline, rows: [], ratios: [], settings };
   }
   const net = new LiveNet(process.env['CTSAB_NS_PREFIX'] ?? 'ctHb');
   const rows: LiveBenchRow[] = [];
@@ -142,11 +218,12 @@ export async function runLiveBench(opts: { quick: boolean; log: (s: string) => v
     const ceil = rows.find((r) => r.config === 'ceiling' && r.workers === w);
     return { workers: w, oursOverCeiling: ours && ceil ? Math.round(ours.packetsPerSec / ceil.packetsPerSec * 100) / 100 : null, copyRange };
   });
-  return { skipped: null, rows, ratios, settings };
+  return { skipped: null, offline, rows, ratios, settings };
 }
 
 export function formatLiveBench(r: LiveBenchReport): string {
-  if (r.skipped) return `live: skipped (${r.skipped})`;
+  const off = `the worker's per-packet work without the kernel (parse, track, policy, verdict): ${r.offline.fullNs} ns with whole packets, ${r.offline.copy128Ns} ns with 128-byte copies`;
+  if (r.skipped) return `live: skipped (${r.skipped}); ${off}`;
   const lines = [`live (NFQUEUE, ${r.settings.conns} parallel downloads of ${r.settings.mb} MiB, median of ${r.settings.runs}; ${r.settings.rttCount} UDP round trips):`,
     '| config | workers | Mbit/s | packets/s | RTT p50 / p99 µs | plain forwarding p50 / p99 µs | added per packet p50 / p99 µs | worker ns/packet: deciding / whole turn |',
     '|---|---|---|---|---|---|---|---|'];
@@ -154,6 +231,7 @@ export function formatLiveBench(r: LiveBenchReport): string {
     lines.push(`| ${x.config} | ${x.workers || '-'} | ${x.mbitPerSec} | ${x.packetsPerSec} | ${x.rttP50us} / ${x.rttP99us} | ${x.baseP50us} / ${x.baseP99us} | ` +
       `${x.addedP50us ?? '-'} / ${x.addedP99us ?? '-'} | ${x.decideNsPerPacket !== undefined ? `${x.decideNsPerPacket} / ${x.turnNsPerPacket}` : '-'} |`);
   }
+  lines.push(off);
   for (const q of r.ratios) lines.push(`ours ÷ accept-all ceiling, ${q.workers} worker${q.workers > 1 ? 's' : ''}: ${q.oursOverCeiling ?? '-'} (packets/s)`);
   return lines.join('\n');
 }
