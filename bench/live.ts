@@ -101,6 +101,8 @@ export interface LiveBenchRow {
   /** Inside the worker, per packet: deciding (parse, track, policy, verdict), and a whole turn (receive → verdicts sent), ns. */
   decideNsPerPacket?: number;
   turnNsPerPacket?: number;
+  /** Packets received per turn (one verdict send each), on average. */
+  packetsPerTurn?: number;
   /** RTT of plain forwarding measured right after this configuration's (the baseline of added*). */
   baseP50us: number;
   baseP99us: number;
@@ -197,6 +199,7 @@ export async function runLiveBench(opts: { quick: boolean; log: (s: string) => v
           ...(tot && tot['packets']! > 0 ? {
             decideNsPerPacket: Math.round(tot['decideUs']! * 1000 / tot['packets']!),
             turnNsPerPacket: Math.round(tot['turnUs']! * 1000 / tot['packets']!),
+            packetsPerTurn: Math.round(tot['packets']! / Math.max(1, tot['batches']!) * 10) / 10,
           } : {}),
           complete: tries.every((x) => x.b['bytes'] === x.b['expected']) && rtt.length === rttCount,
           ...(lq ? { perQueue: lq.counters().map((x) => x['packets']!) } : {}),
@@ -205,7 +208,7 @@ export async function runLiveBench(opts: { quick: boolean; log: (s: string) => v
         opts.log(`live: ${c.config}${c.workers ? ` ×${c.workers}` : ''}: ${row.mbitPerSec} Mbit/s, ${row.packetsPerSec} packets/s, ` +
           `rtt p50 ${row.rttP50us} µs p99 ${row.rttP99us} µs (plain ${row.baseP50us}/${row.baseP99us})` +
           `${row.perQueue ? `, per queue ${row.perQueue.join('/')}` : ''}` +
-          `${row.decideNsPerPacket !== undefined ? `, in the worker ${row.decideNsPerPacket} ns deciding, ${row.turnNsPerPacket} ns a turn per packet` : ''}${row.complete ? '' : ' (INCOMPLETE)'}`);
+          `${row.decideNsPerPacket !== undefined ? `, in the worker ${row.decideNsPerPacket} ns deciding, ${row.turnNsPerPacket} ns a turn per packet, ${row.packetsPerTurn} packets a turn` : ''}${row.complete ? '' : ' (INCOMPLETE)'}`);
       } finally {
         await lq?.stop();
       }
