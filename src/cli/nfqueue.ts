@@ -77,6 +77,7 @@ export async function runNfqueue(raw: Record<string, unknown>): Promise<number> 
   } catch (e) {
     return err((e as Error).message);
   }
+  if (o.policy && mode !== 'enforce') process.stderr.write(`conntrack-sab ${cmd}: note: --policy applies to --enforce only; in ${mode} mode nothing is dropped\n`);
   const fmt = new Set((o.output ?? '').split(',').map((s) => s.trim()).filter(Boolean));
   for (const f of fmt) if (!['extended', 'timestamp', 'id'].includes(f)) return err(`unknown output format "${f}"`);
 
