@@ -89,7 +89,9 @@ async function main(): Promise<void> {
   /** One turn: receive up to BATCH packets (the first may block), decide, send verdicts. */
   const turn = (block: boolean): number => {
     // Test hook, armed by the main thread (Atomics.store) at any time.
-    if (dec.crashAfter < 0) dec.crashAfter = Atomics.load(ctl, q + Q_CRASH_AFTER);
+    const armed = Atomics.load(ctl, q + Q_CRASH_AFTER);
+    if (armed < 0) dec.crashAfter = -1;
+    else if (dec.crashAfter < 0) dec.crashAfter = armed;
     let k = 0;
     let t0 = 0;
     while (k < BATCH) {

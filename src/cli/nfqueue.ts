@@ -3,6 +3,7 @@
  * worker per queue, on one shared table with the GC worker. Runs until SIGINT/SIGTERM (or
  * --duration), then gives verdicts for every packet it holds and prints what replay prints.
  */
+import { Option, type Command } from 'commander';
 import { ConntrackTable } from '../table/table.js';
 import { parseSysctlAssignment } from '../table/sysctl.js';
 import { subscribeEvents, type EventSubscription } from '../table/ecache.js';
@@ -172,4 +173,54 @@ export async function runNfqueue(raw: Record<string, unknown>): Promise<number> 
   }
   out.flush();
   return 0;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return previous.concat([value]);
+}
+
+/** The `nfqueue` and `monitor` commands. */
+export function registerLiveCommands(program: Command): void {
+  program
+    .command('nfqueue')
+    .description('decide live traffic from NFQUEUE queues, one packet worker per queue (Linux, CAP_NET_ADMIN, koffi)')
+    .option('--queues <list>', 'queue numbers, e.g. 0-1 or 0,2 (default 0)')
+    .option('--shadow', 'the kernel decides; compare its conntrack state with ours per packet (default)')
+    .option('--enforce', 'our decision is the verdict (kernel tracking bypassed by raw notrack)')
+    .option('--policy <file>', 'firewall policy (JSON) for --enforce')
+    .option('-E, --event', 'print the event stream like conntrack -E')
+    .option('-S, --stats', 'print statistics like conntrack -S at exit')
+    .option('-L, --dump', 'print the table like conntrack -L at exit')
+    .option('--json', 'print one JSON object at exit')
+    .addOption(new Option('-o, --output <fmt>', 'output format for -L/-E: extended, timestamp, id'))
+    .option('--copy-range <bytes>', 'bytes of each packet copied (default 65535)')
+    .option('--queue-maxlen <n>', 'packets the kernel holds per queue (default 4096)')
+    .option('--no-fail-open', 'drop, rather than accept, packets when a queue is full')
+    .option('--rcvbuf <bytes>', 'socket receive buffer (default 8 MiB)')
+    .option('--zone <n>', 'conntrack zone of the queued packets')
+    .option('--netns <name>', 'bind the queues of this network namespace (ip netns name)')
+    .option('--max <n>', 'nf_conntrack_max of the table')
+    .option('--sysctl <name=value>', 'set a sysctl', collect, [])
+    .option('--duration <s>', 'stop after this many seconds')
+    .action(async (opts: Record<string, unknown>) => {
+      process.exitCode = await runNfqueue(opts);
+    });
+
+  program
+    .command('monitor')
+    .description('track the traffic of interfaces passively (AF_PACKET, e.g. a mirror port), one worker per interface')
+    .requiredOption('--interface <list>', 'interface names, comma separated')
+    .option('-E, --event', 'print the event stream like conntrack -E')
+    .option('-S, --stats', 'print statistics like conntrack -S at exit')
+    .option('-L, --dump', 'print the table like conntrack -L at exit')
+    .option('--json', 'print one JSON object at exit')
+    .addOption(new Option('-o, --output <fmt>', 'output format for -L/-E: extended, timestamp, id'))
+    .option('--zone <n>', 'conntrack zone of the packets')
+    .option('--netns <name>', 'read the interfaces of this network namespace (ip netns name)')
+    .option('--max <n>', 'nf_conntrack_max of the table')
+    .option('--sysctl <name=value>', 'set a sysctl', collect, [])
+    .option('--duration <s>', 'stop after this many seconds')
+    .action(async (opts: Record<string, unknown>) => {
+      process.exitCode = await runNfqueue(opts);
+    });
 }
