@@ -14,6 +14,14 @@ import { LiveNet, liveSkipReason } from './helpers/live-net.js';
 import { LiveQueues } from '../src/input/live/live.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { checkInvariants } from '../src/table/invariants.js';
+import { W_ALIVE, WORKER_WORDS } from '../src/table/layout.js';
+
+/** Worker records of a table still claimed. */
+function workerRecordsInUse(table: ConntrackTable): number {
+  let n = 0;
+  for (let w = 0; w < table.maxWorkers; w++) if (Atomics.load(table.i32, table.sec.workers + w * WORKER_WORDS + W_ALIVE) === 1) n++;
+  return n;
+}
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const skip = await liveSkipReason();
@@ -83,6 +91,21 @@ if (skip) {
     t.true(tot['invalid']! >= (crafted['sent'] as number), 'the crafted packets were invalid for both');
     t.true(tot['related']! >= 2, 'ICMP port unreachable (v4, v6) related');
     t.is(tot['accepted'], tot['packets']);
+  });
+
+  test.serial('a queue another socket holds: start fails with the kernel\'s reason and leaves nothing behind', async (t) => {
+    net.rules('enforce', '0:1');
+    const t1 = ConntrackTable.create({ max: 1024, maxWorkers: 8 });
+    const first = await LiveQueues.start({ table: t1, queues: [0], mode: 'enforce', netns: net.router, gc: false });
+    try {
+      const t2 = ConntrackTable.create({ max: 1024, maxWorkers: 8 });
+      await t.throwsAsync(LiveQueues.start({ table: t2, queues: [1, 0], mode: 'enforce', netns: net.router, gc: false }),
+        { message: /queue 0: nfqueue bind \(queue 0\): Operation not permitted \(errno 1\): queue 0 is bound by another socket/ });
+      t.deepEqual(checkInvariants(t2).invariants.filter((x) => !x.ok), []);
+      t.is(workerRecordsInUse(t2), 0, 'every worker record given back');
+    } finally {
+      await first.stop();
+    }
   });
 
   test.serial('monitor mode (AF_PACKET, no queue): the router interface\'s traffic tracked passively', async (t) => {

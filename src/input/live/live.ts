@@ -70,6 +70,9 @@ export interface LiveWorkerData {
   netns: string | null;
 }
 
+/** Restarts of one queue's worker after which the supervisor gives up on it. */
+const MAX_RESTARTS = 100;
+
 export type QueueCounters = Record<string, number> & { queue: number };
 
 /** Parse "0-1", "3", "0,2,5-6" into queue numbers. */
@@ -172,27 +175,35 @@ export class LiveQueues {
     this.exits[i] = new Promise<void>((done) => {
       w.once('exit', (code) => {
         if (!up) fail(new Error(`queue ${this.queues[i]}: worker exited (${code}) before binding`));
-        void this.exited(i, w, code).finally(done);
+        void this.exited(i, w, code, up).finally(done);
       });
     });
     return started;
   }
 
-  private async exited(i: number, w: Worker, code: number): Promise<void> {
+  private async exited(i: number, w: Worker, code: number, up: boolean): Promise<void> {
     if (this.workers[i] === w) this.workers[i] = null;
     const rec = i * Q_WORDS;
     const st = Atomics.load(this.ctl, rec + Q_STATE); // written by the worker
-    if (this.stopping && st === QS_STOPPED) return; // a clean exit
-    if (st === QS_STOPPED || st === QS_FAILED) return;
-    // Died while running: recover its table state and its socket, then replace it.
+    if (st === QS_STOPPED) return; // a clean exit
+    // Failed or died: recover its table state and close its socket. One that failed before it
+    // bound its queue is reported by start(); one that died afterwards is replaced (at most
+    // MAX_RESTARTS times per queue).
     const wid = Atomics.load(this.ctl, rec + Q_WID);
     const fd = Atomics.load(this.ctl, rec + Q_FD);
     let report: RecoveryReport | null = null;
     if (wid >= 0) report = recoverDeadWorker(this.table, wid);
     if (fd >= 0) await NetlinkSocket.closeFd(fd); // unbinds the queue; the kernel drops what it held
+    Atomics.store(this.ctl, rec + Q_WID, -1); // recovered: the supervisor's own record word now
+    Atomics.store(this.ctl, rec + Q_FD, -1);
+    if (!up) return;
     this.recoveries.push({ queue: this.queues[i]!, exitCode: code, report });
     Atomics.add(this.ctl, rec + Q_RESTARTS, 1); // supervisor-owned counter
     if (this.stopping || this.opts.restart === false) return;
+    if (Atomics.load(this.ctl, rec + Q_RESTARTS) > MAX_RESTARTS) {
+      this.opts.onError?.(this.queues[i]!, `not restarted: ${MAX_RESTARTS} restarts already`);
+      return;
+    }
     this.pendingRestarts++;
     try {
       Atomics.store(this.ctl, rec + Q_CRASH_AFTER, -1);
