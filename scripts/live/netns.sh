@@ -6,7 +6,8 @@
 # Addresses (private, only inside these namespaces):
 #   client 10.200.1.2 (and .3-.6) fd00:200:0:1::2 | router 10.200.1.1 / 10.200.2.1 | server 10.200.2.2 fd00:200:0:2::2
 #   phantom hosts for crafted packets: 10.200.1.10 (behind the client), 10.200.2.10 (behind the server)
-# Offloads are off (as in scripts/oracle/record.sh), so the router's conntrack verifies checksums.
+# Offloads are off (as in scripts/oracle/record.sh), so the router's conntrack verifies checksums
+# (CTSAB_OFFLOADS=on keeps them).
 # iptables: the nf_tables flavour (iptables-nft); NFQUEUE goes through xt_NFQUEUE (this kernel
 # has no nft_queue).
 set -euo pipefail
@@ -33,7 +34,8 @@ up)
   ip link add ${P}s0 netns $S type veth peer name ${P}r2 netns $R
   for pair in "$C ${P}c0" "$R ${P}r1" "$R ${P}r2" "$S ${P}s0"; do
     read -r ns dev <<<"$pair"
-    nsx "$ns" ethtool -K "$dev" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
+    # CTSAB_OFFLOADS=on keeps the veth defaults (checksum offload, TSO/GSO/GRO: 64 KiB packets).
+    [ "${CTSAB_OFFLOADS:-off}" = on ] || nsx "$ns" ethtool -K "$dev" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
     nsx "$ns" ip link set "$dev" up
   done
   nsx $C ip addr add 10.200.1.2/24 dev ${P}c0
