@@ -28,14 +28,14 @@ async function main(): Promise<void> {
   Atomics.store(ctl, q + Q_WID, ct.wid); // read by the supervisor if this thread dies
   if (d.netns) await enterNetns(d.netns); // this thread only
   const sock = await NetlinkSocket.openPacket(d.iface!);
-  Atomics.store(ctl, q + Q_FD, sock.fd);
+  Atomics.store(ctl, q + Q_FD, sock.fd); // closed by the supervisor if this thread dies
   sock.setReceiveBuffer(d.receiveBuffer);
   sock.setReceiveTimeout(RECV_TIMEOUT_MS);
   const rx = new Uint8Array(SNAP * BATCH);
   const views: Uint8Array[] = [];
   for (let k = 0; k < BATCH; k++) views.push(rx.subarray(k * SNAP, (k + 1) * SNAP));
   const lens = new Int32Array(BATCH);
-  Atomics.store(ctl, q + Q_STATE, QS_RUNNING);
+  Atomics.store(ctl, q + Q_STATE, QS_RUNNING); // read by the supervisor
   parentPort!.postMessage({ type: 'ready', wid: ct.wid, fd: sock.fd, kernelCt: false });
   let packets = 0, cNew = 0, cEst = 0, cRel = 0, cInv = 0, cUntr = 0, recvErr = 0, batches = 0, bytes = 0;
   const zone = d.zone;
@@ -82,10 +82,10 @@ async function main(): Promise<void> {
   }
   sock.close();
   ct.close();
-  Atomics.store(ctl, q + Q_STATE, QS_STOPPED);
+  Atomics.store(ctl, q + Q_STATE, QS_STOPPED); // a clean exit: the supervisor recovers nothing
 }
 
 main().catch((e: unknown) => {
-  Atomics.store(ctl, q + Q_STATE, QS_FAILED);
+  Atomics.store(ctl, q + Q_STATE, QS_FAILED); // read by the supervisor when this thread exits
   parentPort!.postMessage({ type: 'error', message: e instanceof Error ? e.message : String(e) });
 });

@@ -49,7 +49,7 @@ async function main(): Promise<void> {
   // Shadow: the kernel's own conntrack info where it has the netlink glue; else the mark (nft map).
   const kernelCt = bindQueue(sock, cfg, views[0]!, d.queue,
     { copyRange: d.copyRange, maxLen: d.maxLen, failOpen: d.failOpen, conntrack: shadow });
-  Atomics.store(ctl, q + Q_KERNEL_CT, kernelCt ? 1 : 0);
+  Atomics.store(ctl, q + Q_KERNEL_CT, kernelCt ? 1 : 0); // read by the main thread after 'ready'
   Atomics.store(ctl, q + Q_STATE, QS_RUNNING); // after the bind: traffic reaches us from here on
   parentPort!.postMessage({ type: 'ready', wid: ct.wid, fd: sock.fd, kernelCt });
 
@@ -138,10 +138,10 @@ async function main(): Promise<void> {
   publish();
   sock.close();
   ct.close();
-  Atomics.store(ctl, q + Q_STATE, QS_STOPPED);
+  Atomics.store(ctl, q + Q_STATE, QS_STOPPED); // a clean exit: the supervisor recovers nothing
 }
 
 main().catch((e: unknown) => {
-  Atomics.store(ctl, q + Q_STATE, QS_FAILED);
+  Atomics.store(ctl, q + Q_STATE, QS_FAILED); // read by the supervisor when this thread exits
   parentPort!.postMessage({ type: 'error', message: e instanceof Error ? e.message : String(e) });
 });

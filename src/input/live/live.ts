@@ -119,7 +119,7 @@ export class LiveQueues {
     this.ctl = new Int32Array(this.control);
     this.workers = this.queues.map(() => null);
     this.exits = this.queues.map(() => Promise.resolve());
-    for (let i = 0; i < n; i++) Atomics.store(this.ctl, i * Q_WORDS + Q_CRASH_AFTER, -1);
+    for (let i = 0; i < n; i++) Atomics.store(this.ctl, i * Q_WORDS + Q_CRASH_AFTER, -1); // disarmed; read by the workers
   }
 
   /** Start one worker per queue (resolves when every queue is bound) and the GC worker. */
@@ -189,6 +189,7 @@ export class LiveQueues {
     // Failed or died: recover its table state and close its socket. One that failed before it
     // bound its queue is reported by start(); one that died afterwards is replaced (at most
     // MAX_RESTARTS times per queue).
+    // The dead worker's last stores (its table record and socket), visible now that it exited.
     const wid = Atomics.load(this.ctl, rec + Q_WID);
     const fd = Atomics.load(this.ctl, rec + Q_FD);
     let report: RecoveryReport | null = null;
@@ -200,13 +201,13 @@ export class LiveQueues {
     this.recoveries.push({ queue: this.queues[i]!, exitCode: code, report });
     Atomics.add(this.ctl, rec + Q_RESTARTS, 1); // supervisor-owned counter
     if (this.stopping || this.opts.restart === false) return;
-    if (Atomics.load(this.ctl, rec + Q_RESTARTS) > MAX_RESTARTS) {
+    if (Atomics.load(this.ctl, rec + Q_RESTARTS) > MAX_RESTARTS) { // supervisor-owned
       this.opts.onError?.(this.queues[i]!, `not restarted: ${MAX_RESTARTS} restarts already`);
       return;
     }
     this.pendingRestarts++;
     try {
-      Atomics.store(this.ctl, rec + Q_CRASH_AFTER, -1);
+      Atomics.store(this.ctl, rec + Q_CRASH_AFTER, -1); // the test hook fired: disarm it for the new worker
       await this.spawn(i);
       this.opts.onRestart?.(this.queues[i]!, report, code);
     } catch (e) {
@@ -237,7 +238,7 @@ export class LiveQueues {
 
   /** Whether the kernel attaches its conntrack info (NFQA_CT) on queue index i. */
   kernelConntrack(i: number): boolean {
-    return Atomics.load(this.ctl, i * Q_WORDS + Q_KERNEL_CT) === 1;
+    return Atomics.load(this.ctl, i * Q_WORDS + Q_KERNEL_CT) === 1; // set by the worker before 'ready'
   }
 
   counters(): QueueCounters[] {
