@@ -8,7 +8,10 @@
  *    policy marks reach the kernel, a packet worker killed mid-transfer is recovered.
  */
 import test from 'ava';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LiveNet, liveSkipReason } from './helpers/live-net.js';
 import { LiveQueues } from '../src/input/live/live.js';
@@ -110,7 +113,8 @@ if (skip) {
 
   test.serial('monitor mode (AF_PACKET, no queue): the router interface\'s traffic tracked passively', async (t) => {
     net.rules('none', '0:0');
-    const { out, err, stop } = await startCli(['monitor', '--netns', net.router, '--interface', 'ctHr1', '--json']);
+    const snap = join(mkdtempSync(join(tmpdir(), 'ctH-live-')), 'monitor.snap');
+    const { out, err, stop } = await startCli(['monitor', '--netns', net.router, '--interface', 'ctHr1', '--json', '-w', snap]);
     const r = await net.traffic(['client', '--mb', '1', '--short', '6']);
     const crafted = await net.traffic(['craft']);
     t.is(await stop(), 0, err());
@@ -122,6 +126,10 @@ if (skip) {
     t.true(tot['related']! >= 2, 'the ICMP port unreachables are related');
     const closed = (res['entries'] as Json[]).filter((e) => e['proto'] === 'tcp' && e['original'].dport === 8080 && e['state'] === 'TIME_WAIT');
     t.is(closed.length, 8, 'two transfers and six short connections, each closed (TIME_WAIT)');
+    // The snapshot saved at exit lists the same connections.
+    const listed = spawnSync(process.execPath, [cli, 'count', snap], { encoding: 'utf8' });
+    t.is(listed.status, 0, listed.stderr);
+    t.is(Number(listed.stdout.trim()), (res['entries'] as Json[]).length);
   });
 
   test.serial('enforce mode: our decisions are the verdicts; a killed packet worker is recovered', async (t) => {

@@ -10,6 +10,7 @@ import { subscribeEvents, type EventSubscription } from '../table/ecache.js';
 import { E_TIMEOUT } from '../table/layout.js';
 import { entryJson, eventLine, formatEntry, formatStats, type EntryJson, type FormatContext } from '../ops/format.js';
 import { prometheusText } from '../ops/metrics.js';
+import { saveSnapshotFile } from '../ops/snapshot.js';
 import { Policy, type PolicySpec } from '../ops/policy.js';
 import { Conntrack } from '../track/core.js';
 import { LiveQueues, parseQueues, type LiveMode } from '../input/live/live.js';
@@ -36,6 +37,8 @@ export interface NfqueueCliOptions {
   max?: string;
   sysctl?: string[];
   duration?: string;
+  /** Save the table as a snapshot at exit (`conntrack-sab list FILE` reads it). */
+  write?: string;
 }
 
 function intOpt(v: string | undefined, name: string, min: number, max: number, dflt: number): number {
@@ -148,6 +151,14 @@ export async function runNfqueue(raw: Record<string, unknown>): Promise<number> 
     c.endBatch();
     c.close();
   }
+  if (o.write) {
+    try {
+      const n = saveSnapshotFile(table, o.write);
+      process.stderr.write(`conntrack-sab ${cmd}: ${n} connections saved to ${o.write}\n`);
+    } catch (e) {
+      process.stderr.write(`conntrack-sab ${cmd}: cannot save ${o.write}: ${(e as Error).message}\n`);
+    }
+  }
   const totals = lq.totals();
   const stats = table.stats();
   if (o.json) {
@@ -202,6 +213,7 @@ export function registerLiveCommands(program: Command): void {
     .option('--max <n>', 'nf_conntrack_max of the table')
     .option('--sysctl <name=value>', 'set a sysctl', collect, [])
     .option('--duration <s>', 'stop after this many seconds')
+    .option('-w, --write <file>', 'save the table as a snapshot at exit')
     .action(async (opts: Record<string, unknown>) => {
       process.exitCode = await runNfqueue(opts);
     });
@@ -220,6 +232,7 @@ export function registerLiveCommands(program: Command): void {
     .option('--max <n>', 'nf_conntrack_max of the table')
     .option('--sysctl <name=value>', 'set a sysctl', collect, [])
     .option('--duration <s>', 'stop after this many seconds')
+    .option('-w, --write <file>', 'save the table as a snapshot at exit')
     .action(async (opts: Record<string, unknown>) => {
       process.exitCode = await runNfqueue(opts);
     });
