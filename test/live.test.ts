@@ -29,6 +29,9 @@ function workerRecordsInUse(table: ConntrackTable): number {
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const skip = await liveSkipReason();
 const net = new LiveNet('ctH');
+/** Shadow traffic: 4 MiB each way and 20 short connections; more with CTSAB_LIVE_MB / CTSAB_LIVE_SHORT (long mode). */
+const SHADOW_MB = Number(process.env['CTSAB_LIVE_MB'] ?? 4);
+const SHADOW_SHORT = Number(process.env['CTSAB_LIVE_SHORT'] ?? 20);
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -77,7 +80,7 @@ if (skip) {
     net.rules('shadow', '0:1');
     const cliRun = await startCli(['nfqueue', '--netns', net.router, '--queues', '0-1', '--shadow', '--json']);
     const before = net.phantomCount();
-    const r = await net.traffic(['client', '--mb', '4', '--short', '20']);
+    const r = await net.traffic(['client', '--mb', String(SHADOW_MB), '--short', String(SHADOW_SHORT)], 600000);
     const crafted = await net.traffic(['craft']);
     t.is(await cliRun.stop(), 0, cliRun.err());
     const out = cliRun.out();
