@@ -8,8 +8,8 @@
 #   phantom hosts for crafted packets: 10.200.1.10 (behind the client), 10.200.2.10 (behind the server)
 # Offloads are off (as in scripts/oracle/record.sh), so the router's conntrack verifies checksums
 # (CTSAB_OFFLOADS=on keeps them).
-# iptables: the nf_tables flavour (iptables-nft); NFQUEUE goes through xt_NFQUEUE (this kernel
-# has no nft_queue).
+# iptables: the nf_tables flavour (iptables-nft; CTSAB_IPTABLES=iptables-legacy for the other);
+# NFQUEUE goes through xt_NFQUEUE (this kernel has no nft_queue).
 set -euo pipefail
 # System tools first (npx puts node_modules/.bin, with an unrelated "nft", in front).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
@@ -79,6 +79,9 @@ rules)
   # --queue-balance A:B spreads flows by address pair (both directions to one queue); one queue: --queue-num.
   if [ "${queues%%:*}" = "${queues##*:}" ]; then qarg="--queue-num ${queues%%:*}"; else qarg="--queue-balance $queues"; fi
   nsx $R nft flush ruleset
+  if [ "$IPT" = iptables-legacy ]; then
+    for t in $IPT $IP6T; do nsx $R $t -F; nsx $R $t -t raw -F; done
+  fi
   case "$mode" in
   shadow)
     # The kernel's ct state and direction into the packet mark, read by the workers (NFQA_MARK):
