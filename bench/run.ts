@@ -47,7 +47,7 @@ export interface BenchOptions {
   /** Run every job on the main thread (profiling); worker counts above 1 are skipped. */
   inline: boolean;
   runs: number;
-  /** Only these sections (hot, zones, mixed, flood, lookup, exp). */
+  /** Only these sections (hot, zones, mixed, flood, lookup, exp; live: NFQUEUE, root, only when named). */
   only: string[] | null;
   /** Write JSON and SVG here (default bench/results). */
   outDir: string;
@@ -950,6 +950,16 @@ export async function benchMain(argv: string[]): Promise<number> {
   } catch (e) {
     process.stderr.write(`bench: ${(e as Error).message}\n`);
     return 2;
+  }
+  if (o.only?.includes('live')) {
+    // Live traffic through NFQUEUE (root only; bench/live.ts), reported on its own.
+    const { runLiveBench, formatLiveBench } = await import('./live.js');
+    const lr = await runLiveBench({ quick: o.quick, log: o.log });
+    mkdirSync(o.outDir, { recursive: true });
+    writeFileSync(`${o.outDir.replace(/\/?$/, '/')}bench-live${o.quick ? '-quick' : ''}.json`, JSON.stringify(lr, null, 2) + '\n');
+    process.stdout.write((o.json ? JSON.stringify(lr) : formatLiveBench(lr)) + '\n');
+    o.only = o.only.filter((s) => s !== 'live');
+    if (o.only.length === 0) return 0;
   }
   let r: BenchReport;
   try {

@@ -48,3 +48,6 @@ export {
 } from './track/nat/rules.js';
 export { NAT_REWROTE_SRC, NAT_REWROTE_DST, NAT_REWROTE_INNER } from './track/nat/nat.js';
 export { bysourceCount } from './track/nat/bysource.js';
+export { LiveQueues, parseQueues, type LiveOptions, type LiveMode, type QueueCounters } from './input/live/live.js';
+export { liveAvailable, LiveUnavailableError } from './input/live/netlink.js';
+export { Policy, ACTION_ACCEPT, ACTION_DROP, type PolicySpec, type PolicyRule } from './ops/policy.js';

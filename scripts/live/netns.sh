@@ -4,12 +4,15 @@
 #   netns.sh rules PREFIX MODE QUEUES  MODE: shadow | enforce | conntrack | none; QUEUES e.g. 0:1
 #   netns.sh down PREFIX
 # Addresses (private, only inside these namespaces):
-#   client 10.200.1.2 fd00:200:0:1::2 | router 10.200.1.1 / 10.200.2.1 | server 10.200.2.2 fd00:200:0:2::2
+#   client 10.200.1.2 (and .3-.6) fd00:200:0:1::2 | router 10.200.1.1 / 10.200.2.1 | server 10.200.2.2 fd00:200:0:2::2
 #   phantom hosts for crafted packets: 10.200.1.10 (behind the client), 10.200.2.10 (behind the server)
-# Offloads are off (as in scripts/oracle/record.sh), so the router's conntrack verifies checksums.
-# iptables: the nf_tables flavour (iptables-nft); NFQUEUE goes through xt_NFQUEUE (this kernel
-# has no nft_queue).
+# Offloads are off (as in scripts/oracle/record.sh), so the router's conntrack verifies checksums
+# (CTSAB_OFFLOADS=on keeps them).
+# iptables: the nf_tables flavour (iptables-nft; CTSAB_IPTABLES=iptables-legacy for the other);
+# NFQUEUE goes through xt_NFQUEUE (this kernel has no nft_queue).
 set -euo pipefail
+# System tools first (npx puts node_modules/.bin, with an unrelated "nft", in front).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 cmd=${1:?usage: netns.sh up|rules|down PREFIX ...}
 P=${2:?prefix}
 C=$P-client R=$P-router S=$P-server
@@ -31,10 +34,13 @@ up)
   ip link add ${P}s0 netns $S type veth peer name ${P}r2 netns $R
   for pair in "$C ${P}c0" "$R ${P}r1" "$R ${P}r2" "$S ${P}s0"; do
     read -r ns dev <<<"$pair"
-    nsx "$ns" ethtool -K "$dev" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
+    # CTSAB_OFFLOADS=on keeps the veth defaults (checksum offload, TSO/GSO/GRO: 64 KiB packets).
+    [ "${CTSAB_OFFLOADS:-off}" = on ] || nsx "$ns" ethtool -K "$dev" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
     nsx "$ns" ip link set "$dev" up
   done
   nsx $C ip addr add 10.200.1.2/24 dev ${P}c0
+  # More client addresses: the kernel spreads queues by address pair (--queue-balance).
+  for i in 3 4 5 6; do nsx $C ip addr add 10.200.1.$i/24 dev ${P}c0; done
   nsx $C ip -6 addr add fd00:200:0:1::2/64 dev ${P}c0 nodad
   nsx $R ip addr add 10.200.1.1/24 dev ${P}r1
   nsx $R ip -6 addr add fd00:200:0:1::1/64 dev ${P}r1 nodad
@@ -54,7 +60,7 @@ up)
   nsx $C ip -6 neigh replace fd00:200:0:1::1 lladdr $r1_mac dev ${P}c0 nud permanent
   nsx $S ip neigh replace 10.200.2.1 lladdr $r2_mac dev ${P}s0 nud permanent
   nsx $S ip -6 neigh replace fd00:200:0:2::1 lladdr $r2_mac dev ${P}s0 nud permanent
-  for a in 10.200.1.2 10.200.1.10; do nsx $R ip neigh replace $a lladdr $c_mac dev ${P}r1 nud permanent; done
+  for a in 10.200.1.2 10.200.1.3 10.200.1.4 10.200.1.5 10.200.1.6 10.200.1.10; do nsx $R ip neigh replace $a lladdr $c_mac dev ${P}r1 nud permanent; done
   nsx $R ip -6 neigh replace fd00:200:0:1::2 lladdr $c_mac dev ${P}r1 nud permanent
   for a in 10.200.2.2 10.200.2.10; do nsx $R ip neigh replace $a lladdr $s_mac dev ${P}r2 nud permanent; done
   nsx $R ip -6 neigh replace fd00:200:0:2::2 lladdr $s_mac dev ${P}r2 nud permanent
@@ -70,7 +76,12 @@ NFT
   ;;
 rules)
   mode=${3:?mode}; queues=${4:-0:0}
+  # --queue-balance A:B spreads flows by address pair (both directions to one queue); one queue: --queue-num.
+  if [ "${queues%%:*}" = "${queues##*:}" ]; then qarg="--queue-num ${queues%%:*}"; else qarg="--queue-balance $queues"; fi
   nsx $R nft flush ruleset
+  if [ "$IPT" = iptables-legacy ]; then
+    for t in $IPT $IP6T; do nsx $R $t -F; nsx $R $t -t raw -F; done
+  fi
   case "$mode" in
   shadow)
     # The kernel's ct state and direction into the packet mark, read by the workers (NFQA_MARK):
@@ -86,15 +97,24 @@ table inet ctsab_shadow {
   }
 }
 NFT
-    for t in $IPT $IP6T; do nsx $R $t -A FORWARD -j NFQUEUE --queue-balance $queues --queue-bypass; done
+    for t in $IPT $IP6T; do nsx $R $t -A FORWARD -j NFQUEUE $qarg --queue-bypass; done
     ;;
   enforce|accept)
     # Our decision is the only state: the kernel does not track the queued traffic.
     for t in $IPT $IP6T; do
       nsx $R $t -t raw -A PREROUTING -i ${P}r1 -j CT --notrack
       nsx $R $t -t raw -A PREROUTING -i ${P}r2 -j CT --notrack
-      nsx $R $t -A FORWARD -j NFQUEUE --queue-balance $queues
+      nsx $R $t -A FORWARD -j NFQUEUE $qarg
     done
+    # Packets leaving with a mark our verdicts set (policy marks, connmark-equivalent).
+    nsx $R nft -f - <<'NFT'
+table inet ctsab_marks {
+  chain post {
+    type filter hook postrouting priority 0; policy accept;
+    meta mark 0x10 counter
+  }
+}
+NFT
     ;;
   conntrack)
     nsx $R nft -f - <<'NFT'

@@ -75,10 +75,12 @@ def serve():
         u.sendto(data, addr)
 
 
-def http_request(host, method, path, body=b''):
+def http_request(host, method, path, body=b'', src=None):
     fam = socket.AF_INET6 if ':' in host else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_STREAM)
     s.settimeout(10)
+    if src:
+        s.bind((src, 0))
     s.connect((host, PORT))
     req = f'{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n'.encode()
     s.sendall(req)
@@ -223,16 +225,21 @@ def bulk(mb, conns):
     n = int(mb * 1048576)
     res = [0] * conns
 
+    errors = []
+
     def one(i):
-        _, body = http_request(SERVER4, 'GET', f'/bytes/{n}')
-        res[i] = len(body)
+        try:
+            _, body = http_request(SERVER4, 'GET', f'/bytes/{n}', src=f'10.200.1.{2 + i % 5}')
+            res[i] = len(body)
+        except OSError as e:
+            errors.append(str(e))
     t = time.time()
     th = [threading.Thread(target=one, args=(i,)) for i in range(conns)]
     for x in th:
         x.start()
     for x in th:
         x.join()
-    print(json.dumps({'bytes': sum(res), 'expected': n * conns, 'seconds': time.time() - t}), flush=True)
+    print(json.dumps({'bytes': sum(res), 'expected': n * conns, 'seconds': time.time() - t, 'errors': errors}), flush=True)
 
 
 def rtt(count):

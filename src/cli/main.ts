@@ -5,14 +5,8 @@ import { runReplay } from './replay-cmd.js';
 import { runStressCli } from './stress.js';
 import { runBenchCli } from './bench.js';
 import { registerTableCommands } from './table-cmds.js';
-import { runNfqueue } from './nfqueue.js';
+import { registerLiveCommands } from './nfqueue.js';
 import { EXIT_DATA, EXIT_USAGE, usageLine, VERSION } from './common.js';
-
-/** A decimal integer option, whole string only ("12abc", "1e12", "-1" are refused, not cut short). */
-function strictInt(v: string): number {
-  if (!/^\d{1,9}$/.test(v.trim())) throw new InvalidArgumentError(`expected a decimal integer, got "${v}"`);
-  return Number(v);
-}
 
 const program = new Command();
 program
@@ -86,33 +80,10 @@ program
     process.exitCode = await runBenchCli(opts);
   });
 
-program
-  .command('nfqueue')
-  .description('decide live traffic from NFQUEUE queues, one packet worker per queue (Linux, CAP_NET_ADMIN, koffi)')
-  .option('--queues <list>', 'queue numbers, e.g. 0-1 or 0,2 (default 0)')
-  .option('--shadow', 'the kernel decides; compare its conntrack state with ours per packet (default)')
-  .option('--enforce', 'our decision is the verdict (kernel tracking bypassed by raw notrack)')
-  .option('--policy <file>', 'firewall policy (JSON) for --enforce')
-  .option('-E, --event', 'print the event stream like conntrack -E')
-  .option('-S, --stats', 'print statistics like conntrack -S at exit')
-  .option('-L, --dump', 'print the table like conntrack -L at exit')
-  .option('--json', 'print one JSON object at exit')
-  .addOption(new Option('-o, --output <fmt>', 'output format for -L/-E: extended, timestamp, id'))
-  .option('--copy-range <bytes>', 'bytes of each packet copied (default 65535)')
-  .option('--queue-maxlen <n>', 'packets the kernel holds per queue (default 4096)')
-  .option('--no-fail-open', 'drop, rather than accept, packets when a queue is full')
-  .option('--rcvbuf <bytes>', 'socket receive buffer (default 8 MiB)')
-  .option('--zone <n>', 'conntrack zone of the queued packets')
-  .option('--netns <name>', 'bind the queues of this network namespace (ip netns name)')
-  .option('--max <n>', 'nf_conntrack_max of the table')
-  .option('--sysctl <name=value>', 'set a sysctl', collect, [])
-  .option('--duration <s>', 'stop after this many seconds')
-  .action(async (opts: Record<string, unknown>) => {
-    process.exitCode = await runNfqueue(opts);
-  });
-
 // list, count, metrics, snapshot, delete: on a snapshot file or a replayed capture.
 registerTableCommands(program);
+// nfqueue, monitor: live traffic (src/cli/nfqueue.ts).
+registerLiveCommands(program);
 
 /** The subcommand named on the command line (for error lines), null when none is. */
 function commandName(): string | null {

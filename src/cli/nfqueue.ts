@@ -3,12 +3,14 @@
  * worker per queue, on one shared table with the GC worker. Runs until SIGINT/SIGTERM (or
  * --duration), then gives verdicts for every packet it holds and prints what replay prints.
  */
+import { Option, type Command } from 'commander';
 import { ConntrackTable } from '../table/table.js';
 import { parseSysctlAssignment } from '../table/sysctl.js';
 import { subscribeEvents, type EventSubscription } from '../table/ecache.js';
 import { E_TIMEOUT } from '../table/layout.js';
 import { entryJson, eventLine, formatEntry, formatStats, type EntryJson, type FormatContext } from '../ops/format.js';
 import { prometheusText } from '../ops/metrics.js';
+import { saveSnapshotFile } from '../ops/snapshot.js';
 import { Policy, type PolicySpec } from '../ops/policy.js';
 import { Conntrack } from '../track/core.js';
 import { LiveQueues, parseQueues, type LiveMode } from '../input/live/live.js';
@@ -16,6 +18,8 @@ import { LineWriter } from './output.js';
 
 export interface NfqueueCliOptions {
   queues?: string;
+  /** `monitor`: interfaces to read passively (comma separated). */
+  interface?: string;
   shadow?: boolean;
   enforce?: boolean;
   policy?: string;
@@ -33,6 +37,8 @@ export interface NfqueueCliOptions {
   max?: string;
   sysctl?: string[];
   duration?: string;
+  /** Save the table as a snapshot at exit (`conntrack-sab list FILE` reads it). */
+  write?: string;
 }
 
 function intOpt(v: string | undefined, name: string, min: number, max: number, dflt: number): number {
@@ -44,18 +50,22 @@ function intOpt(v: string | undefined, name: string, min: number, max: number, d
 
 export async function runNfqueue(raw: Record<string, unknown>): Promise<number> {
   const o = raw as NfqueueCliOptions;
+  const monitor = o.interface !== undefined;
+  const cmd = monitor ? 'monitor' : 'nfqueue';
   const err = (m: string): number => {
-    process.stderr.write(`conntrack-sab nfqueue: ${m}\n`);
+    process.stderr.write(`conntrack-sab ${cmd}: ${m}\n`);
     return 2;
   };
   if (o.shadow && o.enforce) return err('--shadow and --enforce exclude each other');
-  const mode: LiveMode = o.enforce ? 'enforce' : 'shadow';
+  const mode: LiveMode = monitor ? 'monitor' : o.enforce ? 'enforce' : 'shadow';
+  const interfaces = monitor ? o.interface!.split(',').map((x) => x.trim()).filter(Boolean) : [];
+  if (monitor && (interfaces.length === 0 || interfaces.length > 64)) return err('--interface needs 1 to 64 interface names');
   let queues: number[];
   let copyRange: number, maxLen: number, rcvbuf: number, zone: number, max: number, duration: number;
   let policy: PolicySpec = {};
   const sysctls: Record<string, number> = {};
   try {
-    queues = parseQueues(o.queues ?? '0');
+    queues = monitor ? [] : parseQueues(o.queues ?? '0');
     copyRange = intOpt(o.copyRange, '--copy-range', 64, 0xffff, 0xffff);
     maxLen = intOpt(o.queueMaxlen, '--queue-maxlen', 1, 1 << 20, 4096);
     rcvbuf = intOpt(o.rcvbuf, '--rcvbuf', 65536, 1 << 30, 8 << 20);
@@ -71,11 +81,12 @@ export async function runNfqueue(raw: Record<string, unknown>): Promise<number> 
   } catch (e) {
     return err((e as Error).message);
   }
+  if (o.policy && mode !== 'enforce') process.stderr.write(`conntrack-sab ${cmd}: note: --policy applies to --enforce only; in ${mode} mode nothing is dropped\n`);
   const fmt = new Set((o.output ?? '').split(',').map((s) => s.trim()).filter(Boolean));
   for (const f of fmt) if (!['extended', 'timestamp', 'id'].includes(f)) return err(`unknown output format "${f}"`);
 
   const table = ConntrackTable.create({
-    max, sysctls, maxWorkers: Math.max(16, 2 * queues.length + 4),
+    max, sysctls, maxWorkers: Math.max(16, 2 * (queues.length + interfaces.length) + 4),
     ...(o.event ? { events: { ring: 1 << 15, destroyRing: 1 << 13 } } : {}),
   });
   const out = new LineWriter(1);
@@ -94,17 +105,17 @@ export async function runNfqueue(raw: Record<string, unknown>): Promise<number> 
   let lq: LiveQueues;
   try {
     lq = await LiveQueues.start({
-      table, queues, mode, policy, copyRange, maxLen, receiveBuffer: rcvbuf, zone,
+      table, queues, interfaces, mode, policy, copyRange, maxLen, receiveBuffer: rcvbuf, zone,
       failOpen: o.failOpen !== false, ...(o.netns ? { netns: o.netns } : {}),
-      onRestart: (q, r, code) => process.stderr.write(`conntrack-sab nfqueue: queue ${q}: worker died (exit ${code}), recovered (${r?.locksReleased ?? 0} locks released), restarted\n`),
-      onError: (q, m) => process.stderr.write(`conntrack-sab nfqueue: queue ${q}: ${m}\n`),
+      onRestart: (q, r, code) => process.stderr.write(`conntrack-sab ${cmd}: ${monitor ? 'interface' : 'queue'} ${monitor ? interfaces[q] : q}: worker died (exit ${code}), recovered (${r?.locksReleased ?? 0} locks released), restarted\n`),
+      onError: (q, m) => process.stderr.write(`conntrack-sab ${cmd}: ${monitor ? `interface ${interfaces[q]}` : `queue ${q}`}: ${m}\n`),
     });
   } catch (e) {
     sub?.close();
-    process.stderr.write(`conntrack-sab nfqueue: ${(e as Error).message}\n`);
+    process.stderr.write(`conntrack-sab ${cmd}: ${(e as Error).message}\n`);
     return 1;
   }
-  process.stderr.write(`conntrack-sab nfqueue: ${mode} on queue${queues.length > 1 ? 's' : ''} ${queues.join(',')}` +
+  process.stderr.write(`conntrack-sab ${cmd}: ${mode} on ${monitor ? `interface${interfaces.length > 1 ? 's' : ''} ${interfaces.join(',')}` : `queue${queues.length > 1 ? 's' : ''} ${queues.join(',')}`}` +
     `${mode === 'shadow' ? (lq.kernelConntrack(0) ? ' (kernel state from NFQA_CT)' : ' (kernel state from the packet mark)') : ''}; SIGINT/SIGTERM to stop, SIGUSR1 for Prometheus metrics\n`);
 
   const timer = setInterval(drain, 100);
@@ -140,11 +151,19 @@ export async function runNfqueue(raw: Record<string, unknown>): Promise<number> 
     c.endBatch();
     c.close();
   }
+  if (o.write) {
+    try {
+      const n = saveSnapshotFile(table, o.write);
+      process.stderr.write(`conntrack-sab ${cmd}: ${n} connections saved to ${o.write}\n`);
+    } catch (e) {
+      process.stderr.write(`conntrack-sab ${cmd}: cannot save ${o.write}: ${(e as Error).message}\n`);
+    }
+  }
   const totals = lq.totals();
   const stats = table.stats();
   if (o.json) {
     out.write(JSON.stringify({
-      mode, queues: lq.counters(), totals, recoveries: lq.recoveries.length, entries, stats: stats.total,
+      mode, queues: lq.counters(), ...(monitor ? { interfaces } : {}), totals, recoveries: lq.recoveries.length, entries, stats: stats.total,
       ...(o.event ? { events: eventLines } : {}),
     }) + '\n');
   } else {
@@ -155,7 +174,7 @@ export async function runNfqueue(raw: Record<string, unknown>): Promise<number> 
     }
     if (o.stats) out.write(formatStats(stats.perWorker.length ? stats.perWorker : [stats.total]) + '\n');
     for (const c of lq.counters()) {
-      out.write(`queue ${c.queue}: packets=${c['packets']} accepted=${c['accepted']} dropped=${c['dropped']} new=${c['new']} ` +
+      out.write(`${monitor ? `interface ${interfaces[c.queue]}` : `queue ${c.queue}`}: packets=${c['packets']} accepted=${c['accepted']} dropped=${c['dropped']} new=${c['new']} ` +
         `established=${c['established']} related=${c['related']} invalid=${c['invalid']} untracked=${c['untracked']}` +
         `${mode === 'shadow' ? ` checked=${c['shadowChecked']} mismatches=${c['mismatches']} no-kernel-state=${c['noKernelState']}` : ''}` +
         ` restarts=${c['restarts']}\n`);
@@ -165,4 +184,56 @@ export async function runNfqueue(raw: Record<string, unknown>): Promise<number> 
   }
   out.flush();
   return 0;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return previous.concat([value]);
+}
+
+/** The `nfqueue` and `monitor` commands. */
+export function registerLiveCommands(program: Command): void {
+  program
+    .command('nfqueue')
+    .description('decide live traffic from NFQUEUE queues, one packet worker per queue (Linux, CAP_NET_ADMIN, koffi)')
+    .option('--queues <list>', 'queue numbers, e.g. 0-1 or 0,2 (default 0)')
+    .option('--shadow', 'the kernel decides; compare its conntrack state with ours per packet (default)')
+    .option('--enforce', 'our decision is the verdict (kernel tracking bypassed by raw notrack)')
+    .option('--policy <file>', 'firewall policy (JSON) for --enforce')
+    .option('-E, --event', 'print the event stream like conntrack -E')
+    .option('-S, --stats', 'print statistics like conntrack -S at exit')
+    .option('-L, --dump', 'print the table like conntrack -L at exit')
+    .option('--json', 'print one JSON object at exit')
+    .addOption(new Option('-o, --output <fmt>', 'output format for -L/-E: extended, timestamp, id'))
+    .option('--copy-range <bytes>', 'bytes of each packet copied (default 65535)')
+    .option('--queue-maxlen <n>', 'packets the kernel holds per queue (default 4096)')
+    .option('--no-fail-open', 'drop, rather than accept, packets when a queue is full')
+    .option('--rcvbuf <bytes>', 'socket receive buffer (default 8 MiB)')
+    .option('--zone <n>', 'conntrack zone of the queued packets')
+    .option('--netns <name>', 'bind the queues of this network namespace (ip netns name)')
+    .option('--max <n>', 'nf_conntrack_max of the table')
+    .option('--sysctl <name=value>', 'set a sysctl', collect, [])
+    .option('--duration <s>', 'stop after this many seconds')
+    .option('-w, --write <file>', 'save the table as a snapshot at exit')
+    .action(async (opts: Record<string, unknown>) => {
+      process.exitCode = await runNfqueue(opts);
+    });
+
+  program
+    .command('monitor')
+    .description('track the traffic of interfaces passively (AF_PACKET, e.g. a mirror port), one worker per interface')
+    .requiredOption('--interface <list>', 'interface names, comma separated')
+    .option('-E, --event', 'print the event stream like conntrack -E')
+    .option('-S, --stats', 'print statistics like conntrack -S at exit')
+    .option('-L, --dump', 'print the table like conntrack -L at exit')
+    .option('--json', 'print one JSON object at exit')
+    .addOption(new Option('-o, --output <fmt>', 'output format for -L/-E: extended, timestamp, id'))
+    .option('--zone <n>', 'conntrack zone of the packets')
+    .option('--netns <name>', 'read the interfaces of this network namespace (ip netns name)')
+    .option('--max <n>', 'nf_conntrack_max of the table')
+    .option('--sysctl <name=value>', 'set a sysctl', collect, [])
+    .option('--duration <s>', 'stop after this many seconds')
+    .option('-w, --write <file>', 'save the table as a snapshot at exit')
+    .action(async (opts: Record<string, unknown>) => {
+      process.exitCode = await runNfqueue(opts);
+    });
 }

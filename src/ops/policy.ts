@@ -12,7 +12,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { CT_ESTABLISHED, CT_INVALID, CT_NEW, CT_RELATED, CT_UNTRACKED, type Verdict } from '../track/verdict.js';
-import { NFPROTO_IPV4, NFPROTO_IPV6, type Packet } from '../input/packet/packet.js';
+import { type Packet } from '../input/packet/packet.js';
+import { parseCidr } from './ops.js';
 
 export const ACTION_DROP = 0;
 export const ACTION_ACCEPT = 1;
@@ -70,54 +71,14 @@ const C_ADDR = 1;
 const C_MASK = 5;
 const C_WORDS = 9;
 
-function parseV4(s: string): number[] | null {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(s);
-  if (!m) return null;
-  const b = m.slice(1).map(Number);
-  if (b.some((x) => x > 255)) return null;
-  return [((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0, 0, 0, 0];
-}
-
-function parseV6(s: string): number[] | null {
-  if (!/^[0-9a-fA-F:.]+$/.test(s) || !s.includes(':')) return null;
-  const halves = s.split('::');
-  if (halves.length > 2) return null;
-  const part = (x: string): number[] | null => {
-    if (x === '') return [];
-    const out: number[] = [];
-    for (const g of x.split(':')) {
-      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return null;
-      out.push(parseInt(g, 16));
-    }
-    return out;
-  };
-  const a = part(halves[0]!);
-  const b = halves.length === 2 ? part(halves[1]!) : [];
-  if (!a || !b) return null;
-  const fill = 8 - a.length - b.length;
-  if (fill < 0 || (halves.length === 1 && fill !== 0)) return null;
-  const g = [...a, ...new Array<number>(halves.length === 2 ? fill : 0).fill(0), ...b];
-  const w: number[] = [];
-  for (let i = 0; i < 4; i++) w.push(((g[2 * i]! << 16) | g[2 * i + 1]!) >>> 0);
-  return w;
-}
-
-/** "10.0.0.0/8", "fd00::/64", a bare address: family, address words, mask words. */
-export function parseCidr(s: string): { family: number; addr: number[]; mask: number[] } {
-  const [a, l] = s.split('/');
-  const v4 = parseV4(a!.trim());
-  const v6 = v4 ? null : parseV6(a!.trim());
-  if (!v4 && !v6) throw new Error(`policy: "${s}" is not an IPv4 or IPv6 address or CIDR`);
-  const max = v4 ? 32 : 128;
-  const len = l === undefined ? max : Number(l);
-  if (!Number.isInteger(len) || len < 0 || len > max) throw new Error(`policy: bad prefix length in "${s}"`);
-  const mask: number[] = [];
-  for (let i = 0; i < 4; i++) {
-    const bits = Math.max(0, Math.min(32, len - 32 * i));
-    mask.push(bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0);
+/** "10.0.0.0/8", "fd00::/64", a bare address: family, address and mask words (uint32). */
+export function policyCidr(s: string): { family: number; addr: number[]; mask: number[] } {
+  try {
+    const c = parseCidr(s.trim());
+    return { family: c.family, addr: [...c.net].map((w) => w >>> 0), mask: [...c.mask].map((w) => w >>> 0) };
+  } catch (e) {
+    throw new Error(`policy: "${s}": ${(e as Error).message}`);
   }
-  const addr = (v4 ?? v6)!.map((w, i) => (w & mask[i]!) >>> 0);
-  return { family: v4 ? NFPROTO_IPV4 : NFPROTO_IPV6, addr, mask };
 }
 
 function parsePorts(v: number | string): Array<[number, number]> {
@@ -196,7 +157,7 @@ export class Policy {
         w[o + first] = cidrs.length / C_WORDS;
         w[o + count] = list.length;
         for (const s of list) {
-          const c = parseCidr(String(s));
+          const c = policyCidr(String(s));
           cidrs.push(c.family, ...c.addr, ...c.mask);
         }
       };

@@ -28,6 +28,8 @@ export const Q_HEARTBEAT = 20; // wall clock ms of the last loop turn (low 31 bi
 export const Q_BYTES_KIB = 21; // IP bytes seen, KiB
 export const Q_RESTARTS = 22; // written by the supervisor: workers restarted on this queue
 export const Q_KERNEL_CT = 23; // 1: the kernel attaches NFQA_CT (netlink glue), 0: marks
+export const Q_DECIDE_US = 24; // time spent deciding (parse, track, policy, verdict building), µs
+export const Q_TURN_US = 25; // time from the first packet of a turn received to its verdicts sent, µs
 export const Q_WORDS = 32;
 
 export const QS_STARTING = 0;
@@ -48,4 +50,5 @@ export const COUNTER_NAMES: ReadonlyArray<[string, number]> = [
   ['shadowChecked', Q_SHADOW_CHECKED], ['mismatches', Q_MISMATCH], ['noKernelState', Q_NO_KERNEL_STATE],
   ['recvErrors', Q_RECV_ERRORS], ['sendErrors', Q_SEND_ERRORS], ['batches', Q_BATCHES],
   ['verdictMessages', Q_VERDICT_MSGS], ['kib', Q_BYTES_KIB], ['restarts', Q_RESTARTS],
+  ['decideUs', Q_DECIDE_US], ['turnUs', Q_TURN_US],
 ];

@@ -18,14 +18,17 @@ import {
 
 /**
  * shadow: the kernel decides, ours is compared with it; enforce: ours decides (policy);
- * accept: accept everything without tracking (the queue's own ceiling, for the bench).
+ * accept: accept everything without tracking (the queue's own ceiling, for the bench);
+ * monitor: passive, no queue: frames read from interfaces (AF_PACKET, e.g. mirror ports).
  */
-export type LiveMode = 'shadow' | 'enforce' | 'accept';
+export type LiveMode = 'shadow' | 'enforce' | 'accept' | 'monitor';
 
 export interface LiveOptions {
   table: ConntrackTable;
-  /** Queue numbers, one packet worker each. */
-  queues: number[];
+  /** Queue numbers, one packet worker each (NFQUEUE modes). */
+  queues?: number[];
+  /** Monitor mode: interfaces to read, one worker each. */
+  interfaces?: string[];
   mode: LiveMode;
   policy?: PolicySpec;
   /** Bytes of each packet copied from the kernel (default 0xffff: whole packets). */
@@ -55,6 +58,8 @@ export interface LiveWorkerData {
   control: SharedArrayBuffer;
   index: number;
   queue: number;
+  /** Monitor mode: the interface this worker reads. */
+  iface: string | null;
   mode: LiveMode;
   policy: PolicySpec;
   copyRange: number;
@@ -64,6 +69,9 @@ export interface LiveWorkerData {
   zone: number;
   netns: string | null;
 }
+
+/** Restarts of one queue's worker after which the supervisor gives up on it. */
+const MAX_RESTARTS = 100;
 
 export type QueueCounters = Record<string, number> & { queue: number };
 
@@ -96,15 +104,22 @@ export class LiveQueues {
   /** Dead workers recovered so far. */
   readonly recoveries: Array<{ queue: number; exitCode: number; report: RecoveryReport | null }> = [];
 
+  /** Monitor mode: the interfaces (index i reads interfaces[i]); else empty. */
+  readonly interfaces: readonly string[];
+
   private constructor(opts: LiveOptions) {
     this.opts = opts;
     this.table = opts.table;
-    this.queues = opts.queues;
-    this.control = new SharedArrayBuffer(opts.queues.length * Q_WORDS * 4);
+    this.interfaces = opts.mode === 'monitor' ? opts.interfaces ?? [] : [];
+    // Monitor workers are numbered like queues (0..n-1) in the counters.
+    this.queues = opts.mode === 'monitor' ? this.interfaces.map((_x, i) => i) : opts.queues ?? [];
+    const n = this.queues.length;
+    if (n === 0) throw new Error(opts.mode === 'monitor' ? 'monitor mode needs interfaces' : 'no queues');
+    this.control = new SharedArrayBuffer(n * Q_WORDS * 4);
     this.ctl = new Int32Array(this.control);
-    this.workers = opts.queues.map(() => null);
-    this.exits = opts.queues.map(() => Promise.resolve());
-    for (let i = 0; i < opts.queues.length; i++) Atomics.store(this.ctl, i * Q_WORDS + Q_CRASH_AFTER, -1);
+    this.workers = this.queues.map(() => null);
+    this.exits = this.queues.map(() => Promise.resolve());
+    for (let i = 0; i < n; i++) Atomics.store(this.ctl, i * Q_WORDS + Q_CRASH_AFTER, -1); // disarmed; read by the workers
   }
 
   /** Start one worker per queue (resolves when every queue is bound) and the GC worker. */
@@ -113,7 +128,7 @@ export class LiveQueues {
     new Policy(opts.policy ?? {}); // and for a bad policy
     const lq = new LiveQueues(opts);
     try {
-      await Promise.all(opts.queues.map((_q, i) => lq.spawn(i)));
+      await Promise.all(lq.queues.map((_q, i) => lq.spawn(i)));
       if (opts.gc !== false) {
         lq.gc = startGc(opts.table);
         await lq.gc.ready;
@@ -128,7 +143,8 @@ export class LiveQueues {
   private data(i: number): LiveWorkerData {
     const o = this.opts;
     return {
-      table: this.table.handle(), control: this.control, index: i, queue: this.queues[i]!, mode: o.mode,
+      table: this.table.handle(), control: this.control, index: i, queue: this.queues[i]!,
+      iface: this.interfaces[i] ?? null, mode: o.mode,
       policy: o.policy ?? {}, copyRange: o.copyRange ?? 0xffff, maxLen: o.maxLen ?? 4096,
       failOpen: o.failOpen ?? true, receiveBuffer: o.receiveBuffer ?? 8 << 20, zone: o.zone ?? 0,
       netns: o.netns ?? null,
@@ -136,7 +152,8 @@ export class LiveQueues {
   }
 
   private spawn(i: number): Promise<void> {
-    const w = new Worker(new URL('../../../workers/nfqueue-worker.js', import.meta.url), { workerData: this.data(i) });
+    const file = this.opts.mode === 'monitor' ? 'capture-worker.js' : 'nfqueue-worker.js';
+    const w = new Worker(new URL(`../../../workers/${file}`, import.meta.url), { workerData: this.data(i) });
     this.workers[i] = w;
     // Fresh record: Atomics.store, read by the new worker (it starts after this).
     Atomics.store(this.ctl, i * Q_WORDS + Q_STOP, 0);
@@ -158,30 +175,39 @@ export class LiveQueues {
     this.exits[i] = new Promise<void>((done) => {
       w.once('exit', (code) => {
         if (!up) fail(new Error(`queue ${this.queues[i]}: worker exited (${code}) before binding`));
-        void this.exited(i, w, code).finally(done);
+        void this.exited(i, w, code, up).finally(done);
       });
     });
     return started;
   }
 
-  private async exited(i: number, w: Worker, code: number): Promise<void> {
+  private async exited(i: number, w: Worker, code: number, up: boolean): Promise<void> {
     if (this.workers[i] === w) this.workers[i] = null;
     const rec = i * Q_WORDS;
     const st = Atomics.load(this.ctl, rec + Q_STATE); // written by the worker
-    if (this.stopping && st === QS_STOPPED) return; // a clean exit
-    if (st === QS_STOPPED || st === QS_FAILED) return;
-    // Died while running: recover its table state and its socket, then replace it.
+    if (st === QS_STOPPED) return; // a clean exit
+    // Failed or died: recover its table state and close its socket. One that failed before it
+    // bound its queue is reported by start(); one that died afterwards is replaced (at most
+    // MAX_RESTARTS times per queue).
+    // The dead worker's last stores (its table record and socket), visible now that it exited.
     const wid = Atomics.load(this.ctl, rec + Q_WID);
     const fd = Atomics.load(this.ctl, rec + Q_FD);
     let report: RecoveryReport | null = null;
     if (wid >= 0) report = recoverDeadWorker(this.table, wid);
     if (fd >= 0) await NetlinkSocket.closeFd(fd); // unbinds the queue; the kernel drops what it held
+    Atomics.store(this.ctl, rec + Q_WID, -1); // recovered: the supervisor's own record word now
+    Atomics.store(this.ctl, rec + Q_FD, -1);
+    if (!up) return;
     this.recoveries.push({ queue: this.queues[i]!, exitCode: code, report });
     Atomics.add(this.ctl, rec + Q_RESTARTS, 1); // supervisor-owned counter
     if (this.stopping || this.opts.restart === false) return;
+    if (Atomics.load(this.ctl, rec + Q_RESTARTS) > MAX_RESTARTS) { // supervisor-owned
+      this.opts.onError?.(this.queues[i]!, `not restarted: ${MAX_RESTARTS} restarts already`);
+      return;
+    }
     this.pendingRestarts++;
     try {
-      Atomics.store(this.ctl, rec + Q_CRASH_AFTER, -1);
+      Atomics.store(this.ctl, rec + Q_CRASH_AFTER, -1); // the test hook fired: disarm it for the new worker
       await this.spawn(i);
       this.opts.onRestart?.(this.queues[i]!, report, code);
     } catch (e) {
@@ -212,7 +238,7 @@ export class LiveQueues {
 
   /** Whether the kernel attaches its conntrack info (NFQA_CT) on queue index i. */
   kernelConntrack(i: number): boolean {
-    return Atomics.load(this.ctl, i * Q_WORDS + Q_KERNEL_CT) === 1;
+    return Atomics.load(this.ctl, i * Q_WORDS + Q_KERNEL_CT) === 1; // set by the worker before 'ready'
   }
 
   counters(): QueueCounters[] {

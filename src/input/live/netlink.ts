@@ -30,6 +30,7 @@ interface Libc {
   close(fd: number): number;
   open(path: string, flags: number): number;
   setns(fd: number, nstype: number): number;
+  ifIndex(name: string): number;
   errno(): number;
   strerror(e: number): string;
 }
@@ -75,6 +76,7 @@ export async function loadLibc(): Promise<Libc> {
     close: lib.func('int close(int)') as Libc['close'],
     open: lib.func('int open(const char *, int)') as Libc['open'],
     setns: lib.func('int setns(int, int)') as Libc['setns'],
+    ifIndex: lib.func('unsigned int if_nametoindex(const char *)') as Libc['ifIndex'],
     errno: () => koffi.errno(),
     strerror,
   };
@@ -116,7 +118,13 @@ export class NetlinkError extends Error {
   }
 }
 
-/** A NETLINK_NETFILTER socket (one per queue; owned by one thread). */
+export const AF_PACKET = 17;
+export const ETH_P_ALL = 0x0003;
+export const SOL_PACKET = 263;
+export const PACKET_ADD_MEMBERSHIP = 1;
+export const PACKET_MR_PROMISC = 1;
+
+/** A NETLINK_NETFILTER socket (one per queue; owned by one thread), or an AF_PACKET one. */
 export class NetlinkSocket {
   readonly fd: number;
   private readonly c: Libc;
@@ -141,6 +149,36 @@ export class NetlinkSocket {
       c.close(fd);
       throw e;
     }
+    return s;
+  }
+
+  /**
+   * A passive AF_PACKET socket on one interface (all protocols, promiscuous: a mirror port's
+   * traffic). It reads Ethernet frames; the NetlinkSocket methods recv/close/timeouts apply.
+   */
+  static async openPacket(ifname: string): Promise<NetlinkSocket> {
+    const c = await loadLibc();
+    const ifindex = c.ifIndex(ifname);
+    if (ifindex === 0) throw new NetlinkError(`no interface ${ifname}`, c.errno());
+    const proto = ((ETH_P_ALL & 0xff) << 8) | (ETH_P_ALL >>> 8); // htons
+    const fd = c.socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, proto);
+    if (fd < 0) throw NetlinkSocket.err(c, 'socket(AF_PACKET)');
+    const s = new NetlinkSocket(c, fd);
+    const sa = new Uint8Array(20); // struct sockaddr_ll
+    const dv = new DataView(sa.buffer);
+    dv.setUint16(0, AF_PACKET, true);
+    dv.setUint16(2, proto, true); // already in network order
+    dv.setInt32(4, ifindex, true);
+    if (c.bind(fd, sa, sa.length) < 0) {
+      const e = NetlinkSocket.err(c, `bind(AF_PACKET, ${ifname})`);
+      c.close(fd);
+      throw e;
+    }
+    const mr = new Uint8Array(16); // struct packet_mreq
+    const mv = new DataView(mr.buffer);
+    mv.setInt32(0, ifindex, true);
+    mv.setUint16(4, PACKET_MR_PROMISC, true);
+    c.setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, mr, mr.length); // best effort
     return s;
   }
 

@@ -250,6 +250,7 @@ export interface BindOptions {
   conntrack: boolean;
 }
 
+const EPERM = 1;
 const EOPNOTSUPP = 95;
 
 /**
@@ -257,7 +258,15 @@ const EOPNOTSUPP = 95;
  * NFQA_CT and falls back to none where the kernel lacks the glue. Returns whether NFQA_CT is on.
  */
 export function bindQueue(sock: NetlinkSocket, w: MessageWriter, rx: Uint8Array, queue: number, o: BindOptions): boolean {
-  configure(sock, w, rx, queue, (m) => m.attrBytes(NFQA_CFG_CMD, [NFQNL_CFG_CMD_BIND, 0, 0, 0]), 'bind');
+  try {
+    configure(sock, w, rx, queue, (m) => m.attrBytes(NFQA_CFG_CMD, [NFQNL_CFG_CMD_BIND, 0, 0, 0]), 'bind');
+  } catch (e) {
+    // The kernel answers EPERM both without CAP_NET_ADMIN and for a queue another socket holds.
+    if (e instanceof NetlinkError && e.errno === EPERM) {
+      throw new NetlinkError(`${e.message}: queue ${queue} is bound by another socket, or CAP_NET_ADMIN is missing`, EPERM);
+    }
+    throw e;
+  }
   const r = o.copyRange >>> 0;
   configure(sock, w, rx, queue, (m) => m.attrBytes(NFQA_CFG_PARAMS, [r >>> 24, (r >>> 16) & 255, (r >>> 8) & 255, r & 255, NFQNL_COPY_PACKET]), 'copy mode');
   configure(sock, w, rx, queue, (m) => m.attrU32(NFQA_CFG_QUEUE_MAXLEN, o.maxLen), 'queue length');
