@@ -312,3 +312,20 @@ test('NAT across threads: two workers allocating from one narrow range never sha
     await pool.close();
   }
 });
+
+test('placement experiment variant: the bysource link in an extension block works the same', async (t) => {
+  const { setNatPlacement } = await import('../src/index.js');
+  const table = ConntrackTable.create({ max: 1024, extensions: 1024 });
+  setNatPlacement(table, 'extension');
+  table.setNatRules(['ip saddr 10.0.0.0/8 snat to 203.0.113.5:1024-1100']);
+  const ct = new Conntrack(table);
+  const a = udp4({ src: '10.0.0.1', dst: '8.8.8.8', sport: 5000, dport: 53 });
+  const b = udp4({ src: '10.0.0.1', dst: '1.1.1.1', sport: 5000, dport: 53 });
+  decide(ct, a);
+  decide(ct, b);
+  t.is((a[20]! << 8) | a[21]!, (b[20]! << 8) | b[21]!); // bysource reuse through the extension link
+  t.is(bysourceCount(table), 2);
+  ct.flush();
+  t.is(bysourceCount(table), 0);
+  t.throws(() => { decide(ct, udp4({ src: '10.0.0.2' })); setNatPlacement(table, 'inline'); }, { message: /empty/ });
+});

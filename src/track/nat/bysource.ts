@@ -17,6 +17,7 @@ import {
   NAT_LOCKS, T_PORTS, T_SRC, TUPLE_WORDS,
 } from '../../table/layout.js';
 import { lock, unlock } from '../../table/locks.js';
+import { E_EXT, EXT_WORDS, H_COUNT, NAT_IN_EXT, NAT_PLACEMENT, X_HELPER } from '../../table/layout.js';
 import type { ConntrackTable } from '../../table/table.js';
 
 // A different key than the conntrack hash's, so the two tables do not collide together.
@@ -45,6 +46,26 @@ function entryBucket(table: ConntrackTable, e: number): number {
   return bysourceBucket(table, i32, e + E_TUPLE + DIR_ORIGINAL * TUPLE_WORDS, i32[e + E_PROTO]!, i32[e + E_ZONE]!, i32[e + E_NS]!);
 }
 
+/** Word holding entry e's bysource link: E_LINK, or X_HELPER of its extension block (experiment). */
+function linkOf(table: ConntrackTable, e: number): number {
+  const i32 = table.i32;
+  if (Atomics.load(i32, table.sec.natLocks + NAT_PLACEMENT) !== NAT_IN_EXT) return e + E_LINK;
+  return table.sec.ext + i32[e + E_EXT]! * EXT_WORDS + X_HELPER; // the block was attached before confirm
+}
+
+/**
+ * Choose where the bysource link lives (the bench's placement experiment): 'inline' (E_LINK,
+ * the default) or 'extension' (an extension block per NAT'd connection). Only on an empty table.
+ */
+export function setNatPlacement(table: ConntrackTable, where: 'inline' | 'extension'): void {
+  if (Atomics.load(table.i32, H_COUNT) !== 0) throw new Error('setNatPlacement: the table must be empty');
+  Atomics.store(table.i32, table.sec.natLocks + NAT_PLACEMENT, where === 'extension' ? NAT_IN_EXT : 0);
+}
+
+export function natPlacement(table: ConntrackTable): number {
+  return Atomics.load(table.i32, table.sec.natLocks + NAT_PLACEMENT);
+}
+
 function stripe(table: ConntrackTable, bucket: number): number {
   return table.sec.natLocks + (bucket & (NAT_LOCKS - 1));
 }
@@ -56,7 +77,7 @@ export function bysourceAdd(table: ConntrackTable, wid: number, slot: number): v
   const b = entryBucket(table, e);
   const lk = stripe(table, b);
   lock(i32, lk, wid);
-  i32[e + E_LINK] = i32[table.sec.bysource + b]!; // the NAT stripe is held
+  i32[linkOf(table, e)] = i32[table.sec.bysource + b]!; // the NAT stripe is held
   i32[table.sec.bysource + b] = slot;
   unlock(i32, lk); // releases the link stores to the next holder
 }
@@ -73,11 +94,12 @@ export function bysourceRemove(table: ConntrackTable, wid: number, slot: number)
   let cur = i32[prev]!;
   let n = 0;
   while (cur >= 0 && cur !== slot && n++ <= table.capacity) {
-    prev = E + cur * ENTRY_WORDS + E_LINK;
+    prev = linkOf(table, E + cur * ENTRY_WORDS);
     cur = i32[prev]!;
   }
-  if (cur === slot) i32[prev] = i32[e + E_LINK]!;
-  i32[e + E_LINK] = -1;
+  const mine = linkOf(table, e);
+  if (cur === slot) i32[prev] = i32[mine]!;
+  i32[mine] = -1;
   unlock(i32, lk);
 }
 
@@ -96,7 +118,7 @@ export function bysourceFind(
   lock(i32, lk, wid);
   let found = -1;
   let n = 0;
-  for (let s = i32[table.sec.bysource + b]!; s >= 0 && n++ <= table.capacity; s = i32[E + s * ENTRY_WORDS + E_LINK]!) {
+  for (let s = i32[table.sec.bysource + b]!; s >= 0 && n++ <= table.capacity; s = i32[linkOf(table, E + s * ENTRY_WORDS)]!) {
     if (visit(E + s * ENTRY_WORDS)) {
       found = E + s * ENTRY_WORDS;
       break;
@@ -113,7 +135,7 @@ export function bysourceCount(table: ConntrackTable): number {
   let n = 0;
   const buckets = i32[H_NAT_BUCKETS]!;
   for (let b = 0; b < buckets; b++) {
-    for (let s = i32[table.sec.bysource + b]!; s >= 0 && n <= table.capacity; s = i32[E + s * ENTRY_WORDS + E_LINK]!) n++;
+    for (let s = i32[table.sec.bysource + b]!; s >= 0 && n <= table.capacity; s = i32[linkOf(table, E + s * ENTRY_WORDS)]!) n++;
   }
   return n;
 }

@@ -21,6 +21,9 @@ import {
   CompiledIface, CompiledRule, NatRange, NatRuleCache, RANGE_MAP_IPS, T_MASQ, T_REDIRECT, inPrefix,
 } from './rules.js';
 import { manipIp, translateIcmpError } from './rewrite.js';
+import { natPlacement } from './bysource.js';
+import { extAlloc } from '../../table/ext.js';
+import { ENTRY_WORDS, E_EXT, NAT_IN_EXT } from '../../table/layout.js';
 import { MANIP_DST, MANIP_SRC, TupleSearch } from './unique.js';
 import type { ConntrackTable } from '../../table/table.js';
 
@@ -28,6 +31,7 @@ export const R_NAT_NO_TUPLE = 'NAT: no free tuple in the range';
 export const R_NAT_NO_ADDRESS = 'NAT: interface has no address of the packet\'s family';
 export const R_NAT_CLASH = 'NAT: reply tuple taken by another connection at confirm';
 export const R_NAT_REDIRECT = 'NAT: ICMP redirect for a NAT\'d connection';
+export const R_NAT_NO_EXT = 'NAT: extension area full (placement experiment)';
 
 /** Verdict.nat bits: what apply() rewrote. */
 export const NAT_REWROTE_SRC = 1;
@@ -46,7 +50,7 @@ export class Nat {
   private readonly nullRange = new NatRange();
   private readonly ifRange = new NatRange();
 
-  constructor(table: ConntrackTable, private readonly chains: Chains) {
+  constructor(private readonly table: ConntrackTable, private readonly chains: Chains) {
     this.rules = new NatRuleCache(table);
     this.search = new TupleSearch(chains);
     this.i32 = table.i32;
@@ -174,6 +178,12 @@ export class Nat {
     if (!ok) return R_NAT_NO_TUPLE;
     if (status & IPS_NAT_MASK) {
       i32[e + E_HASH + DIR_REPLY] = this.chains.hash(i32, reply, proto, zone >>> 16, ns) | 0;
+    }
+    // Placement experiment: the bysource link in an extension block (nat/bysource.ts).
+    if (natPlacement(this.table) === NAT_IN_EXT && i32[e + E_EXT] === 0) {
+      const b = extAlloc(this.table, this.chains.wid, (e - this.chains.E) / ENTRY_WORDS);
+      if (b === 0) return R_NAT_NO_EXT;
+      i32[e + E_EXT] = b; // private until confirm publishes the entry
     }
     // Private until confirm: a plain or-in would do; Atomics keeps the status word's one discipline.
     Atomics.or(i32, e + E_STATUS, status);
