@@ -33,7 +33,7 @@ program
   .option('--workers <n>', 'decide packets on n worker threads sharing the table (default 1: this thread)', (v) => parseInt(v, 10))
   .addOption(new Option('--dispatch <mode>', 'with --workers: flow (decisions as on one thread) or free').choices(['flow', 'free']).default('flow'))
   .option('--nat <rule>', 'a NAT rule in nft syntax, e.g. "ip saddr 10.0.0.0/8 snat to 203.0.113.1" (repeatable)', collect, [])
-  .option('--nat-rules <file>', 'NAT rules, one per line in nft syntax (# comments)')
+  .option('--nat-rules <file>', 'NAT rules: one per line in nft syntax (# comments), or JSON { rules, interfaces }')
   .option('-w, --write <file>', 'write the capture as translated by NAT (pcap)')
   .action(async (capture: string, opts: Record<string, unknown>) => {
     process.exitCode = await runReplay(capture, opts);

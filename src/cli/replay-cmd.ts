@@ -7,7 +7,7 @@ import { type ConnEvent, subscribeEvents, type EventSubscription } from '../tabl
 import { entryJson, eventLine, formatEntry, formatEvent, formatStats, type EntryJson, type FormatContext } from '../ops/format.js';
 import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
 import { readCapture, writePcap, type PcapWriteRecord } from '../input/capture/reader.js';
-import { parseNatRules, type NatRule } from '../track/nat/rules.js';
+import { parseNatRules, type NatConfig, type NatInterface, type NatRule } from '../track/nat/rules.js';
 import { ConntrackPool } from '../pool/pool.js';
 import { replay } from '../ops/replay.js';
 import { Conntrack } from '../track/core.js';
@@ -85,7 +85,11 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
   // With packet workers, -E reads the table's shared event ring (ecache.ts).
   const ringEvents = workers > 1 && opts.event === true;
 
-  const bytes = readFileSync(capture);
+  const file = readFileSync(capture);
+  // Pool workers read (and NAT rewrites) frames in place: give them shared memory, so -w can
+  // read the translated frames back from it.
+  const bytes: Uint8Array = (opts.workers ?? 1) > 1 ? new Uint8Array(new SharedArrayBuffer(file.length)) : file;
+  if (bytes !== file) bytes.set(file);
   const out = new LineWriter(1);
   let perPacketFd = -1;
   let pp: LineWriter | null = null;
@@ -102,6 +106,8 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
   try {
     table = ConntrackTable.create({
       max, sysctls, ...(workers > 1 ? { maxWorkers: Math.max(16, workers + 4) } : {}),
+      // With NAT, a fixed hash key: the port offsets (nat/unique.ts) then repeat from run to run.
+      ...((opts.nat?.length ?? 0) > 0 || opts.natRules ? { hashKey: [0x6e617431, 0x7265706c] as [number, number] } : {}),
       // Room for the events of two batches in flight (at most a few per packet) between drains.
       ...(ringEvents ? { events: { ring: 1 << 15, destroyRing: 1 << 13 } } : {}),
     });
@@ -111,12 +117,22 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
   // NAT rules (nat/rules.ts): --nat, --nat-rules FILE.
   try {
     const rules: (string | NatRule)[] = [...(opts.nat ?? [])];
-    if (opts.natRules) rules.push(...parseNatRules(readFileSync(opts.natRules, 'utf8')));
-    if (rules.length > 0) table.setNatRules(rules);
+    let interfaces: NatInterface[] = [];
+    if (opts.natRules) {
+      const text = readFileSync(opts.natRules, 'utf8');
+      if (text.trimStart().startsWith('{')) {
+        // JSON: { "rules": [...], "interfaces": [...] } (setNatRules' argument)
+        const cfg = JSON.parse(text) as NatConfig;
+        rules.push(...(cfg.rules ?? []));
+        interfaces = cfg.interfaces ?? [];
+      } else {
+        rules.push(...parseNatRules(text));
+      }
+    }
+    if (rules.length > 0) table.setNatRules({ rules, interfaces });
   } catch (e) {
     return err(`NAT rules: ${(e as Error).message}`);
   }
-  if (opts.write && workers > 1) return err('-w needs a single-thread replay (no --workers)');
   // The formatters read the table directly.
   const ctx: FormatContext = { i32: table.i32, u32: table.u32, sys: table.sec.sysctl, ext: table.sec.ext };
   let wallBase = 0; // epoch ms of the clock's zero, for -o timestamp

@@ -9,6 +9,9 @@
  *  - 'free': contiguous chunks, any packet to any worker (throughput; decisions may differ
  *    from one thread when workers race on the same connection).
  *
+ * With NAT rules in the table, 'flow' partitions by connection instead (nat/dispatch-key.ts):
+ * a NAT'd connection's two directions have different tuples.
+ *
  * The flow hash deliberately ignores what could differ between packets of one connection:
  * direction (the address pair and the port pair are each taken unordered), ICMP ids and types,
  * zone and namespace. A coarser key only groups more; it never splits a connection.
@@ -20,6 +23,7 @@ import {
 import { parseFrame } from '../input/packet/parse.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, Packet } from '../input/packet/packet.js';
 import { hasPorts } from '../track/tuple.js';
+import type { NatDispatchKey } from '../track/nat/dispatch-key.js';
 
 export type DispatchMode = 'flow' | 'free';
 
@@ -68,6 +72,8 @@ export function flowHash(pkt: Packet, fallback: number): number {
 export class Dispatcher {
   private readonly pkt = new Packet();
   private counts = new Int32Array(0);
+  /** 'flow' with NAT on: partition by connection (nat/dispatch-key.ts), new ones together. */
+  nat: NatDispatchKey | null = null;
 
   constructor(readonly mode: DispatchMode) {}
 
@@ -110,10 +116,18 @@ export class Dispatcher {
       c.fill(0);
       const pkt = this.pkt;
       const bytes = batch.bytes;
+      const nat = this.nat !== null && this.nat.active() ? this.nat : null;
       for (let i = 0; i < n; i++) {
         const x = index + i * IX_WORDS;
         parseFrame(i32[x + IX_LINKTYPE]!, bytes, batch.u32[x + IX_OFF]!, i32[x + IX_LEN]!, pkt);
-        const h = flowHash(pkt, i);
+        // With NAT: by connection; packets of no connection yet all to partition 0, in order.
+        let h: number;
+        if (nat === null) h = flowHash(pkt, i);
+        else if (pkt.reason !== null) h = i >>> 0;
+        else {
+          const c = nat.connection(pkt);
+          h = c === 0 ? 0 : mix(c);
+        }
         const p = h % parts;
         i32[x + IX_FLOW] = h | 0;
         i32[x + IX_PART] = p;
