@@ -65,6 +65,7 @@ export const RS_TASK = 7; // task record index that decided the packet
 export const RS_WORDS = 8;
 export const RF_DONE = 1;
 export const RF_DROP = 2;
+export const RF_NAT_SHIFT = 2; // bits 2-4: what NAT rewrote (nat/nat.ts NAT_REWROTE_*)
 
 /** Default packets per batch: a round trip costs tens of µs, so thousands per batch. */
 export const DEFAULT_BATCH_PACKETS = 4096;
@@ -112,6 +113,8 @@ export class BatchVerdict {
   drop = false;
   protoState = -1;
   l4proto = 0;
+  /** What NAT rewrote (nat/nat.ts NAT_REWROTE_* bits). */
+  nat = 0;
   get ctstate(): string {
     return CTSTATE_NAMES[this.state]!;
   }
@@ -245,6 +248,7 @@ export class PacketBatch {
     out.reason = reasonString(out.reasonCode, this.extras[i32[r + RS_TASK]!]);
     out.slot = i32[r + RS_SLOT]!;
     out.drop = (i32[r + RS_FLAGS]! & RF_DROP) !== 0;
+    out.nat = (i32[r + RS_FLAGS]! >>> RF_NAT_SHIFT) & 7;
     out.protoState = i32[r + RS_TCP]!;
     out.l4proto = i32[r + RS_L4]!;
     return out;
