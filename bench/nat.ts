@@ -146,6 +146,19 @@ export async function natBench(
     for (let i = 0; i < nP; i++) fs.udp(ip(10, (i >>> 16) & 255, (i >>> 8) & 255, (i & 255) | 1), ip(192, 0, (i >>> 8) & 255, i & 255), 4000, 53);
     return fs;
   };
+  // Reference: the same flows with no NAT at all (no rules: no NAT work, no bysource).
+  {
+    const ins: number[] = [], look: number[] = [];
+    for (let r = -1; r < runs; r++) {
+      const x = await runOnce(pool, 1, nP, make, () => {}, nP + 1024, 64);
+      if (r >= 0) { ins.push(x.ins.rate); look.push(x.look.rate); }
+    }
+    for (const pass of ['insert', 'lookup'] as const) {
+      const xs = pass === 'insert' ? ins : look;
+      rows.push({ name: 'no-nat', workers: 1, pass, rate: median(xs), min: Math.min(...xs), max: Math.max(...xs), unit: 'pkt/s', natFailed: 0, p99us: 0, flows: nP });
+    }
+    log(`  reference, no NAT rules: insert ${Math.round(median(ins))}/s  lookup ${Math.round(median(look))}/s`);
+  }
   for (const tr of traffics) {
     const acc: Record<string, { ins: number[]; look: number[]; bpc: number }> = {};
     for (let r = -1; r < runs; r++) {
