@@ -329,3 +329,56 @@ test('placement experiment variant: the bysource link in an extension block work
   t.is(bysourceCount(table), 0);
   t.throws(() => { decide(ct, udp4({ src: '10.0.0.2' })); setNatPlacement(table, 'inline'); }, { message: /empty/ });
 });
+
+/** Bitwise CRC32c (independent of src/). */
+function crc32cBits(b: Uint8Array): number {
+  let c = -1;
+  for (const x of b) {
+    c ^= x;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+  }
+  return ~c >>> 0;
+}
+
+function sctpInit(src: string, dst: string, sport: number, dport: number): Uint8Array {
+  const b = new Uint8Array(12 + 20);
+  const dv = new DataView(b.buffer);
+  dv.setUint16(0, sport);
+  dv.setUint16(2, dport);
+  dv.setUint32(4, 0); // vtag 0 on INIT
+  b[12] = 1; // INIT
+  dv.setUint16(14, 20);
+  dv.setUint32(16, 0x11111111); // initiate tag
+  dv.setUint32(20, 65536);
+  dv.setUint16(24, 1);
+  dv.setUint16(26, 1);
+  dv.setUint32(28, 1);
+  dv.setUint32(8, crc32cBits(b), true);
+  return ipv4(132, b, { src, dst });
+}
+
+test('SCTP: DNAT port forwarding recomputes the CRC32c', (t) => {
+  const { ct } = setup(['meta l4proto sctp ip daddr 203.0.113.1 dnat to 10.0.0.2:5001']);
+  const f = sctpInit('198.51.100.7', '203.0.113.1', 40000, 5000);
+  const r = decide(ct, f);
+  t.deepEqual([r.state, r.nat], ['new', NAT_REWROTE_DST]);
+  t.is(hexOf(f), hexOf(sctpInit('198.51.100.7', '10.0.0.2', 40000, 5001)));
+});
+
+test('a snapshot keeps NAT mappings: restored entries translate and are back in bysource', async (t) => {
+  const { encodeSnapshot, restoreSnapshot } = await import('../src/index.js');
+  const { table, ct } = setup(['ip saddr 10.0.0.0/8 snat to 203.0.113.5:40000-40009']);
+  const f = udp4({ src: '10.0.0.1', dst: '8.8.8.8', sport: 5000, dport: 53 });
+  decide(ct, f);
+  const port = (f[20]! << 8) | f[21]!;
+  const snap = encodeSnapshot(table);
+  const t2 = ConntrackTable.create({ max: 4096 });
+  t2.setNatRules(table.natRules());
+  t.is(restoreSnapshot(t2, snap, { now: NOW }).restored, 1);
+  t.is(bysourceCount(t2), 1);
+  const ct2 = new Conntrack(t2);
+  const back = udp4({ src: '8.8.8.8', dst: '203.0.113.5', sport: 53, dport: port });
+  const r = decide(ct2, back);
+  t.deepEqual([r.dir, r.nat], ['reply', NAT_REWROTE_DST]);
+  t.is(hexOf(back), hexOf(udp4({ src: '8.8.8.8', dst: '10.0.0.1', sport: 53, dport: 5000 })));
+});
