@@ -49,6 +49,7 @@ function entryBucket(table: ConntrackTable, e: number): number {
 /** Word holding entry e's bysource link: E_LINK, or X_HELPER of its extension block (experiment). */
 function linkOf(table: ConntrackTable, e: number): number {
   const i32 = table.i32;
+  // Placement word: stored once on an empty table, before any NAT'd entry exists.
   if (Atomics.load(i32, table.sec.natLocks + NAT_PLACEMENT) !== NAT_IN_EXT) return e + E_LINK;
   return table.sec.ext + i32[e + E_EXT]! * EXT_WORDS + X_HELPER; // the block was attached before confirm
 }
@@ -58,12 +59,13 @@ function linkOf(table: ConntrackTable, e: number): number {
  * the default) or 'extension' (an extension block per NAT'd connection). Only on an empty table.
  */
 export function setNatPlacement(table: ConntrackTable, where: 'inline' | 'extension'): void {
-  if (Atomics.load(table.i32, H_COUNT) !== 0) throw new Error('setNatPlacement: the table must be empty');
+  if (Atomics.load(table.i32, H_COUNT) !== 0) throw new Error('setNatPlacement: the table must be empty'); // H_COUNT: Atomics.add by inserters
+  // Published before any connection is tracked; every reader Atomics.loads it.
   Atomics.store(table.i32, table.sec.natLocks + NAT_PLACEMENT, where === 'extension' ? NAT_IN_EXT : 0);
 }
 
 export function natPlacement(table: ConntrackTable): number {
-  return Atomics.load(table.i32, table.sec.natLocks + NAT_PLACEMENT);
+  return Atomics.load(table.i32, table.sec.natLocks + NAT_PLACEMENT); // see setNatPlacement
 }
 
 function stripe(table: ConntrackTable, bucket: number): number {
