@@ -445,7 +445,8 @@ export function getNatRules(table: ConntrackTable): NatConfig {
 function readShared(table: ConntrackTable): { seq: number; cfg: NatConfig } {
   const i32 = table.i32;
   const u8 = new Uint8Array(table.buffer, table.sec.natRules * 4, NAT_RULE_BYTES);
-  for (;;) {
+  for (let spins = 0; ; spins++) {
+    if (spins > 10_000_000) throw new Error('NAT rule set: a writer never finished (sequence stays odd)');
     const s0 = Atomics.load(i32, H_NAT_SEQ); // seqlock read side
     if (s0 & 1) continue;
     const len = Atomics.load(i32, H_NAT_LEN); // checked by the second sequence read below
