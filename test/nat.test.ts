@@ -382,3 +382,37 @@ test('a snapshot keeps NAT mappings: restored entries translate and are back in 
   t.deepEqual([r.dir, r.nat], ['reply', NAT_REWROTE_DST]);
   t.is(hexOf(back), hexOf(udp4({ src: '8.8.8.8', dst: '10.0.0.1', sport: 53, dport: 5000 })));
 });
+
+test('mutated and truncated frames through NAT: never a crash, never a write past the frame', (t) => {
+  const { ct } = setup({
+    interfaces: [{ name: 'lan0', address: '10.0.0.254', routes: ['10.0.0.0/24'] }, { name: 'wan0', address: '203.0.113.1', address6: '2001:db8::1', routes: ['0.0.0.0/0', '::/0'] }],
+    rules: ['oifname wan0 masquerade', 'tcp dport 80 dnat to 10.0.0.2:8080', 'ip6 saddr fd00::/64 snat to [2001:db8::9]'],
+  });
+  const seen = udp4({ src: '203.0.113.1', dst: '8.8.8.8', sport: 5000, dport: 53, payload: 'hello' });
+  const bases = [
+    udp4({ src: '10.0.0.1', dst: '8.8.8.8', sport: 5000, dport: 53, payload: 'hello' }),
+    udp4({ src: '8.8.8.8', dst: '203.0.113.1', sport: 53, dport: 5000, payload: 'answer' }),
+    tcp4({ src: '198.51.100.7', dst: '203.0.113.1', sport: 33000, dport: 80, flags: 'S' }),
+    icmp4({ src: '10.0.0.1', dst: '8.8.8.8', id: 5 }),
+    icmpError4(3, 3, seen, { src: '192.0.2.99', dst: '203.0.113.1' }),
+    udp6({ src: 'fd00::1', dst: '2001:db8::53', sport: 7000, dport: 53 }),
+    icmpError6(1, 4, udp6({ src: '2001:db8::9', dst: '2001:db8::53', sport: 7000, dport: 53 }), { src: '2001:db8::fe', dst: '2001:db8::9' }),
+  ];
+  for (const b of bases) decide(ct, b.slice()); // the connections exist
+  let seed = 12345;
+  const rnd = (n: number): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed % n; };
+  let n = 0;
+  for (let i = 0; i < 3000; i++) {
+    const base = bases[i % bases.length]!;
+    const len = rnd(4) === 0 ? rnd(base.length + 1) : base.length;
+    const buf = new Uint8Array(len + 16).fill(0xaa);
+    buf.set(base.subarray(0, len), 8);
+    for (let k = rnd(4); k > 0 && len > 0; k--) buf[8 + rnd(len)] = rnd(256);
+    const v = ct.decide(buf.subarray(8, 8 + len), LINKTYPE_RAW, NOW);
+    t.true(typeof v.ctstate === 'string');
+    // Bytes outside the frame are untouched.
+    if (buf.subarray(0, 8).some((x) => x !== 0xaa) || buf.subarray(8 + len).some((x) => x !== 0xaa)) t.fail(`frame ${i} wrote outside`);
+    n++;
+  }
+  t.is(n, 3000);
+});
