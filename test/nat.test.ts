@@ -416,3 +416,32 @@ test('mutated and truncated frames through NAT: never a crash, never a write pas
   }
   t.is(n, 3000);
 });
+
+test('a TCP SYN that finds its one port held by a TIME_WAIT connection evicts it (nf_nat_used_tuple_harder)', (t) => {
+  const { table, ct } = setup(['ip saddr 10.0.0.0/8 snat to 203.0.113.5:40000-40000']);
+  const C = '10.0.0.1', S = '192.0.2.80', N = '203.0.113.5';
+  const c2s = (sport: number, flags: string, seq: number, ack = 0) => tcp4({ src: C, dst: S, sport, dport: 80, flags, seq, ack });
+  const s2n = (flags: string, seq: number, ack: number) => tcp4({ src: S, dst: N, sport: 80, dport: 40000, flags, seq, ack });
+  t.is(decide(ct, c2s(5000, 'S', 1000)).nat, NAT_REWROTE_SRC);
+  decide(ct, s2n('SA', 9000, 1001));
+  decide(ct, c2s(5000, 'A', 1001, 9001));
+  decide(ct, c2s(5000, 'FA', 1001, 9001));
+  decide(ct, s2n('FA', 9001, 1002));
+  decide(ct, c2s(5000, 'A', 1002, 9002));
+  const ops = new CtOps(table);
+  t.regex(ops.list({}, { now: NOW }).join('\n'), /TIME_WAIT src=10\.0\.0\.1 .* dport=40000/);
+  // Another client port, same server: the only port is taken by the TIME_WAIT connection.
+  const syn = c2s(5001, 'S', 50000);
+  const r = decide(ct, syn);
+  t.deepEqual([r.state, r.nat], ['new', NAT_REWROTE_SRC]);
+  t.is((syn[20]! << 8) | syn[21]!, 40000);
+  const lines = ops.list({}, { now: NOW }).join('\n');
+  t.notRegex(lines, /TIME_WAIT/);
+  t.regex(lines, /SYN_SENT src=10\.0\.0\.1 dst=192\.0\.2\.80 sport=5001 .* dport=40000/);
+  // An ESTABLISHED holder is never evicted: the next SYN finds no port.
+  decide(ct, s2n('SA', 7000, 50001));
+  decide(ct, c2s(5001, 'A', 50001, 7001));
+  const third = decide(ct, c2s(5002, 'S', 90000));
+  t.deepEqual([third.state, third.drop], ['invalid', true]);
+  ops.close();
+});

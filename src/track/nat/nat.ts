@@ -156,7 +156,7 @@ export class Nat {
       const range = r.ifaceAddr ? this.ifaceRange(r, ifaces[iif], family) : r.range;
       if (range === null) return R_NAT_NO_ADDRESS;
       invertTuple(i32, reply, t, CUR, l4);
-      this.search.unique(t, NEW, t, CUR, range, MANIP_DST, proto, zone, ns, now);
+      this.search.unique(t, NEW, t, CUR, range, MANIP_DST, proto, zone, ns, now, e);
       if (!tupleEquals(t, NEW, t, CUR)) {
         invertTuple(t, NEW, i32, reply, l4);
         status |= IPS_DST_NAT;
@@ -179,7 +179,7 @@ export class Nat {
       range.flags = RANGE_MAP_IPS;
       for (let i = 0; i < 4; i++) range.minAddr[i] = range.maxAddr[i] = t[CUR + T_SRC + i]!;
     }
-    const ok = this.search.unique(t, NEW, t, CUR, range, MANIP_SRC, proto, zone, ns, now);
+    const ok = this.search.unique(t, NEW, t, CUR, range, MANIP_SRC, proto, zone, ns, now, e);
     if (!tupleEquals(t, NEW, t, CUR)) {
       invertTuple(t, NEW, i32, reply, l4);
       status |= IPS_SRC_NAT;

@@ -19,6 +19,11 @@ import {
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from '../../input/packet/packet.js';
 import { invertTuple, l4protoOf } from '../tuple.js';
 import { bysourceFind } from './bysource.js';
+import { KILL_DELETE } from '../../table/chains.js';
+import {
+  DIR_ORIGINAL, E_PRIV, E_STATUS, IPS_DYING, IPS_FIXED_TIMEOUT, IPS_SRC_NAT, TCP_DIR, TD_END, TCP_STATE,
+} from '../../table/layout.js';
+import { TCP_CONNTRACK_SYN_SENT, TCP_CONNTRACK_TIME_WAIT } from '../proto/tcp.js';
 import {
   NatRange, RANGE_MAP_IPS, RANGE_PERSISTENT, RANGE_PROTO_RANDOM_ALL, RANGE_PROTO_RANDOM_FULLY,
   RANGE_PROTO_SPECIFIED,
@@ -29,6 +34,8 @@ export const MANIP_DST = 1;
 
 const MAX_ATTEMPTS = 128;
 const MIN_ATTEMPTS = 16;
+/** The last tries of a TCP SYN may evict a NAT'd connection in TIME_WAIT (nf_nat_used_tuple_harder). */
+const HARDER_THRESH = MAX_ATTEMPTS / 4;
 
 /** Protocols whose ports the NAT changes (TCP, UDP, UDP-Lite, SCTP, DCCP). */
 function portProto(l4: number): boolean {
@@ -75,8 +82,14 @@ export class TupleSearch {
   private out: Int32Array = this.cand;
   private outOff = 0;
   private readonly visitSrc = (e: number): boolean => this.sameSrc(e);
+  /** The connection being set up (entry word offset), for the TCP eviction rule. */
+  private self = 0;
+  /** The entry the last used() found (word offset), -1 none. */
+  private lastFound = -1;
   /** Reply-tuple lookups made (for tests and the bench). */
   lookups = 0;
+  /** TIME_WAIT connections evicted to free a tuple (nf_nat_used_tuple_harder). */
+  evicted = 0;
 
   constructor(private readonly chains: Chains) {
     const b = new Uint32Array(1);
@@ -107,7 +120,33 @@ export class TupleSearch {
     this.lookups++;
     const ref = c.find(r, 0, this.proto, this.zone & 0xffff, this.ns, h, this.now, rz);
     if (ref >= 0 && !c.noref) c.put(ref >>> 1);
+    this.lastFound = ref < 0 ? -1 : ref;
     return ref >= 0;
+  }
+
+  /**
+   * used(), except in the last HARDER_THRESH tries for a TCP SYN: a colliding connection that
+   * is NAT'd (SRC_NAT), in TIME_WAIT or CLOSE, not fixed or dying, and whose sequence space the
+   * new SYN has moved past, is removed to free the tuple (nf_nat_used_tuple_harder).
+   */
+  private usedHarder(t: Int32Array, off: number, attemptsLeft: number): boolean {
+    const i32 = this.chains.i32;
+    const self = this.self;
+    if (attemptsLeft > HARDER_THRESH || l4protoOf(this.proto) !== 6 ||
+      (i32[self + E_PRIV + TCP_STATE]! & 15) !== TCP_CONNTRACK_SYN_SENT) return this.used(t, off);
+    if (!this.used(t, off)) return false;
+    const ref = this.lastFound;
+    if ((ref & 1) === DIR_ORIGINAL) return true; // our reply is its original tuple: leave it
+    const e = this.chains.entry(ref >>> 1);
+    const status = Atomics.load(i32, e + E_STATUS); // DYING / FIXED set atomically elsewhere
+    if ((status & (IPS_FIXED_TIMEOUT | IPS_DYING)) !== 0 || (status & IPS_SRC_NAT) === 0) return true;
+    // TCP state and window words: another thread may be updating them; a stale read only decides this eviction.
+    if ((i32[e + E_PRIV + TCP_STATE]! & 15) < TCP_CONNTRACK_TIME_WAIT) return true;
+    const td = E_PRIV + TCP_DIR + TD_END; // direction 0's td_end
+    if (((i32[self + td]! - i32[e + td]!) | 0) <= 0) return true;
+    if (!this.chains.kill(ref >>> 1, KILL_DELETE)) return true;
+    this.evicted++;
+    return false;
   }
 
   /** Would source-mapping give tuple t[off..] inside the range (in_range)? */
@@ -214,7 +253,7 @@ export class TupleSearch {
     for (;;) {
       for (let i = 0; i < attempts; i++, offset = (offset + 1) & 0xffff) {
         setManipPort(t, off, l4, manip, min + (offset % size));
-        if (!this.used(t, off)) return true;
+        if (!this.usedHarder(t, off, attempts - i)) return true;
       }
       if (attempts >= size || attempts < MIN_ATTEMPTS) return false;
       attempts >>>= 1;
@@ -237,8 +276,9 @@ export class TupleSearch {
    */
   unique(
     out: Int32Array, outOff: number, orig: Int32Array, origOff: number, range: NatRange, manip: number,
-    proto: number, zone: number, ns: number, now: number,
+    proto: number, zone: number, ns: number, now: number, self: number,
   ): boolean {
+    this.self = self;
     this.proto = proto;
     this.zone = zone;
     this.ns = ns;
