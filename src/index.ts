@@ -37,4 +37,4 @@ export {
   parseNatRule, parseNatRules, compileNat, type NatRule, type NatConfig, type NatInterface, type NatType,
 } from './track/nat/rules.js';
 export { NAT_REWROTE_SRC, NAT_REWROTE_DST, NAT_REWROTE_INNER } from './track/nat/nat.js';
-export { bysourceCount, setNatPlacement } from './track/nat/bysource.js';
+export { bysourceCount, setNatPlacement, checkNatInvariants } from './track/nat/bysource.js';

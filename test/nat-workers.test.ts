@@ -34,3 +34,40 @@ for (const sc of ['nat_dnat', 'nat_hairpin', 'nat_masquerade', 'nat_snat_exhaust
     }
   });
 }
+
+test('NAT under churn: 2 free-dispatch workers insert while the GC worker expires NAT\'d connections; invariants hold', async (t) => {
+  const { ConntrackTable, ConntrackPool, startGc, checkNatInvariants, bysourceCount, LINKTYPE_RAW } = await import('../src/index.js');
+  const { udp4 } = await import('./helpers/frames.js');
+  const { H_COUNT } = await import('../src/table/layout.js');
+  const count = (): number => Atomics.load(table.i32, H_COUNT); // confirmed entries
+  const table = ConntrackTable.create({ max: 8192, sysctls: { nf_conntrack_udp_timeout: 1 } });
+  table.setNatRules(['ip saddr 10.0.0.0/8 snat to 203.0.113.5:20000-21999']);
+  const pool = new ConntrackPool({ table, workers: 2, dispatch: 'free' });
+  const gc = startGc(table, { wallPerClock: 0.001, minIntervalMs: 100 });
+  try {
+    let now = 1_000_000;
+    let inserted = 0;
+    for (let round = 0; round < 12; round++) {
+      const batch = pool.createBatch({ capacity: 600 });
+      for (let i = 0; i < 600; i++) {
+        const f = udp4({ src: `10.1.${round}.${(i % 250) + 1}`, dst: `192.0.2.${(i % 3) + 1}`, sport: 1000 + i, dport: 53 });
+        batch.push(LINKTYPE_RAW, f, 0, f.length, now);
+      }
+      table.clock = now;
+      await pool.process(batch);
+      inserted += 600;
+      now += 700; // older rounds expire (1 s UDP timeout) while new ones come
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    table.clock = now + 5000;
+    const t0 = Date.now();
+    while (count() > 0 && Date.now() - t0 < 10000) await new Promise((r) => setTimeout(r, 20));
+    t.is(count(), 0, 'the GC expired everything');
+    t.is(bysourceCount(table), 0, 'and unlinked it from bysource');
+    t.deepEqual(checkNatInvariants(table), []);
+    t.true(inserted === 7200);
+  } finally {
+    await gc.stop();
+    await pool.close();
+  }
+});

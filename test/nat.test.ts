@@ -308,6 +308,8 @@ test('NAT across threads: two workers allocating from one narrow range never sha
     t.true(isNew <= 100);
     t.is(stats.nat_failed, flows - isNew);
     t.is(bysourceCount(table), isNew);
+    const { checkNatInvariants } = await import('../src/index.js');
+    t.deepEqual(checkNatInvariants(table), []);
   } finally {
     await pool.close();
   }

@@ -13,8 +13,8 @@
  */
 import { hashTuple } from '../../table/hash.js';
 import {
-  DIR_ORIGINAL, ENTRY_WORDS, E_LINK, E_NS, E_PROTO, E_TUPLE, E_ZONE, H_KEY0, H_KEY1, H_NAT_BUCKETS,
-  NAT_LOCKS, T_PORTS, T_SRC, TUPLE_WORDS,
+  DIR_ORIGINAL, DIR_REPLY, ENTRY_WORDS, E_LINK, E_NS, E_PROTO, E_STATUS, E_TUPLE, E_ZONE, H_KEY0, H_KEY1, H_NAT_BUCKETS,
+  IPS_CONFIRMED, IPS_DYING, IPS_SRC_NAT_DONE, NAT_LOCKS, T_PORTS, T_SRC, TUPLE_WORDS,
 } from '../../table/layout.js';
 import { lock, unlock } from '../../table/locks.js';
 import { E_EXT, EXT_WORDS, H_COUNT, NAT_IN_EXT, NAT_PLACEMENT, X_HELPER } from '../../table/layout.js';
@@ -140,4 +140,41 @@ export function bysourceCount(table: ConntrackTable): number {
     for (let s = i32[table.sec.bysource + b]!; s >= 0 && n <= table.capacity; s = i32[linkOf(table, E + s * ENTRY_WORDS)]!) n++;
   }
   return n;
+}
+
+/**
+ * NAT invariants (for tests and checks on a quiet table): every confirmed, live entry with
+ * IPS_SRC_NAT_DONE is in the bysource chain of its source exactly once; every bysource member is
+ * such an entry; no reply tuple is held by two entries. Returns the problems found (empty: fine).
+ */
+export function checkNatInvariants(table: ConntrackTable): string[] {
+  const i32 = table.i32;
+  const E = table.sec.entries;
+  const problems: string[] = [];
+  const seen = new Map<number, number>();
+  const buckets = i32[H_NAT_BUCKETS]!;
+  for (let b = 0; b < buckets; b++) {
+    let n = 0;
+    for (let s = i32[table.sec.bysource + b]!; s >= 0; s = i32[linkOf(table, E + s * ENTRY_WORDS)]!) {
+      if (++n > table.capacity) { problems.push(`bysource bucket ${b} loops`); break; }
+      const e = E + s * ENTRY_WORDS;
+      const st = i32[e + E_STATUS]!;
+      if ((st & (IPS_CONFIRMED | IPS_DYING | IPS_SRC_NAT_DONE)) !== (IPS_CONFIRMED | IPS_SRC_NAT_DONE)) problems.push(`slot ${s} in bysource with status ${st.toString(16)}`);
+      if (entryBucket(table, e) !== b) problems.push(`slot ${s} in bysource bucket ${b}, belongs in ${entryBucket(table, e)}`);
+      seen.set(s, (seen.get(s) ?? 0) + 1);
+    }
+  }
+  const replies = new Map<string, number>();
+  for (let s = 0; s < table.capacity; s++) {
+    const e = E + s * ENTRY_WORDS;
+    const st = i32[e + E_STATUS]!;
+    if ((st & (IPS_CONFIRMED | IPS_DYING)) !== IPS_CONFIRMED) continue;
+    if ((st & IPS_SRC_NAT_DONE) !== 0 && seen.get(s) !== 1) problems.push(`slot ${s} is in bysource ${seen.get(s) ?? 0} times`);
+    const r = e + E_TUPLE + DIR_REPLY * TUPLE_WORDS;
+    const key = `${i32[e + E_PROTO]}|${i32[e + E_NS]}|${i32[e + E_ZONE]! >>> 16}|${Array.from(i32.subarray(r, r + TUPLE_WORDS)).join(',')}`;
+    const other = replies.get(key);
+    if (other !== undefined) problems.push(`slots ${other} and ${s} share a reply tuple`);
+    replies.set(key, s);
+  }
+  return problems;
 }
