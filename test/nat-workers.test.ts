@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const fx = fileURLToPath(new URL('../../test/fixtures/kernel-nat/', import.meta.url));
 
-for (const sc of ['nat_dnat', 'nat_hairpin', 'nat_masquerade', 'nat_snat_exhaust']) {
+for (const sc of ['nat_dnat', 'nat_dnat_pool', 'nat_hairpin', 'nat_masquerade', 'nat_snat_exhaust']) {
   test(`2 flow-dispatched workers translate ${sc} exactly as one thread`, (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'ctsab-natw-'));
     try {

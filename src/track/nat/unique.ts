@@ -7,8 +7,8 @@
  * Deviations, all inside what the kernel allows: where the kernel draws a random port offset
  * (get_random_u16) we use a keyed hash of the connection's tuple unless the rule says
  * `fully-random` (then a per-thread PRNG), so replays are reproducible and a flow gets the same
- * port on any worker; the address pick in a multi-address range hashes with our table key
- * instead of jhash. A tuple "used" check is a lookup of the reply in the shared table; a race
+ * port on any worker. The address pick in a multi-address range is the kernel's (jhash2, jhash.ts).
+ * A tuple "used" check is a lookup of the reply in the shared table; a race
  * between two workers picking the same tuple is caught at confirm under the reply bucket's lock.
  */
 import { hashTuple } from '../../table/hash.js';
@@ -19,6 +19,7 @@ import {
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from '../../input/packet/packet.js';
 import { invertTuple, l4protoOf } from '../tuple.js';
 import { bysourceFind } from './bysource.js';
+import { bswap32, jhash2 } from './jhash.js';
 import { KILL_DELETE } from '../../table/chains.js';
 import {
   DIR_ORIGINAL, E_PRIV, E_STATUS, IPS_DYING, IPS_FIXED_TIMEOUT, IPS_SRC_NAT, TCP_DIR, TD_END, TCP_STATE,
@@ -196,27 +197,30 @@ export class TupleSearch {
     const v4 = (this.proto & 0xff) === 2;
     const max = v4 ? 0 : 3;
     const persistent = (range.flags & RANGE_PERSISTENT) !== 0;
-    // Hash of the source address, seeded by the destination's last word and the zone unless persistent.
+    // The kernel's choice: jhash2 over the 4 source address words as a little-endian CPU loads
+    // them, seeded by the destination's last word ^ the zone id unless persistent; then per word
+    // reciprocal_scale into the range, the hash xor'ed with each destination word unless persistent.
     const k = this.r;
-    k.fill(0);
-    for (let i = 0; i < 4; i++) k[i] = t[off + T_SRC + i]!;
-    const i32 = this.chains.i32;
-    let j = hashTuple(k, 0, 0, persistent ? 0 : (t[off + T_DST + max]! ^ (this.zone & 0xffff)) & 0xffff, 0, i32[H_KEY0]!, i32[H_KEY1]!) >>> 0;
+    for (let i = 0; i < 4; i++) k[i] = bswap32(t[off + T_SRC + i]!);
+    const zoneId = this.zone & 0xffff;
+    let j = jhash2(k, 4, persistent ? 0 : (bswap32(t[off + T_DST + max]!) ^ zoneId) | 0);
     let full = false;
     for (let i = 0; i <= max; i++) {
       let minip: number;
       let dist: number;
       if (!full) {
         minip = range.minAddr[i]! >>> 0;
-        dist = ((range.maxAddr[i]! >>> 0) - minip + 1) >>> 0; // 0 means the whole 2^32
+        dist = ((range.maxAddr[i]! >>> 0) - minip + 1) >>> 0; // uint32: the whole space wraps to 0
       } else {
         minip = 0;
-        dist = 0;
+        dist = 0xffffffff;
       }
-      const pick = dist === 0 ? j : Math.floor((j * dist) / 4294967296); // reciprocal_scale
+      // reciprocal_scale: the high word of the 64-bit product j * dist, exact in 16-bit halves.
+      const jh = j >>> 16, jl = j & 0xffff, dh = dist >>> 16, dl = dist & 0xffff;
+      const pick = jh * dh + Math.floor((jh * dl + jl * dh + Math.floor((jl * dl) / 65536)) / 65536);
       t[var0 + i] = (minip + pick) | 0;
       if (t[var0 + i] !== range.maxAddr[i]) full = true;
-      if (!persistent) j = (j ^ t[off + T_DST + i]!) >>> 0;
+      if (!persistent) j = (j ^ bswap32(t[off + T_DST + i]!)) >>> 0;
     }
   }
 
