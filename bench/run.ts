@@ -13,6 +13,7 @@
  * Baselines in the same run: a single-threaded Map tracker and the `sharedmap` package, with the
  * same protocol functions. A pure-lookup microbench and the experiments of bench/README.md.
  */
+import { natBench, type NatRow } from './nat.js';
 import { availableParallelism, cpus } from 'node:os';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -47,7 +48,7 @@ export interface BenchOptions {
   /** Run every job on the main thread (profiling); worker counts above 1 are skipped. */
   inline: boolean;
   runs: number;
-  /** Only these sections (hot, zones, mixed, flood, lookup, exp; live: NFQUEUE, root, only when named). */
+  /** Only these sections (hot, zones, mixed, flood, lookup, exp, nat; live: NFQUEUE, root, only when named). */
   only: string[] | null;
   /** Write JSON and SVG here (default bench/results). */
   outDir: string;
@@ -99,6 +100,8 @@ export interface BenchReport {
   scalingEnd: { workers: number; rate: number }[];
   memory: { bytesPerConnection: number; tableBytesAt1M: number; sharedmapBytesPerConnection: number | null };
   flood: Record<string, unknown>[];
+  /** The nat workload (bench/nat.ts): insert and lookup passes, allocation failures, p99. */
+  nat?: NatRow[];
   seconds: number;
   sectionSeconds: Record<string, number>;
 }
@@ -592,7 +595,10 @@ async function benchBody(o: BenchOptions, pool: BenchPool): Promise<BenchReport>
       log(`  ${experiments[experiments.length - 1]!.name}: ${fmt(a)} vs ${fmt(b)} = ${(a / b).toFixed(2)} (${sp})`);
     }
 
-    experiments.push({ name: 'iii-nat-placement', question: 'iii', a: 'NAT data inside the entry', b: 'NAT data in an extension area', rateA: null, rateB: null, ratio: null, unit: 'pkt/s', status: 'pending', note: 'NAT does not exist yet; E_EXT (extension offset) is reserved in the entry' });
+    // (iii) NAT placement is measured by the nat section (bench/nat.ts).
+    if (o.only !== null && !o.only.includes('nat')) {
+      experiments.push({ name: 'iii-nat-placement', question: 'iii', a: 'NAT data inside the entry', b: 'NAT data in an extension area', rateA: null, rateB: null, ratio: null, unit: 'pkt/s', status: 'pending', note: 'measured by the nat section (--only nat)' });
+    }
 
     log('experiment (iv): GC worker walk vs a timer per connection (timing wheel)');
     const iv = gcVsWheel(q ? 50_000 : 1_000_000, R);
@@ -604,6 +610,23 @@ async function benchBody(o: BenchOptions, pool: BenchPool): Promise<BenchReport>
   }
 
   endSection('exp');
+
+  // -------------------------------------------------------------------------------- nat
+  let natRows: NatRow[] = [];
+  if (want('nat') && !o.inline) {
+    log('nat: SNAT behind one address up to exhaustion, DNAT to 16 backends; placement experiment (iii)');
+    const nb = await natBench(pool, W, q, R, log);
+    natRows = nb.rows;
+    for (const traffic of ['snat', 'null-binding'] as const) {
+      const a = nb.placement.find((x) => x.traffic === traffic && x.placement === 'inline')!;
+      const b = nb.placement.find((x) => x.traffic === traffic && x.placement === 'extension')!;
+      const base = { question: 'iii', a: 'NAT state inline (bysource link in E_LINK)', b: 'NAT data in an extension block', status: 'measured' as const };
+      experiments.push({ ...base, name: `iii-nat-placement-memory-${traffic}`, rateA: a.bytesPerConnection, rateB: b.bytesPerConnection, ratio: a.bytesPerConnection / b.bytesPerConnection, unit: 'bytes per connection (lower is better)' });
+      experiments.push({ ...base, name: `iii-nat-placement-insert-${traffic}`, rateA: a.insertRate, rateB: b.insertRate, ratio: a.insertRate / b.insertRate, unit: 'conn/s' });
+      experiments.push({ ...base, name: `iii-nat-placement-lookup-${traffic}`, rateA: a.lookupRate, rateB: b.lookupRate, ratio: a.lookupRate / b.lookupRate, unit: 'pkt/s' });
+    }
+  }
+  endSection('nat');
   // The ceiling again at the end: the machine is shared, its spare capacity changes.
   for (const w of o.inline ? [] : W) {
     const xs = await measure(async () => (await pool.run(Array.from({ length: w }, () => ({ kind: 'spin', ops: q ? 2_000_000 : 5_000_000 } as Job)))).rate);
@@ -646,6 +669,7 @@ async function benchBody(o: BenchOptions, pool: BenchPool): Promise<BenchReport>
       sharedmapBytesPerConnection: smProbe ? Math.round(sharedMapBytes(smProbe) / 100_000) : null,
     },
     flood: floodInfo,
+    nat: natRows,
     seconds: Math.round((performance.now() - started) / 100) / 10,
     sectionSeconds,
   };
@@ -870,6 +894,13 @@ export function formatReport(r: BenchReport): string {
     const lr: string[][] = [['entries', 'hash+find/s', 'find only/s', 'plain JS walk/s', 'native C /s', 'find only / C']];
     for (const l of r.lookup) lr.push([String(l.entries), fmt(l.hashAndFind), fmt(l.findOnly), fmt(l.plainWalk), fmt(l.nativeReference), (l.findOnly / l.nativeReference).toFixed(2)]);
     lines.push(...table(lr));
+  }
+  if (r.nat && r.nat.length) {
+    lines.push('');
+    lines.push('NAT (bench/nat.ts):');
+    const nr: string[][] = [['workload', 'pass', 'workers', 'median', 'min', 'max', 'nat_failed', 'p99 batch µs']];
+    for (const x of r.nat) nr.push([x.name, x.pass, String(x.workers), fmt(x.rate), fmt(x.min), fmt(x.max), `${x.natFailed} of ${x.flows}`, x.p99us.toFixed(1)]);
+    lines.push(...table(nr));
   }
   if (r.experiments.length) {
     lines.push('');

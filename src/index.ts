@@ -47,7 +47,7 @@ export {
   parseNatRule, parseNatRules, compileNat, type NatRule, type NatConfig, type NatInterface, type NatType,
 } from './track/nat/rules.js';
 export { NAT_REWROTE_SRC, NAT_REWROTE_DST, NAT_REWROTE_INNER } from './track/nat/nat.js';
-export { bysourceCount } from './track/nat/bysource.js';
+export { bysourceCount, setNatPlacement, checkNatInvariants } from './track/nat/bysource.js';
 export { LiveQueues, parseQueues, type LiveOptions, type LiveMode, type QueueCounters } from './input/live/live.js';
 export { liveAvailable, LiveUnavailableError } from './input/live/netlink.js';
 export { Policy, ACTION_ACCEPT, ACTION_DROP, type PolicySpec, type PolicyRule } from './ops/policy.js';

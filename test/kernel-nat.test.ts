@@ -11,7 +11,7 @@ const root = fileURLToPath(new URL('../../test/fixtures/kernel-nat/', import.met
 const dirs = existsSync(root) ? readdirSync(root).filter((d) => existsSync(`${root}${d}/before.pcap`)).sort() : [];
 
 test('NAT fixtures are present', (t) => {
-  t.true(dirs.length >= 4, `fixtures in ${root}: ${dirs.join(', ')}`);
+  t.true(dirs.length >= 5, `fixtures in ${root}: ${dirs.join(', ')}`);
 });
 
 for (const d of dirs) {

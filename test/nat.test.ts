@@ -308,7 +308,142 @@ test('NAT across threads: two workers allocating from one narrow range never sha
     t.true(isNew <= 100);
     t.is(stats.nat_failed, flows - isNew);
     t.is(bysourceCount(table), isNew);
+    const { checkNatInvariants } = await import('../src/index.js');
+    t.deepEqual(checkNatInvariants(table), []);
   } finally {
     await pool.close();
   }
+});
+
+test('placement experiment variant: the bysource link in an extension block works the same', async (t) => {
+  const { setNatPlacement } = await import('../src/index.js');
+  const table = ConntrackTable.create({ max: 1024, extensions: 1024 });
+  setNatPlacement(table, 'extension');
+  table.setNatRules(['ip saddr 10.0.0.0/8 snat to 203.0.113.5:1024-1100']);
+  const ct = new Conntrack(table);
+  const a = udp4({ src: '10.0.0.1', dst: '8.8.8.8', sport: 5000, dport: 53 });
+  const b = udp4({ src: '10.0.0.1', dst: '1.1.1.1', sport: 5000, dport: 53 });
+  decide(ct, a);
+  decide(ct, b);
+  t.is((a[20]! << 8) | a[21]!, (b[20]! << 8) | b[21]!); // bysource reuse through the extension link
+  t.is(bysourceCount(table), 2);
+  ct.flush();
+  t.is(bysourceCount(table), 0);
+  t.throws(() => { decide(ct, udp4({ src: '10.0.0.2' })); setNatPlacement(table, 'inline'); }, { message: /empty/ });
+});
+
+/** Bitwise CRC32c (independent of src/). */
+function crc32cBits(b: Uint8Array): number {
+  let c = -1;
+  for (const x of b) {
+    c ^= x;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+  }
+  return ~c >>> 0;
+}
+
+function sctpInit(src: string, dst: string, sport: number, dport: number): Uint8Array {
+  const b = new Uint8Array(12 + 20);
+  const dv = new DataView(b.buffer);
+  dv.setUint16(0, sport);
+  dv.setUint16(2, dport);
+  dv.setUint32(4, 0); // vtag 0 on INIT
+  b[12] = 1; // INIT
+  dv.setUint16(14, 20);
+  dv.setUint32(16, 0x11111111); // initiate tag
+  dv.setUint32(20, 65536);
+  dv.setUint16(24, 1);
+  dv.setUint16(26, 1);
+  dv.setUint32(28, 1);
+  dv.setUint32(8, crc32cBits(b), true);
+  return ipv4(132, b, { src, dst });
+}
+
+test('SCTP: DNAT port forwarding recomputes the CRC32c', (t) => {
+  const { ct } = setup(['meta l4proto sctp ip daddr 203.0.113.1 dnat to 10.0.0.2:5001']);
+  const f = sctpInit('198.51.100.7', '203.0.113.1', 40000, 5000);
+  const r = decide(ct, f);
+  t.deepEqual([r.state, r.nat], ['new', NAT_REWROTE_DST]);
+  t.is(hexOf(f), hexOf(sctpInit('198.51.100.7', '10.0.0.2', 40000, 5001)));
+});
+
+test('a snapshot keeps NAT mappings: restored entries translate and are back in bysource', async (t) => {
+  const { encodeSnapshot, restoreSnapshot } = await import('../src/index.js');
+  const { table, ct } = setup(['ip saddr 10.0.0.0/8 snat to 203.0.113.5:40000-40009']);
+  const f = udp4({ src: '10.0.0.1', dst: '8.8.8.8', sport: 5000, dport: 53 });
+  decide(ct, f);
+  const port = (f[20]! << 8) | f[21]!;
+  const snap = encodeSnapshot(table);
+  const t2 = ConntrackTable.create({ max: 4096 });
+  t2.setNatRules(table.natRules());
+  t.is(restoreSnapshot(t2, snap, { now: NOW }).restored, 1);
+  t.is(bysourceCount(t2), 1);
+  const ct2 = new Conntrack(t2);
+  const back = udp4({ src: '8.8.8.8', dst: '203.0.113.5', sport: 53, dport: port });
+  const r = decide(ct2, back);
+  t.deepEqual([r.dir, r.nat], ['reply', NAT_REWROTE_DST]);
+  t.is(hexOf(back), hexOf(udp4({ src: '8.8.8.8', dst: '10.0.0.1', sport: 53, dport: 5000 })));
+});
+
+test('mutated and truncated frames through NAT: never a crash, never a write past the frame', (t) => {
+  const { ct } = setup({
+    interfaces: [{ name: 'lan0', address: '10.0.0.254', routes: ['10.0.0.0/24'] }, { name: 'wan0', address: '203.0.113.1', address6: '2001:db8::1', routes: ['0.0.0.0/0', '::/0'] }],
+    rules: ['oifname wan0 masquerade', 'tcp dport 80 dnat to 10.0.0.2:8080', 'ip6 saddr fd00::/64 snat to [2001:db8::9]'],
+  });
+  const seen = udp4({ src: '203.0.113.1', dst: '8.8.8.8', sport: 5000, dport: 53, payload: 'hello' });
+  const bases = [
+    udp4({ src: '10.0.0.1', dst: '8.8.8.8', sport: 5000, dport: 53, payload: 'hello' }),
+    udp4({ src: '8.8.8.8', dst: '203.0.113.1', sport: 53, dport: 5000, payload: 'answer' }),
+    tcp4({ src: '198.51.100.7', dst: '203.0.113.1', sport: 33000, dport: 80, flags: 'S' }),
+    icmp4({ src: '10.0.0.1', dst: '8.8.8.8', id: 5 }),
+    icmpError4(3, 3, seen, { src: '192.0.2.99', dst: '203.0.113.1' }),
+    udp6({ src: 'fd00::1', dst: '2001:db8::53', sport: 7000, dport: 53 }),
+    icmpError6(1, 4, udp6({ src: '2001:db8::9', dst: '2001:db8::53', sport: 7000, dport: 53 }), { src: '2001:db8::fe', dst: '2001:db8::9' }),
+  ];
+  for (const b of bases) decide(ct, b.slice()); // the connections exist
+  let seed = 12345;
+  const rnd = (n: number): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed % n; };
+  let n = 0;
+  for (let i = 0; i < 3000; i++) {
+    const base = bases[i % bases.length]!;
+    const len = rnd(4) === 0 ? rnd(base.length + 1) : base.length;
+    const buf = new Uint8Array(len + 16).fill(0xaa);
+    buf.set(base.subarray(0, len), 8);
+    for (let k = rnd(4); k > 0 && len > 0; k--) buf[8 + rnd(len)] = rnd(256);
+    const v = ct.decide(buf.subarray(8, 8 + len), LINKTYPE_RAW, NOW);
+    t.true(typeof v.ctstate === 'string');
+    // Bytes outside the frame are untouched.
+    if (buf.subarray(0, 8).some((x) => x !== 0xaa) || buf.subarray(8 + len).some((x) => x !== 0xaa)) t.fail(`frame ${i} wrote outside`);
+    n++;
+  }
+  t.is(n, 3000);
+});
+
+test('a TCP SYN that finds its one port held by a TIME_WAIT connection evicts it (nf_nat_used_tuple_harder)', (t) => {
+  const { table, ct } = setup(['ip saddr 10.0.0.0/8 snat to 203.0.113.5:40000-40000']);
+  const C = '10.0.0.1', S = '192.0.2.80', N = '203.0.113.5';
+  const c2s = (sport: number, flags: string, seq: number, ack = 0) => tcp4({ src: C, dst: S, sport, dport: 80, flags, seq, ack });
+  const s2n = (flags: string, seq: number, ack: number) => tcp4({ src: S, dst: N, sport: 80, dport: 40000, flags, seq, ack });
+  t.is(decide(ct, c2s(5000, 'S', 1000)).nat, NAT_REWROTE_SRC);
+  decide(ct, s2n('SA', 9000, 1001));
+  decide(ct, c2s(5000, 'A', 1001, 9001));
+  decide(ct, c2s(5000, 'FA', 1001, 9001));
+  decide(ct, s2n('FA', 9001, 1002));
+  decide(ct, c2s(5000, 'A', 1002, 9002));
+  const ops = new CtOps(table);
+  t.regex(ops.list({}, { now: NOW }).join('\n'), /TIME_WAIT src=10\.0\.0\.1 .* dport=40000/);
+  // Another client port, same server: the only port is taken by the TIME_WAIT connection.
+  const syn = c2s(5001, 'S', 50000);
+  const r = decide(ct, syn);
+  t.deepEqual([r.state, r.nat], ['new', NAT_REWROTE_SRC]);
+  t.is((syn[20]! << 8) | syn[21]!, 40000);
+  const lines = ops.list({}, { now: NOW }).join('\n');
+  t.notRegex(lines, /TIME_WAIT/);
+  t.regex(lines, /SYN_SENT src=10\.0\.0\.1 dst=192\.0\.2\.80 sport=5001 .* dport=40000/);
+  // An ESTABLISHED holder is never evicted: the next SYN finds no port.
+  decide(ct, s2n('SA', 7000, 50001));
+  decide(ct, c2s(5001, 'A', 50001, 7001));
+  const third = decide(ct, c2s(5002, 'S', 90000));
+  t.deepEqual([third.state, third.drop], ['invalid', true]);
+  ops.close();
 });

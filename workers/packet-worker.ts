@@ -5,7 +5,7 @@
  */
 import { threadId, workerData } from 'node:worker_threads';
 import {
-  BH_DONE, IX_LEN, IX_LINKTYPE, IX_NOW, IX_NS, IX_OFF, IX_WORDS, IX_ZONE, PacketBatch, RF_DONE, RF_DROP,
+  BH_DONE, IX_LEN, IX_LINKTYPE, IX_NOW, IX_NS, IX_OFF, IX_WORDS, IX_ZONE, PacketBatch, RF_DONE, RF_DROP, RF_NAT_SHIFT,
   RF_FRAG_SHIFT, RS_DIR, RS_FLAGS, RS_ID, RS_L4, RS_REASON, RS_SLOT, RS_STATE, RS_TASK, RS_TCP, RS_WORDS, TASK_WORDS, TK_FROM,
   TK_PROGRESS, TK_THREAD, TK_TO, TK_WID,
 } from '../src/pool/batch.js';
@@ -67,7 +67,7 @@ function decide(task: PoolTask): TaskSummary {
       i32[r + RS_TASK] = task.task;
       // The slot is valid until endBatch: read its id now (it may be reused after the batch).
       i32[r + RS_ID] = v.slot >= 0 ? table.i32[table.sec.entries + v.slot * ENTRY_WORDS + E_ID]! : 0;
-      i32[r + RS_FLAGS] = RF_DONE | (v.drop ? RF_DROP : 0) | (v.frag << RF_FRAG_SHIFT);
+      i32[r + RS_FLAGS] = RF_DONE | (v.drop ? RF_DROP : 0) | (v.nat << RF_NAT_SHIFT) | (v.frag << RF_FRAG_SHIFT);
       done++;
       if (done % SECTION === 0) {
         ct.endBatch();

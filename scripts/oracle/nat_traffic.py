@@ -163,6 +163,27 @@ def nat_dnat(w, taps):
     via(w, taps, "s", sa.IP(src=B1, dst=C0) / sa.ICMP(type=3, code=3) / bytes(u), "c")
 
 
+@scenario("nat_dnat_pool", "DNAT to a pool of four backends (the kernel's address pick), with and without persistent, IPv4 and IPv6",
+          ['iifname "r1" ip daddr 10.200.2.1 udp dport 9999 dnat ip to 10.200.2.10-10.200.2.13',
+           'iifname "r1" ip daddr 10.200.2.1 tcp dport 7777 dnat ip to 10.200.2.10-10.200.2.13:80 persistent',
+           'iifname "r1" ip6 daddr fd00:200:0:2::1 udp dport 9999 dnat ip6 to [fd00:200:0:2::10]-[fd00:200:0:2::13]'])
+def nat_dnat_pool(w, taps):
+    sa = T.S()
+    for i in range(8):
+        o = via(w, taps, "c", sa.IP(src=T.PC4(i), dst=R2) / sa.UDP(sport=3000 + i, dport=9999) / b"lb", "s")
+        if o is not None:
+            via(w, taps, "s", sa.IP(src=o.dst, dst=T.PC4(i)) / sa.UDP(sport=9999, dport=o[sa.UDP].sport) / b"ok", "c")
+    for i in range(8):
+        o = via(w, taps, "c", sa.IP(src=T.PC4(i), dst=R2) / sa.TCP(sport=4000 + i, dport=7777, flags="S", seq=77), "s")
+        if o is not None:
+            via(w, taps, "s", sa.IP(src=o.dst, dst=T.PC4(i)) / sa.TCP(sport=80, dport=o[sa.TCP].sport, flags="SA", seq=99, ack=78), "c")
+    for i in range(8):  # IPv6: the pick hashes all four address words
+        c6 = "fd00:200:0:1::%x" % (0x10 + i)
+        o = via(w, taps, "c", sa.IPv6(src=c6, dst=R2_6) / sa.UDP(sport=3100 + i, dport=9999) / b"lb6", "s")
+        if o is not None:
+            via(w, taps, "s", sa.IPv6(src=o.dst, dst=c6) / sa.UDP(sport=9999, dport=o[sa.UDP].sport) / b"ok6", "c")
+
+
 @scenario("nat_snat_exhaust", "SNAT to a three-port range: three flows mapped, the rest dropped (no free tuple)",
           ['ip saddr 10.200.1.0/24 meta l4proto udp oifname "r2" snat ip to 10.200.2.1:20000-20002'])
 def nat_snat_exhaust(w, taps):

@@ -47,7 +47,7 @@ program
   .addOption(new Option('--dispatch <mode>', 'with --workers: flow (decisions as on one thread) or free').choices(['flow', 'free']).default('flow'))
   .addOption(new Option('--checksum <mode>', 'offload: accept checksums left to offload (pseudo-header sums), as the kernel does; strict: invalid').choices(['offload', 'strict']))
   .option('--nat <rule>', 'a NAT rule in nft syntax, e.g. "ip saddr 10.0.0.0/8 snat to 203.0.113.1" (repeatable)', collect, [])
-  .option('--nat-rules <file>', 'NAT rules, one per line in nft syntax (# comments)')
+  .option('--nat-rules <file>', 'NAT rules: one per line in nft syntax (# comments), or JSON { rules, interfaces }')
   .option('-w, --write <file>', 'write the capture as translated by NAT (pcap)')
   .action(async (capture: string, opts: Record<string, unknown>) => {
     process.exitCode = await runReplay(capture, opts);
@@ -74,7 +74,7 @@ program
   .option('--workers <list>', 'worker counts, comma separated (default 1 .. available cores)')
   .option('--inline', 'run the packet loops on the main thread (for profiling; 1 worker only)')
   .option('--runs <n>', 'measured runs per point (default 5, after a warm-up)')
-  .option('--only <list>', 'sections: hot,zones,mixed,flood,lookup,exp')
+  .option('--only <list>', 'sections: hot,zones,mixed,flood,lookup,exp,nat')
   .option('--out <dir>', 'where to write the JSON and SVG (default bench/results)')
   .action(async (opts: Record<string, unknown>) => {
     process.exitCode = await runBenchCli(opts);

@@ -12,7 +12,7 @@ import { entryJson, eventLine, formatEntry, formatEvent, formatStats, type Forma
 import { TCP_STATE_NAMES } from '../track/proto/tcp.js';
 import { FRAG_DONE, FRAG_NAMES } from '../track/verdict.js';
 import { PcapFileWriter } from '../input/capture/reader.js';
-import { parseNatRules, type NatRule } from '../track/nat/rules.js';
+import { parseNatRules, type NatConfig, type NatInterface, type NatRule } from '../track/nat/rules.js';
 import { readFileSync } from 'node:fs';
 import type { FragDropped } from '../input/defrag/defrag.js';
 import { ConntrackPool } from '../pool/pool.js';
@@ -209,6 +209,8 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
     table = ConntrackTable.create({
       max, sysctls, ...(checksum ? { checksum } : {}), ...(workers > 1 ? { maxWorkers: Math.max(16, workers + 4) } : {}),
       // Room for the events of a batch (at most a few per packet) between drains.
+      // With NAT, a fixed hash key: the port offsets (nat/unique.ts) then repeat from run to run.
+      ...((opts.nat?.length ?? 0) > 0 || opts.natRules ? { hashKey: [0x6e617431, 0x7265706c] as [number, number] } : {}),
       ...(ringEvents ? { events: { ring: 1 << 15, destroyRing: 1 << 13 } } : {}),
     });
   } catch (e) {
@@ -226,16 +228,37 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
     }
     try {
       const rules: (string | NatRule)[] = [...(opts.nat ?? [])];
-      if (text !== null) rules.push(...parseNatRules(text));
-      if (rules.length > 0) table.setNatRules(rules);
+      let interfaces: NatInterface[] = [];
+      if (text !== null) {
+        if (text.trimStart().startsWith('{')) {
+          // JSON: { "rules": [...], "interfaces": [...] } (setNatRules' argument)
+          const cfg = JSON.parse(text) as NatConfig;
+          rules.push(...(cfg.rules ?? []));
+          interfaces = cfg.interfaces ?? [];
+        } else {
+          rules.push(...parseNatRules(text));
+        }
+      }
+      if (rules.length > 0) table.setNatRules({ rules, interfaces });
     } catch (e) {
       throw new CliError(`NAT rules: ${(e as Error).message}`, EXIT_USAGE);
     }
   }
-  if (opts.write && workers > 1) throw new CliError('-w needs a single-thread replay (no --workers)', EXIT_USAGE);
   // -w: every frame as decided (rewritten in place by NAT), in capture order.
   let writer: PcapFileWriter | null = null;
   let recLinktype = 0, recBuf: Uint8Array | null = null, recOff = 0, recLen = 0;
+  const writeFrame = (tsMs: number): void => {
+    if (!opts.write || recBuf === null) return;
+    if (writer === null) {
+      try {
+        writer = new PcapFileWriter(opts.write, recLinktype);
+      } catch (e) {
+        throw inputError(opts.write, e);
+      }
+    }
+    writer.write(recBuf, recOff, recLen, tsMs);
+    recBuf = null;
+  };
   // The formatters read the table directly.
   const ctx: FormatContext = { i32: table.i32, u32: table.u32, sys: table.sec.sysctl, ext: table.sec.ext };
   let events = 0;
@@ -282,14 +305,17 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
           onPacket: (i, v, tsMs) => {
             curTs = tsMs;
             if (v.drop) full.drop(i + 1);
+            writeFrame(tsMs);
             if (pp) {
               // The frame is still in the batch's data: parse it again for its tuple.
               pp.write(perPacketLine(i, tsMs, v, v.id, pkt, v.frag ? { frag: FRAG_NAMES[v.frag] ?? '', fragments: null, dropped: [] } : undefined));
             }
           },
-          ...(pp ? {
+          ...(pp || opts.write ? {
             onFrame: (linktype: number, buf: Uint8Array, off: number, len: number): void => {
-              parseFrame(linktype, buf, off, len, pkt!);
+              // The frame as the worker left it in the batch (rewritten by NAT).
+              recLinktype = linktype; recBuf = buf; recOff = off; recLen = len;
+              if (pkt) parseFrame(linktype, buf, off, len, pkt);
             },
           } : {}),
           onBatch: (b: PacketBatch, times: Float64Array) => {
@@ -324,16 +350,7 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
         },
         onPacket: (i, v, pkt, tsMs) => {
           if (v.drop) full.drop(i + 1);
-          if (opts.write && recBuf) {
-            if (writer === null) {
-              try {
-                writer = new PcapFileWriter(opts.write, recLinktype);
-              } catch (e) {
-                throw inputError(opts.write, e);
-              }
-            }
-            writer.write(recBuf, recOff, recLen, tsMs);
-          }
+          writeFrame(tsMs);
           if (pp) {
             const id = v.slot >= 0 ? table.i32[table.sec.entries + v.slot * ENTRY_WORDS + E_ID]! >>> 0 : 0;
             pp.write(perPacketLine(i, tsMs, v, id, pkt, engine ? fragInfo(engine, i, v.frag) : undefined));

@@ -5,7 +5,7 @@
 import {
   EXT_ACCT, EXT_LABELS, EXT_TSTAMP, EXT_WORDS, E_EXT, X_ACCT, X_FLAGS, X_LABELS, X_TSTAMP,
   E_ID, E_MARK, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE, IPS_ASSURED,
-  IPS_OFFLOAD, IPS_SEEN_REPLY, STAT_NAMES, T_DST, T_PORTS, T_SRC, TUPLE_WORDS,
+  IPS_OFFLOAD, IPS_SEEN_REPLY, IPS_SRC_NAT, IPS_DST_NAT, IPS_SRC_NAT_DONE, IPS_DST_NAT_DONE, STAT_NAMES, T_DST, T_PORTS, T_SRC, TUPLE_WORDS,
 } from '../table/layout.js';
 import { EVENT_DESTROY, EVENT_F_PROTOINFO, EVENT_NAMES, EVENT_UPDATE } from '../table/events.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, NFPROTO_IPV4 } from '../input/packet/packet.js';
@@ -231,6 +231,11 @@ export function entryJson(ctx: TrackerContext, e: number, now: number): EntryJso
   if (status & IPS_SEEN_REPLY) flags.push('SEEN_REPLY');
   if (status & IPS_ASSURED) flags.push('ASSURED');
   flags.push('CONFIRMED');
+  // NAT (the kernel's IPS_* names, as conntrack -o json / libnetfilter_conntrack print them).
+  if (status & IPS_SRC_NAT) flags.push('SRC_NAT');
+  if (status & IPS_DST_NAT) flags.push('DST_NAT');
+  if (status & IPS_SRC_NAT_DONE) flags.push('SRC_NAT_DONE');
+  if (status & IPS_DST_NAT_DONE) flags.push('DST_NAT_DONE');
   const out: EntryJson = {
     l3proto: family === NFPROTO_IPV4 ? 'ipv4' : 'ipv6',
     proto: l4Name(l4),

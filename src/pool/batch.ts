@@ -67,8 +67,9 @@ export const RS_ID = 8; // conntrack id of the packet's connection (E_ID, as -o 
 export const RS_WORDS = 9;
 export const RF_DONE = 1;
 export const RF_DROP = 2;
+export const RF_NAT_SHIFT = 2; // bits 2-4: what NAT rewrote (nat/nat.ts NAT_REWROTE_*)
 /** Verdict.frag (FRAG_*, verdict.ts) in the flags word, from this shift. */
-export const RF_FRAG_SHIFT = 4;
+export const RF_FRAG_SHIFT = 5; // bits 5-7
 export const RF_FRAG_MASK = 7;
 
 /** Default packets per batch: a round trip costs tens of µs, so thousands per batch. */
@@ -122,6 +123,8 @@ export class BatchVerdict {
   id = 0;
   /** FRAG_* (verdict.ts): what defragmentation did with the packet. */
   frag = 0;
+  /** What NAT rewrote (nat/nat.ts NAT_REWROTE_* bits). */
+  nat = 0;
   get ctstate(): string {
     return CTSTATE_NAMES[this.state]!;
   }
@@ -294,6 +297,7 @@ export class PacketBatch {
     out.slot = i32[r + RS_SLOT]!;
     out.drop = (i32[r + RS_FLAGS]! & RF_DROP) !== 0;
     out.frag = (i32[r + RS_FLAGS]! >>> RF_FRAG_SHIFT) & RF_FRAG_MASK;
+    out.nat = (i32[r + RS_FLAGS]! >>> RF_NAT_SHIFT) & 7;
     out.protoState = i32[r + RS_TCP]!;
     out.l4proto = i32[r + RS_L4]!;
     out.id = i32[r + RS_ID]! >>> 0;

@@ -9,6 +9,9 @@
  *  - 'free': contiguous chunks, any packet to any worker (throughput; decisions may differ
  *    from one thread when workers race on the same connection).
  *
+ * With NAT rules in the table, 'flow' partitions by connection instead (nat/dispatch-key.ts):
+ * a NAT'd connection's two directions have different tuples.
+ *
  * The flow hash deliberately ignores what could differ between packets of one connection:
  * direction (the address pair and the port pair are each taken unordered), ICMP ids and types,
  * zone and namespace. A coarser key only groups more; it never splits a connection.
@@ -27,6 +30,7 @@ import { parseFrame } from '../input/packet/parse.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, Packet } from '../input/packet/packet.js';
 import { hasPorts } from '../track/tuple.js';
 import { rangeError } from '../errors.js';
+import type { NatDispatchKey } from '../track/nat/dispatch-key.js';
 
 export type DispatchMode = 'flow' | 'free';
 
@@ -89,6 +93,8 @@ export class Dispatcher {
   private pairs = new Int32Array(0);
   /** Address pairs that sent fragments in the current batch (small; cleared per such batch). */
   private readonly pairSet = new Set<number>();
+  /** 'flow' with NAT on: partition by connection (nat/dispatch-key.ts), new ones together. */
+  nat: NatDispatchKey | null = null;
 
   constructor(readonly mode: DispatchMode) {}
 
@@ -131,13 +137,22 @@ export class Dispatcher {
       c.fill(0);
       const pkt = this.pkt;
       const bytes = batch.bytes;
+      const nat = this.nat !== null && this.nat.active() ? this.nat : null;
       if (this.pairs.length < n) this.pairs = new Int32Array(n);
       const pairs = this.pairs;
       let frags = 0;
       for (let i = 0; i < n; i++) {
         const x = index + i * IX_WORDS;
         parseFrame(i32[x + IX_LINKTYPE]!, bytes, batch.u32[x + IX_OFF]!, i32[x + IX_LEN]!, pkt);
-        i32[x + IX_FLOW] = flowHash(pkt, i) | 0;
+        // With NAT: by connection; packets of no connection yet all to partition 0, in order.
+        let h: number;
+        if (nat === null) h = flowHash(pkt, i);
+        else if (pkt.reason !== null) h = i >>> 0;
+        else {
+          const c = nat.connection(pkt);
+          h = c === 0 ? 0 : mix(c);
+        }
+        i32[x + IX_FLOW] = h | 0;
         pairs[i] = pkt.family !== 0 ? pairHash(pkt) | 0 : 0;
         // A fragment's ports are unknown until reassembly: its address pair groups it (below).
         if (pkt.fragment && pkt.family !== 0) {

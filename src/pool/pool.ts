@@ -29,6 +29,7 @@ import {
 } from './batch.js';
 import { CaptureError, CaptureStream, GzipError, MAX_CAPLEN, type CaptureReader, type CaptureRecord, type CaptureSource } from '../input/capture/reader.js';
 import { Dispatcher, type DispatchMode } from './dispatch.js';
+import { NatDispatchKey } from '../track/nat/dispatch-key.js';
 import { W_ALIVE, W_PID, WORKER_WORDS } from '../table/layout.js';
 import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
 import { nflogTimestampMs } from '../input/packet/parse.js';
@@ -212,6 +213,7 @@ export class ConntrackPool {
     this.workers = n;
     this.dispatch = mode;
     this.dispatcher = new Dispatcher(mode);
+    if (mode === 'flow') this.dispatcher.nat = new NatDispatchKey(opts.table); // idle unless NAT rules are set
     this.onDeath = opts.onWorkerDeath ?? null;
     const file = opts.workerFile ?? defaultWorkerFile();
     // One set of reassembly queues for all workers: fragments of a datagram may reach any of

@@ -420,7 +420,14 @@ export const PARK_FACTOR = 4; // park queue records per DESTROY-ring record
 export const NAT_RULE_BYTES = 32768; // room for the rule set's text
 export const NAT_LOCKS = 64; // bysource lock stripes (the kernel's nf_nat_locks)
 export const NAT_RULE_LOCK = NAT_LOCKS; // writers of the rule set
-export const NAT_LOCK_WORDS = NAT_LOCKS + 1;
+export const NAT_LOCK_COUNT = NAT_LOCKS + 1; // lock words (recovery releases a dead worker's)
+// Where the bysource link lives (the bench's placement experiment): NAT_INLINE (E_LINK, the
+// default) or NAT_IN_EXT (an extension block per NAT'd connection, link in X_HELPER, as the
+// kernel had it before NAT moved into nf_conn). Set while the table is empty; Atomics.load.
+export const NAT_PLACEMENT = NAT_LOCK_COUNT;
+export const NAT_INLINE = 0;
+export const NAT_IN_EXT = 1;
+export const NAT_LOCK_WORDS = NAT_LOCK_COUNT + 1;
 /** Bysource buckets for a table with `buckets` hash buckets: a quarter, at least NAT_LOCKS. */
 export function natBucketsFor(buckets: number): number {
   return Math.max(NAT_LOCKS, buckets >>> 2);

@@ -68,7 +68,7 @@ import { EventProducer, recoverProducer } from './ecache.js';
 import { extRelease } from './ext.js';
 import { rebuildZoneAccounting } from './zones.js';
 import { forceUnlock, lockOwner, tryLock, unlock } from './locks.js';
-import { NAT_LOCK_WORDS } from './layout.js';
+import { NAT_LOCK_COUNT } from './layout.js';
 import type { ConntrackTable } from './table.js';
 import { rangeError } from '../errors.js';
 
@@ -506,7 +506,7 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   // Its zone/namespace list locks too: a live writer may wait on one while holding a bucket
   // stripe we are about to take. The lists it may have left half-linked are rebuilt below.
   for (let l = 0; l < ZL_LOCKS; l++) if (forceUnlock(i32, table.sec.zlocks + l, wid)) report.locksReleased++;
-  for (let l = 0; l < NAT_LOCK_WORDS; l++) if (forceUnlock(i32, table.sec.natLocks + l, wid)) report.locksReleased++;
+  for (let l = 0; l < NAT_LOCK_COUNT; l++) if (forceUnlock(i32, table.sec.natLocks + l, wid)) report.locksReleased++;
   let all = false;
   if (repair) {
     try {

@@ -44,7 +44,7 @@ import { S_DEFRAG } from '../table/sysctl.js';
 import { ST_NS_LIMIT, ST_ZONE_LIMIT } from '../table/layout.js';
 import { CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, ZONE_DIR_BOTH, isNamespaceHandle, zoneKey, zoneWord } from '../table/zones.js';
 import { IPS_SRC_NAT_DONE, ST_INSERT_FAILED, ST_NAT_FAILED } from '../table/layout.js';
-import { Nat, R_NAT_CLASH, R_NAT_REDIRECT } from './nat/nat.js';
+import { Nat, R_NAT_CLASH, R_NAT_REDIRECT, natAllowsClash } from './nat/nat.js';
 
 export const R_TABLE_FULL = 'table full';
 export const R_CHAIN_TOOLONG = 'hash chain too long';
@@ -634,6 +634,15 @@ export class Conntrack {
       if (k === CONFIRM_DYING) return this.track(pkt, zone, ns, v, repeats);
       // Clash: another thread confirmed the same tuple first. Join its entry.
       if (!c.noref) c.put(k >>> 1);
+      if (natd && !natAllowsClash(l4)) {
+        // With NAT, as the kernel's nf_ct_resolve_clash: only UDP, UDP-Lite, ICMP and DCCP may
+        // join the winner; others are dropped (insert_failed), and the client retransmits.
+        this.stat(ST_DROP);
+        this.stat(ST_INSERT_FAILED);
+        this.stat(ST_NAT_FAILED);
+        v.drop = true;
+        return this.invalid(v, R_NAT_CLASH);
+      }
       // With directional zones the clashing entry may hold our reply tuple under a zone our
       // lookup never finds it by: then fail the insert (the kernel's insert_failed), never loop.
       const again = c.find(t, 0, proto, zone & 0xffff, ns, h, pkt.now, zone >>> 16);

@@ -18,6 +18,7 @@ import * as sctp from './proto/sctp.js';
 import * as tcp from './proto/tcp.js';
 import * as udp from './proto/udp.js';
 import * as defrag from '../input/defrag/defrag.js';
+import * as nat from './nat/nat.js';
 
 /** No reason: the packet was tracked. */
 export const REASON_NONE = 0;
@@ -57,7 +58,7 @@ const PRIVATE_REASONS: readonly string[] = [
 ];
 
 /** Modules scanned for exported reason constants, in this fixed order. */
-const SOURCES: readonly Readonly<Record<string, unknown>>[] = [parse, tcp, udp, icmp, core, sctp, gre, defrag];
+const SOURCES: readonly Readonly<Record<string, unknown>>[] = [parse, tcp, udp, icmp, core, sctp, gre, defrag, nat];
 
 const NAMES: string[] = ['', 'other'];
 const CODES = new Map<string, number>();

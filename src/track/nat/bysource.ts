@@ -13,10 +13,11 @@
  */
 import { hashTuple } from '../../table/hash.js';
 import {
-  DIR_ORIGINAL, ENTRY_WORDS, E_LINK, E_NS, E_PROTO, E_TUPLE, E_ZONE, H_KEY0, H_KEY1, H_NAT_BUCKETS,
-  NAT_LOCKS, T_PORTS, T_SRC, TUPLE_WORDS,
+  DIR_ORIGINAL, DIR_REPLY, ENTRY_WORDS, E_LINK, E_NS, E_PROTO, E_STATUS, E_TUPLE, E_ZONE, H_KEY0, H_KEY1, H_NAT_BUCKETS,
+  IPS_CONFIRMED, IPS_DYING, IPS_SRC_NAT_DONE, NAT_LOCKS, T_PORTS, T_SRC, TUPLE_WORDS,
 } from '../../table/layout.js';
 import { lock, unlock } from '../../table/locks.js';
+import { E_EXT, EXT_WORDS, H_COUNT, NAT_IN_EXT, NAT_PLACEMENT, X_HELPER } from '../../table/layout.js';
 import type { ConntrackTable } from '../../table/table.js';
 
 // A different key than the conntrack hash's, so the two tables do not collide together.
@@ -45,6 +46,28 @@ function entryBucket(table: ConntrackTable, e: number): number {
   return bysourceBucket(table, i32, e + E_TUPLE + DIR_ORIGINAL * TUPLE_WORDS, i32[e + E_PROTO]!, i32[e + E_ZONE]!, i32[e + E_NS]!);
 }
 
+/** Word holding entry e's bysource link: E_LINK, or X_HELPER of its extension block (experiment). */
+function linkOf(table: ConntrackTable, e: number): number {
+  const i32 = table.i32;
+  // Placement word: stored once on an empty table, before any NAT'd entry exists.
+  if (Atomics.load(i32, table.sec.natLocks + NAT_PLACEMENT) !== NAT_IN_EXT) return e + E_LINK;
+  return table.sec.ext + i32[e + E_EXT]! * EXT_WORDS + X_HELPER; // the block was attached before confirm
+}
+
+/**
+ * Choose where the bysource link lives (the bench's placement experiment): 'inline' (E_LINK,
+ * the default) or 'extension' (an extension block per NAT'd connection). Only on an empty table.
+ */
+export function setNatPlacement(table: ConntrackTable, where: 'inline' | 'extension'): void {
+  if (Atomics.load(table.i32, H_COUNT) !== 0) throw new Error('setNatPlacement: the table must be empty'); // H_COUNT: Atomics.add by inserters
+  // Published before any connection is tracked; every reader Atomics.loads it.
+  Atomics.store(table.i32, table.sec.natLocks + NAT_PLACEMENT, where === 'extension' ? NAT_IN_EXT : 0);
+}
+
+export function natPlacement(table: ConntrackTable): number {
+  return Atomics.load(table.i32, table.sec.natLocks + NAT_PLACEMENT); // see setNatPlacement
+}
+
 function stripe(table: ConntrackTable, bucket: number): number {
   return table.sec.natLocks + (bucket & (NAT_LOCKS - 1));
 }
@@ -56,7 +79,7 @@ export function bysourceAdd(table: ConntrackTable, wid: number, slot: number): v
   const b = entryBucket(table, e);
   const lk = stripe(table, b);
   lock(i32, lk, wid);
-  i32[e + E_LINK] = i32[table.sec.bysource + b]!; // the NAT stripe is held
+  i32[linkOf(table, e)] = i32[table.sec.bysource + b]!; // the NAT stripe is held
   i32[table.sec.bysource + b] = slot;
   unlock(i32, lk); // releases the link stores to the next holder
 }
@@ -73,11 +96,12 @@ export function bysourceRemove(table: ConntrackTable, wid: number, slot: number)
   let cur = i32[prev]!;
   let n = 0;
   while (cur >= 0 && cur !== slot && n++ <= table.capacity) {
-    prev = E + cur * ENTRY_WORDS + E_LINK;
+    prev = linkOf(table, E + cur * ENTRY_WORDS);
     cur = i32[prev]!;
   }
-  if (cur === slot) i32[prev] = i32[e + E_LINK]!;
-  i32[e + E_LINK] = -1;
+  const mine = linkOf(table, e);
+  if (cur === slot) i32[prev] = i32[mine]!;
+  i32[mine] = -1;
   unlock(i32, lk);
 }
 
@@ -96,7 +120,7 @@ export function bysourceFind(
   lock(i32, lk, wid);
   let found = -1;
   let n = 0;
-  for (let s = i32[table.sec.bysource + b]!; s >= 0 && n++ <= table.capacity; s = i32[E + s * ENTRY_WORDS + E_LINK]!) {
+  for (let s = i32[table.sec.bysource + b]!; s >= 0 && n++ <= table.capacity; s = i32[linkOf(table, E + s * ENTRY_WORDS)]!) {
     if (visit(E + s * ENTRY_WORDS)) {
       found = E + s * ENTRY_WORDS;
       break;
@@ -113,7 +137,44 @@ export function bysourceCount(table: ConntrackTable): number {
   let n = 0;
   const buckets = i32[H_NAT_BUCKETS]!;
   for (let b = 0; b < buckets; b++) {
-    for (let s = i32[table.sec.bysource + b]!; s >= 0 && n <= table.capacity; s = i32[E + s * ENTRY_WORDS + E_LINK]!) n++;
+    for (let s = i32[table.sec.bysource + b]!; s >= 0 && n <= table.capacity; s = i32[linkOf(table, E + s * ENTRY_WORDS)]!) n++;
   }
   return n;
+}
+
+/**
+ * NAT invariants (for tests and checks on a quiet table): every confirmed, live entry with
+ * IPS_SRC_NAT_DONE is in the bysource chain of its source exactly once; every bysource member is
+ * such an entry; no reply tuple is held by two entries. Returns the problems found (empty: fine).
+ */
+export function checkNatInvariants(table: ConntrackTable): string[] {
+  const i32 = table.i32;
+  const E = table.sec.entries;
+  const problems: string[] = [];
+  const seen = new Map<number, number>();
+  const buckets = i32[H_NAT_BUCKETS]!;
+  for (let b = 0; b < buckets; b++) {
+    let n = 0;
+    for (let s = i32[table.sec.bysource + b]!; s >= 0; s = i32[linkOf(table, E + s * ENTRY_WORDS)]!) {
+      if (++n > table.capacity) { problems.push(`bysource bucket ${b} loops`); break; }
+      const e = E + s * ENTRY_WORDS;
+      const st = i32[e + E_STATUS]!;
+      if ((st & (IPS_CONFIRMED | IPS_DYING | IPS_SRC_NAT_DONE)) !== (IPS_CONFIRMED | IPS_SRC_NAT_DONE)) problems.push(`slot ${s} in bysource with status ${st.toString(16)}`);
+      if (entryBucket(table, e) !== b) problems.push(`slot ${s} in bysource bucket ${b}, belongs in ${entryBucket(table, e)}`);
+      seen.set(s, (seen.get(s) ?? 0) + 1);
+    }
+  }
+  const replies = new Map<string, number>();
+  for (let s = 0; s < table.capacity; s++) {
+    const e = E + s * ENTRY_WORDS;
+    const st = i32[e + E_STATUS]!;
+    if ((st & (IPS_CONFIRMED | IPS_DYING)) !== IPS_CONFIRMED) continue;
+    if ((st & IPS_SRC_NAT_DONE) !== 0 && seen.get(s) !== 1) problems.push(`slot ${s} is in bysource ${seen.get(s) ?? 0} times`);
+    const r = e + E_TUPLE + DIR_REPLY * TUPLE_WORDS;
+    const key = `${i32[e + E_PROTO]}|${i32[e + E_NS]}|${i32[e + E_ZONE]! >>> 16}|${Array.from(i32.subarray(r, r + TUPLE_WORDS)).join(',')}`;
+    const other = replies.get(key);
+    if (other !== undefined) problems.push(`slots ${other} and ${s} share a reply tuple`);
+    replies.set(key, s);
+  }
+  return problems;
 }

@@ -21,6 +21,9 @@ import {
   CompiledIface, CompiledRule, NatRange, NatRuleCache, RANGE_MAP_IPS, T_MASQ, T_REDIRECT, inPrefix,
 } from './rules.js';
 import { manipIp, translateIcmpError } from './rewrite.js';
+import { natPlacement } from './bysource.js';
+import { extAlloc } from '../../table/ext.js';
+import { ENTRY_WORDS, E_EXT, NAT_IN_EXT } from '../../table/layout.js';
 import { MANIP_DST, MANIP_SRC, TupleSearch } from './unique.js';
 import type { ConntrackTable } from '../../table/table.js';
 
@@ -28,6 +31,17 @@ export const R_NAT_NO_TUPLE = 'NAT: no free tuple in the range';
 export const R_NAT_NO_ADDRESS = 'NAT: interface has no address of the packet\'s family';
 export const R_NAT_CLASH = 'NAT: reply tuple taken by another connection at confirm';
 export const R_NAT_REDIRECT = 'NAT: ICMP redirect for a NAT\'d connection';
+export const R_NAT_NO_EXT = 'NAT: extension area full (placement experiment)';
+
+/**
+ * May a new NAT'd connection that lost a confirm race join the winner (the kernel's l4proto
+ * allow_clash: UDP, UDP-Lite, ICMP, ICMPv6, DCCP)? Others are dropped. (Where the winner's
+ * mapping differs, the kernel inserts the loser for its reply direction only, for a second,
+ * nf_ct_resolve_clash_harder; we join the winner: the packet takes the winner's mapping.)
+ */
+export function natAllowsClash(l4: number): boolean {
+  return l4 === 17 || l4 === 136 || l4 === 1 || l4 === 58 || l4 === 33;
+}
 
 /** Verdict.nat bits: what apply() rewrote. */
 export const NAT_REWROTE_SRC = 1;
@@ -46,7 +60,7 @@ export class Nat {
   private readonly nullRange = new NatRange();
   private readonly ifRange = new NatRange();
 
-  constructor(table: ConntrackTable, private readonly chains: Chains) {
+  constructor(private readonly table: ConntrackTable, private readonly chains: Chains) {
     this.rules = new NatRuleCache(table);
     this.search = new TupleSearch(chains);
     this.i32 = table.i32;
@@ -142,7 +156,7 @@ export class Nat {
       const range = r.ifaceAddr ? this.ifaceRange(r, ifaces[iif], family) : r.range;
       if (range === null) return R_NAT_NO_ADDRESS;
       invertTuple(i32, reply, t, CUR, l4);
-      this.search.unique(t, NEW, t, CUR, range, MANIP_DST, proto, zone, ns, now);
+      this.search.unique(t, NEW, t, CUR, range, MANIP_DST, proto, zone, ns, now, e);
       if (!tupleEquals(t, NEW, t, CUR)) {
         invertTuple(t, NEW, i32, reply, l4);
         status |= IPS_DST_NAT;
@@ -165,7 +179,7 @@ export class Nat {
       range.flags = RANGE_MAP_IPS;
       for (let i = 0; i < 4; i++) range.minAddr[i] = range.maxAddr[i] = t[CUR + T_SRC + i]!;
     }
-    const ok = this.search.unique(t, NEW, t, CUR, range, MANIP_SRC, proto, zone, ns, now);
+    const ok = this.search.unique(t, NEW, t, CUR, range, MANIP_SRC, proto, zone, ns, now, e);
     if (!tupleEquals(t, NEW, t, CUR)) {
       invertTuple(t, NEW, i32, reply, l4);
       status |= IPS_SRC_NAT;
@@ -174,6 +188,12 @@ export class Nat {
     if (!ok) return R_NAT_NO_TUPLE;
     if (status & IPS_NAT_MASK) {
       i32[e + E_HASH + DIR_REPLY] = this.chains.hash(i32, reply, proto, zone >>> 16, ns) | 0;
+    }
+    // Placement experiment: the bysource link in an extension block (nat/bysource.ts).
+    if (natPlacement(this.table) === NAT_IN_EXT && i32[e + E_EXT] === 0) {
+      const b = extAlloc(this.table, this.chains.wid, (e - this.chains.E) / ENTRY_WORDS);
+      if (b === 0) return R_NAT_NO_EXT;
+      i32[e + E_EXT] = b; // private until confirm publishes the entry
     }
     // Private until confirm: a plain or-in would do; Atomics keeps the status word's one discipline.
     Atomics.or(i32, e + E_STATUS, status);

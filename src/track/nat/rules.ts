@@ -427,10 +427,10 @@ export function setNatRules(table: ConntrackTable, wid: number, cfg: NatConfig):
   lock(i32, lk, wid);
   try {
     // Seqlock: odd while the text changes; readers retry until they see the same even value twice.
-    Atomics.add(i32, H_NAT_SEQ, 1);
+    Atomics.add(i32, H_NAT_SEQ, 1); // odd: readers retry
     const u8 = new Uint8Array(table.buffer, table.sec.natRules * 4, NAT_RULE_BYTES);
     u8.set(bytes);
-    Atomics.store(i32, H_NAT_LEN, bytes.length);
+    Atomics.store(i32, H_NAT_LEN, bytes.length); // inside the seqlock, with the text
     Atomics.add(i32, H_NAT_SEQ, 1); // publishes the text (seq-cst after the plain byte stores)
   } finally {
     unlock(i32, lk);
@@ -445,12 +445,13 @@ export function getNatRules(table: ConntrackTable): NatConfig {
 function readShared(table: ConntrackTable): { seq: number; cfg: NatConfig } {
   const i32 = table.i32;
   const u8 = new Uint8Array(table.buffer, table.sec.natRules * 4, NAT_RULE_BYTES);
-  for (;;) {
+  for (let spins = 0; ; spins++) {
+    if (spins > 10_000_000) throw new Error('NAT rule set: a writer never finished (sequence stays odd)');
     const s0 = Atomics.load(i32, H_NAT_SEQ); // seqlock read side
     if (s0 & 1) continue;
-    const len = Atomics.load(i32, H_NAT_LEN);
+    const len = Atomics.load(i32, H_NAT_LEN); // checked by the second sequence read below
     const text = len === 0 ? '' : new TextDecoder().decode(u8.slice(0, len));
-    if (Atomics.load(i32, H_NAT_SEQ) !== s0) continue;
+    if (Atomics.load(i32, H_NAT_SEQ) !== s0) continue; // changed while we copied: again
     const cfg = text === '' ? { rules: [], interfaces: [] } : JSON.parse(text) as NatConfig;
     return { seq: s0, cfg };
   }
@@ -463,7 +464,7 @@ export class NatRuleCache {
   constructor(private readonly table: ConntrackTable) {}
   /** True when NAT is on (at least one rule). One Atomics.load when nothing changed. */
   refresh(): boolean {
-    if (Atomics.load(this.table.i32, H_NAT_SEQ) !== this.seq) {
+    if (Atomics.load(this.table.i32, H_NAT_SEQ) !== this.seq) { // a new rule set was published
       const r = readShared(this.table);
       this.nat = compileNat(r.cfg);
       this.seq = r.seq;

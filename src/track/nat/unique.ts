@@ -7,8 +7,8 @@
  * Deviations, all inside what the kernel allows: where the kernel draws a random port offset
  * (get_random_u16) we use a keyed hash of the connection's tuple unless the rule says
  * `fully-random` (then a per-thread PRNG), so replays are reproducible and a flow gets the same
- * port on any worker; the address pick in a multi-address range hashes with our table key
- * instead of jhash. A tuple "used" check is a lookup of the reply in the shared table; a race
+ * port on any worker. The address pick in a multi-address range is the kernel's (jhash2, jhash.ts).
+ * A tuple "used" check is a lookup of the reply in the shared table; a race
  * between two workers picking the same tuple is caught at confirm under the reply bucket's lock.
  */
 import { hashTuple } from '../../table/hash.js';
@@ -19,6 +19,12 @@ import {
 import { IPPROTO_ICMP, IPPROTO_ICMPV6 } from '../../input/packet/packet.js';
 import { invertTuple, l4protoOf } from '../tuple.js';
 import { bysourceFind } from './bysource.js';
+import { bswap32, jhash2 } from './jhash.js';
+import { KILL_DELETE } from '../../table/chains.js';
+import {
+  DIR_ORIGINAL, E_PRIV, E_STATUS, IPS_DYING, IPS_FIXED_TIMEOUT, IPS_SRC_NAT, TCP_DIR, TD_END, TCP_STATE,
+} from '../../table/layout.js';
+import { TCP_CONNTRACK_SYN_SENT, TCP_CONNTRACK_TIME_WAIT } from '../proto/tcp.js';
 import {
   NatRange, RANGE_MAP_IPS, RANGE_PERSISTENT, RANGE_PROTO_RANDOM_ALL, RANGE_PROTO_RANDOM_FULLY,
   RANGE_PROTO_SPECIFIED,
@@ -29,6 +35,8 @@ export const MANIP_DST = 1;
 
 const MAX_ATTEMPTS = 128;
 const MIN_ATTEMPTS = 16;
+/** The last tries of a TCP SYN may evict a NAT'd connection in TIME_WAIT (nf_nat_used_tuple_harder). */
+const HARDER_THRESH = MAX_ATTEMPTS / 4;
 
 /** Protocols whose ports the NAT changes (TCP, UDP, UDP-Lite, SCTP, DCCP). */
 function portProto(l4: number): boolean {
@@ -75,8 +83,14 @@ export class TupleSearch {
   private out: Int32Array = this.cand;
   private outOff = 0;
   private readonly visitSrc = (e: number): boolean => this.sameSrc(e);
+  /** The connection being set up (entry word offset), for the TCP eviction rule. */
+  private self = 0;
+  /** The entry the last used() found (word offset), -1 none. */
+  private lastFound = -1;
   /** Reply-tuple lookups made (for tests and the bench). */
   lookups = 0;
+  /** TIME_WAIT connections evicted to free a tuple (nf_nat_used_tuple_harder). */
+  evicted = 0;
 
   constructor(private readonly chains: Chains) {
     const b = new Uint32Array(1);
@@ -107,7 +121,33 @@ export class TupleSearch {
     this.lookups++;
     const ref = c.find(r, 0, this.proto, this.zone & 0xffff, this.ns, h, this.now, rz);
     if (ref >= 0 && !c.noref) c.put(ref >>> 1);
+    this.lastFound = ref < 0 ? -1 : ref;
     return ref >= 0;
+  }
+
+  /**
+   * used(), except in the last HARDER_THRESH tries for a TCP SYN: a colliding connection that
+   * is NAT'd (SRC_NAT), in TIME_WAIT or CLOSE, not fixed or dying, and whose sequence space the
+   * new SYN has moved past, is removed to free the tuple (nf_nat_used_tuple_harder).
+   */
+  private usedHarder(t: Int32Array, off: number, attemptsLeft: number): boolean {
+    const i32 = this.chains.i32;
+    const self = this.self;
+    if (attemptsLeft > HARDER_THRESH || l4protoOf(this.proto) !== 6 ||
+      (i32[self + E_PRIV + TCP_STATE]! & 15) !== TCP_CONNTRACK_SYN_SENT) return this.used(t, off);
+    if (!this.used(t, off)) return false;
+    const ref = this.lastFound;
+    if ((ref & 1) === DIR_ORIGINAL) return true; // our reply is its original tuple: leave it
+    const e = this.chains.entry(ref >>> 1);
+    const status = Atomics.load(i32, e + E_STATUS); // DYING / FIXED set atomically elsewhere
+    if ((status & (IPS_FIXED_TIMEOUT | IPS_DYING)) !== 0 || (status & IPS_SRC_NAT) === 0) return true;
+    // TCP state and window words: another thread may be updating them; a stale read only decides this eviction.
+    if ((i32[e + E_PRIV + TCP_STATE]! & 15) < TCP_CONNTRACK_TIME_WAIT) return true;
+    const td = E_PRIV + TCP_DIR + TD_END; // direction 0's td_end
+    if (((i32[self + td]! - i32[e + td]!) | 0) <= 0) return true;
+    if (!this.chains.kill(ref >>> 1, KILL_DELETE)) return true;
+    this.evicted++;
+    return false;
   }
 
   /** Would source-mapping give tuple t[off..] inside the range (in_range)? */
@@ -157,27 +197,30 @@ export class TupleSearch {
     const v4 = (this.proto & 0xff) === 2;
     const max = v4 ? 0 : 3;
     const persistent = (range.flags & RANGE_PERSISTENT) !== 0;
-    // Hash of the source address, seeded by the destination's last word and the zone unless persistent.
+    // The kernel's choice: jhash2 over the 4 source address words as a little-endian CPU loads
+    // them, seeded by the destination's last word ^ the zone id unless persistent; then per word
+    // reciprocal_scale into the range, the hash xor'ed with each destination word unless persistent.
     const k = this.r;
-    k.fill(0);
-    for (let i = 0; i < 4; i++) k[i] = t[off + T_SRC + i]!;
-    const i32 = this.chains.i32;
-    let j = hashTuple(k, 0, 0, persistent ? 0 : (t[off + T_DST + max]! ^ (this.zone & 0xffff)) & 0xffff, 0, i32[H_KEY0]!, i32[H_KEY1]!) >>> 0;
+    for (let i = 0; i < 4; i++) k[i] = bswap32(t[off + T_SRC + i]!);
+    const zoneId = this.zone & 0xffff;
+    let j = jhash2(k, 4, persistent ? 0 : (bswap32(t[off + T_DST + max]!) ^ zoneId) | 0);
     let full = false;
     for (let i = 0; i <= max; i++) {
       let minip: number;
       let dist: number;
       if (!full) {
         minip = range.minAddr[i]! >>> 0;
-        dist = ((range.maxAddr[i]! >>> 0) - minip + 1) >>> 0; // 0 means the whole 2^32
+        dist = ((range.maxAddr[i]! >>> 0) - minip + 1) >>> 0; // uint32: the whole space wraps to 0
       } else {
         minip = 0;
-        dist = 0;
+        dist = 0xffffffff;
       }
-      const pick = dist === 0 ? j : Math.floor((j * dist) / 4294967296); // reciprocal_scale
+      // reciprocal_scale: the high word of the 64-bit product j * dist, exact in 16-bit halves.
+      const jh = j >>> 16, jl = j & 0xffff, dh = dist >>> 16, dl = dist & 0xffff;
+      const pick = jh * dh + Math.floor((jh * dl + jl * dh + Math.floor((jl * dl) / 65536)) / 65536);
       t[var0 + i] = (minip + pick) | 0;
       if (t[var0 + i] !== range.maxAddr[i]) full = true;
-      if (!persistent) j = (j ^ t[off + T_DST + i]!) >>> 0;
+      if (!persistent) j = (j ^ bswap32(t[off + T_DST + i]!)) >>> 0;
     }
   }
 
@@ -214,7 +257,7 @@ export class TupleSearch {
     for (;;) {
       for (let i = 0; i < attempts; i++, offset = (offset + 1) & 0xffff) {
         setManipPort(t, off, l4, manip, min + (offset % size));
-        if (!this.used(t, off)) return true;
+        if (!this.usedHarder(t, off, attempts - i)) return true;
       }
       if (attempts >= size || attempts < MIN_ATTEMPTS) return false;
       attempts >>>= 1;
@@ -237,8 +280,9 @@ export class TupleSearch {
    */
   unique(
     out: Int32Array, outOff: number, orig: Int32Array, origOff: number, range: NatRange, manip: number,
-    proto: number, zone: number, ns: number, now: number,
+    proto: number, zone: number, ns: number, now: number, self: number,
   ): boolean {
+    this.self = self;
     this.proto = proto;
     this.zone = zone;
     this.ns = ns;
