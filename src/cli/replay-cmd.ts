@@ -18,7 +18,7 @@ import type { FragDropped } from '../input/defrag/defrag.js';
 import { ConntrackPool } from '../pool/pool.js';
 import { IX_OFF, IX_WORDS, type PacketBatch } from '../pool/batch.js';
 import { replay, ReplayGc, type ReplayOutcome } from '../ops/replay.js';
-import { Conntrack } from '../track/core.js';
+import { Conntrack, R_TABLE_FULL } from '../track/core.js';
 import { ENTRY_WORDS, E_ID, E_TIMEOUT } from '../table/layout.js';
 import { ConntrackTable } from '../table/table.js';
 import { parseSysctlAssignment } from '../table/sysctl.js';
@@ -304,7 +304,7 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
         res = await pool.replay(capture, {
           onPacket: (i, v, tsMs) => {
             curTs = tsMs;
-            if (v.drop) full.drop(i + 1);
+            if (v.drop && v.reason === R_TABLE_FULL) full.drop(i + 1);
             writeFrame(tsMs);
             if (pp) {
               // The frame is still in the batch's data: parse it again for its tuple.
@@ -349,7 +349,7 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
           recLinktype = l; recBuf = b; recOff = o; recLen = n;
         },
         onPacket: (i, v, pkt, tsMs) => {
-          if (v.drop) full.drop(i + 1);
+          if (v.drop && v.reason === R_TABLE_FULL) full.drop(i + 1);
           writeFrame(tsMs);
           if (pp) {
             const id = v.slot >= 0 ? table.i32[table.sec.entries + v.slot * ENTRY_WORDS + E_ID]! >>> 0 : 0;

@@ -18,6 +18,7 @@ import { formatCount } from '../ops/format.js';
 import { metricsFromSnapshot, metricsFromTable, formatPrometheus } from '../ops/metrics.js';
 import { CtMatcher, CtOps, type CtFilter } from '../ops/ops.js';
 import { replay, ReplayGc } from '../ops/replay.js';
+import { R_TABLE_FULL } from '../track/core.js';
 import { SnapshotError, decodeSnapshot, encodeSnapshot, isSnapshot, restoreSnapshot, writeFileAtomic, type Snapshot } from '../ops/snapshot.js';
 import { parseSysctlAssignment } from '../table/sysctl.js';
 import { ConntrackTable } from '../table/table.js';
@@ -178,7 +179,7 @@ async function loadInput(path: string, o: Record<string, unknown>, command: stri
   try {
     res = await replay(path, {
       table,
-      onPacket: (i, v) => { if (v.drop) full.drop(i + 1); },
+      onPacket: (i, v) => { if (v.drop && v.reason === R_TABLE_FULL) full.drop(i + 1); },
       onProgress: () => gc.maybeRun(),
     });
   } catch (e) {
