@@ -170,6 +170,7 @@ export function eventLine(type: number, body: string, wallMs?: number): string {
 /** Our counters that `-S` appends to a cpu line when they are non-zero (after conntrack's own). */
 const STATS_EXTRA: readonly string[] = ['csum_offload', 'frag_held', 'frag_reasm', 'frag_drop', 'frag_timeout', 'frag_evict', 'nat_failed'];
 
+/** `conntrack -S` lines, one per worker record (our counters appended when non-zero). */
 export function formatStats(perWorker: Record<string, number>[]): string {
   const names = STAT_NAMES.slice(0, 10);
   return perWorker.map((row, i) => {

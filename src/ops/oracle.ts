@@ -152,6 +152,7 @@ export interface Difference {
   ours: string;
 }
 
+/** The result of compareFixture(): verdicts, events and the final table against a kernel recording. */
 export interface FixtureComparison extends OracleComparison {
   /** NEW/UPDATE events compared (kernel's count). */
   events: number;
@@ -456,6 +457,7 @@ function packetKey(pkt: Packet): string {
   return `${pkt.family}|${pkt.src.join('.')}|${pkt.dst.join('.')}|${pkt.l4proto}|${pkt.l4len}|${h >>> 0}`;
 }
 
+/** The result of compareWireWithKernel(): fragments on the wire against the kernel's labels of the reassembled datagrams. */
 export interface WireComparison {
   /** Packets (fragments included) in the wire capture. */
   wirePackets: number;

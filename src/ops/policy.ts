@@ -15,9 +15,12 @@ import { CT_ESTABLISHED, CT_INVALID, CT_NEW, CT_RELATED, CT_UNTRACKED, type Verd
 import { type Packet } from '../input/packet/packet.js';
 import { parseCidr } from './ops.js';
 
+/** Policy action: drop the packet. */
 export const ACTION_DROP = 0;
+/** Policy action: accept the packet. */
 export const ACTION_ACCEPT = 1;
 
+/** One rule for new connections: match (CIDR, ports, protocol, zone) and action, with an optional mark. */
 export interface PolicyRule {
   action: 'accept' | 'drop';
   /** Source / destination address or CIDR (IPv4 or IPv6); one or a list. */
@@ -34,6 +37,7 @@ export interface PolicyRule {
   mark?: number;
 }
 
+/** A policy as JSON (--policy FILE): default actions and the rules for new connections. */
 export interface PolicySpec {
   /** What a new connection matching no rule gets (default accept). */
   default?: 'accept' | 'drop';
@@ -101,6 +105,7 @@ function action(v: unknown, what: string, dflt: number): number {
   throw new Error(`policy: ${what} must be "accept" or "drop", got ${JSON.stringify(v)}`);
 }
 
+/** The firewall policy of enforce mode: established/related accepted, invalid dropped, new by rule; marks to set. */
 export class Policy {
   readonly spec: PolicySpec;
   readonly defaultAction: number;

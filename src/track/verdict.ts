@@ -25,6 +25,7 @@ export const FRAG_DONE = 2;
 export const FRAG_DROP = 3;
 /** Not reassembled (IPv6 fragment of a length not a multiple of 8): decided as it is. */
 export const FRAG_PASS = 4;
+/** Verdict.frag names by FRAG_* value, as --per-packet prints them ('' for none). */
 export const FRAG_NAMES: readonly string[] = ['', 'held', 'done', 'dropped', 'unreassembled'];
 export const DIR_NAMES: readonly string[] = ['original', 'reply'];
 

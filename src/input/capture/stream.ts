@@ -47,6 +47,7 @@ export class GzipError extends CaptureError {
   }
 }
 
+/** Incremental capture reading from a path, `-`, a Readable or async chunks (gzip detected by magic), with flat memory. */
 export class CaptureStream {
   /** The reader once the file header was seen (null before the first pull()). */
   reader: CaptureReader | null = null;

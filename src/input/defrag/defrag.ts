@@ -70,11 +70,13 @@ function tagsOf(store: FragStore, q: number): number[] {
   return Array.from(tags.subarray(0, n)).sort((a, b) => a - b);
 }
 
+/** The shared-memory fragment stores (IPv4 and IPv6) that every thread of a pool reassembles into. */
 export interface DefragStores {
   v4: FragStoreHandle;
   v6: FragStoreHandle;
 }
 
+/** A thread's reassembly driver (nf_defrag_ipv4/ipv6): queues fragments in shared stores and hands back whole datagrams. */
 export class Defrag {
   readonly v4: FragStore;
   readonly v6: FragStore;

@@ -23,6 +23,7 @@ import {
  */
 export type LiveMode = 'shadow' | 'enforce' | 'accept' | 'monitor';
 
+/** Options of LiveQueues: queues, mode (shadow, enforce, accept, monitor), policy and socket settings. */
 export interface LiveOptions {
   table: ConntrackTable;
   /** Queue numbers, one packet worker each (NFQUEUE modes). */
@@ -73,6 +74,7 @@ export interface LiveWorkerData {
 /** Restarts of one queue's worker after which the supervisor gives up on it. */
 const MAX_RESTARTS = 100;
 
+/** Per-queue counters of a live run (packets, verdicts, shadow mismatches, errors) with the queue number. */
 export type QueueCounters = Record<string, number> & { queue: number };
 
 /** Parse "0-1", "3", "0,2,5-6" into queue numbers. */
@@ -90,6 +92,7 @@ export function parseQueues(s: string): number[] {
   return out;
 }
 
+/** Live traffic: one packet worker per NFQUEUE queue (or AF_PACKET interface) deciding on a shared table, with the GC worker. */
 export class LiveQueues {
   readonly table: ConntrackTable;
   readonly queues: readonly number[];

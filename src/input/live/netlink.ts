@@ -46,6 +46,7 @@ interface Koffi {
 
 let libc: Libc | null = null;
 
+/** Thrown when live traffic cannot run here (no koffi, not Linux, or no CAP_NET_ADMIN). */
 export class LiveUnavailableError extends Error {}
 
 /** Load koffi and bind libc (once per thread). Throws LiveUnavailableError with the reason. */

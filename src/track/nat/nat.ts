@@ -45,7 +45,9 @@ export function natAllowsClash(l4: number): boolean {
 
 /** Verdict.nat bits: what apply() rewrote. */
 export const NAT_REWROTE_SRC = 1;
+/** Verdict.nat bit: the destination (address/port) was rewritten. */
 export const NAT_REWROTE_DST = 2;
+/** Verdict.nat bit: an ICMP error's quoted packet was rewritten. */
 export const NAT_REWROTE_INNER = 4;
 
 const LOOPBACK4 = new Int32Array([0x7f000001, 0, 0, 0]);

@@ -18,6 +18,7 @@ import { parseAddr } from '../tuple.js';
 import { NFPROTO_IPV4, NFPROTO_IPV6 } from '../../input/packet/packet.js';
 import type { ConntrackTable } from '../../table/table.js';
 
+/** The NAT statement of a rule, as nft names it. */
 export type NatType = 'snat' | 'dnat' | 'masquerade' | 'redirect';
 
 /** One NAT rule. Match fields are all optional (absent: any); `to` is nft's argument. */
@@ -49,6 +50,7 @@ export interface NatRule {
   persistent?: boolean;
 }
 
+/** A router interface: its addresses (masquerade's and redirect's source) and the routes out of it. */
 export interface NatInterface {
   name: string;
   /** IPv4 and IPv6 address of the interface (masquerade / redirect use them). */
@@ -58,6 +60,7 @@ export interface NatInterface {
   routes?: string[];
 }
 
+/** What table.setNatRules() takes: the rules, in order, and the interfaces masquerade and redirect use. */
 export interface NatConfig {
   rules: (NatRule | string)[];
   interfaces?: NatInterface[];
