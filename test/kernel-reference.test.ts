@@ -115,17 +115,20 @@ test('above 95% of nf_conntrack_max the GC evicts closing TCP connections even w
 });
 
 test('an empty first fragment of a protocol without ports is invalid and creates nothing', (t) => {
-  // Offset 0 with more-fragments set and no layer-4 byte: nothing to track without reassembly.
-  // The same packet unfragmented is a new generic connection.
-  const table = ConntrackTable.create({ max: 256 });
-  const ct = new Conntrack(table);
-  for (const proto of [47, 253]) {
-    const frag = ipv4(proto, new Uint8Array(0), { src: '10.0.0.1', dst: '10.0.0.2', mf: true });
-    const v = ct.decide(frag, LINKTYPE_RAW, 1000);
-    t.is(v.state, CT_INVALID, `protocol ${proto}`);
-    t.is(v.reason, 'non-first fragment (no reassembly)');
+  // Offset 0 with more-fragments set and no layer-4 byte. With reassembly (the default, as
+  // nf_defrag_ipv4) ip_fragment.c drops an empty fragment; without it (nf_conntrack_defrag=0)
+  // there is nothing to track. The same packet unfragmented is a new generic connection.
+  for (const [defrag, reason] of [[1, 'empty fragment (dropped)'], [0, 'non-first fragment (no reassembly)']] as const) {
+    const table = ConntrackTable.create({ max: 256, sysctls: { nf_conntrack_defrag: defrag } });
+    const ct = new Conntrack(table);
+    for (const proto of [47, 253]) {
+      const frag = ipv4(proto, new Uint8Array(0), { src: '10.0.0.1', dst: '10.0.0.2', mf: true });
+      const v = ct.decide(frag, LINKTYPE_RAW, 1000);
+      t.is(v.state, CT_INVALID, `protocol ${proto}, defrag ${defrag}`);
+      t.is(v.reason, reason);
+    }
+    t.is(Atomics.load(table.i32, H_COUNT), 0);
+    t.is(ct.decide(ipv4(253, new Uint8Array(0), { src: '10.0.0.1', dst: '10.0.0.2' }), LINKTYPE_RAW, 1000).state, CT_NEW);
+    ct.close();
   }
-  t.is(Atomics.load(table.i32, H_COUNT), 0);
-  t.is(ct.decide(ipv4(253, new Uint8Array(0), { src: '10.0.0.1', dst: '10.0.0.2' }), LINKTYPE_RAW, 1000).state, CT_NEW);
-  ct.close();
 });
