@@ -17,6 +17,7 @@ Every crafted packet goes through send(), which also records it (WORK/sent.bin) 
 router's FORWARD log should show, so the recorder can check that every packet was logged
 exactly once and in order (traffic.py check_sent).
 """
+import os
 import random
 import struct
 import time
@@ -31,6 +32,7 @@ GENERATORS = {
     "tcp_maxretrans": {"nf_conntrack_tcp_max_retrans": 1},
     "mixed": {},
     "mixedfrag": {},
+    "file": {},  # re-send the packets of an NFLOG capture (CTSAB_FUZZ_FILE): checks a minimised case
 }
 
 FGAP = 0.001        # between fuzz packets (order through the router is kept: see README)
@@ -53,7 +55,12 @@ def scenario_for(name):
     if p is None:
         return None
     gen, seed = p
-    return dict(fn=lambda: run(gen, seed), sysctls=dict(GENERATORS[gen]), crafted_only=True,
+    sysctls = dict(GENERATORS[gen])
+    if gen == "file":
+        for kv in filter(None, os.environ.get("CTSAB_FUZZ_SYSCTLS", "").split(",")):
+            k, _, v = kv.partition("=")
+            sysctls[k] = int(v)
+    return dict(fn=lambda: run(gen, seed), sysctls=sysctls, crafted_only=True,
                 description=f"Fuzz generator {gen}, seed {seed} (scripts/oracle/fuzz.py).",
                 notes="", fuzz={"generator": gen, "seed": seed})
 
@@ -307,6 +314,9 @@ class Flow:
 
 
 def gen_mixed(tx, rng, flows=MIXED_FLOWS, frags=False):
+    """TTL / hop limit 1 only on packets of existing connections (with a plain header): the router
+    drops such a packet after conntrack saw it, before confirming a new entry, so a new
+    connection would exist only in our replay."""
     sa = S()
     live = []
     ports = iter(rng.sample(range(20000, 60000), flows * 2))
@@ -333,7 +343,7 @@ def gen_mixed(tx, rng, flows=MIXED_FLOWS, frags=False):
             csum = rng.randint(1, 0xffff)
         elif bad == "zero":
             csum = 0
-        if f.v6 and rng.random() < 0.25:
+        if f.v6 and ttl > 1 and rng.random() < 0.25:
             p = build_v6(src, dst, ttl, ext_chain(rng, 17), l4_udp(sp, dp, data, csum))
         else:
             p = ip_hdr(rng, f.v6, src, dst, ttl) / l4_udp(sp, dp, data, csum)
@@ -469,6 +479,7 @@ def gen_mixed(tx, rng, flows=MIXED_FLOWS, frags=False):
                 typ = None
                 if rng.random() < 0.05:
                     typ = rng.choice([13, 15, 17, 42, 99] if not g.v6 else [130, 139, 200])
+                    ttl = 64  # another type is another connection: TTL 1 only on existing ones
                 send_echo(g, reverse=rng.random() < 0.5, ttl=ttl, bad=bad, typ=typ)
             elif g.kind == "tcp":
                 send_error(g)
@@ -516,12 +527,44 @@ def send_fragmented(tx, rng, v6, src, dst, sport):
 
 # ------------------------------------------------------------------------------------------
 
+def resend_file(tx, path):
+    """Send the packets of an NFLOG capture again, each from its side, with the TTL / hop limit
+    the router's decrement took (TTL 1 packets were logged before forwarding: kept)."""
+    import summarize
+    with open(path, "rb") as f:
+        raw_ip = struct.unpack("<I", f.read(24)[20:24])[0] in (101, 228, 229)
+    if raw_ip:  # a raw-IP pcap (e.g. written with scapy): packets as sent
+        import scapy.all as sa
+        for pk in sa.rdpcap(path):
+            b = bytes(pk)
+            src = b[12:16] if b[0] >> 4 == 4 else b[8:16]
+            tx.send("client" if src[:3] == bytes([10, 200, 1]) or src == bytes.fromhex("fd00020000000001") else "server", b)
+        return
+    for _ts, rec in summarize.read_pcap(path):
+        p = bytearray(summarize.parse_nflog(rec)["payload"])
+        if not p:
+            continue
+        if p[0] >> 4 == 4:
+            if p[8] != 1:
+                p[8] += 1
+            p = bytearray(fix_ip4_csum(bytes(p)))
+            src = ".".join(str(b) for b in p[12:16])
+            side = "client" if src.startswith("10.200.1.") else "server"
+        else:
+            if p[7] != 1:
+                p[7] += 1
+            side = "client" if p[8:14] == bytes.fromhex("fd0002000000") and p[14:16] == b"\0\1" else "server"
+        tx.send(side, bytes(p))
+
+
 def run(gen, seed):
     rng = random.Random(f"{gen}:{seed}")
     tx = Sender(rng)
     S()  # import scapy before the capture starts
     begin_capture()
-    if gen.startswith("tcp"):
+    if gen == "file":
+        resend_file(tx, os.environ["CTSAB_FUZZ_FILE"])
+    elif gen.startswith("tcp"):
         gen_tcp(tx, rng)
     else:
         gen_mixed(tx, rng, frags=gen == "mixedfrag")
