@@ -535,7 +535,11 @@ def resend_file(tx, path):
         raw_ip = struct.unpack("<I", f.read(24)[20:24])[0] in (101, 228, 229)
     if raw_ip:  # a raw-IP pcap (e.g. written with scapy): packets as sent
         import scapy.all as sa
+        last = None
         for pk in sa.rdpcap(path):
+            if last is not None and float(pk.time) - last > FGAP:
+                time.sleep(min(3.0, float(pk.time) - last))  # the file's own time gaps
+            last = float(pk.time)
             b = bytes(pk)
             src = b[12:16] if b[0] >> 4 == 4 else b[8:16]
             tx.send("client" if src[:3] == bytes([10, 200, 1]) or src == bytes.fromhex("fd00020000000001") else "server", b)
