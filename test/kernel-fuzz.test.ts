@@ -6,7 +6,8 @@
  */
 import test from 'ava';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { diffWithKernel, parseEventLine } from '../src/ops/kernel-diff.js';
+import { diffWithKernel, minimiseVerdict, parseEventLine } from '../src/ops/kernel-diff.js';
+import { readCapture } from '../src/input/capture/reader.js';
 
 const root = new URL('../../test/fixtures/kernel/', import.meta.url);
 const dirs = existsSync(root)
@@ -50,4 +51,31 @@ test('event lines: type, direction-free key, timeout apart', (t) => {
   const icmp = parseEventLine('    [NEW] ipv4     2 icmp     1 30 src=10.200.1.14 dst=10.200.2.15 type=8 code=0 id=57762 [UNREPLIED] src=10.200.2.15 dst=10.200.1.14 type=0 code=0 id=57762 id=99');
   t.is(icmp!.key, '1|10.200.1.14#57762|10.200.2.15#57762');
   t.true(icmp!.text.endsWith('id=57762'));
+});
+
+test('minimiser: a disagreement is cut down to its connection, ending with the disagreeing packet', (t) => {
+  const name = dirs[0];
+  if (!name) return t.pass('no fuzz fixture');
+  const cap = readFileSync(new URL(`${name}/capture.pcap`, root));
+  // Replaying with the wrong settings makes disagreements to minimise.
+  const wrong = { nf_conntrack_tcp_be_liberal: 1, nf_conntrack_tcp_loose: 0 };
+  const d = diffWithKernel(cap, null, wrong);
+  const first = d.verdictMismatches[0];
+  t.truthy(first, 'wrong sysctls disagree somewhere');
+  if (!first) return;
+  const min = minimiseVerdict(cap, wrong, first.index);
+  t.true(min.packets >= 1 && min.packets < d.packets);
+  const small = diffWithKernel(min.capture, null, wrong);
+  t.is(small.packets, min.packets);
+  // Every packet kept belongs to the disagreeing packet's connection.
+  for (const k of small.keys) t.is(k, first.key);
+  const rec = (bytes: Uint8Array, i: number): string => {
+    const r = readCapture(bytes);
+    for (let j = 0; ; j++) {
+      const x = r.next();
+      if (x === null) return '';
+      if (j === i) return Buffer.from(x.buf.subarray(x.off, x.off + x.len)).toString('hex');
+    }
+  };
+  t.is(rec(min.capture, min.packets - 1), rec(cap, first.index));
 });

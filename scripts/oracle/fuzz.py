@@ -30,6 +30,7 @@ GENERATORS = {
     "tcp_noloose": {"nf_conntrack_tcp_loose": 0},
     "tcp_ignrst": {"nf_conntrack_tcp_ignore_invalid_rst": 1},
     "tcp_maxretrans": {"nf_conntrack_tcp_max_retrans": 1},
+    "tcpflow": {"nf_conntrack_tcp_max_retrans": 2},
     "mixed": {},
     "mixedfrag": {},
     "file": {},  # re-send the packets of an NFLOG capture (CTSAB_FUZZ_FILE): checks a minimised case
@@ -248,6 +249,111 @@ def gen_tcp(tx, rng, conns=TCP_CONNS):
         walk = Walk(tx, rng, v6, cip, sip, sport, rng.choice([80, 443, 22, 5001]))
         start = wchoice(rng, [("full", 5), ("partial", 3), ("none", 2)])
         walk.run(start, rng.randint(5, 40))
+
+
+class Flow2(Walk):
+    """A mostly well-behaved TCP connection (tcpflow): handshake, data both ways with exact
+    ACKs, retransmissions, duplicate ACKs, zero-window probes, out-of-order segments, then a
+    close (FIN either side, simultaneous, half-close with data, RST exact / inexact), sometimes a
+    reopen; 5% of the steps are replaced by a random segment (Walk.seg's aim)."""
+
+    def exact(self, me, flags, data=b"", seq=None, win=None, opts=None):
+        other = "s" if me == "c" else "c"
+        self.seg(me, flags, seq=self.nxt[me] if seq is None else seq,
+                 ack=self.nxt[other] if "A" in flags else 0, data=data,
+                 opts=opts if opts is not None else [], win=64240 if win is None else win)
+
+    def noise(self):
+        if self.rng.random() < 0.05:
+            me = self.rng.choice("cs")
+            self.seg(me, wchoice(self.rng, FLAG_SETS))
+
+    def data(self, me, n=None):
+        rng = self.rng
+        return bytes(rng.getrandbits(8) for _ in range(n if n is not None else rng.choice([1, 50, 300, 1000])))
+
+    def run2(self):
+        rng = self.rng
+        ws_c = rng.choice([None, 0, 2, 7, 14])
+        ws_s = rng.choice([None, 0, 7, 14]) if ws_c is not None else None
+        copt = [("MSS", 1460)] + ([("WScale", ws_c)] if ws_c is not None else []) + ([("SAckOK", b"")] if rng.random() < 0.5 else [])
+        sopt = [("MSS", 1460)] + ([("WScale", ws_s)] if ws_s is not None else []) + ([("SAckOK", b"")] if rng.random() < 0.5 else [])
+        self.exact("c", "S", seq=self.isn["c"], opts=copt)
+        if rng.random() < 0.1:
+            self.exact("c", "S", seq=self.isn["c"], opts=copt)  # retransmitted SYN
+        self.exact("s", "SA", seq=self.isn["s"], opts=sopt)
+        if rng.random() < 0.1:
+            self.exact("s", "SA", seq=self.isn["s"], opts=sopt)
+        self.exact("c", "A")
+        for _ in range(rng.randint(2, 25)):
+            self.noise()
+            me = rng.choice("cs")
+            other = "s" if me == "c" else "c"
+            r = rng.random()
+            if r < 0.45:
+                self.exact(me, "PA", self.data(me))
+                if rng.random() < 0.7:
+                    self.exact(other, "A")
+            elif r < 0.55:  # retransmission of the same segment
+                d = self.data(me, 100)
+                seq = self.nxt[me]
+                self.exact(me, "PA", d, seq=seq)
+                for _ in range(rng.randint(1, 4)):
+                    self.exact(me, "PA", d, seq=seq)
+            elif r < 0.65:  # duplicate ACKs
+                for _ in range(rng.randint(2, 5)):
+                    self.exact(me, "A")
+            elif r < 0.72:  # zero window, probe, window update
+                self.exact(other, "A", win=0)
+                self.exact(me, "A", seq=self.nxt[me] - 1)
+                self.exact(other, "A")
+            elif r < 0.80:  # out of order: a later segment first
+                d1, d2 = self.data(me, 200), self.data(me, 200)
+                s0 = self.nxt[me]
+                self.exact(me, "PA", d2, seq=s0 + 200)
+                self.exact(me, "PA", d1, seq=s0)
+                self.exact(other, "A")
+            elif r < 0.85:  # keep-alive
+                self.exact(me, "A", seq=self.nxt[me] - 1, data=b"\0" if rng.random() < 0.5 else b"")
+            else:
+                self.tx.gap()
+        # close
+        r = rng.random()
+        a, b = ("c", "s") if rng.random() < 0.6 else ("s", "c")
+        if r < 0.5:
+            self.exact(a, "FA")
+            if rng.random() < 0.3:
+                self.exact(b, "PA", self.data(b))  # half-close: data after the FIN
+                self.exact(a, "A")
+            self.exact(b, "FA")
+            self.exact(a, "A")
+        elif r < 0.6:  # simultaneous close
+            self.exact(a, "FA")
+            self.exact(b, "FA", seq=self.nxt[b])
+            self.exact(a, "A")
+            self.exact(b, "A")
+        elif r < 0.75:
+            self.exact(a, "R" if rng.random() < 0.5 else "RA")
+        elif r < 0.85:
+            self.seg(a, "RA", seq=self.nxt[a] + rng.choice([1, 100, -100]), ack=self.nxt[b])  # inexact RST
+            self.exact(b, "A")
+            self.exact(a, "RA")
+        # else: left open
+        if rng.random() < 0.2:
+            self.isn["c"] = (self.nxt["c"] + rng.choice([1, 100000, -100000])) % 2**32
+            self.nxt["c"] = self.isn["c"]
+            self.exact("c", "S", seq=self.isn["c"], opts=copt)
+            self.exact("s", "SA", seq=self.isn["s"], opts=sopt)
+            self.exact("c", "A")
+
+
+def gen_tcpflow(tx, rng, conns=70):
+    ports = rng.sample(range(20000, 60000), conns)
+    for i in range(conns):
+        v6 = rng.random() < 0.3
+        ci, si = rng.randrange(10), rng.randrange(10)
+        cip, sip = (PC6(ci), PS6(si)) if v6 else (PC4(ci), PS4(si))
+        Flow2(tx, rng, v6, cip, sip, ports[i], rng.choice([80, 443, 22, 5001])).run2()
 
 
 # ------------------------------------------------------------------------------------------
@@ -568,6 +674,8 @@ def run(gen, seed):
     begin_capture()
     if gen == "file":
         resend_file(tx, os.environ["CTSAB_FUZZ_FILE"])
+    elif gen == "tcpflow":
+        gen_tcpflow(tx, rng)
     elif gen.startswith("tcp"):
         gen_tcp(tx, rng)
     else:
