@@ -417,6 +417,7 @@ class Flow:
         self.kind, self.v6, self.src, self.dst, self.sport, self.dport = kind, v6, src, dst, sport, dport
         self.first = first  # bytes of the first packet (quoted by ICMP errors)
         self.n = 0
+        self.plain = True  # its first packet surely made the connection (TTL 1 allowed later)
 
 
 def gen_mixed(tx, rng, flows=MIXED_FLOWS, frags=False):
@@ -451,8 +452,11 @@ def gen_mixed(tx, rng, flows=MIXED_FLOWS, frags=False):
             csum = 0
         if f.v6 and ttl > 1 and rng.random() < 0.25:
             p = build_v6(src, dst, ttl, ext_chain(rng, 17), l4_udp(sp, dp, data, csum))
+            if f.n == 0:
+                f.plain = False  # the chain may end in another protocol: no UDP connection made
         else:
             p = ip_hdr(rng, f.v6, src, dst, ttl) / l4_udp(sp, dp, data, csum)
+        f.n += 1
         raw = bytes(p)
         if bad == "len":
             # UDP length field bigger / smaller than the payload
@@ -577,7 +581,7 @@ def gen_mixed(tx, rng, flows=MIXED_FLOWS, frags=False):
                 send_error(g)
             elif g.kind == "udp":
                 bad = wchoice(rng, [(None, 20), ("csum", 1), ("zero", 1), ("len", 1)])
-                ttl = 1 if rng.random() < 0.05 else 64
+                ttl = 1 if rng.random() < 0.05 and g.plain else 64
                 send_udp(g, reverse=rng.random() < 0.5, ttl=ttl, bad=bad)
             elif g.kind == "echo":
                 bad = "csum" if rng.random() < 0.05 else None
