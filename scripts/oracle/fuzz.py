@@ -418,12 +418,14 @@ class Flow:
         self.first = first  # bytes of the first packet (quoted by ICMP errors)
         self.n = 0
         self.plain = True  # its first packet surely made the connection (TTL 1 allowed later)
+        self.replied = False  # a valid reply was sent (the entry has SEEN_REPLY)
 
 
 def gen_mixed(tx, rng, flows=MIXED_FLOWS, frags=False):
-    """TTL / hop limit 1 only on packets of existing connections (with a plain header): the router
-    drops such a packet after conntrack saw it, before confirming a new entry, so a new
-    connection would exist only in our replay."""
+    """TTL / hop limit 1 only on packets of existing connections (with a plain header) that change
+    no status bit: the router drops such a packet after conntrack saw it, before confirming a new
+    entry (a new connection would exist only in our replay) and before delivering the cached
+    events (they would come out with the connection's next packet)."""
     sa = S()
     live = []
     ports = iter(rng.sample(range(20000, 60000), flows * 2))
@@ -581,16 +583,25 @@ def gen_mixed(tx, rng, flows=MIXED_FLOWS, frags=False):
                 send_error(g)
             elif g.kind == "udp":
                 bad = wchoice(rng, [(None, 20), ("csum", 1), ("zero", 1), ("len", 1)])
-                ttl = 1 if rng.random() < 0.05 and g.plain else 64
-                send_udp(g, reverse=rng.random() < 0.5, ttl=ttl, bad=bad)
+                rev = rng.random() < 0.5
+                # TTL 1 only where the packet changes no status bit (its events would wait in
+                # the kernel's cache for the connection's next forwarded packet): before any
+                # reply, from the originator.
+                ttl = 1 if rng.random() < 0.05 and g.plain and not rev and not g.replied else 64
+                send_udp(g, reverse=rev, ttl=ttl, bad=bad)
+                if rev and (bad is None or (bad == "zero" and not g.v6)):
+                    g.replied = True
             elif g.kind == "echo":
                 bad = "csum" if rng.random() < 0.05 else None
-                ttl = 1 if rng.random() < 0.05 else 64
+                rev = rng.random() < 0.5
+                ttl = 1 if rng.random() < 0.05 and (not rev or g.replied) else 64
                 typ = None
                 if rng.random() < 0.05:
                     typ = rng.choice([13, 15, 17, 42, 99] if not g.v6 else [130, 139, 200])
                     ttl = 64  # another type is another connection: TTL 1 only on existing ones
-                send_echo(g, reverse=rng.random() < 0.5, ttl=ttl, bad=bad, typ=typ)
+                send_echo(g, reverse=rev, ttl=ttl, bad=bad, typ=typ)
+                if rev and bad is None and typ is None and ttl > 1:
+                    g.replied = True
             elif g.kind == "tcp":
                 send_error(g)
         # IPv6 AH running past the packet, ESP, unknown/no next header
