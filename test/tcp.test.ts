@@ -679,3 +679,33 @@ test('tcpError: checksum checked only when nf_conntrack_checksum is on', (t) => 
   h.set(S_CHECKSUM, 0);
   t.is(tcpError(h.ctx, p), null);
 });
+
+// Recorded against 6.18 with the fuzzer's `file` generator (docs/kernel-quirks.md, row 3).
+test('RST answering an ignored segment: after the sender\'s own SYN it is window-checked (6.18)', (t) => {
+  // SYN, a reply ACK ignored in SYN_SENT, then the originator's RST/ACK acking that ACK: closes.
+  let h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  t.is(h.step(Y, seg(A, SV + 1, 90000, { win: 2000 })).reason, R_IGNORED);
+  let r = h.step(O, seg(R | A, C + 3, SV + 1));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_CLOSE);
+  // The same with the SYN sent again in between (same or new ISN): now the window check runs
+  // and the reply side, never seen, has no data to ack.
+  for (const isn of [C, C + 90000]) {
+    h = new TcpHarness();
+    h.step(O, seg(S, C, 0, { win: 1000 }));
+    h.step(Y, seg(A, SV + 1, 90000, { win: 2000 }));
+    t.is(h.step(O, seg(S, isn, 0, { win: 1000 })).verdict, 'established');
+    r = h.step(O, seg(R | A, isn + 1, SV + 1));
+    t.is(r.verdict, 'invalid');
+    t.is(h.state, TCP_CONNTRACK_SYN_SENT);
+  }
+  // After an in-window ACK that is not assured, a RST from the same side acking it still closes.
+  h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  h.step(Y, seg(S | A, SV, C + 1, { win: 2000 }));
+  h.step(Y, seg(A, SV + 1, C + 1, { win: 2000 }));
+  r = h.step(Y, seg(R | A, SV + 1, SV + 1));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_CLOSE);
+});

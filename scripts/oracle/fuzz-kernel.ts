@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { diffWithKernel, minimiseVerdict } from '../../src/ops/kernel-diff.js';
 
-const GENERATORS = ['tcp', 'tcp_liberal', 'tcp_noloose', 'tcp_ignrst', 'tcp_maxretrans', 'mixed'];
+const GENERATORS = ['tcp', 'tcp_liberal', 'tcp_noloose', 'tcp_ignrst', 'tcp_maxretrans', 'tcpflow', 'mixed'];
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 
 function arg(name: string): string | undefined {

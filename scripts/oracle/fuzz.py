@@ -17,6 +17,7 @@ Every crafted packet goes through send(), which also records it (WORK/sent.bin) 
 router's FORWARD log should show, so the recorder can check that every packet was logged
 exactly once and in order (traffic.py check_sent).
 """
+import os
 import random
 import struct
 import time
@@ -29,8 +30,10 @@ GENERATORS = {
     "tcp_noloose": {"nf_conntrack_tcp_loose": 0},
     "tcp_ignrst": {"nf_conntrack_tcp_ignore_invalid_rst": 1},
     "tcp_maxretrans": {"nf_conntrack_tcp_max_retrans": 1},
+    "tcpflow": {"nf_conntrack_tcp_max_retrans": 2},
     "mixed": {},
     "mixedfrag": {},
+    "file": {},  # re-send the packets of an NFLOG capture (CTSAB_FUZZ_FILE): checks a minimised case
 }
 
 FGAP = 0.001        # between fuzz packets (order through the router is kept: see README)
@@ -53,7 +56,12 @@ def scenario_for(name):
     if p is None:
         return None
     gen, seed = p
-    return dict(fn=lambda: run(gen, seed), sysctls=dict(GENERATORS[gen]), crafted_only=True,
+    sysctls = dict(GENERATORS[gen])
+    if gen == "file":
+        for kv in filter(None, os.environ.get("CTSAB_FUZZ_SYSCTLS", "").split(",")):
+            k, _, v = kv.partition("=")
+            sysctls[k] = int(v)
+    return dict(fn=lambda: run(gen, seed), sysctls=sysctls, crafted_only=True,
                 description=f"Fuzz generator {gen}, seed {seed} (scripts/oracle/fuzz.py).",
                 notes="", fuzz={"generator": gen, "seed": seed})
 
@@ -243,6 +251,111 @@ def gen_tcp(tx, rng, conns=TCP_CONNS):
         walk.run(start, rng.randint(5, 40))
 
 
+class Flow2(Walk):
+    """A mostly well-behaved TCP connection (tcpflow): handshake, data both ways with exact
+    ACKs, retransmissions, duplicate ACKs, zero-window probes, out-of-order segments, then a
+    close (FIN either side, simultaneous, half-close with data, RST exact / inexact), sometimes a
+    reopen; 5% of the steps are replaced by a random segment (Walk.seg's aim)."""
+
+    def exact(self, me, flags, data=b"", seq=None, win=None, opts=None):
+        other = "s" if me == "c" else "c"
+        self.seg(me, flags, seq=self.nxt[me] if seq is None else seq,
+                 ack=self.nxt[other] if "A" in flags else 0, data=data,
+                 opts=opts if opts is not None else [], win=64240 if win is None else win)
+
+    def noise(self):
+        if self.rng.random() < 0.05:
+            me = self.rng.choice("cs")
+            self.seg(me, wchoice(self.rng, FLAG_SETS))
+
+    def data(self, me, n=None):
+        rng = self.rng
+        return bytes(rng.getrandbits(8) for _ in range(n if n is not None else rng.choice([1, 50, 300, 1000])))
+
+    def run2(self):
+        rng = self.rng
+        ws_c = rng.choice([None, 0, 2, 7, 14])
+        ws_s = rng.choice([None, 0, 7, 14]) if ws_c is not None else None
+        copt = [("MSS", 1460)] + ([("WScale", ws_c)] if ws_c is not None else []) + ([("SAckOK", b"")] if rng.random() < 0.5 else [])
+        sopt = [("MSS", 1460)] + ([("WScale", ws_s)] if ws_s is not None else []) + ([("SAckOK", b"")] if rng.random() < 0.5 else [])
+        self.exact("c", "S", seq=self.isn["c"], opts=copt)
+        if rng.random() < 0.1:
+            self.exact("c", "S", seq=self.isn["c"], opts=copt)  # retransmitted SYN
+        self.exact("s", "SA", seq=self.isn["s"], opts=sopt)
+        if rng.random() < 0.1:
+            self.exact("s", "SA", seq=self.isn["s"], opts=sopt)
+        self.exact("c", "A")
+        for _ in range(rng.randint(2, 25)):
+            self.noise()
+            me = rng.choice("cs")
+            other = "s" if me == "c" else "c"
+            r = rng.random()
+            if r < 0.45:
+                self.exact(me, "PA", self.data(me))
+                if rng.random() < 0.7:
+                    self.exact(other, "A")
+            elif r < 0.55:  # retransmission of the same segment
+                d = self.data(me, 100)
+                seq = self.nxt[me]
+                self.exact(me, "PA", d, seq=seq)
+                for _ in range(rng.randint(1, 4)):
+                    self.exact(me, "PA", d, seq=seq)
+            elif r < 0.65:  # duplicate ACKs
+                for _ in range(rng.randint(2, 5)):
+                    self.exact(me, "A")
+            elif r < 0.72:  # zero window, probe, window update
+                self.exact(other, "A", win=0)
+                self.exact(me, "A", seq=self.nxt[me] - 1)
+                self.exact(other, "A")
+            elif r < 0.80:  # out of order: a later segment first
+                d1, d2 = self.data(me, 200), self.data(me, 200)
+                s0 = self.nxt[me]
+                self.exact(me, "PA", d2, seq=s0 + 200)
+                self.exact(me, "PA", d1, seq=s0)
+                self.exact(other, "A")
+            elif r < 0.85:  # keep-alive
+                self.exact(me, "A", seq=self.nxt[me] - 1, data=b"\0" if rng.random() < 0.5 else b"")
+            else:
+                self.tx.gap()
+        # close
+        r = rng.random()
+        a, b = ("c", "s") if rng.random() < 0.6 else ("s", "c")
+        if r < 0.5:
+            self.exact(a, "FA")
+            if rng.random() < 0.3:
+                self.exact(b, "PA", self.data(b))  # half-close: data after the FIN
+                self.exact(a, "A")
+            self.exact(b, "FA")
+            self.exact(a, "A")
+        elif r < 0.6:  # simultaneous close
+            self.exact(a, "FA")
+            self.exact(b, "FA", seq=self.nxt[b])
+            self.exact(a, "A")
+            self.exact(b, "A")
+        elif r < 0.75:
+            self.exact(a, "R" if rng.random() < 0.5 else "RA")
+        elif r < 0.85:
+            self.seg(a, "RA", seq=self.nxt[a] + rng.choice([1, 100, -100]), ack=self.nxt[b])  # inexact RST
+            self.exact(b, "A")
+            self.exact(a, "RA")
+        # else: left open
+        if rng.random() < 0.2:
+            self.isn["c"] = (self.nxt["c"] + rng.choice([1, 100000, -100000])) % 2**32
+            self.nxt["c"] = self.isn["c"]
+            self.exact("c", "S", seq=self.isn["c"], opts=copt)
+            self.exact("s", "SA", seq=self.isn["s"], opts=sopt)
+            self.exact("c", "A")
+
+
+def gen_tcpflow(tx, rng, conns=70):
+    ports = rng.sample(range(20000, 60000), conns)
+    for i in range(conns):
+        v6 = rng.random() < 0.3
+        ci, si = rng.randrange(10), rng.randrange(10)
+        cip, sip = (PC6(ci), PS6(si)) if v6 else (PC4(ci), PS4(si))
+        Flow2(tx, rng, v6, cip, sip, ports[i], rng.choice([80, 443, 22, 5001])).run2()
+
+
 # ------------------------------------------------------------------------------------------
 # Mixed traffic
 
@@ -263,12 +376,14 @@ def ip_hdr(rng, v6, src, dst, ttl=64, options=True):
     return sa.IP(src=src, dst=dst, ttl=ttl, id=rng.getrandbits(16), **kw)
 
 
-def ext_chain(rng, last):
-    """A random IPv6 extension-header chain (scapy layers) ending before `last`."""
+def ext_chain(rng):
+    """A random IPv6 extension-header chain (scapy layers: hop-by-hop first if at all,
+    destination options, routing with segments left 0, AH; scapy's AH length does not always
+    match what follows, which sends the kernel's walk elsewhere: useful too)."""
     sa = S()
     chain = []
     for _ in range(rng.choice([1, 1, 2, 3])):
-        k = rng.choice(["hbh", "dst", "rt", "ah"] + (["frag0"] if False else []))
+        k = rng.choice(["hbh", "dst", "rt", "ah"])
         if k == "hbh" and not chain:
             chain.append(sa.IPv6ExtHdrHopByHop(options=[sa.PadN(optdata=b"\0" * rng.choice([0, 2, 4]))]))
         elif k in ("dst", "hbh"):
@@ -304,9 +419,15 @@ class Flow:
         self.kind, self.v6, self.src, self.dst, self.sport, self.dport = kind, v6, src, dst, sport, dport
         self.first = first  # bytes of the first packet (quoted by ICMP errors)
         self.n = 0
+        self.plain = True  # its first packet surely made the connection (TTL 1 allowed later)
+        self.replied = False  # a valid reply was sent (the entry has SEEN_REPLY)
 
 
 def gen_mixed(tx, rng, flows=MIXED_FLOWS, frags=False):
+    """TTL / hop limit 1 only on packets of existing connections (with a plain header) that change
+    no status bit: the router drops such a packet after conntrack saw it, before confirming a new
+    entry (a new connection would exist only in our replay) and before delivering the cached
+    events (they would come out with the connection's next packet)."""
     sa = S()
     live = []
     ports = iter(rng.sample(range(20000, 60000), flows * 2))
@@ -333,10 +454,13 @@ def gen_mixed(tx, rng, flows=MIXED_FLOWS, frags=False):
             csum = rng.randint(1, 0xffff)
         elif bad == "zero":
             csum = 0
-        if f.v6 and rng.random() < 0.25:
-            p = build_v6(src, dst, ttl, ext_chain(rng, 17), l4_udp(sp, dp, data, csum))
+        if f.v6 and ttl > 1 and rng.random() < 0.25:
+            p = build_v6(src, dst, ttl, ext_chain(rng), l4_udp(sp, dp, data, csum))
+            if f.n == 0:
+                f.plain = False  # the chain may end in another protocol: no UDP connection made
         else:
             p = ip_hdr(rng, f.v6, src, dst, ttl) / l4_udp(sp, dp, data, csum)
+        f.n += 1
         raw = bytes(p)
         if bad == "len":
             # UDP length field bigger / smaller than the payload
@@ -372,7 +496,7 @@ def gen_mixed(tx, rng, flows=MIXED_FLOWS, frags=False):
         data = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 40)))
         if f.v6:
             if rng.random() < 0.3:
-                chain = ext_chain(rng, f.sport)
+                chain = ext_chain(rng)
                 chain[-1].nh = f.sport  # the last header names the protocol
                 raw = bytes(build_v6(src, dst, 64, chain, sa.Raw(data)))
             else:
@@ -461,15 +585,25 @@ def gen_mixed(tx, rng, flows=MIXED_FLOWS, frags=False):
                 send_error(g)
             elif g.kind == "udp":
                 bad = wchoice(rng, [(None, 20), ("csum", 1), ("zero", 1), ("len", 1)])
-                ttl = 1 if rng.random() < 0.05 else 64
-                send_udp(g, reverse=rng.random() < 0.5, ttl=ttl, bad=bad)
+                rev = rng.random() < 0.5
+                # TTL 1 only where the packet changes no status bit (its events would wait in
+                # the kernel's cache for the connection's next forwarded packet): before any
+                # reply, from the originator.
+                ttl = 1 if rng.random() < 0.05 and g.plain and not rev and not g.replied else 64
+                send_udp(g, reverse=rev, ttl=ttl, bad=bad)
+                if rev and (bad is None or (bad == "zero" and not g.v6)):
+                    g.replied = True
             elif g.kind == "echo":
                 bad = "csum" if rng.random() < 0.05 else None
-                ttl = 1 if rng.random() < 0.05 else 64
+                rev = rng.random() < 0.5
+                ttl = 1 if rng.random() < 0.05 and (not rev or g.replied) else 64
                 typ = None
                 if rng.random() < 0.05:
                     typ = rng.choice([13, 15, 17, 42, 99] if not g.v6 else [130, 139, 200])
-                send_echo(g, reverse=rng.random() < 0.5, ttl=ttl, bad=bad, typ=typ)
+                    ttl = 64  # another type is another connection: TTL 1 only on existing ones
+                send_echo(g, reverse=rev, ttl=ttl, bad=bad, typ=typ)
+                if rev and bad is None and typ is None and ttl > 1:
+                    g.replied = True
             elif g.kind == "tcp":
                 send_error(g)
         # IPv6 AH running past the packet, ESP, unknown/no next header
@@ -516,12 +650,50 @@ def send_fragmented(tx, rng, v6, src, dst, sport):
 
 # ------------------------------------------------------------------------------------------
 
+def resend_file(tx, path):
+    """Send the packets of an NFLOG capture again, each from its side, with the TTL / hop limit
+    the router's decrement took (TTL 1 packets were logged before forwarding: kept)."""
+    import summarize
+    with open(path, "rb") as f:
+        raw_ip = struct.unpack("<I", f.read(24)[20:24])[0] in (101, 228, 229)
+    if raw_ip:  # a raw-IP pcap (e.g. written with scapy): packets as sent
+        import scapy.all as sa
+        last = None
+        for pk in sa.rdpcap(path):
+            if last is not None and float(pk.time) - last > FGAP:
+                time.sleep(min(3.0, float(pk.time) - last))  # the file's own time gaps
+            last = float(pk.time)
+            b = bytes(pk)
+            src = b[12:16] if b[0] >> 4 == 4 else b[8:16]
+            tx.send("client" if src[:3] == bytes([10, 200, 1]) or src == bytes.fromhex("fd00020000000001") else "server", b)
+        return
+    for _ts, rec in summarize.read_pcap(path):
+        p = bytearray(summarize.parse_nflog(rec)["payload"])
+        if not p:
+            continue
+        if p[0] >> 4 == 4:
+            if p[8] != 1:
+                p[8] += 1
+            p = bytearray(fix_ip4_csum(bytes(p)))
+            src = ".".join(str(b) for b in p[12:16])
+            side = "client" if src.startswith("10.200.1.") else "server"
+        else:
+            if p[7] != 1:
+                p[7] += 1
+            side = "client" if p[8:14] == bytes.fromhex("fd0002000000") and p[14:16] == b"\0\1" else "server"
+        tx.send(side, bytes(p))
+
+
 def run(gen, seed):
     rng = random.Random(f"{gen}:{seed}")
     tx = Sender(rng)
     S()  # import scapy before the capture starts
     begin_capture()
-    if gen.startswith("tcp"):
+    if gen == "file":
+        resend_file(tx, os.environ["CTSAB_FUZZ_FILE"])
+    elif gen == "tcpflow":
+        gen_tcpflow(tx, rng)
+    elif gen.startswith("tcp"):
         gen_tcp(tx, rng)
     else:
         gen_mixed(tx, rng, frags=gen == "mixedfrag")

@@ -65,8 +65,6 @@ export const R_GRE_NOT_PPP = 'GRE version 1 (PPTP) packet not carrying PPP';
 
 // Inner-packet reasons of ICMP/ICMPv6 errors (pkt.innerReason).
 export const RI_TRUNC_IP = 'truncated inner IP header';
-export const RI_BAD_VERSION = 'bad inner IP version';
-export const RI_BAD_IHL = 'bad inner IPv4 header length';
 export const RI_TRUNC_IP6_EXT = 'truncated inner IPv6 extension header';
 export const RI_IP6_NO_NEXT = 'inner IPv6 no next header';
 export const RI_FRAGMENT = 'inner packet is a non-first fragment';

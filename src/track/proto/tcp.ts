@@ -658,10 +658,12 @@ function track(ctx: TrackerContext, e: number, p: number, dir: number, pkt: Pack
           // Sequence not exact: keep the state, the peer may send a challenge ACK.
           ns = old;
         }
-        if (((status & IPS_SEEN_REPLY && cLastIndex === TCP_SYN_SET) ||
+        if (((status & IPS_SEEN_REPLY && cLastIndex === TCP_SYN_SET && cLastDir !== dir) ||
              (!(status & IPS_ASSURED) && cLastIndex === TCP_ACK_SET)) &&
             pkt.ack >>> 0 === u32[p + TCP_LAST_END]) {
-          // RST answering a SYN or ACK we ignored: accept without window checks.
+          // RST answering a SYN or ACK we ignored: accept without window checks. After a SYN
+          // only from the other side: 6.18 does not take this for a RST following the sender's
+          // own SYN (found by fuzzing, docs/kernel-quirks.md).
           checkWindow = false;
           break checks;
         }
