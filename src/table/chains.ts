@@ -333,15 +333,18 @@ export class Chains {
     this.lockStripes(b0, b1);
     let clash = -1;
     let len = 0;
+    let tooLong = false;
     for (let ref = i32[this.B + b0]!; ref >= 0; ref = i32[this.E + (ref >>> 1) * ENTRY_WORDS + E_NEXT + (ref & 1)]!) {
       if (this.keyEquals(this.E + (ref >>> 1) * ENTRY_WORDS, ref & 1, h0, i32, e + E_TUPLE, proto, z, ns)) { clash = ref; break; }
-      if (++len >= maxChain) break; // a chain already at the cap takes no more
+      if (++len >= maxChain) { tooLong = true; break; } // a chain already at the cap takes no more
     }
-    if (clash < 0 && len < maxChain) {
+    // Both tuplehashes in one bucket: that chain grows by two.
+    if (b0 === b1 && len + 2 > maxChain) tooLong = true;
+    if (clash < 0 && !tooLong) {
       len = 0;
       for (let ref = i32[this.B + b1]!; ref >= 0; ref = i32[this.E + (ref >>> 1) * ENTRY_WORDS + E_NEXT + (ref & 1)]!) {
         if (this.keyEquals(this.E + (ref >>> 1) * ENTRY_WORDS, ref & 1, h1, i32, e + E_TUPLE + TUPLE_WORDS, proto, z, ns)) { clash = ref; break; }
-        if (++len >= maxChain) break;
+        if (++len >= maxChain) { tooLong = true; break; }
       }
     }
     if (clash >= 0) {
@@ -352,7 +355,7 @@ export class Chains {
       this.unlockStripes(b0, b1);
       return ok ? clash : CONFIRM_DYING;
     }
-    if (len >= maxChain) {
+    if (tooLong) {
       this.unlockStripes(b0, b1);
       this.stat(ST_CHAIN_TOOLONG);
       this.stat(ST_INSERT_FAILED);

@@ -69,7 +69,8 @@ export { beatNow, beatStale };
 export function overrunSubscriber(i32: Int32Array, xc: number, sb: number, stalled: boolean): boolean {
   // CAS: exactly one thread moves it from attached to overrun.
   if (Atomics.compareExchange(i32, sb + SB_STATE, SB_ATTACHED, SB_OVERRUN) !== SB_ATTACHED) return false;
-  Atomics.sub(i32, xc + XC_EV_SUBS, 1); // it no longer counts as attached
+  // It still counts in XC_EV_SUBS: events go on being written, so that what it misses until it
+  // comes back is exactly what passes through the DESTROY ring meanwhile (its drop count).
   Atomics.add(i32, xc + XC_EV_OVERRUNS, 1); // statistics
   if (stalled) Atomics.add(i32, H_STALLS, 1);
   return true;
@@ -487,6 +488,7 @@ export class EventSubscription extends EventEmitter {
     this.dmask = i32[H_EV_DESTROY]! - 1;
     this.delivered = new Uint8Array(Math.max(1, i32[H_EV_DESTROY]!));
     let k = 0;
+    let counted = false; // a taken-over record is still counted in XC_EV_SUBS
     for (; k < EV_SUBSCRIBERS; k++) {
       const sb = this.xc + XC_SUB + k * SUB_WORDS;
       // CAS claims a free subscriber record.
@@ -494,7 +496,7 @@ export class EventSubscription extends EventEmitter {
       // An overrun record whose owner has been silent for the stall time is presumed dead: reuse
       // it (CAS: if the owner comes back it finds the record gone and closes).
       if (Atomics.load(i32, sb + SB_STATE) === SB_OVERRUN && beatStale(i32, Atomics.load(i32, sb + SB_BEAT)) &&
-        Atomics.compareExchange(i32, sb + SB_STATE, SB_OVERRUN, SB_CLAIMED) === SB_OVERRUN) break;
+        Atomics.compareExchange(i32, sb + SB_STATE, SB_OVERRUN, SB_CLAIMED) === SB_OVERRUN) { counted = true; break; }
     }
     if (k === EV_SUBSCRIBERS) throw new Error(E_NO_SUB);
     this.k = k;
@@ -503,21 +505,21 @@ export class EventSubscription extends EventEmitter {
     // Start at the current heads: we see events produced from now on.
     this.mainNext = 0;
     this.dTail = 0;
-    this.attach(true);
+    this.attach(true, !counted);
     this.on('newListener', (name: string) => {
       if (name === 'event') this.startPump();
     });
   }
 
   /** (Re-)attach at the current heads; the record is ours (SB_CLAIMED). */
-  private attach(fresh: boolean): void {
+  private attach(fresh: boolean, count: boolean): void {
     const i32 = this.i32;
     this.dTail = Atomics.load(i32, this.xc + XC_EV_DHEAD);
     this.delivered.fill(0);
     Atomics.store(i32, this.sb + SB_DTAIL, this.dTail); // before attaching: producers honour it at once
     Atomics.store(i32, this.sb + SB_BEAT, beatNow()); // alive as of now
     Atomics.store(i32, this.sb + SB_STATE, SB_ATTACHED);
-    Atomics.add(i32, this.xc + XC_EV_SUBS, 1); // producers start writing after this
+    if (count) Atomics.add(i32, this.xc + XC_EV_SUBS, 1); // producers start writing after this
     if (fresh) this.mainNext = Atomics.load(i32, this.xc + XC_EV_HEAD) & SEQ_MASK;
   }
 
@@ -542,7 +544,7 @@ export class EventSubscription extends EventEmitter {
     this.overruns++;
     Atomics.add(i32, this.sb + SB_DROPPED, n);
     Atomics.add(i32, this.xc + XC_EV_DROPPED, n); // table-wide statistic
-    this.attach(false);
+    this.attach(false, false); // still counted in XC_EV_SUBS while overrun
     if (this.listenerCount('overrun') > 0) this.emit('overrun', n);
     process.emitWarning(`conntrack-sab: event subscriber ${this.k} was overrun (stalled or too slow): ` +
       `${n} DESTROY events dropped`, { code: 'CTSAB_EVENTS_OVERRUN' });
@@ -718,11 +720,10 @@ export class EventSubscription extends EventEmitter {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     const i32 = this.i32;
-    // CAS: attached -> free counts us out; an overrun record was counted out by the producer.
-    if (Atomics.compareExchange(i32, this.sb + SB_STATE, SB_ATTACHED, SB_FREE) === SB_ATTACHED) {
+    // CAS: attached or overrun -> free counts us out (unless the record was taken over).
+    if (Atomics.compareExchange(i32, this.sb + SB_STATE, SB_ATTACHED, SB_FREE) === SB_ATTACHED ||
+      Atomics.compareExchange(i32, this.sb + SB_STATE, SB_OVERRUN, SB_FREE) === SB_OVERRUN) {
       Atomics.sub(i32, this.xc + XC_EV_SUBS, 1); // producers may stop writing
-    } else {
-      Atomics.compareExchange(i32, this.sb + SB_STATE, SB_OVERRUN, SB_FREE); // frees it unless taken over
     }
     for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
     this.emit('close');
