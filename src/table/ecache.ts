@@ -16,13 +16,18 @@
  *    marker record pointing at it goes to the main ring, so in the normal case consumers see the
  *    DESTROY in global order. A consumer that lost the marker still finds the record in the
  *    DESTROY ring and delivers it late (counted in `late`, not lost).
- *  - When the DESTROY ring is full, the entry is parked: the destroying thread keeps an extra
- *    reference on it (so its slot, and the extension block with its final counters, are not
- *    freed) and links it on the parked list. Packet workers (at the end of each batch) and the GC
- *    (each run) retry; once the DESTROY record is written the reference is dropped and the slot
- *    is reclaimed as usual. The bound: parked entries hold entry slots; when the slab runs out,
- *    new connections are refused (dropped as "table full") until a consumer catches up. The
- *    packet path never waits on a consumer.
+ *  - When the DESTROY ring is full for some subscriber, a copy of the event (entry and extension
+ *    images, the real reason) goes to the park queue (PARK_FACTOR x the DESTROY ring, under
+ *    XC_EV_PARK_LOCK); the entry itself is freed as usual, so the table's capacity never depends
+ *    on a consumer. Packet workers (each batch end) and the GC (each run) deliver parked events as
+ *    room appears. When the park queue is full too, the subscribers that leave no room are
+ *    overrun: their DESTROY backlog is dropped and counted (SB_DROPPED, XC_EV_DROPPED), as the
+ *    kernel drops events for a listener whose socket is full, and they re-attach on their next
+ *    poll. A subscriber that has not polled for the table's stall time (SB_BEAT, H_STALL_MS) is
+ *    overrun as soon as it holds the ring up: a dead or stuck consumer costs nothing.
+ *  - Crash recovery (recovery.ts, recoverProducer) publishes tombstones (REC_TOMB) for records a
+ *    dead producer reserved, and writes the DESTROY of a delete the dead worker did not finish.
+ *  - Records start one lap behind (seq r - size), so nothing reads as published before it is.
  *
  * Nothing is produced while no subscriber is attached (XC_EV_SUBS = 0), when the table has no
  * rings (`events: false`) or when nf_conntrack_events is 0.
