@@ -4,6 +4,8 @@
  * and fails by assertion.
  */
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { KILL_DELETE, KILL_EXPIRED, KILL_GC_EVICT } from '../src/table/chains.js';
 import { EVENT_DESTROY, eventStats, subscribeEvents, type ConnEvent } from '../src/table/ecache.js';
@@ -237,6 +239,7 @@ test('scenario 6: a dead GC is replaced; its handle reports the death', async (t
   await t.throwsAsync(gc.stop(), { message: /GC worker died/ });
   t.true(gc.death?.gcReleased);
   t.is(Atomics.load(table.i32, H_GC_WID), 0);
+  t.is(gc.counters.deaths, 1);
   const gc2 = startGc(table, { wallPerClock: 0.001 });
   await gc2.ready;
   await gc2.sweep(10000);
@@ -252,6 +255,7 @@ test('scenario 7: a worker stalled inside a batch no longer blocks reuse (noref)
   const refused = churn(ct, 40000, 0, 1000) + (await sleep(400), churn(ct, 40000, 0, 1000));
   t.is(refused, 0);
   t.true(table.stats().total['stall_expelled']! >= 1, 'the stall was detected');
+  t.true(table.stalls >= 1);
   ct.close();
   const c = new Int32Array(control);
   Atomics.store(c, 0, 1);
@@ -269,6 +273,10 @@ test('scenario 7: a worker stalled inside a batch no longer blocks reuse (noref)
 test('scenario 10: limits and options are validated on every path', async (t) => {
   for (const maxChain of [-1, 0, 1e12, NaN, 1.5]) {
     t.throws(() => ConntrackTable.create({ max: 64, maxChain }), { message: /maxChain/ });
+  }
+  for (const bad of [NaN, -1, 1e12]) {
+    t.throws(() => ConntrackTable.create({ max: 64, buckets: bad }), { message: /buckets/ });
+    t.throws(() => ConntrackTable.create({ max: 64, events: { ring: bad } }), { message: /events\.ring/ });
   }
   // A chain cap of 4 keeps every chain at 4 or less.
   const table = ConntrackTable.create({ max: 4096, buckets: 16, maxChain: 4 });
@@ -292,6 +300,14 @@ test('scenario 10: limits and options are validated on every path', async (t) =>
   const snap = encodeSnapshot(owner);
   t.throws(() => decodeSnapshot(snap), { message: /limit/ });
   t.throws(() => { owner.stallMs = -1; });
+  // Command line: "1e12" is refused, not read as 1.
+  const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+  const sample = fileURLToPath(new URL('../../bench/samples/sample.pcap', import.meta.url));
+  for (const bad of ['1e12', '-1', '12abc']) {
+    const r = spawnSync(process.execPath, [cli, 'replay', sample, '--max', bad, '-S'], { encoding: 'utf8' });
+    t.not(r.status, 0, `--max ${bad}`);
+    t.regex(r.stderr, /integer/);
+  }
   t.throws(() => ConntrackTable.create({ max: 64, stallMs: 1.5 }));
 });
 

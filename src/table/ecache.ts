@@ -330,8 +330,12 @@ export function recoverProducer(table: ConntrackTable, wid: number, holdsParkLoc
   let dPublished = false;
   if (d >= 0 && dcap > 0) {
     const rec = table.sec.destroys + (d & (dcap - 1)) * REC_WORDS;
-    if (Atomics.load(i32, rec + REC_SEQ) === d) dPublished = delivered = true;
-    else tomb(rec, d); // no tail passes an unpublished record: it is still ours
+    const s = Atomics.load(i32, rec + REC_SEQ);
+    const p = s >= 0 ? s : ~s;
+    // Unpublished (an older lap, or ~d: being written) is still ours: no tail passes it. A newer
+    // lap means ours was published and read long ago (W_EV_D is kept until the next DESTROY).
+    if (s !== d && seqDiff(p, d) <= 0) tomb(rec, d);
+    else dPublished = delivered = true;
   }
   const m = Atomics.load(i32, W + W_EV_M) - 1;
   if (m >= 0 && cap > 0) {
