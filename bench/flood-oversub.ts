@@ -47,27 +47,35 @@ if (!isMainThread) {
   }
   ct.close();
   parentPort!.postMessage({ sent, refused });
-} else {
+}
+
+export interface FloodResult { discipline: Discipline; threads: number; seconds: number; sent: number; refused: number; rate: number; expedited: number }
+
+/** One flood: `threads` threads for `seconds` on a full 16,384-entry table. */
+export async function runFlood(discipline: Discipline, threads: number, seconds: number): Promise<FloodResult> {
+  const table = ConntrackTable.create({ max: 16384, discipline, sysctls: { nf_conntrack_checksum: 0 } });
+  table.clock = 1000;
+  const stop = new SharedArrayBuffer(4);
+  const ws = Array.from({ length: threads }, (_, i) => new Worker(new URL(import.meta.url), {
+    workerData: { buffer: table.buffer, stop, seed: 0x9e3779b9 * (i + 1) } satisfies FloodData,
+  }));
+  const done = ws.map((w) => new Promise<{ sent: number; refused: number }>((ok) => w.once('message', ok)));
+  await new Promise((ok) => setTimeout(ok, seconds * 1000));
+  Atomics.store(new Int32Array(stop), 0, 1);
+  const rs = await Promise.all(done);
+  const sent = rs.reduce((a, r) => a + r.sent, 0);
+  const refused = rs.reduce((a, r) => a + r.refused, 0);
+  return { discipline, threads, seconds, sent, refused, rate: refused / Math.max(1, sent), expedited: table.stats().total['expedited_gp']! };
+}
+
+if (isMainThread && process.argv[1] !== undefined && process.argv[1].endsWith('flood-oversub.js')) {
   const args = process.argv.slice(2);
   const opt = (n: string, def: string): string => { const i = args.indexOf(`--${n}`); return i >= 0 ? args[i + 1]! : def; };
   const threads = Number(opt('threads', '6'));
   const seconds = Number(opt('seconds', '5'));
-  const disciplines = opt('discipline', 'noref,refcount').split(',') as Discipline[];
-  for (const discipline of disciplines) {
-    const table = ConntrackTable.create({ max: 16384, discipline, sysctls: { nf_conntrack_checksum: 0 } });
-    table.clock = 1000;
-    const stop = new SharedArrayBuffer(4);
-    const ws = Array.from({ length: threads }, (_, i) => new Worker(new URL(import.meta.url), {
-      workerData: { buffer: table.buffer, stop, seed: 0x9e3779b9 * (i + 1) } satisfies FloodData,
-    }));
-    const done = ws.map((w) => new Promise<{ sent: number; refused: number }>((ok) => w.once('message', ok)));
-    await new Promise((ok) => setTimeout(ok, seconds * 1000));
-    Atomics.store(new Int32Array(stop), 0, 1);
-    const rs = await Promise.all(done);
-    const sent = rs.reduce((a, r) => a + r.sent, 0);
-    const refused = rs.reduce((a, r) => a + r.refused, 0);
-    const st = table.stats().total;
-    console.log(`${discipline}: ${threads} threads, ${seconds} s: ${sent} SYNs, ${refused} refused "table full" ` +
-      `(${((100 * refused) / sent).toFixed(2)} %), early_drop ${st['early_drop']}, expedited grace periods ${st['expedited_gp']}`);
+  for (const discipline of opt('discipline', 'noref,refcount').split(',') as Discipline[]) {
+    const r = await runFlood(discipline, threads, seconds);
+    console.log(`${discipline}: ${threads} threads, ${seconds} s: ${r.sent} SYNs, ${r.refused} refused "table full" ` +
+      `(${(100 * r.rate).toFixed(2)} %), expedited grace periods ${r.expedited}`);
   }
 }

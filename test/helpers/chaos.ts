@@ -124,6 +124,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     r.wid = await new Promise<number>((ok, fail) => {
       const timer = setTimeout(() => fail(new Error(`${r.kind} ${r.index} did not start in 20 s`)), 20000);
       w.on('message', (m: { type: string; wid: number }) => { if (m.type === 'ready') { clearTimeout(timer); ok(m.wid); } });
+      w.once('error', (err) => { clearTimeout(timer); fail(new Error(`${r.kind} ${r.index} failed to start: ${err.stack ?? err}`)); });
     });
     r.lastProgress = Atomics.load(c, C_PROGRESS + r.index);
     r.lastChange = Date.now();
