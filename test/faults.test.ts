@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { KILL_DELETE, KILL_EXPIRED, KILL_GC_EVICT } from '../src/table/chains.js';
 import { EVENT_DESTROY, eventStats, subscribeEvents, type ConnEvent } from '../src/table/ecache.js';
-import { startGc } from '../src/table/gc.js';
+import { GcEngine, startGc } from '../src/table/gc.js';
 import { checkInvariants } from '../src/table/invariants.js';
 import {
   E_GEN, E_ID, E_TIMEOUT, H_EVENTS, H_FREE_LOCK, H_GC_WID, REC_SEQ, REC_WORDS, XC_EV_HEAD, XC_EV_PARK_LOCK, XC_EXT_LOCK, XC_POLICY_LOCK,
@@ -198,17 +198,23 @@ test('scenario 4: an expiry kills only the entry it saw, and only while it is st
 });
 
 test('scenario 5: a dead subscriber and a slow one cost no connection ("table full" never comes)', async (t) => {
-  const table = ConntrackTable.create({ max: 4096, events: { ring: 256, destroyRing: 64 }, stallMs: 300 });
+  const table = ConntrackTable.create({ max: 4096, events: { ring: 256, destroyRing: 64 }, stallMs: 100 });
   const f = await fault(table, { mode: 'subscribe' });
   await f.w.terminate(); // gone without close(): its record stays attached
   t.is(eventStats(table).subscribers, 1);
   const ct = new Conntrack(table);
   let refused = churn(ct, 20000, 0, 1000); // 20,000 short-lived connections
-  await sleep(400); // past the stall time: the dead subscriber is overrun at the next full ring
+  await sleep(200); // past the stall time: the dead subscriber is overrun at the next full ring
   refused += churn(ct, 20000, 20000, 1000);
   t.is(refused, 0);
   const st = eventStats(table);
   t.true(st.overruns >= 1, 'the dead subscriber was overrun');
+  // Silent for 10 stall times: the GC detaches it (producers stop writing for nobody).
+  await sleep(1100);
+  const gc = new GcEngine(table);
+  gc.run();
+  gc.close();
+  t.is(eventStats(table).subscribers, 0, 'the dead subscriber was detached');
   // A live but slow consumer and a flush of 4,000 (more than the DESTROY ring): no refusal; it
   // gets every DESTROY or a counted drop, never a silent loss.
   const slow = subscribeEvents(table);

@@ -81,6 +81,34 @@ export function overrunSubscriber(i32: Int32Array, xc: number, sb: number, stall
   return true;
 }
 
+/** An overrun subscriber silent this many stall times is presumed dead and detached (reapSubscribers). */
+const REAP_STALLS = 10;
+
+/**
+ * Detach overrun subscribers that have not polled for REAP_STALLS x the stall time (dead threads
+ * that never closed): their records are freed and producers stop writing for them. The GC calls
+ * this each run. A subscriber that comes back after that finds its record gone and closes.
+ */
+export function reapSubscribers(table: ConntrackTable): number {
+  const i32 = table.i32;
+  const xc = table.sec.xctl;
+  const ms = Atomics.load(i32, H_STALL_MS); // Atomics.store'd by the owner
+  if (ms <= 0 || i32[H_EVENTS] === 0) return 0;
+  const now = beatNow();
+  let n = 0;
+  for (let k = 0; k < EV_SUBSCRIBERS; k++) {
+    const sb = xc + XC_SUB + k * SUB_WORDS;
+    if (Atomics.load(i32, sb + SB_STATE) !== SB_OVERRUN) continue; // CAS'ed by producers / subscribers
+    if (((now - Atomics.load(i32, sb + SB_BEAT)) & SEQ_MASK) <= ms * REAP_STALLS) continue;
+    // CAS: only an overrun record still silent is freed (its owner or a new subscriber may race us).
+    if (Atomics.compareExchange(i32, sb + SB_STATE, SB_OVERRUN, SB_FREE) === SB_OVERRUN) {
+      Atomics.sub(i32, xc + XC_EV_SUBS, 1); // counted out: producers stop when none is left
+      n++;
+    }
+  }
+  return n;
+}
+
 /**
  * The producer side, one per thread that changes the table (owned by Conntrack and GcEngine).
  * Also the place where a connection's stop timestamp is taken.

@@ -37,7 +37,7 @@ import { SlotAllocator } from './alloc.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../input/packet/packet.js';
 import type { TrackerContext } from '../track/proto/l4proto.js';
 import { tcpIsClosing, tcpState, tcpStateTimeout } from '../track/proto/tcp.js';
-import { EventProducer } from './ecache.js';
+import { EventProducer, reapSubscribers } from './ecache.js';
 import { Qsbr } from './rcu.js';
 import { reclaimOrphans, recoverDeadWorker, type RecoveryReport } from './recovery.js';
 import {
@@ -270,6 +270,7 @@ export class GcEngine {
       if ((res.buckets & 31) === 0 && performance.now() - t0 >= budget) break;
     }
     Atomics.store(i32, H_GC_CURSOR, b); // read back by the next run (possibly a restarted GC)
+    reapSubscribers(this.table); // dead subscribers that never closed (ecache.ts)
     if (this.ring.parked > 0) this.ring.retryParked(); // DESTROY events that found the ring full
     q.offline();
 
