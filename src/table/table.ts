@@ -13,7 +13,7 @@ import {
 } from './layout.js';
 import { EXT_WORDS, H_EVENTS, H_EV_DESTROY, H_EXT_BLOCKS, X_LINK, XC_EXT_FREE, XC_EXT_FREE_COUNT } from './layout.js';
 import { SYSCTLS, S_ACCT, S_MAX, S_TIMESTAMP, findSysctl } from './sysctl.js';
-import { H_STALLS, H_STALL_MS, REC_SEQ, REC_WORDS } from './layout.js';
+import { H_STALLS, H_STALL_MS, REC_SEQ, REC_WORDS, W_BEAT, W_EV_D, W_EV_M, W_EV_PARK, W_EV_RETRY, W_KILL_WHY } from './layout.js';
 import { H_ZONE_DEFAULT_LIMIT, NS_COUNT, NS_LIMIT, NS_WORDS, ZA_COUNT, ZA_LIMIT, ZA_WORDS } from './layout.js';
 import { NamespaceView } from './zones.js';
 
@@ -311,6 +311,9 @@ export class ConntrackTable {
       // CAS claims the record exclusively; its other words are ours after this.
       if (Atomics.compareExchange(this.i32, base + W_ALIVE, 0, 1) === 0) {
         Atomics.store(this.i32, base + W_PID, threadId);
+        // Event and liveness words of a previous owner mean nothing to recovery of this one.
+        for (const w of [W_EV_D, W_EV_M, W_EV_PARK, W_EV_RETRY, W_KILL_WHY]) Atomics.store(this.i32, base + w, 0);
+        Atomics.store(this.i32, base + W_BEAT, Date.now() & 0x7fffffff);
         return w;
       }
     }
