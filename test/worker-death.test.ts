@@ -80,7 +80,8 @@ async function deaths(t: import('ava').ExecutionContext, discipline: Discipline,
   t.log(`${discipline}: ${reports.length} deaths; locks released in ${tally((x) => x.locksReleased > 0)}, ` +
     `insert rolled back ${tally((x) => x.insert === 'rolled-back')} / forward ${tally((x) => x.insert === 'rolled-forward')}, ` +
     `delete finished ${tally((x) => x.killStep > 0)}, allocator op ${tally((x) => x.allocOp !== null)} ` +
-    `(rolled back ${tally((x) => x.allocRolledBack)}), references dropped ${tally((x) => x.referencesDropped > 0)}; ` +
+    `(rolled back ${tally((x) => x.allocRolledBack)}), references dropped ${tally((x) => x.referencesDropped > 0)}, ` +
+    `free-list lock held by another dead worker (slots handed off) ${tally((x) => x.handedOff)}; ` +
     `survivor ${survivorDone ? (survivorDone as StressWorkerDone).operations : 0} ops`);
   t.is(reports.length, kills);
   t.true(reports.every((x) => x.recovered));

@@ -23,7 +23,7 @@ import {
   INTENT_NONE, INTENT_UNCOUNTED, INTENT_UNCOUNTING, IPS_ALLOCATED, IPS_ASSURED, IPS_CONFIRMED,
   IPS_DYING, KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNCOUNTED, KILL_STEP_UNCOUNTING, KILL_STEP_UNLINKED, PRIV_WORDS, ST_CHAIN_TOOLONG, ST_EARLY_DROP, ST_EXPIRED,
   ST_INSERT_FAILED, ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS, W_HELD, W_INTENT, W_INTENT_SLOT,
-  W_KILL, W_KILL_WHY, W_RELEASE, WORKER_WORDS, KILL_STEP_EMITTED, KILL_STEP_EMITTING,
+  W_KILL, W_KILL_WHY, W_RELEASE, WORKER_WORDS, KILL_STEP_EMITTED, KILL_STEP_EMITTING, H_EPOCH, ST_EXPEDITED,
 } from './layout.js';
 import { lock, unlock } from './locks.js';
 import { Qsbr } from './rcu.js';
@@ -47,6 +47,11 @@ export const KILL_REOPEN = 4;
 export const KILL_SOFT_RECYCLE = 5;
 
 export type DestroyHook = (e: number, why: number) => void;
+
+/** Expedited grace periods (allocSlow): rounds, and the wall ms yielded between them. */
+const EXPEDITE_ROUNDS = 8;
+const EXPEDITE_WAIT_MS = 0.25;
+const pauseWord = new Int32Array(new SharedArrayBuffer(4));
 
 /** Number of buckets early_drop looks at, from the new entry's own (the kernel's eviction range). */
 const EVICTION_RANGE = 8;
@@ -241,13 +246,10 @@ export class Chains {
       return -1;
     }
     let slot = this.alloc.alloc();
+    if (slot < 0) slot = this.allocSlow();
     if (slot < 0) {
-      this.qsbr.reclaim();
-      slot = this.alloc.alloc();
-      if (slot < 0) {
-        this.uncountInsert();
-        return -1;
-      }
+      this.uncountInsert();
+      return -1;
     }
     const e = this.E + slot * ENTRY_WORDS;
     // The slot is private until confirm() publishes it; plain stores suffice until then.
@@ -262,6 +264,30 @@ export class Chains {
     Atomics.store(i32, e + E_REFCNT, 1); // the table's (or creator's) reference
     Atomics.store(i32, e + E_STATUS, IPS_ALLOCATED);
     return slot;
+  }
+
+  /**
+   * No free slot: the slots are waiting out grace periods (early_drop's victims in limbo). An
+   * expedited grace period: advance the epoch at once (threads entering a batch from now on no
+   * longer hold our limbo up), reclaim, and if other threads are still inside batches, give them
+   * the CPU for a moment (oversubscribed cores: they are descheduled mid-batch) and try again, a
+   * bounded number of times. 'refcount' frees at once: one reclaim is all there is to do.
+   */
+  private allocSlow(): number {
+    const i32 = this.i32;
+    for (let round = 0; round < EXPEDITE_ROUNDS; round++) {
+      if (this.noref) Atomics.add(i32, H_EPOCH, 2); // the expedited grace period starts here
+      this.qsbr.reclaim();
+      const slot = this.alloc.alloc();
+      if (slot >= 0 || !this.noref || this.qsbr.pending === 0) {
+        if (round > 0) this.stat(ST_EXPEDITED);
+        return slot;
+      }
+      // A short sleep on a private word: lets descheduled readers run to the end of their batch.
+      Atomics.wait(pauseWord, 0, 0, EXPEDITE_WAIT_MS);
+    }
+    this.stat(ST_EXPEDITED);
+    return -1;
   }
 
   /** A failed insert gives its H_COUNT increment back and ends its intent. */
@@ -335,15 +361,18 @@ export class Chains {
     this.lockStripes(b0, b1);
     let clash = -1;
     let len = 0;
+    let tooLong = false;
     for (let ref = i32[this.B + b0]!; ref >= 0; ref = i32[this.E + (ref >>> 1) * ENTRY_WORDS + E_NEXT + (ref & 1)]!) {
       if (this.keyEquals(this.E + (ref >>> 1) * ENTRY_WORDS, ref & 1, h0, i32, e + E_TUPLE, proto, z, ns)) { clash = ref; break; }
-      if (++len >= maxChain) break; // a chain already at the cap takes no more
+      if (++len >= maxChain) { tooLong = true; break; } // a chain already at the cap takes no more
     }
-    if (clash < 0 && len < maxChain) {
+    // Both tuplehashes in one bucket: that chain grows by two.
+    if (b0 === b1 && len + 2 > maxChain) tooLong = true;
+    if (clash < 0 && !tooLong) {
       len = 0;
       for (let ref = i32[this.B + b1]!; ref >= 0; ref = i32[this.E + (ref >>> 1) * ENTRY_WORDS + E_NEXT + (ref & 1)]!) {
         if (this.keyEquals(this.E + (ref >>> 1) * ENTRY_WORDS, ref & 1, h1, i32, e + E_TUPLE + TUPLE_WORDS, proto, z, ns)) { clash = ref; break; }
-        if (++len >= maxChain) break;
+        if (++len >= maxChain) { tooLong = true; break; }
       }
     }
     if (clash >= 0) {
@@ -354,7 +383,7 @@ export class Chains {
       this.unlockStripes(b0, b1);
       return ok ? clash : CONFIRM_DYING;
     }
-    if (len >= maxChain) {
+    if (tooLong) {
       this.unlockStripes(b0, b1);
       this.stat(ST_CHAIN_TOOLONG);
       this.stat(ST_INSERT_FAILED);

@@ -16,13 +16,18 @@
  *    marker record pointing at it goes to the main ring, so in the normal case consumers see the
  *    DESTROY in global order. A consumer that lost the marker still finds the record in the
  *    DESTROY ring and delivers it late (counted in `late`, not lost).
- *  - When the DESTROY ring is full, the entry is parked: the destroying thread keeps an extra
- *    reference on it (so its slot, and the extension block with its final counters, are not
- *    freed) and links it on the parked list. Packet workers (at the end of each batch) and the GC
- *    (each run) retry; once the DESTROY record is written the reference is dropped and the slot
- *    is reclaimed as usual. The bound: parked entries hold entry slots; when the slab runs out,
- *    new connections are refused (dropped as "table full") until a consumer catches up. The
- *    packet path never waits on a consumer.
+ *  - When the DESTROY ring is full for some subscriber, a copy of the event (entry and extension
+ *    images, the real reason) goes to the park queue (PARK_FACTOR x the DESTROY ring, under
+ *    XC_EV_PARK_LOCK); the entry itself is freed as usual, so the table's capacity never depends
+ *    on a consumer. Packet workers (each batch end) and the GC (each run) deliver parked events as
+ *    room appears. When the park queue is full too, the subscribers that leave no room are
+ *    overrun: their DESTROY backlog is dropped and counted (SB_DROPPED, XC_EV_DROPPED), as the
+ *    kernel drops events for a listener whose socket is full, and they re-attach on their next
+ *    poll. A subscriber that has not polled for the table's stall time (SB_BEAT, H_STALL_MS) is
+ *    overrun as soon as it holds the ring up: a dead or stuck consumer costs nothing.
+ *  - Crash recovery (recovery.ts, recoverProducer) publishes tombstones (REC_TOMB) for records a
+ *    dead producer reserved, and writes the DESTROY of a delete the dead worker did not finish.
+ *  - Records start one lap behind (seq r - size), so nothing reads as published before it is.
  *
  * Nothing is produced while no subscriber is attached (XC_EV_SUBS = 0), when the table has no
  * rings (`events: false`) or when nf_conntrack_events is 0.
@@ -70,10 +75,39 @@ export { beatNow, beatStale };
 export function overrunSubscriber(i32: Int32Array, xc: number, sb: number, stalled: boolean): boolean {
   // CAS: exactly one thread moves it from attached to overrun.
   if (Atomics.compareExchange(i32, sb + SB_STATE, SB_ATTACHED, SB_OVERRUN) !== SB_ATTACHED) return false;
-  Atomics.sub(i32, xc + XC_EV_SUBS, 1); // it no longer counts as attached
+  // It still counts in XC_EV_SUBS: events go on being written, so that what it misses until it
+  // comes back is exactly what passes through the DESTROY ring meanwhile (its drop count).
   Atomics.add(i32, xc + XC_EV_OVERRUNS, 1); // statistics
   if (stalled) Atomics.add(i32, H_STALLS, 1);
   return true;
+}
+
+/** An overrun subscriber silent this many stall times is presumed dead and detached (reapSubscribers). */
+const REAP_STALLS = 10;
+
+/**
+ * Detach overrun subscribers that have not polled for REAP_STALLS x the stall time (dead threads
+ * that never closed): their records are freed and producers stop writing for them. The GC calls
+ * this each run. A subscriber that comes back after that finds its record gone and closes.
+ */
+export function reapSubscribers(table: ConntrackTable): number {
+  const i32 = table.i32;
+  const xc = table.sec.xctl;
+  const ms = Atomics.load(i32, H_STALL_MS); // Atomics.store'd by the owner
+  if (ms <= 0 || i32[H_EVENTS] === 0) return 0;
+  const now = beatNow();
+  let n = 0;
+  for (let k = 0; k < EV_SUBSCRIBERS; k++) {
+    const sb = xc + XC_SUB + k * SUB_WORDS;
+    if (Atomics.load(i32, sb + SB_STATE) !== SB_OVERRUN) continue; // CAS'ed by producers / subscribers
+    if (((now - Atomics.load(i32, sb + SB_BEAT)) & SEQ_MASK) <= ms * REAP_STALLS) continue;
+    // CAS: only an overrun record still silent is freed (its owner or a new subscriber may race us).
+    if (Atomics.compareExchange(i32, sb + SB_STATE, SB_OVERRUN, SB_FREE) === SB_OVERRUN) {
+      Atomics.sub(i32, xc + XC_EV_SUBS, 1); // counted out: producers stop when none is left
+      n++;
+    }
+  }
+  return n;
 }
 
 /**
@@ -325,8 +359,12 @@ export function recoverProducer(table: ConntrackTable, wid: number, holdsParkLoc
   let dPublished = false;
   if (d >= 0 && dcap > 0) {
     const rec = table.sec.destroys + (d & (dcap - 1)) * REC_WORDS;
-    if (Atomics.load(i32, rec + REC_SEQ) === d) dPublished = delivered = true;
-    else tomb(rec, d); // no tail passes an unpublished record: it is still ours
+    const s = Atomics.load(i32, rec + REC_SEQ);
+    const p = s >= 0 ? s : ~s;
+    // Unpublished (an older lap, or ~d: being written) is still ours: no tail passes it. A newer
+    // lap means ours was published and read long ago (W_EV_D is kept until the next DESTROY).
+    if (s !== d && seqDiff(p, d) <= 0) tomb(rec, d);
+    else dPublished = delivered = true;
   }
   const m = Atomics.load(i32, W + W_EV_M) - 1;
   if (m >= 0 && cap > 0) {
@@ -531,6 +569,7 @@ export class EventSubscription extends EventEmitter {
     this.dmask = i32[H_EV_DESTROY]! - 1;
     this.delivered = new Uint8Array(Math.max(1, i32[H_EV_DESTROY]!));
     let k = 0;
+    let counted = false; // a taken-over record is still counted in XC_EV_SUBS
     for (; k < EV_SUBSCRIBERS; k++) {
       const sb = this.xc + XC_SUB + k * SUB_WORDS;
       // CAS claims a free subscriber record.
@@ -538,7 +577,7 @@ export class EventSubscription extends EventEmitter {
       // An overrun record whose owner has been silent for the stall time is presumed dead: reuse
       // it (CAS: if the owner comes back it finds the record gone and closes).
       if (Atomics.load(i32, sb + SB_STATE) === SB_OVERRUN && beatStale(i32, Atomics.load(i32, sb + SB_BEAT)) &&
-        Atomics.compareExchange(i32, sb + SB_STATE, SB_OVERRUN, SB_CLAIMED) === SB_OVERRUN) break;
+        Atomics.compareExchange(i32, sb + SB_STATE, SB_OVERRUN, SB_CLAIMED) === SB_OVERRUN) { counted = true; break; }
     }
     if (k === EV_SUBSCRIBERS) throw new ConntrackError('ERR_CT_NO_RESOURCE', E_NO_SUB);
     this.k = k;
@@ -547,21 +586,21 @@ export class EventSubscription extends EventEmitter {
     // Start at the current heads: we see events produced from now on.
     this.mainNext = 0;
     this.dTail = 0;
-    this.attach(true);
+    this.attach(true, !counted);
     this.on('newListener', (name: string) => {
       if (name === 'event') this.startPump();
     });
   }
 
   /** (Re-)attach at the current heads; the record is ours (SB_CLAIMED). */
-  private attach(fresh: boolean): void {
+  private attach(fresh: boolean, count: boolean): void {
     const i32 = this.i32;
     this.dTail = Atomics.load(i32, this.xc + XC_EV_DHEAD);
     this.delivered.fill(0);
     Atomics.store(i32, this.sb + SB_DTAIL, this.dTail); // before attaching: producers honour it at once
     Atomics.store(i32, this.sb + SB_BEAT, beatNow()); // alive as of now
     Atomics.store(i32, this.sb + SB_STATE, SB_ATTACHED);
-    Atomics.add(i32, this.xc + XC_EV_SUBS, 1); // producers start writing after this
+    if (count) Atomics.add(i32, this.xc + XC_EV_SUBS, 1); // producers start writing after this
     if (fresh) this.mainNext = Atomics.load(i32, this.xc + XC_EV_HEAD) & SEQ_MASK;
   }
 
@@ -586,7 +625,7 @@ export class EventSubscription extends EventEmitter {
     this.overruns++;
     Atomics.add(i32, this.sb + SB_DROPPED, n);
     Atomics.add(i32, this.xc + XC_EV_DROPPED, n); // table-wide statistic
-    this.attach(false);
+    this.attach(false, false); // still counted in XC_EV_SUBS while overrun
     if (this.listenerCount('overrun') > 0) this.emit('overrun', n);
     process.emitWarning(`conntrack-sab: event subscriber ${this.k} was overrun (stalled or too slow): ` +
       `${n} DESTROY events dropped`, { code: 'CTSAB_EVENTS_OVERRUN' });
@@ -762,11 +801,10 @@ export class EventSubscription extends EventEmitter {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     const i32 = this.i32;
-    // CAS: attached -> free counts us out; an overrun record was counted out by the producer.
-    if (Atomics.compareExchange(i32, this.sb + SB_STATE, SB_ATTACHED, SB_FREE) === SB_ATTACHED) {
+    // CAS: attached or overrun -> free counts us out (unless the record was taken over).
+    if (Atomics.compareExchange(i32, this.sb + SB_STATE, SB_ATTACHED, SB_FREE) === SB_ATTACHED ||
+      Atomics.compareExchange(i32, this.sb + SB_STATE, SB_OVERRUN, SB_FREE) === SB_OVERRUN) {
       Atomics.sub(i32, this.xc + XC_EV_SUBS, 1); // producers may stop writing
-    } else {
-      Atomics.compareExchange(i32, this.sb + SB_STATE, SB_OVERRUN, SB_FREE); // frees it unless taken over
     }
     for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
     this.emit('close');

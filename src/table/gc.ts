@@ -28,7 +28,7 @@
 import { Worker } from 'node:worker_threads';
 import { Chains, KILL_EXPIRED, KILL_GC_EVICT, KILL_SOFT_RECYCLE, type DestroyHook } from './chains.js';
 import {
-  ENTRY_WORDS, E_NEXT, E_PROTO, E_STATUS, E_TIMEOUT, H_CLOCK, H_COUNT, H_GC_BUSY_US,
+  ENTRY_WORDS, E_NEXT, E_PROTO, E_STATUS, E_TIMEOUT, H_CLOCK, H_COUNT, H_GC_BUSY_US, H_GC_DEATHS,
   H_GC_CURSOR, H_GC_INTERVAL, H_GC_RUNS, H_GC_STOP, H_GC_SWEEPS, H_GC_WID, IPS_ASSURED,
   IPS_CONFIRMED, IPS_DYING, IPS_FIXED_TIMEOUT, IPS_OFFLOAD, ST_GC_EVICT, ST_SOFT_RECYCLE, W_ALIVE,
   W_CACHE_COUNT, W_LIMBO_HEAD, W_STATE, WORKER_WORDS,
@@ -37,7 +37,7 @@ import { SlotAllocator } from './alloc.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../input/packet/packet.js';
 import type { TrackerContext } from '../track/proto/l4proto.js';
 import { tcpIsClosing, tcpState, tcpStateTimeout } from '../track/proto/tcp.js';
-import { EventProducer } from './ecache.js';
+import { EventProducer, reapSubscribers } from './ecache.js';
 import { Qsbr } from './rcu.js';
 import { reclaimOrphans, recoverDeadWorker, type RecoveryReport } from './recovery.js';
 import {
@@ -272,6 +272,7 @@ export class GcEngine {
       if ((res.buckets & 31) === 0 && performance.now() - t0 >= budget) break;
     }
     Atomics.store(i32, H_GC_CURSOR, b); // read back by the next run (possibly a restarted GC)
+    reapSubscribers(this.table); // dead subscribers that never closed (ecache.ts)
     if (this.ring.parked > 0) this.ring.retryParked(); // DESTROY events that found the ring full
     q.offline();
 
@@ -467,6 +468,8 @@ export interface GcCounters {
   intervalMs: number;
   /** Wall time spent inside runs, ms (wraps after ~71 minutes of busy time). */
   busyMs: number;
+  /** GC workers that died without leaving the table and were recovered. */
+  deaths: number;
 }
 
 type WaitAsyncFn = (a: Int32Array, i: number, v: number, t?: number) => { async: boolean; value: Promise<string> | string };
@@ -481,6 +484,7 @@ export function gcCounters(table: ConntrackTable): GcCounters {
     sweeps: Atomics.load(i32, H_GC_SWEEPS) >>> 0,
     intervalMs: Atomics.load(i32, H_GC_INTERVAL),
     busyMs: (Atomics.load(i32, H_GC_BUSY_US) >>> 0) / 1000,
+    deaths: Atomics.load(i32, H_GC_DEATHS), // Atomics.add'ed by recovery
   };
 }
 

@@ -344,6 +344,7 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
       const sb = xc + XC_SUB + k * SUB_WORDS;
       const st = i32[sb + SB_STATE]!;
       if (st < SB_FREE || st > SB_OVERRUN) evp.add(`subscriber ${k}: state ${st}`);
+      if (st === SB_OVERRUN) attached++; // counted until it comes back or closes
       if (st !== SB_ATTACHED) continue;
       attached++;
       const back = ((dh - i32[sb + SB_DTAIL]!) << 1) >> 1;
@@ -355,7 +356,7 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
         if (got !== seq) { evp.add(`DESTROY record ${seq} unpublished (seq word ${got})`); break; }
       }
     }
-    if (attached !== i32[xc + XC_EV_SUBS]) evp.add(`XC_EV_SUBS is ${i32[xc + XC_EV_SUBS]}, ${attached} subscribers attached`);
+    if (attached !== i32[xc + XC_EV_SUBS]) evp.add(`XC_EV_SUBS is ${i32[xc + XC_EV_SUBS]}, ${attached} subscribers attached or overrun`);
     const parked = (i32[xc + XC_EV_PTAIL]! - i32[xc + XC_EV_PHEAD]!) | 0;
     if (parked < 0 || parked > dcap * PARK_FACTOR) evp.add(`park queue holds ${parked} of ${dcap * PARK_FACTOR}`);
     if (parked !== i32[xc + XC_EV_PARKED]) evp.add(`XC_EV_PARKED is ${i32[xc + XC_EV_PARKED]}, the queue holds ${parked}`);

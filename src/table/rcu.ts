@@ -14,7 +14,7 @@ import {
 } from './layout.js';
 import type { SlotAllocator } from './alloc.js';
 import { beatNow, beatStale } from './liveness.js';
-import { H_STALLS, ST_RESUMED, ST_STALL_EXPELLED, W_BEAT } from './layout.js';
+import { H_STALLS, H_STALL_MS, ST_RESUMED, ST_STALL_EXPELLED, W_BEAT } from './layout.js';
 import type { ConntrackTable } from './table.js';
 
 export class Qsbr {
@@ -114,6 +114,8 @@ export class Qsbr {
         if (beatStale(i32, Atomics.load(i32, wk + W_BEAT), now) && Atomics.compareExchange(i32, wk + W_STATE, s, 0) === s) {
           Atomics.add(i32, H_STALLS, 1); // table-wide statistic
           i32[this.stats + ST_STALL_EXPELLED]!++; // single writer: this thread
+          process.emitWarning(`conntrack-sab: worker ${k} stalled inside a batch for more than ` +
+            `${Atomics.load(i32, H_STALL_MS)} ms: it no longer holds grace periods up`, { code: 'CTSAB_WORKER_STALLED' });
           continue;
         }
         min = s;

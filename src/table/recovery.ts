@@ -43,11 +43,19 @@
  *  - Lookup references ('refcount' only): W_HELD names the reference a lookup holds; recovery
  *    drops it. (One plain store per lookup; 'noref' lookups record nothing.)
  *
- * Then: every lock word the dead worker owns is released (after the repairs above, which run
+ *  - Events (ecache.ts recoverProducer): records it reserved and did not publish get tombstones;
+ *    a delete it was in whose DESTROY did not get out (KILL_STEP_EMITTING and W_EV_* say how far
+ *    it got) has its DESTROY written by recovery, with the reason from W_KILL_WHY.
+ *  - The GC: if it was the table's GC, H_GC_WID is cleared so startGc() can start another.
+ *
+ * Then: every lock word the dead worker owns (all kinds: layout.ts lockRegistry) is released (after the repairs above, which run
  * while its locks still keep everyone else out), its cached free slots and the slots freed above
  * go to the shared free list, its limbo list (and released slots) waits for a grace period on the
  * shared orphan list (H_ORPHAN_*, under H_FREE_LOCK; recovery waits up to graceWaitMs for it,
- * and reclaimOrphans() finishes later), and its record is cleared and released.
+ * and reclaimOrphans() finishes later), and its record is cleared and released. When
+ * H_FREE_LOCK is held by another worker for more than a moment (it died too, and its own recovery
+ * is queued behind this one), the slots go to lock-free hand-off stacks (H_PEND_*) instead, which
+ * the next holder of the lock splices in: no recovery waits on another dead worker.
  *
  * Recovery takes locks under the dead worker's id (its record stays claimed until the end), so it
  * needs no record of its own. Call it from a thread that is not inside a batch.

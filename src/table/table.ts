@@ -16,7 +16,7 @@ import { type NatConfig, type NatRule, getNatRules, setNatRules } from '../track
 import { API_OWNER } from './ext.js';
 import { EXT_WORDS, H_EVENTS, H_EV_DESTROY, H_EXT_BLOCKS, X_LINK, XC_EXT_FREE, XC_EXT_FREE_COUNT } from './layout.js';
 import { SYSCTLS, S_ACCT, S_MAX, S_TIMESTAMP, findSysctl } from './sysctl.js';
-import { H_STALL_MS, REC_SEQ, REC_WORDS } from './layout.js';
+import { H_STALLS, H_STALL_MS, REC_SEQ, REC_WORDS, W_BEAT, W_EV_D, W_EV_M, W_EV_PARK, W_EV_RETRY, W_KILL_WHY } from './layout.js';
 import { H_ZONE_DEFAULT_LIMIT, NS_COUNT, NS_LIMIT, NS_WORDS, ZA_COUNT, ZA_LIMIT, ZA_WORDS } from './layout.js';
 import { NamespaceView } from './zones.js';
 import { ConntrackError, argError, rangeError, stateError } from '../errors.js';
@@ -163,6 +163,9 @@ export class ConntrackTable {
     if (!Number.isInteger(namespaces) || namespaces < 1 || namespaces > 65536) {
       throw rangeError(`namespaces must be an integer in 1..65536, got ${namespaces}`);
     }
+    if (opts.buckets !== undefined && (!Number.isInteger(opts.buckets) || opts.buckets < 1 || opts.buckets > 1 << 26)) {
+      throw new Error(`buckets must be an integer in 1..${1 << 26}, got ${opts.buckets}`);
+    }
     const buckets = pow2(Math.max(16, opts.buckets ?? max));
     if (buckets > 1 << 26) throw rangeError(`too many buckets: ${buckets}`);
     const locks = Math.min(1024, buckets);
@@ -179,6 +182,11 @@ export class ConntrackTable {
       throw rangeError(`extensions must be an integer in 0..${capacity}, got ${extBlocks}`);
     }
     const ev = opts.events === false ? { ring: 0, destroyRing: 0 } : opts.events ?? {};
+    for (const [k, v] of [['ring', ev.ring], ['destroyRing', ev.destroyRing]] as const) {
+      if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 1 << 22)) {
+        throw new Error(`events.${k} must be an integer in 0..${1 << 22}, got ${v}`);
+      }
+    }
     const eventRecords = ev.ring === 0 ? 0 : pow2(Math.max(16, ev.ring ?? 4096));
     const destroyRecords = ev.destroyRing === 0 || eventRecords === 0 ? 0 : pow2(Math.max(16, ev.destroyRing ?? 1024));
     if (eventRecords > 1 << 22 || destroyRecords > 1 << 22) throw rangeError('event rings are limited to 4194304 records');
@@ -272,6 +280,11 @@ export class ConntrackTable {
     return this.i32[this.sec.sysctl + S_MAX]!;
   }
 
+  /** Stalled threads detected so far (workers expelled from a grace period, subscribers overrun for silence). */
+  get stalls(): number {
+    return Atomics.load(this.i32, H_STALLS); // Atomics.add'ed by the detecting thread
+  }
+
   /** Liveness time, wall ms (TableOptions.stallMs; 0 = never). */
   get stallMs(): number {
     return Atomics.load(this.i32, H_STALL_MS); // Atomics.store'd below
@@ -324,6 +337,9 @@ export class ConntrackTable {
       // CAS claims the record exclusively; its other words are ours after this.
       if (Atomics.compareExchange(this.i32, base + W_ALIVE, 0, 1) === 0) {
         Atomics.store(this.i32, base + W_PID, threadId);
+        // Event and liveness words of a previous owner mean nothing to recovery of this one.
+        for (const w of [W_EV_D, W_EV_M, W_EV_PARK, W_EV_RETRY, W_KILL_WHY]) Atomics.store(this.i32, base + w, 0);
+        Atomics.store(this.i32, base + W_BEAT, Date.now() & 0x7fffffff);
         return w;
       }
     }

@@ -1,0 +1,271 @@
+/**
+ * The chaos run (issue 9): packet workers, the GC, two subscribers (one slow, on its own thread),
+ * a flusher; random terminate() of any of them (the GC included) and random stalls, for a fixed
+ * time. Then: every connection that must exist exists, every removed one produced exactly one
+ * DESTROY for the subscriber that kept up, no new connection was refused below 90 % full, all
+ * invariants hold, and no thread wedged.
+ */
+import { Worker } from 'node:worker_threads';
+import { EVENT_DESTROY, EVENT_NEW, subscribeEvents } from '../../src/table/ecache.js';
+import { startGc, type GcHandle } from '../../src/table/gc.js';
+import { checkInvariants, formatInvariants } from '../../src/table/invariants.js';
+import { E_NS, E_TUPLE, E_ZONE, E_ID } from '../../src/table/layout.js';
+import { reclaimOrphans, recoverDeadWorker } from '../../src/table/recovery.js';
+import { ConntrackTable, type Discipline } from '../../src/table/table.js';
+import { Conntrack } from '../../src/track/core.js';
+import {
+  C_CREATED, C_PENDING, C_PROGRESS, C_REFUSED, C_STALL, C_STOP, C_WORDS, C_WRONGFUL, FLOWS,
+  type ChaosWorkerData,
+} from './chaos-shared.js';
+
+const WORKER = new URL('./chaos-worker.js', import.meta.url);
+
+export interface ChaosOptions {
+  seconds: number;
+  discipline: Discipline;
+  seed?: number;
+  packetWorkers?: number;
+  log?: (s: string) => void;
+}
+
+export interface ChaosResult {
+  seconds: number;
+  discipline: Discipline;
+  kills: { packet: number; gc: number; flusher: number; subscriber: number };
+  stalls: number;
+  created: number;
+  refused: number;
+  /** Refusals while the table was below 90 % full. */
+  wrongfulTableFull: number;
+  /** Threads that made no progress for WEDGE_MS while not asked to stall. */
+  wedges: number;
+  /** Must-exist connections (zone 0) missing at the end. */
+  missing: number;
+  /** DESTROYs the fast subscriber got for connections still in the table. */
+  killedLive: number;
+  /** Connections the fast subscriber saw created and gone without a DESTROY. */
+  lostDestroys: number;
+  duplicateDestroys: number;
+  destroysSeen: number;
+  subscriberLost: number;
+  slowDropped: number;
+  invariantsOk: boolean;
+  invariants: string;
+  overruns: number;
+  stallsDetected: number;
+}
+
+const WEDGE_MS = 8000;
+const STALL_MS = 400;
+
+interface Role {
+  kind: 'packet' | 'flusher' | 'subscriber';
+  index: number;
+  w: Worker | null;
+  wid: number;
+  lastProgress: number;
+  lastChange: number;
+  stalledUntil: number;
+  result: Promise<Record<string, unknown>> | null;
+}
+
+export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
+  const log = o.log ?? (() => {});
+  let seed = (o.seed ?? 0x9e3779b9) | 1;
+  const rand = (): number => {
+    seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5;
+    return (seed >>> 0) / 0x100000000;
+  };
+  const nPacket = o.packetWorkers ?? 3;
+  const table = ConntrackTable.create({
+    max: 8192, discipline: o.discipline, maxWorkers: 16, stallMs: STALL_MS,
+    events: { ring: 1 << 16, destroyRing: 4096 },
+  });
+  const now = 1000;
+  table.clock = now; // fixed: nothing expires, so zone-0 connections must stay
+  const control = new SharedArrayBuffer(4 * C_WORDS);
+  const c = new Int32Array(control);
+  const stateBuf = new SharedArrayBuffer(4 * FLOWS * nPacket);
+  const state = new Int32Array(stateBuf);
+  const res: ChaosResult = {
+    seconds: o.seconds, discipline: o.discipline, kills: { packet: 0, gc: 0, flusher: 0, subscriber: 0 }, stalls: 0,
+    created: 0, refused: 0, wrongfulTableFull: 0, wedges: 0, missing: 0, killedLive: 0, lostDestroys: 0,
+    duplicateDestroys: 0, destroysSeen: 0, subscriberLost: 0, slowDropped: 0, invariantsOk: false, invariants: '',
+    overruns: 0, stallsDetected: 0,
+  };
+  // Connections the uncertain pending operations of killed workers touched: not judged.
+  const uncertain = new Set<number>();
+
+  // The fast subscriber, on this thread: every NEW and DESTROY id.
+  const fast = subscribeEvents(table);
+  const newIds = new Set<number>();
+  const destroyCount = new Map<number, number>();
+  const pollFast = (): void => {
+    for (const ev of fast.poll()) {
+      if (ev.type === EVENT_NEW) newIds.add(ev.id);
+      else if (ev.type === EVENT_DESTROY) destroyCount.set(ev.id, (destroyCount.get(ev.id) ?? 0) + 1);
+    }
+  };
+  const pollTimer = setInterval(pollFast, 5);
+
+  const roles: Role[] = [];
+  for (let i = 0; i < nPacket; i++) roles.push({ kind: 'packet', index: i, w: null, wid: -1, lastProgress: 0, lastChange: 0, stalledUntil: 0, result: null });
+  roles.push({ kind: 'flusher', index: nPacket, w: null, wid: -1, lastProgress: 0, lastChange: 0, stalledUntil: 0, result: null });
+  roles.push({ kind: 'subscriber', index: nPacket + 1, w: null, wid: -1, lastProgress: 0, lastChange: 0, stalledUntil: 0, result: null });
+
+  const spawn = async (r: Role): Promise<void> => {
+    const data: ChaosWorkerData = {
+      buffer: table.buffer, control, state: stateBuf, role: r.kind, index: r.index, seed: (rand() * 0x7fffffff) | 1, now,
+    };
+    const w = new Worker(WORKER, { workerData: data });
+    w.on('error', () => {});
+    r.w = w;
+    r.result = new Promise((ok) => w.on('message', (m: Record<string, unknown>) => { if (m.type === 'done') ok(m); }));
+    r.wid = await new Promise<number>((ok, fail) => {
+      const timer = setTimeout(() => fail(new Error(`${r.kind} ${r.index} did not start in 20 s`)), 20000);
+      w.on('message', (m: { type: string; wid: number }) => { if (m.type === 'ready') { clearTimeout(timer); ok(m.wid); } });
+      w.once('error', (err) => { clearTimeout(timer); fail(new Error(`${r.kind} ${r.index} failed to start: ${err.stack ?? err}`)); });
+    });
+    r.lastProgress = Atomics.load(c, C_PROGRESS + r.index);
+    r.lastChange = Date.now();
+  };
+  const kill = async (r: Role): Promise<void> => {
+    const w = r.w!;
+    r.w = null;
+    await w.terminate();
+    if (r.kind === 'packet') {
+      const p = Atomics.load(c, C_PENDING + r.index) - 1; // what it was changing: not judged
+      if (p >= 0) uncertain.add(r.index * FLOWS + p);
+      Atomics.store(c, C_PENDING + r.index, 0);
+    }
+    if (r.wid >= 0) recoverDeadWorker(table, r.wid, { graceWaitMs: 50 });
+    res.kills[r.kind]++;
+  };
+
+  let gc: GcHandle = startGc(table, { wallPerClock: 0.01, minIntervalMs: 1000 });
+  await gc.ready;
+  for (const r of roles) await spawn(r);
+
+  const end = Date.now() + o.seconds * 1000;
+  let lastGcRuns = gc.counters.runs;
+  let lastGcChange = Date.now();
+  while (Date.now() < end) {
+    await new Promise((ok) => setTimeout(ok, 50 + rand() * 250));
+    const t = Date.now();
+    // Wedge watch: every thread not asked to stall makes progress.
+    for (const r of roles) {
+      const p = Atomics.load(c, C_PROGRESS + r.index);
+      if (p !== r.lastProgress) { r.lastProgress = p; r.lastChange = t; }
+      else if (t > r.stalledUntil && t - r.lastChange > WEDGE_MS) {
+        res.wedges++;
+        log(`wedge: ${r.kind} ${r.index} made no progress for ${t - r.lastChange} ms`);
+        r.lastChange = t;
+      }
+    }
+    const runs = gc.counters.runs;
+    if (runs !== lastGcRuns) { lastGcRuns = runs; lastGcChange = t; }
+    else if (t - lastGcChange > WEDGE_MS) { res.wedges++; log('wedge: the GC made no progress'); lastGcChange = t; }
+    // One random act of chaos.
+    const a = rand();
+    if (a < 0.35) {
+      await kill(roles[Math.floor(rand() * nPacket)]!).then(() => undefined);
+      const r = roles.find((x) => x.w === null)!;
+      await spawn(r);
+    } else if (a < 0.45) {
+      await gc.terminate(); // the handle recovers its record: a new GC may start
+      res.kills.gc++;
+      await gc.stop().catch(() => {}); // reports the death
+      gc = startGc(table, { wallPerClock: 0.01, minIntervalMs: 1000 });
+      await gc.ready;
+      lastGcChange = Date.now();
+    } else if (a < 0.55) {
+      const r = roles[nPacket]!;
+      await kill(r);
+      await spawn(r);
+    } else if (a < 0.62) {
+      const r = roles[nPacket + 1]!;
+      await kill(r);
+      await spawn(r);
+    } else if (a < 0.85) {
+      const r = roles[Math.floor(rand() * roles.length)]!;
+      const ms = Math.floor(STALL_MS * (0.5 + rand() * 2.5));
+      r.stalledUntil = Date.now() + ms + WEDGE_MS;
+      Atomics.store(c, C_STALL + r.index, ms);
+      res.stalls++;
+    }
+  }
+
+  // Stop everything, in order; the slow subscriber reports what it got.
+  Atomics.store(c, C_STOP, 1);
+  const slow = roles[nPacket + 1]!;
+  const slowDone = await Promise.race([slow.result!, new Promise<null>((ok) => setTimeout(() => ok(null), 20000))]);
+  for (const r of roles) {
+    const done = await Promise.race([r.result!, new Promise<null>((ok) => setTimeout(() => ok(null), 20000))]);
+    if (!done) { res.wedges++; log(`wedge: ${r.kind} ${r.index} did not finish`); await kill(r); }
+    else await r.w?.terminate();
+  }
+  await gc.stop();
+  clearInterval(pollTimer);
+  // Deliver what is parked, then read everything.
+  const me = new Conntrack(table);
+  for (let i = 0; i < 100; i++) {
+    pollFast();
+    if (me.retryParkedEvents() === 0) break;
+  }
+  pollFast();
+  me.close();
+
+  // The table at the end: ids and zone-0 flows present.
+  const finalIds = new Set<number>();
+  const present = new Set<number>();
+  const probe = new Conntrack(table);
+  probe.beginBatch();
+  probe.chains.forEach((e) => {
+    finalIds.add(table.i32[e + E_ID]! >>> 0);
+    const z = table.i32[e + E_ZONE]! & 0xffff;
+    const src = table.i32[e + E_TUPLE]! >>> 0; // IPv4 source, host order (tuple words)
+    const b1 = (src >>> 16) & 255;
+    const wz = b1 - 64;
+    if (z === 0 && table.i32[e + E_NS] === 0 && wz >= 0 && wz % 3 === 0) {
+      present.add((wz / 3) * FLOWS + ((src >>> 8) & 255) * 256 + (src & 255));
+    }
+  });
+  probe.endBatch();
+  probe.close();
+
+  for (let sw = 0; sw < state.length; sw++) {
+    if (state[sw] === 1 && !uncertain.has(sw) && !present.has(sw)) res.missing++;
+  }
+  for (const [id, n] of destroyCount) {
+    if (n > 1) res.duplicateDestroys++;
+    if (finalIds.has(id)) res.killedLive++;
+  }
+  res.destroysSeen = destroyCount.size;
+  // Every connection it saw created and that is gone produced its DESTROY (when it lost no NEW,
+  // this is every connection created while it was attached).
+  for (const id of newIds) if (!finalIds.has(id) && !destroyCount.has(id)) res.lostDestroys++;
+  res.subscriberLost = fast.lost;
+  if (fast.dropped > 0) log(`the fast subscriber was overrun (${fast.dropped} dropped): it did not keep up`);
+  if (slowDone) {
+    const sd = slowDone as { destroys: [number, number][]; dropped: number };
+    res.slowDropped = sd.dropped;
+    for (const [id, n] of sd.destroys) {
+      if (n > 1) res.duplicateDestroys++;
+      if (finalIds.has(id)) res.killedLive++;
+    }
+  }
+  fast.close();
+  res.created = Atomics.load(c, C_CREATED);
+  res.refused = Atomics.load(c, C_REFUSED);
+  res.wrongfulTableFull = Atomics.load(c, C_WRONGFUL);
+  const st = table.stats().total;
+  res.stallsDetected = st['stall_expelled']!;
+  const me2 = table.registerWorker();
+  reclaimOrphans(table, me2);
+  table.releaseWorker(me2);
+  const inv = checkInvariants(table);
+  res.invariantsOk = inv.ok && inv.slots.leaked === 0;
+  res.invariants = formatInvariants(inv);
+  res.overruns = (await import('../../src/table/ecache.js')).eventStats(table).overruns;
+  return res;
+}
