@@ -19,9 +19,9 @@ export function hashTuple(
   let v1 = k1 | 0;
   let v2 = (0x6c796765 ^ k0) | 0;
   let v3 = (0x74656462 ^ k1) | 0;
-  // 12 message words: 9 tuple words, proto, zone, namespace.
-  for (let i = 0; i < 12; i++) {
-    const m = i < 9 ? words[off + i]! : i === 9 ? proto : i === 10 ? zone : ns;
+  // 12 message words: the 9 tuple words (a loop with no branch), then proto, zone, namespace.
+  for (let i = off, end = off + 9; i < end; i++) {
+    const m = words[i]! | 0;
     v3 ^= m;
     // one SipRound (the "1" of 1-3)
     v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
@@ -30,6 +30,24 @@ export function hashTuple(
     v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
     v0 ^= m;
   }
+  v3 ^= proto;
+  v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
+  v2 = (v2 + v3) | 0; v3 = rotl(v3, 8); v3 ^= v2;
+  v0 = (v0 + v3) | 0; v3 = rotl(v3, 7); v3 ^= v0;
+  v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
+  v0 ^= proto;
+  v3 ^= zone;
+  v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
+  v2 = (v2 + v3) | 0; v3 = rotl(v3, 8); v3 ^= v2;
+  v0 = (v0 + v3) | 0; v3 = rotl(v3, 7); v3 ^= v0;
+  v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
+  v0 ^= zone;
+  v3 ^= ns;
+  v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
+  v2 = (v2 + v3) | 0; v3 = rotl(v3, 8); v3 ^= v2;
+  v0 = (v0 + v3) | 0; v3 = rotl(v3, 7); v3 ^= v0;
+  v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
+  v0 ^= ns;
   const b = 48 << 24; // message length in bytes, as the final block
   v3 ^= b;
   v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
