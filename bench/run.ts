@@ -48,7 +48,7 @@ export interface BenchOptions {
   /** Run every job on the main thread (profiling); worker counts above 1 are skipped. */
   inline: boolean;
   runs: number;
-  /** Only these sections (hot, zones, mixed, flood, lookup, exp). */
+  /** Only these sections (hot, zones, mixed, flood, lookup, replay, exp). */
   only: string[] | null;
   /** Write JSON and SVG here (default bench/results). */
   outDir: string;
