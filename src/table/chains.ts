@@ -15,7 +15,7 @@
  * protocol). Plain lookups in 'noref' mode record nothing.
  */
 import { SlotAllocator } from './alloc.js';
-import { hashTuple } from './hash.js';
+import { tupleHash } from './hash.js';
 import {
   DIR_ORIGINAL, DIR_REPLY, DISCIPLINE_NOREF, ENTRY_WORDS, E_EXT, E_GEN, E_HASH, E_ID, E_LINK,
   E_MARK, E_NEXT, E_NS, E_PRIV, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE,
@@ -104,7 +104,7 @@ export class Chains {
   }
 
   hash(t: Int32Array, off: number, proto: number, zone: number, ns: number): number {
-    return hashTuple(t, off, proto, zone, ns, this.k0, this.k1);
+    return tupleHash(t, off, proto, zone, ns, this.k0, this.k1);
   }
 
   private stat(i: number): void {
