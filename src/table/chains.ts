@@ -161,7 +161,7 @@ export class Chains {
           // re-checks under its reference below, 'noref' keeps the entry until our grace period).
           const status = i32[e + E_STATUS]!;
           if ((status & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {
-            // The deadline: one word, written with Atomics.store; a racy read sees either value.
+            // The deadline: one word (refresh stores it plainly, as WRITE_ONCE); a racy read sees either value.
             if (((i32[e + E_TIMEOUT]! - now) | 0) <= 0) {
               this.expire(ref >>> 1, gen, now);
             } else {
