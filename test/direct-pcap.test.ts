@@ -1,10 +1,10 @@
 /**
  * Pool replay of a pcap file read straight into the batches (src/pool/direct-pcap.ts) decides,
- * lists and fails exactly as the streamed path does on the same bytes: byte orders, nanosecond
+ * lists and fails exactly as the streamed path does on the same file: byte orders, nanosecond
  * timestamps, records straddling reads and batches, truncated and corrupt files.
  */
 import test from 'ava';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodePcap } from '../src/input/capture/reader.js';
@@ -15,7 +15,7 @@ import { TRAFFIC_LINKTYPE, traffic } from './helpers/traffic.js';
 
 interface Outcome { packets: string[]; counts: Record<string, number>; error: string | null; now: number; progress: number[] }
 
-async function pooled(source: string | Uint8Array, batch: number): Promise<Outcome> {
+async function pooled(source: string | Uint8Array | NodeJS.ReadableStream, batch: number): Promise<Outcome> {
   const table = ConntrackTable.create({ max: 8192, hashKey: [5, 6] });
   const pool = new ConntrackPool({ table, workers: 2, dispatch: 'flow' });
   const packets: string[] = [];
@@ -48,6 +48,22 @@ variants.push(['truncated inside a record header', le.subarray(0, 24 + 16 + fram
 const bad = le.slice();
 new DataView(bad.buffer).setUint32(24 + 16 + frames[0]!.data.length + 8, 0x7fffffff, true);
 variants.push(['corrupt captured length', bad, 64]);
+// A snaplen that allows it: over the streaming limit, and over a batch's data area.
+for (const [name, caplen] of [['over the streaming limit', (64 << 20) + 1], ['over a batch', 8 << 20]] as const) {
+  const big = le.slice();
+  const dv = new DataView(big.buffer);
+  dv.setUint32(16, 0xffffffff, true);
+  dv.setUint32(24 + 16 + frames[0]!.data.length + 8, caplen, true);
+  variants.push([`captured length ${name}`, big, 64]);
+}
+
+// A whole record larger than a batch's data area (256 KiB at batches of 64), snaplen permitting.
+const huge = encodePcap(TRAFFIC_LINKTYPE, [
+  ...frames.slice(0, 100).map((f) => ({ data: f.data, tsMs: f.tsMs })),
+  { data: new Uint8Array(300_000), tsMs: frames[100]!.tsMs },
+  ...frames.slice(101, 200).map((f) => ({ data: f.data, tsMs: f.tsMs })),
+], { snaplen: 0xffffffff });
+variants.push(['a record larger than a batch', huge, 64]);
 
 for (const [label, bytes, batch] of variants) {
   test(`file read into the batches = streamed bytes: ${label}`, async (t) => {
@@ -56,7 +72,8 @@ for (const [label, bytes, batch] of variants) {
     const f = DirectPcapFeeder.open(path);
     t.not(f, null, 'the direct path is taken for a classic pcap file');
     f?.close();
-    const streamed = await pooled(bytes, batch);
+    // The reference: the same file streamed (what a path went through before).
+    const streamed = await pooled(createReadStream(path), batch);
     const direct = await pooled(path, batch);
     t.true(streamed.packets.length > 0);
     t.deepEqual(direct.packets, streamed.packets);
@@ -64,7 +81,7 @@ for (const [label, bytes, batch] of variants) {
     t.is(direct.error, streamed.error);
     t.is(direct.now, streamed.now);
     t.is(direct.progress[0], bytes.length);
-    if (label.startsWith('truncated') || label.startsWith('corrupt')) t.truthy(direct.error);
+    if (/^(truncated|corrupt|captured|a record)/.test(label)) t.truthy(direct.error);
   });
 }
 

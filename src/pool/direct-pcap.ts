@@ -10,7 +10,7 @@
  * errors are the pcap reader's (pcap.ts), with the same messages and file offsets.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { CaptureError, MAX_CAPLEN } from '../input/capture/record.js';
+import { CaptureError, MAX_CAPLEN, MAX_STREAM_RECORD } from '../input/capture/record.js';
 import { PCAP_MAGIC_MODIFIED, PCAP_MAGIC_NS, PCAP_MAGIC_US } from '../input/capture/pcap.js';
 import { BH_DATA_BYTES, BH_DATA_USED, type PacketBatch } from './batch.js';
 
@@ -124,8 +124,16 @@ export class DirectPcapFeeder {
           error = new CaptureError(`record at offset ${base + pos}: captured length ${caplen} exceeds snaplen ${this.snaplen} and the ${MAX_CAPLEN}-byte limit`, base + pos);
           break;
         }
+        if (caplen > MAX_STREAM_RECORD) {
+          error = new CaptureError(`record at offset ${base + pos}: captured length ${caplen} exceeds the ${MAX_STREAM_RECORD}-byte streaming limit`, base + pos);
+          break;
+        }
         if (hl + caplen > size) {
-          error = new CaptureError(`record at offset ${base + pos}: captured length ${caplen} is too large for a pool batch (${size} bytes)`, base + pos);
+          const at = base + pos;
+          const left = this.totalBytes - at - hl; // the streamed path reads to the end first
+          error = caplen > left
+            ? new CaptureError(`truncated record at offset ${at}: captured length ${caplen} exceeds the ${left} bytes left in the file`, at)
+            : new CaptureError(`record at offset ${at}: captured length ${caplen} is too large for a pool batch (${size} bytes)`, at);
           break;
         }
         if (caplen > left - hl) break; // the rest is still to be read
