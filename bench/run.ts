@@ -36,6 +36,7 @@ import {
   type SharedMapHandle, type Tracker,
 } from './trackers.js';
 import { TimingWheel } from './wheel.js';
+import { formatRatios, ovsHot, ovsProblem, ovsZones, replayScaling, type ReplayScaling } from './ratios.js';
 import {
   T0, ZONE_A, hotFrames, mixedFrames, prefillFlood, prefillMixed, synFlood, tcpConnFrames, zoneFrames,
 } from './workloads.js';
@@ -48,7 +49,7 @@ export interface BenchOptions {
   /** Run every job on the main thread (profiling); worker counts above 1 are skipped. */
   inline: boolean;
   runs: number;
-  /** Only these sections (hot, zones, mixed, flood, lookup, exp, nat; live: NFQUEUE, root, only when named). */
+  /** Only these sections (hot, zones, mixed, flood, lookup, replay, exp, nat; live: NFQUEUE, root, only when named). */
   only: string[] | null;
   /** Write JSON and SVG here (default bench/results). */
   outDir: string;
@@ -56,6 +57,8 @@ export interface BenchOptions {
   log: (s: string) => void;
   /** Skip the Map and sharedmap baselines (profiling: only our packet code). */
   oursOnly: boolean;
+  /** Open vSwitch's ovstest binary (`--ovs PATH`): its conntrack benchmarks run interleaved with ours. */
+  ovs?: string | null;
 }
 
 export interface WorkloadResult {
@@ -65,7 +68,7 @@ export interface WorkloadResult {
   unit: string;
   min: number;
   max: number;
-  tracker: 'ours' | 'map' | 'sharedmap';
+  tracker: 'ours' | 'map' | 'sharedmap' | 'ovs';
   note?: string;
   [k: string]: unknown;
 }
@@ -104,6 +107,8 @@ export interface BenchReport {
   nat?: NatRow[];
   seconds: number;
   sectionSeconds: Record<string, number>;
+  /** The C peers and the replay scaling of the closing ratio table (bench/ratios.ts). */
+  peers?: { ovs: string | null; replay: ReplayScaling | null };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -251,6 +256,10 @@ async function benchBody(o: BenchOptions, pool: BenchPool): Promise<BenchReport>
   const smJob = (sm: SharedMapHandle, owner: number, fs: FrameSet, from: number, to: number, repeat: number, batch = 32, latency = false): Job =>
     ({ kind: 'track', tracker: 'sharedmap', sm, owner, frames: fs.handle(), from, to, repeat, batch, latency });
   const W = o.workers;
+  // Open vSwitch's benchmarks (--ovs): checked once; null when not given or not runnable.
+  const ovsNote = ovsProblem(o.ovs ?? null);
+  const ovsPath = ovsNote === null ? o.ovs ?? null : null;
+  log(ovsNote === null ? `OVS: ${ovsPath} test-conntrack benchmarks run interleaved with ours` : `OVS: ${ovsNote}`);
 
   // -------------------------------------------------------------------------------- scaling ceiling
   const scaling: BenchReport['scaling'] = [];
@@ -307,6 +316,8 @@ async function benchBody(o: BenchOptions, pool: BenchPool): Promise<BenchReport>
       runners.push({ key: `sharedmap@${w}`, run: async () => (await pool.run(
         Array.from({ length: w }, (_, k) => smJob(sm!, k, hf.fs, ...hf.burst(k), repeat)))).rate });
     }
+    // OVS's benchmark: one UDP flow per thread, 32 per batch, `hotPackets` in all.
+    for (const w of ovsPath === null ? [] : W) runners.push({ key: `ovs@${w}`, run: async () => ovsHot(ovsPath!, w, Math.ceil(sizes.hotPackets / w), 32) });
     const res = await interleave(runners);
     for (const c of closers) c();
     for (const [key, xs] of res) {
@@ -382,6 +393,8 @@ async function benchBody(o: BenchOptions, pool: BenchPool): Promise<BenchReport>
         return { ins: a.rate, look: b.rate, flush: fl };
       } });
     }
+    // OVS's benchmark-zones: N connections in zones 0 and 1; one iteration flushes zone 1, refills it, looks it up.
+    if (ovsPath !== null) runners.push({ key: 'ovs@1', run: async () => ovsZones(ovsPath!, N, 1) });
     const res = await interleave(runners);
     for (const c of closers) c();
     for (const [key, xs] of res) {
@@ -534,7 +547,7 @@ async function benchBody(o: BenchOptions, pool: BenchPool): Promise<BenchReport>
     for (const [key, xs] of res) {
       const [tracker, ws] = key.split('@') as [WorkloadResult['tracker'], string];
       const sum = (k: keyof F): number => xs.reduce((a, x) => a + x[k], 0);
-      const info = { tracker, workers: Number(ws), packets: sum('packets'), earlyDrops: sum('early'), drops: sum('drops'), assuredLost: lost[tracker],
+      const info = { tracker, workers: Number(ws), packets: sum('packets'), earlyDrops: sum('early'), drops: sum('drops'), assuredLost: lost[tracker as keyof typeof lost],
         note: tracker === 'ours' ? 'early drops from the table statistics' : 'baseline: every insert into the full table evicted one entry (counted as an early drop)' };
       floodInfo.push(info);
       add({ name: 'flood', workers: Number(ws), unit: 'pkt/s', tracker, ...summary(xs.map((x) => x.rate)), earlyDrops: info.earlyDrops, drops: info.drops, assuredLost: info.assuredLost });
@@ -554,6 +567,16 @@ async function benchBody(o: BenchOptions, pool: BenchPool): Promise<BenchReport>
   }
 
   endSection('lookup');
+
+  // -------------------------------------------------------------------------------- replay scaling
+  let replay: ReplayScaling | null = null;
+  if (want('replay') && !o.inline) {
+    const bytes = q ? 150 << 20 : 1 << 30;
+    log(`replay: a ${bytes >> 20} MiB synthetic capture, --workers 1 and --workers 2 alternately (child processes, wall time)`);
+    replay = await replayScaling(bytes, q ? 3 : R, log);
+    if (replay) log(`  ${replay.packets} packets: 1w ${replay.w1.toFixed(2)} s, 2w ${replay.w2.toFixed(2)} s, 2w/1w ${replay.ratio.toFixed(2)} (per round ${replay.rounds.map((x) => x.toFixed(2)).join(' ')})`);
+  }
+  endSection('replay');
 
   // -------------------------------------------------------------------------------- experiments
   if (want('exp')) {
@@ -672,6 +695,7 @@ async function benchBody(o: BenchOptions, pool: BenchPool): Promise<BenchReport>
     nat: natRows,
     seconds: Math.round((performance.now() - started) / 100) / 10,
     sectionSeconds,
+    peers: { ovs: ovsNote, replay },
   };
   return report;
 }
@@ -910,6 +934,13 @@ export function formatReport(r: BenchReport): string {
     lines.push(...table(er));
   }
   lines.push('');
+  lines.push(...formatRatios({
+    workloads: r.workloads, scaling: r.scaling, scalingEnd: r.scalingEnd, zonesPerZone: r.sizes['zonesPerZone'] ?? 0,
+    lookup: r.lookup,
+    cLoop: null, // the C lookup loop (issue 14) plugs in here
+    ovs: r.peers?.ovs ?? null, replay: r.peers?.replay ?? null,
+  }));
+  lines.push('');
   lines.push(`Memory: ${r.memory.bytesPerConnection} bytes per connection (table.bytesPerConnection()); a table for 1,000,000 connections is ${(r.memory.tableBytesAt1M / 2 ** 20).toFixed(1)} MiB` +
     (r.memory.sharedmapBytesPerConnection ? `; the sharedmap baseline uses ${r.memory.sharedmapBytesPerConnection} bytes per connection` : ''));
   return lines.join('\n');
@@ -962,6 +993,7 @@ export function parseBenchArgs(argv: string[]): BenchOptions {
     else if (a === '--out') o.outDir = val();
     else if (a === '--quiet') o.log = () => {};
     else if (a === '--ours-only') o.oursOnly = true;
+    else if (a === '--ovs') o.ovs = val();
     else throw new Error(`unknown option ${a}`);
   }
   if (o.workers.length === 0) {

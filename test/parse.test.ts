@@ -1,7 +1,7 @@
 import test from 'ava';
 import { parseFrame, nflogPrefix, nflogTimestampMs } from '../src/input/packet/parse.js';
 import * as R from '../src/input/packet/parse.js';
-import { l4ChecksumOk, ipv4HeaderChecksumOk } from '../src/input/packet/checksum.js';
+import { l4ChecksumOk, ipv4HeaderChecksumOk, sum16, fold16 } from '../src/input/packet/checksum.js';
 import {
   IPPROTO_ICMP,
   IPPROTO_ICMPV6,
@@ -710,4 +710,37 @@ test('flags helper constants line up', (t) => {
   t.is(raw(tcp4({ flags: 'SA' })).tcpFlags, TH_SYN | TH_ACK);
   t.is(raw(tcp4({ flags: 'FSRPAUEC' })).tcpFlags, 0xff);
   t.is(raw(udp4()).l4proto, IPPROTO_UDP);
+});
+
+test('sum16: the wide (32-bit load) sum equals the byte-by-byte sum at every alignment and length', (t) => {
+  const ref = (b: Uint8Array, o: number, n: number): number => {
+    let s = 0;
+    let i = o;
+    for (; i + 1 < o + n; i += 2) s += (b[i]! << 8) | b[i + 1]!;
+    if (n & 1) s += b[i]! << 8;
+    return s;
+  };
+  let seed = 12345;
+  const rnd = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8;
+  let checked = 0;
+  for (const shared of [false, true]) {
+    for (let byteOffset = 0; byteOffset < 8; byteOffset++) {
+      const len = 1600;
+      const ab = shared ? new SharedArrayBuffer(len + 8) : new ArrayBuffer(len + 8);
+      const b = new Uint8Array(ab, byteOffset, len);
+      for (const fill of ['zero', 'ones', 'random']) {
+        for (let i = 0; i < len; i++) b[i] = fill === 'zero' ? 0 : fill === 'ones' ? 0xff : rnd() & 0xff;
+        for (let k = 0; k < 60; k++) {
+          const o = rnd() % 8;
+          const n = k < 8 ? 60 + k : rnd() % (len - o + 1);
+          const a = sum16(b, o, n);
+          const r = ref(b, o, n);
+          t.is(fold16(a), fold16(r), `shared ${shared} byteOffset ${byteOffset} off ${o} len ${n}`);
+          t.is(a === 0, r === 0);
+          checked++;
+        }
+      }
+    }
+  }
+  t.is(checked, 2 * 8 * 3 * 60);
 });

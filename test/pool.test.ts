@@ -1,11 +1,11 @@
 /** ConntrackPool: dispatch, real worker threads on one shared table, worker death. */
 import test from 'ava';
-import { IX_PART, IX_WORDS, PacketBatch, BatchVerdict } from '../src/pool/batch.js';
+import { IX_FLOW, IX_PART, IX_WORDS, PacketBatch, BatchVerdict } from '../src/pool/batch.js';
 import { Conntrack } from '../src/track/core.js';
-import { Dispatcher, flowHash } from '../src/pool/dispatch.js';
+import { Dispatcher, flowHash, pairHash, peekFlow } from '../src/pool/dispatch.js';
 import { formatEntry } from '../src/ops/format.js';
 import { STAT_NAMES, W_ALIVE, WORKER_WORDS } from '../src/table/layout.js';
-import { LINKTYPE_RAW, Packet } from '../src/input/packet/packet.js';
+import { LINKTYPE_ETHERNET, LINKTYPE_RAW, Packet } from '../src/input/packet/packet.js';
 import { parseFrame } from '../src/input/packet/parse.js';
 import { ConntrackPool, WorkerDeathError, type WorkerDeath } from '../src/pool/pool.js';
 import type { TrackerContext } from '../src/track/proto/l4proto.js';
@@ -233,4 +233,77 @@ test('a worker that dies mid-batch: the batch rejects after onWorkerDeath, the p
   }
   t.true(STAT_NAMES.length > 0);
   for (let w = 0; w < table.maxWorkers; w++) t.is(table.i32[table.sec.workers + w * WORKER_WORDS + W_ALIVE], 0, `record ${w} released`);
+});
+
+test('peekFlow (the dispatcher\'s no-parse fast path) gives the parsed flow hash for every packet the parser accepts', (t) => {
+  const pkt = new Packet();
+  let seed = 7;
+  const rnd = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) >>> 8) % n;
+  const base: Uint8Array[] = [];
+  for (let k = 0; k < 40; k++) {
+    const src = `10.${rnd(4)}.${rnd(256)}.${rnd(256)}`;
+    const dst = `192.168.${rnd(4)}.${rnd(256)}`;
+    const sport = rnd(65536);
+    const dport = rnd(3) === 0 ? 53 : rnd(65536);
+    const ipOptions = rnd(4) === 0 ? [1, 1, 1, 1] : undefined;
+    base.push(tcp4({ src, dst, sport, dport, flags: 'S', ...(ipOptions ? { ipOptions } : {}) }));
+    base.push(tcp4({ src: dst, dst: src, sport: dport, dport: sport, flags: 'SA', df: true }));
+    base.push(udp4({ src, dst, sport, dport, payload: rnd(2) ? 'abc' : undefined }));
+    base.push(udp4({ src, dst, sport, dport, mf: true }));
+    base.push(udp4({ src, dst, sport, dport, fragOffset: 8 }));
+    base.push(icmp4({ src, dst, id: sport }));
+    base.push(udp6({ src: 'fd00::1', dst: 'fd00::2', sport, dport }));
+  }
+  const eth = (ip: Uint8Array): Uint8Array => {
+    const f = new Uint8Array(14 + ip.length);
+    f[12] = ip[0]! >> 4 === 6 ? 0x86 : 0x08;
+    f[13] = ip[0]! >> 4 === 6 ? 0xdd : 0x00;
+    f.set(ip, 14);
+    return f;
+  };
+  let fast = 0;
+  let agreed = 0;
+  let checked = 0;
+  for (const ip of base) {
+    // Whole, truncated captures, and a few mutated header bytes.
+    const variants: Uint8Array[] = [ip, ip.subarray(0, 22), ip.subarray(0, 24)];
+    for (let m = 0; m < 6; m++) {
+      const c = ip.slice();
+      c[rnd(Math.min(c.length, 28))] = rnd(256);
+      variants.push(c);
+    }
+    for (const v of variants) {
+      for (const [lt, f] of [[LINKTYPE_RAW, v], [LINKTYPE_ETHERNET, eth(v)]] as const) {
+        checked++;
+        const h = peekFlow(lt, f, 0, f.length);
+        parseFrame(lt, f, 0, f.length, pkt);
+        if (h < 0) continue;
+        fast++;
+        if (pkt.reason !== null) continue; // touches no connection: any partition decides it alike
+        t.is(h, flowHash(pkt, 0), `linktype ${lt}, ${f.length} bytes`);
+        agreed++;
+      }
+    }
+  }
+  t.true(checked > 1000);
+  t.true(fast > checked / 4, `fast path taken ${fast} of ${checked}`);
+  t.true(agreed > 400, `agreed ${agreed} of ${checked}`);
+
+  // In a batch: fast-path packets between two hosts that exchange fragments go with the fragments.
+  const batch = PacketBatch.create({ capacity: 64 });
+  const frames = [
+    udp4({ src: '10.9.0.1', dst: '10.9.0.2', sport: 1000, dport: 2000, mf: true }),
+    tcp4({ src: '10.9.0.2', dst: '10.9.0.1', sport: 80, dport: 3000, flags: 'S' }),
+    udp4({ src: '10.9.0.1', dst: '10.9.0.2', sport: 1001, dport: 2001 }),
+    ...Array.from({ length: 20 }, (_, k) => udp4({ src: `10.8.0.${k + 1}`, dst: '10.8.1.1', sport: 100 + k, dport: 53 })),
+  ];
+  for (const f of frames) batch.push(LINKTYPE_RAW, f, 0, f.length, 0);
+  new Dispatcher('flow').split(batch, 4);
+  const part = (i: number): number => batch.i32[batch.sec.index + i * IX_WORDS + IX_PART]!;
+  t.is(part(1), part(0));
+  t.is(part(2), part(0));
+  parseFrame(LINKTYPE_RAW, frames[0]!, 0, frames[0]!.length, pkt);
+  t.is(batch.i32[batch.sec.index + 2 * IX_WORDS + IX_FLOW]! >>> 0, pairHash(pkt));
+  const parts = new Set(Array.from({ length: frames.length }, (_, i) => part(i)));
+  t.true(parts.size > 1);
 });

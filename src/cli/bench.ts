@@ -11,6 +11,7 @@ export interface BenchCliOptions {
   runs?: string;
   only?: string;
   out?: string;
+  ovs?: string;
 }
 
 /** Returns the exit code (0 done, 2 bad options). */
@@ -32,6 +33,7 @@ export async function runBenchCli(opts: BenchCliOptions): Promise<number> {
   if (opts.runs !== undefined) argv.push('--runs', opts.runs);
   if (opts.only !== undefined) argv.push('--only', opts.only);
   if (opts.out !== undefined) argv.push('--out', opts.out);
+  if (opts.ovs !== undefined) argv.push('--ovs', opts.ovs);
   const { benchMain } = await import(new URL('../../bench/run.js', import.meta.url).href) as typeof import('../../bench/run.js');
   return benchMain(argv);
 }

@@ -74,8 +74,9 @@ program
   .option('--workers <list>', 'worker counts, comma separated (default 1 .. available cores)')
   .option('--inline', 'run the packet loops on the main thread (for profiling; 1 worker only)')
   .option('--runs <n>', 'measured runs per point (default 5, after a warm-up)')
-  .option('--only <list>', 'sections: hot,zones,mixed,flood,lookup,exp,nat')
+  .option('--only <list>', 'sections: hot,zones,mixed,flood,lookup,replay,exp,nat,live')
   .option('--out <dir>', 'where to write the JSON and SVG (default bench/results)')
+  .option('--ovs <path>', "Open vSwitch's ovstest: its test-conntrack benchmarks run interleaved with ours")
   .action(async (opts: Record<string, unknown>) => {
     process.exitCode = await runBenchCli(opts);
   });

@@ -27,7 +27,9 @@ import {
   TASK_WORDS, TK_FROM, TK_PROGRESS, TK_THREAD, TK_TO, TK_WID,
 } from './batch.js';
 import { parseFrame } from '../input/packet/parse.js';
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, Packet } from '../input/packet/packet.js';
+import {
+  IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_RAW, Packet,
+} from '../input/packet/packet.js';
 import { hasPorts } from '../track/tuple.js';
 import { rangeError } from '../errors.js';
 import type { NatDispatchKey } from '../track/nat/dispatch-key.js';
@@ -83,6 +85,53 @@ export function pairHash(pkt: Packet): number {
   const err = pkt.icmpError && (pkt.l4proto === IPPROTO_ICMP || pkt.l4proto === IPPROTO_ICMPV6) && pkt.innerReason === null;
   const h = err ? (addrHash(pkt.innerSrc) + addrHash(pkt.innerDst)) >>> 0 : (addrHash(pkt.src) + addrHash(pkt.dst)) >>> 0;
   return mix(h) || 1;
+}
+
+const ETH_HLEN = 14;
+const ETH_P_IP = 0x0800;
+const IPV4_MIN_HLEN = 20;
+/** IPv4 flags + fragment offset: MF and the offset (a fragment when any is set). */
+const IPV4_FRAG_MASK = 0x3fff;
+
+/** peekFlow's address words (IPv4: word 0, the rest stay 0 as in a parsed Packet). */
+const peekSrc = new Uint32Array(4);
+const peekDst = new Uint32Array(4);
+/** The pair hash of the last peekFlow that returned a flow hash. */
+let peekPair = 0;
+
+/**
+ * The flow hash of the commonest frames read straight from their bytes (no full parse):
+ * Ethernet (untagged) or raw IPv4, not a fragment, TCP or UDP with both ports inside the IP
+ * length and the capture. Returns -1 for anything else (the caller parses). When the full parse
+ * would accept the packet it reads the same addresses, protocol and ports, so both give the same
+ * hash; when it would reject it (bad checksum, short header), the packet touches no connection
+ * and any partition decides it alike.
+ */
+export function peekFlow(linktype: number, b: Uint8Array, off: number, len: number): number {
+  let end = off + len;
+  if (off < 0 || len < 0 || off > b.length) return -1;
+  if (end > b.length) end = b.length;
+  let p = off;
+  if (linktype === LINKTYPE_ETHERNET) {
+    if (end - p < ETH_HLEN + IPV4_MIN_HLEN || ((b[p + 12]! << 8) | b[p + 13]!) !== ETH_P_IP) return -1;
+    p += ETH_HLEN;
+  } else if (linktype !== LINKTYPE_RAW && linktype !== LINKTYPE_IPV4) {
+    return -1;
+  }
+  if (end - p < IPV4_MIN_HLEN) return -1;
+  const vihl = b[p]!;
+  const ihl = (vihl & 15) << 2;
+  if (vihl >> 4 !== 4 || ihl < IPV4_MIN_HLEN || ihl > end - p) return -1;
+  const proto = b[p + 9]!;
+  if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) return -1;
+  if ((((b[p + 6]! << 8) | b[p + 7]!) & IPV4_FRAG_MASK) !== 0) return -1;
+  const tot = (b[p + 2]! << 8) | b[p + 3]!;
+  const q = p + ihl;
+  if (tot < ihl + 4 || q + 4 > end) return -1;
+  peekSrc[0] = ((b[p + 12]! << 24) | (b[p + 13]! << 16) | (b[p + 14]! << 8) | b[p + 15]!) >>> 0;
+  peekDst[0] = ((b[p + 16]! << 24) | (b[p + 17]! << 16) | (b[p + 18]! << 8) | b[p + 19]!) >>> 0;
+  peekPair = mix((addrHash(peekSrc) + addrHash(peekDst)) >>> 0) || 1;
+  return symmetric(peekSrc, peekDst, (b[q]! << 8) | b[q + 1]!, (b[q + 2]! << 8) | b[q + 3]!, proto);
 }
 
 /** Partitions a batch's packets into task records; reuses its scratch between batches. */
@@ -143,6 +192,13 @@ export class Dispatcher {
       let frags = 0;
       for (let i = 0; i < n; i++) {
         const x = index + i * IX_WORDS;
+        const fast = peekFlow(i32[x + IX_LINKTYPE]!, bytes, batch.u32[x + IX_OFF]!, i32[x + IX_LEN]!);
+        if (fast >= 0) {
+          // The common case: a whole TCP/UDP header over IPv4, no fragment (the worker parses).
+          i32[x + IX_FLOW] = fast | 0;
+          pairs[i] = peekPair | 0;
+          continue;
+        }
         parseFrame(i32[x + IX_LINKTYPE]!, bytes, batch.u32[x + IX_OFF]!, i32[x + IX_LEN]!, pkt);
         // With NAT: by connection; packets of no connection yet all to partition 0, in order.
         let h: number;

@@ -30,6 +30,7 @@ import {
 import { CaptureError, CaptureStream, GzipError, MAX_CAPLEN, type CaptureReader, type CaptureRecord, type CaptureSource } from '../input/capture/reader.js';
 import { Dispatcher, type DispatchMode } from './dispatch.js';
 import { NatDispatchKey } from '../track/nat/dispatch-key.js';
+import { DirectPcapFeeder } from './direct-pcap.js';
 import { W_ALIVE, W_PID, WORKER_WORDS } from '../table/layout.js';
 import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
 import { nflogTimestampMs } from '../input/packet/parse.js';
@@ -379,7 +380,10 @@ export class ConntrackPool {
    * whatever the capture's size.
    */
   async replay(source: CaptureSource, opts: PoolReplayOptions = {}): Promise<PoolReplayResult> {
-    const cs = new CaptureStream(source);
+    // A classic pcap file is read straight into the batches (no copy on this thread); any other
+    // source is streamed through CaptureStream.
+    const direct = typeof source === 'string' ? DirectPcapFeeder.open(source) : null;
+    const cs = direct === null ? new CaptureStream(source) : null;
     const cap = opts.batch ?? DEFAULT_BATCH_PACKETS;
     // Room for full-size Ethernet frames; a bigger frame closes the batch early.
     const dataBytes = Math.max(cap * REPLAY_BYTES_PER_PACKET, MAX_CAPLEN);
@@ -404,11 +408,18 @@ export class ConntrackPool {
     const fill = async (k: number): Promise<number> => {
       const b = batches[k]!;
       const times = ts[k]!;
+      if (direct !== null) {
+        if (eof) { b.reset(); return 0; }
+        const r = direct.fill(b, times, recordTimeMs, clockFromEpochMs);
+        if (r.error !== null) error = r.error;
+        if (r.eof || r.error !== null) eof = true;
+        return b.count;
+      }
       b.reset();
       while (!eof) {
         if (reader === null) {
           try {
-            reader = await cs.pull();
+            reader = await cs!.pull();
           } catch (e) {
             if (!(e instanceof GzipError)) throw e; // I/O errors, not a capture: the replay rejects
             error = e;
@@ -448,6 +459,8 @@ export class ConntrackPool {
       return b.count;
     };
 
+    const totalBytes = direct !== null ? direct.totalBytes : cs!.totalBytes;
+    const bytesRead = (): number => (direct !== null ? direct.bytesRead : cs!.bytesRead);
     const v = new BatchVerdict();
     const report = (k: number): void => {
       const b = batches[k]!;
@@ -488,13 +501,14 @@ export class ConntrackPool {
         if (opts.onBatch) opts.onBatch(batches[cur]!, ts[cur]!);
         pending = batches[next]!.count > 0 ? this.process(batches[next]!) : null;
         report(cur);
-        if (opts.onProgress) opts.onProgress(cs.bytesRead, cs.totalBytes, packets);
+        if (opts.onProgress) opts.onProgress(bytesRead(), totalBytes, packets);
         cur = next;
       }
     } finally {
-      await cs.close();
+      direct?.close();
+      await cs?.close();
     }
-    if (opts.onProgress) opts.onProgress(cs.bytesRead, cs.totalBytes, packets);
+    if (opts.onProgress) opts.onProgress(bytesRead(), totalBytes, packets);
     return { packets, counts, error, now, lastTsMs, table: this.table, unregisteredReasons: [...unregistered] };
   }
 

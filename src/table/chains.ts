@@ -15,7 +15,7 @@
  * protocol). Plain lookups in 'noref' mode record nothing.
  */
 import { SlotAllocator } from './alloc.js';
-import { hashTuple } from './hash.js';
+import { tupleHash } from './hash.js';
 import {
   DIR_ORIGINAL, DIR_REPLY, DISCIPLINE_NOREF, ENTRY_WORDS, E_EXT, E_GEN, E_HASH, E_ID, E_LINK,
   E_MARK, E_NEXT, E_NS, E_PRIV, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE,
@@ -109,7 +109,7 @@ export class Chains {
   }
 
   hash(t: Int32Array, off: number, proto: number, zone: number, ns: number): number {
-    return hashTuple(t, off, proto, zone, ns, this.k0, this.k1);
+    return tupleHash(t, off, proto, zone, ns, this.k0, this.k1);
   }
 
   private stat(i: number): void {
@@ -152,15 +152,22 @@ export class Chains {
       while (ref >= 0) {
         const e = this.E + (ref >>> 1) * ENTRY_WORDS;
         const dir = ref & 1;
-        // next read before we judge this entry: it stays valid even if the entry is unlinked now
-        const next = Atomics.load(i32, e + E_NEXT + dir);
+        // next read before we judge this entry: it stays valid even if the entry is unlinked now.
+        // A plain load (an Atomics.load costs 4-5 ns more here): a stale or reordered value can
+        // only lead the walk into another chain, which ends on another bucket's nulls marker and
+        // restarts the search below, as the kernel's hlist_nulls walk does.
+        const next = i32[e + E_NEXT + dir]!;
         // The slot's generation before the key: kill() re-checks it, so a slot recycled since
         // (another thread expired it and reused it for a live connection) is left alone.
         const gen = Atomics.load(i32, e + E_GEN);
         if (this.keyEquals(e, dir, h, t, off, proto, zones, ns)) {
-          const status = Atomics.load(i32, e + E_STATUS); // DYING/CONFIRMED are set atomically
+          // DYING/CONFIRMED are set atomically; read plainly, as the kernel tests them: a kill
+          // racing with this read could as well come right after an atomic one ('refcount' mode
+          // re-checks under its reference below, 'noref' keeps the entry until our grace period).
+          const status = i32[e + E_STATUS]!;
           if ((status & (IPS_DYING | IPS_CONFIRMED)) === IPS_CONFIRMED) {
-            if (((Atomics.load(i32, e + E_TIMEOUT) - now) | 0) <= 0) {
+            // The deadline: one word (refresh stores it plainly, as WRITE_ONCE); a racy read sees either value.
+            if (((i32[e + E_TIMEOUT]! - now) | 0) <= 0) {
               this.expire(ref >>> 1, gen, now);
             } else {
               found = ref;

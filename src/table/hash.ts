@@ -46,3 +46,81 @@ export function hashTuple(
   }
   return (v1 ^ v3) >>> 0;
 }
+
+/** NFPROTO_IPV4: the family byte of the protocol word (tuple.ts protoWord). */
+const FAMILY_IPV4 = 2;
+
+/**
+ * The chain hash of a tuple (Chains.hash, and whatever re-checks it). An IPv4 tuple's address
+ * words 1-3 are always 0, so it hashes the 6 words that can differ, [src, dst, ports, proto, zone,
+ * ns] (the family in `proto` keeps the encoding injective): half the rounds of hashTuple, the same
+ * keyed PRF, so the same flooding resistance. Other families: hashTuple.
+ */
+export function tupleHash(
+  words: Int32Array, off: number, proto: number, zone: number, ns: number, k0: number, k1: number,
+): number {
+  if ((proto & 0xff) !== FAMILY_IPV4) return hashTuple(words, off, proto, zone, ns, k0, k1);
+  let v0 = k0 | 0;
+  let v1 = k1 | 0;
+  let v2 = (0x6c796765 ^ k0) | 0;
+  let v3 = (0x74656462 ^ k1) | 0;
+  // 6 message words, then the length block (24 bytes), one SipRound each (written out); 3 final rounds.
+  let m: number;
+  m = words[off]! | 0;
+  v3 ^= m;
+  v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
+  v2 = (v2 + v3) | 0; v3 = rotl(v3, 8); v3 ^= v2;
+  v0 = (v0 + v3) | 0; v3 = rotl(v3, 7); v3 ^= v0;
+  v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
+  v0 ^= m;
+  m = words[off + 4]! | 0;
+  v3 ^= m;
+  v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
+  v2 = (v2 + v3) | 0; v3 = rotl(v3, 8); v3 ^= v2;
+  v0 = (v0 + v3) | 0; v3 = rotl(v3, 7); v3 ^= v0;
+  v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
+  v0 ^= m;
+  m = words[off + 8]! | 0;
+  v3 ^= m;
+  v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
+  v2 = (v2 + v3) | 0; v3 = rotl(v3, 8); v3 ^= v2;
+  v0 = (v0 + v3) | 0; v3 = rotl(v3, 7); v3 ^= v0;
+  v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
+  v0 ^= m;
+  m = proto;
+  v3 ^= m;
+  v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
+  v2 = (v2 + v3) | 0; v3 = rotl(v3, 8); v3 ^= v2;
+  v0 = (v0 + v3) | 0; v3 = rotl(v3, 7); v3 ^= v0;
+  v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
+  v0 ^= m;
+  m = zone;
+  v3 ^= m;
+  v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
+  v2 = (v2 + v3) | 0; v3 = rotl(v3, 8); v3 ^= v2;
+  v0 = (v0 + v3) | 0; v3 = rotl(v3, 7); v3 ^= v0;
+  v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
+  v0 ^= m;
+  m = ns;
+  v3 ^= m;
+  v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
+  v2 = (v2 + v3) | 0; v3 = rotl(v3, 8); v3 ^= v2;
+  v0 = (v0 + v3) | 0; v3 = rotl(v3, 7); v3 ^= v0;
+  v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
+  v0 ^= m;
+  m = 24 << 24;
+  v3 ^= m;
+  v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
+  v2 = (v2 + v3) | 0; v3 = rotl(v3, 8); v3 ^= v2;
+  v0 = (v0 + v3) | 0; v3 = rotl(v3, 7); v3 ^= v0;
+  v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
+  v0 ^= m;
+  v2 ^= 0xff;
+  for (let r = 0; r < 3; r++) {
+    v0 = (v0 + v1) | 0; v1 = rotl(v1, 5); v1 ^= v0; v0 = rotl(v0, 16);
+    v2 = (v2 + v3) | 0; v3 = rotl(v3, 8); v3 ^= v2;
+    v0 = (v0 + v3) | 0; v3 = rotl(v3, 7); v3 ^= v0;
+    v2 = (v2 + v1) | 0; v1 = rotl(v1, 13); v1 ^= v2; v2 = rotl(v2, 16);
+  }
+  return (v1 ^ v3) >>> 0;
+}

@@ -3,7 +3,7 @@
  * batch or a write). Reads shared memory with plain loads: quiescence is the caller's promise
  * (e.g. every worker has stopped, or reported done through a message or Atomics).
  */
-import { hashTuple } from './hash.js';
+import { tupleHash } from './hash.js';
 import {
   DIR_ORIGINAL, ENTRY_WORDS, E_HASH, E_LINK, E_NEXT, E_NS, E_PROTO, E_REFCNT, E_STATUS, E_TUPLE,
   E_ZONE, H_COUNT, H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, H_KEY0, H_KEY1, H_ORPHAN_COUNT,
@@ -146,7 +146,7 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
     // The stored hashes are the tuples' hashes.
     const z = i32[e + E_ZONE]!;
     for (let d = 0; d < 2; d++) {
-      const h = hashTuple(i32, e + E_TUPLE + d * TUPLE_WORDS, i32[e + E_PROTO]!,
+      const h = tupleHash(i32, e + E_TUPLE + d * TUPLE_WORDS, i32[e + E_PROTO]!,
         d === DIR_ORIGINAL ? z & 0xffff : z >>> 16, i32[e + E_NS]!, k0, k1);
       if ((h | 0) !== i32[e + E_HASH + d]) hashes.add(`slot ${s} dir ${d}: stored hash is not the tuple's`);
     }

@@ -542,9 +542,14 @@ export class Conntrack {
 
   /** Set a confirmed entry's deadline (nf_ct_refresh), unless its timeout is fixed. */
   private refresh(e: number, now: number, seconds: number): void {
-    if (Atomics.load(this.i32, e + E_STATUS) & IPS_FIXED_TIMEOUT) return;
-    // Read by the GC worker and other packet workers: atomic store.
-    Atomics.store(this.i32, e + E_TIMEOUT, (now + seconds * 1000) | 0);
+    const i32 = this.i32;
+    // Status bits are set with Atomics.or; a plain read may miss a new one for this packet, as a
+    // read racing with that Atomics.or could.
+    if (i32[e + E_STATUS]! & IPS_FIXED_TIMEOUT) return;
+    // The deadline is a lone word that the GC worker and other packet workers read racily: an
+    // aligned plain store is tear-free and needs no ordering with other writes (the kernel's
+    // WRITE_ONCE); Atomics.store costs an xchg per packet.
+    i32[e + E_TIMEOUT] = (now + seconds * 1000) | 0;
   }
 
   /** Dispatch to the UDP, SCTP (fresh entries), UDP-Lite, GRE, ICMP or generic tracker. */
