@@ -13,7 +13,11 @@ import { R_OVERSHOT, R_SEQ_OVER, TCP_CONNTRACK_FIN_WAIT, tcpState } from '../src
 import { CT_INVALID, CT_NEW } from '../src/track/verdict.js';
 import { seg, TcpHarness } from './helpers/tcpctx.js';
 import { tcpClosing, tcpEstablished } from './helpers/conns.js';
-import { icmp4, ipv4, udp4 } from './helpers/frames.js';
+import { fixIpv4Checksum, icmp4, icmp6, ipv4, parsePacket, udp4 } from './helpers/frames.js';
+import { udpError, udpliteError } from '../src/track/proto/udp.js';
+import { ICMP_INVALID, icmpError } from '../src/track/proto/icmp.js';
+import { ProtoResult } from '../src/track/proto/l4proto.js';
+import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 
 function stat(table: ConntrackTable, name: string): number {
   return table.stats().total[name]!;
@@ -127,5 +131,142 @@ test('an empty first fragment of a protocol without ports is invalid and creates
   }
   t.is(Atomics.load(table.i32, H_COUNT), 0);
   t.is(ct.decide(ipv4(253, new Uint8Array(0), { src: '10.0.0.1', dst: '10.0.0.2' }), LINKTYPE_RAW, 1000).state, CT_NEW);
+  ct.close();
+});
+
+// ---------------------------------------------------------------------------------------------
+// Header checks and per-protocol rules the mutation run found unchecked (docs/mutation.md).
+// Reasons are written out as text here, never imported: a changed message must fail.
+
+function ctxOf(table: ConntrackTable): { i32: Int32Array; u32: Uint32Array; sys: number } {
+  return { i32: table.i32, u32: table.u32, sys: table.sec.sysctl };
+}
+
+test('udp_error: length field, short header, zero checksum, checksum only when nf_conntrack_checksum is on', (t) => {
+  // udp_error: fewer than 8 bytes is "short"; a length field above the bytes present or below 8
+  // is "truncated/malformed"; checksum 0 is "none" over IPv4; a wrong one fails only with the sysctl on.
+  const table = ConntrackTable.create({ max: 64 });
+  const ctx = ctxOf(table);
+  const frame = udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 1, dport: 2, payload: 'abcd' }); // 12 UDP bytes
+  const at = (len: number | null, check: number | null, l4len?: number): string | null => {
+    const f = Uint8Array.from(frame);
+    const p = parsePacket(f);
+    const o = p.l4off;
+    if (len !== null) { f[o + 4] = len >> 8; f[o + 5] = len & 255; }
+    if (check !== null) { f[o + 6] = check >> 8; f[o + 7] = check & 255; }
+    if (l4len !== undefined) p.l4len = l4len;
+    return udpError(ctx, p);
+  };
+  t.is(at(null, null), null);
+  t.is(at(null, null, 7), 'short UDP packet');
+  t.is(at(8, 0, 8), null, 'exactly a header');
+  t.is(at(7, null), 'truncated/malformed UDP packet');
+  t.is(at(13, null), 'truncated/malformed UDP packet');
+  t.is(at(12, 0), null, 'zero checksum: none, not wrong');
+  t.is(at(null, 0x1234), 'bad UDP checksum');
+  table.setSysctl('nf_conntrack_checksum', 0);
+  t.is(at(null, 0x1234), null);
+});
+
+test('ICMP: a bad checksum is invalid only with nf_conntrack_checksum on; short headers; ICMPv6 reasons', (t) => {
+  // icmp_error / icmpv6_error: fewer than 8 bytes is short; the checksum is verified when the
+  // sysctl is on; ICMPv6 types that cannot open a connection (an echo reply first) are invalid.
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const bad4 = icmp4({ src: '10.0.0.1', dst: '10.0.0.2', type: 8 });
+  bad4[bad4.length - 7]! ^= 0xff; // inside the ICMP header (the checksum), after the IP header
+  const bad6 = icmp6({ src: 'fd00::1', dst: 'fd00::2', type: 128 });
+  bad6[bad6.length - 7]! ^= 0xff;
+  let v = ct.decide(bad4, LINKTYPE_RAW, 1000);
+  t.deepEqual([v.state, v.reason], [CT_INVALID, 'bad ICMP checksum']);
+  v = ct.decide(bad6, LINKTYPE_RAW, 1000);
+  t.deepEqual([v.state, v.reason], [CT_INVALID, 'ICMPv6 checksum failed']);
+  v = ct.decide(icmp6({ src: 'fd00::1', dst: 'fd00::2', type: 129 }), LINKTYPE_RAW, 1000);
+  t.deepEqual([v.state, v.reason], [CT_INVALID, 'ICMPv6 type cannot create a connection']);
+  table.setSysctl('nf_conntrack_checksum', 0);
+  t.is(ct.decide(bad4, LINKTYPE_RAW, 1000).state, CT_NEW);
+  t.is(ct.decide(bad6, LINKTYPE_RAW, 1000).state, CT_NEW);
+  ct.close();
+  const ctx = ctxOf(table);
+  const res = new ProtoResult();
+  const p4 = parsePacket(icmp4({ src: '10.0.0.1', dst: '10.0.0.2' }));
+  p4.l4len = 7;
+  t.is(icmpError(ctx, p4, res), ICMP_INVALID);
+  t.is(res.reason, 'short ICMP packet');
+  const p6 = parsePacket(icmp6({ src: 'fd00::1', dst: 'fd00::2' }));
+  p6.l4len = 7;
+  t.is(icmpError(ctx, p6, res), ICMP_INVALID);
+  t.is(res.reason, 'short ICMPv6 packet');
+});
+
+test('UDP-Lite: header checks name their reason; ASSURED reported once, on the first packet after a reply', (t) => {
+  // udplite_error: under 8 bytes short; coverage 1..7 or above the datagram invalid, equal to it
+  // fine; a zero checksum is "missing". udplite_packet: ASSURED (one event) once a reply was seen.
+  const table = ConntrackTable.create({ max: 64 });
+  const ctx = ctxOf(table);
+  const base = udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 1, dport: 2, payload: 'abcd' });
+  base[9] = 136; // the same bytes as UDP-Lite (the checksum is not verified with the sysctl off)
+  fixIpv4Checksum(base);
+  table.setSysctl('nf_conntrack_checksum', 0);
+  const at = (cscov: number | null, check: number | null, l4len?: number): string | null => {
+    const f = Uint8Array.from(base);
+    const p = parsePacket(f);
+    const o = p.l4off;
+    if (cscov !== null) { f[o + 4] = cscov >> 8; f[o + 5] = cscov & 255; }
+    if (check !== null) { f[o + 6] = check >> 8; f[o + 7] = check & 255; }
+    if (l4len !== undefined) p.l4len = l4len;
+    return udpliteError(ctx, p);
+  };
+  t.is(at(0, 0x0001), null);
+  t.is(at(0, 0x0001, 8), null, 'exactly a header');
+  t.is(at(0, 0x0001, 7), 'short UDP-Lite packet');
+  t.is(at(12, 0x0100), null, 'coverage = the datagram');
+  t.is(at(13, 0x0001), 'invalid UDP-Lite checksum coverage');
+  t.is(at(7, 0x0001), 'invalid UDP-Lite checksum coverage');
+  t.is(at(0, 0), 'UDP-Lite checksum missing');
+  table.setSysctl('nf_conntrack_checksum', 1);
+  t.is(at(0, 0x0001), 'bad UDP-Lite checksum');
+  table.setSysctl('nf_conntrack_checksum', 0);
+
+  const events: string[] = [];
+  const ct = new Conntrack(table, { events: { event: (type, e) => events.push(`${type}:${Atomics.load(table.i32, e + E_STATUS) & IPS_ASSURED ? 'A' : '-'}`) } });
+  const rev = Uint8Array.from(base);
+  rev.set(base.subarray(16, 20), 12); rev.set(base.subarray(12, 16), 16);
+  rev.set([0, 2, 0, 1], 20);
+  ct.decide(base, LINKTYPE_RAW, 1000);
+  ct.decide(rev, LINKTYPE_RAW, 1001);
+  ct.decide(base, LINKTYPE_RAW, 1002);
+  ct.decide(base, LINKTYPE_RAW, 1003);
+  // NEW, then the reply (UPDATE: seen reply), then one UPDATE for ASSURED, then nothing more.
+  t.deepEqual(events, ['1:-', '2:-', '2:A']);
+  ct.close();
+});
+
+test('GRE: timeouts fixed at creation (a later sysctl change does not apply); side-by-side entries stay intact', (t) => {
+  // gre_packet: an unconfirmed entry copies the unreplied / stream timeouts from the sysctls.
+  const table = ConntrackTable.create({ max: 256 });
+  const ct = new Conntrack(table);
+  const gre = (src: string, dst: string, key: number): Uint8Array => {
+    const b = new Uint8Array(8);
+    b.set([0x20, 0, 0x88, 0x0b, 0, 0, key >> 8, key & 255]); // version 0, key present, PPP... key field
+    return ipv4(47, b, { src, dst });
+  };
+  const slots: number[] = [];
+  for (let i = 0; i < 20; i++) slots.push(ct.decide(gre(`10.7.0.${i + 1}`, '10.7.1.1', i), LINKTYPE_RAW, 1000).slot);
+  table.setSysctl('nf_conntrack_gre_timeout', 5);
+  table.setSysctl('nf_conntrack_gre_timeout_stream', 50);
+  const left = (s: number, now: number): number => ((table.i32[ct.chains.entry(s) + E_TIMEOUT]! - now) | 0) / 1000;
+  for (let i = 0; i < 20; i++) {
+    const v = ct.decide(gre(`10.7.0.${i + 1}`, '10.7.1.1', i), LINKTYPE_RAW, 2000);
+    t.is(v.slot, slots[i]);
+    t.is(left(v.slot, 2000), 30, 'the unreplied timeout of its creation');
+    const w = ct.decide(gre('10.7.1.1', `10.7.0.${i + 1}`, i), LINKTYPE_RAW, 3000);
+    t.is(`${w.ctstate}/${w.direction}`, 'established/reply');
+    t.is(left(w.slot, 3000), 30, 'the reply itself: SEEN_REPLY is set after the tracker ran');
+    ct.decide(gre(`10.7.0.${i + 1}`, '10.7.1.1', i), LINKTYPE_RAW, 4000);
+    t.is(left(w.slot, 4000), 180, 'the stream timeout of its creation');
+  }
+  const inv = checkInvariants(table);
+  t.true(inv.ok, formatInvariants(inv));
   ct.close();
 });
