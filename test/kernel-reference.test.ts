@@ -270,3 +270,21 @@ test('GRE: timeouts fixed at creation (a later sysctl change does not apply); si
   t.true(inv.ok, formatInvariants(inv));
   ct.close();
 });
+
+test('ICMP types that cannot open a connection never do, whatever entries sit next to theirs', (t) => {
+  // icmp_new: only echo, timestamp, info and address-mask requests open a connection; an echo
+  // reply (type 0) seen first is invalid. Interleaved with new UDP entries so that each refused
+  // entry lands on a different slot with different neighbours.
+  const table = ConntrackTable.create({ max: 1024 });
+  const ct = new Conntrack(table);
+  for (let i = 0; i < 100; i++) {
+    t.is(ct.decide(udp4({ src: '10.8.0.1', dst: '10.8.0.2', sport: 1000 + i, dport: 53 }), LINKTYPE_RAW, 1000).state, CT_NEW);
+    const v = ct.decide(icmp4({ src: '10.8.0.1', dst: '10.8.0.2', type: 0, id: i }), LINKTYPE_RAW, 1000);
+    if (v.state !== CT_INVALID || v.reason !== 'ICMP type cannot create a connection') {
+      t.fail(`echo reply ${i}: ${v.ctstate} ${v.reason}`);
+      break;
+    }
+  }
+  t.is(Atomics.load(table.i32, H_COUNT), 100);
+  ct.close();
+});
