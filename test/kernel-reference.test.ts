@@ -164,6 +164,10 @@ test('udp_error: length field, short header, zero checksum, checksum only when n
   t.is(at(13, null), 'truncated/malformed UDP packet');
   t.is(at(12, 0), null, 'zero checksum: none, not wrong');
   t.is(at(null, 0x1234), 'bad UDP checksum');
+  // Wrong checksums with one zero byte (the source address 10.0.0.1 has zero bytes beside the
+  // header): still wrong, not "none".
+  t.is(at(null, 0x1200), 'bad UDP checksum');
+  t.is(at(null, 0x0012), 'bad UDP checksum');
   table.setSysctl('nf_conntrack_checksum', 0);
   t.is(at(null, 0x1234), null);
 });
@@ -229,7 +233,7 @@ test('UDP-Lite: header checks name their reason; ASSURED reported once, on the f
   table.setSysctl('nf_conntrack_checksum', 0);
 
   const events: string[] = [];
-  const ct = new Conntrack(table, { events: { event: (type, e) => events.push(`${type}:${Atomics.load(table.i32, e + E_STATUS) & IPS_ASSURED ? 'A' : '-'}`) } });
+  const ct = new Conntrack(table, { events: { event: (type, e, now) => events.push(`${type}@${now}:${Atomics.load(table.i32, e + E_STATUS) & IPS_ASSURED ? 'A' : '-'}`) } });
   const rev = Uint8Array.from(base);
   rev.set(base.subarray(16, 20), 12); rev.set(base.subarray(12, 16), 16);
   rev.set([0, 2, 0, 1], 20);
@@ -237,8 +241,10 @@ test('UDP-Lite: header checks name their reason; ASSURED reported once, on the f
   ct.decide(rev, LINKTYPE_RAW, 1001);
   ct.decide(base, LINKTYPE_RAW, 1002);
   ct.decide(base, LINKTYPE_RAW, 1003);
-  // NEW, then the reply (UPDATE: seen reply), then one UPDATE for ASSURED, then nothing more.
-  t.deepEqual(events, ['1:-', '2:-', '2:A']);
+  ct.decide(rev, LINKTYPE_RAW, 1004);
+  // NEW, then the reply (UPDATE: seen reply), then one UPDATE for ASSURED on the first packet
+  // after the reply, then nothing more.
+  t.deepEqual(events, ['1@1000:-', '2@1001:-', '2@1002:A']);
   ct.close();
 });
 
