@@ -6,14 +6,14 @@
 import test from 'ava';
 import { Conntrack } from '../src/track/core.js';
 import { startGc, type GcOptions } from '../src/table/gc.js';
-import { E_STATUS, E_TIMEOUT, H_COUNT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, TD_MAXEND, TD_MAXWIN } from '../src/table/layout.js';
+import { STAT_WORDS, ST_PACKETS, E_STATUS, E_TIMEOUT, H_COUNT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, TD_MAXEND, TD_MAXWIN } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
-import { LINKTYPE_RAW, TH_ACK, TH_SYN } from '../src/input/packet/packet.js';
+import { LINKTYPE_ETHERNET, LINKTYPE_RAW, TH_ACK, TH_SYN } from '../src/input/packet/packet.js';
 import { R_OVERSHOT, R_SEQ_OVER, TCP_CONNTRACK_FIN_WAIT, tcpState } from '../src/track/proto/tcp.js';
 import { CT_INVALID, CT_NEW } from '../src/track/verdict.js';
 import { seg, TcpHarness } from './helpers/tcpctx.js';
 import { tcpClosing, tcpEstablished } from './helpers/conns.js';
-import { fixIpv4Checksum, icmp4, icmp6, ipv4, parsePacket, udp4 } from './helpers/frames.js';
+import { fixIpv4Checksum, icmp4, icmp6, icmpError4, ipv4, parsePacket, udp4 } from './helpers/frames.js';
 import { udpError, udpliteError } from '../src/track/proto/udp.js';
 import { ICMP_INVALID, icmpError } from '../src/track/proto/icmp.js';
 import { ProtoResult } from '../src/track/proto/l4proto.js';
@@ -292,5 +292,74 @@ test('ICMP types that cannot open a connection never do, whatever entries sit ne
     }
   }
   t.is(Atomics.load(table.i32, H_COUNT), 100);
+  ct.close();
+});
+
+// ---------------------------------------------------------------------------------------------
+// nf_conntrack_in's own paths (core.ts): verdict fields, reasons and counters, written out.
+
+test('core: invalid verdicts carry no slot; not-IP is untracked and counted as ignore, a bad IP header as invalid and error', (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const before = table.stats().total;
+  const arp = new Uint8Array(42);
+  arp.set([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+  let v = ct.decide(arp, LINKTYPE_ETHERNET, 1000);
+  t.deepEqual([v.ctstate, v.reason, v.slot], ['untracked', 'not an IP packet', -1]);
+  const bad = udp4({ src: '10.0.0.1', dst: '10.0.0.2', badIpChecksum: true });
+  v = ct.decide(bad, LINKTYPE_RAW, 1000);
+  t.deepEqual([v.ctstate, v.direction, v.slot], ['invalid', null, -1]);
+  const after = table.stats().total;
+  t.deepEqual(
+    ['ignore', 'invalid', 'error', 'packets', 'insert'].map((n) => after[n]! - before[n]!),
+    [1, 1, 1, 2, 0],
+  );
+  ct.close();
+});
+
+test('core: counters land in each tracker\'s own row', (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  const a = new Conntrack(table);
+  const b = new Conntrack(table);
+  a.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 1 }), LINKTYPE_RAW, 1000);
+  b.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 2 }), LINKTYPE_RAW, 1000);
+  b.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 3 }), LINKTYPE_RAW, 1000);
+  const row = (w: number): number => Atomics.load(table.i32, table.sec.stats + w * STAT_WORDS + ST_PACKETS);
+  t.deepEqual([row(a.wid), row(b.wid)], [1, 2]);
+  t.is(table.stats().total['packets'], 3);
+  a.close();
+  b.close();
+});
+
+test('core: ICMP errors are RELATED only to a known connection, from its peer\'s side, quoting a whole tuple', (t) => {
+  // nf_conntrack_inet_error: the quoted packet's inverse tuple must find a connection, and the
+  // error's destination must be that connection's (its source, as the quoted packet travelled).
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const out = udp4({ src: '10.0.0.1', dst: '10.9.0.1', sport: 5000, dport: 53, payload: 'q' });
+  const other = udp4({ src: '10.0.0.1', dst: '10.9.0.1', sport: 5001, dport: 53, payload: 'q' });
+  t.is(ct.decide(out, LINKTYPE_RAW, 1000).state, CT_NEW);
+  const ok = ct.decide(icmpError4(3, 3, out, { src: '10.9.0.1', dst: '10.0.0.1' }), LINKTYPE_RAW, 1001);
+  t.deepEqual([ok.ctstate, ok.direction], ['related', 'reply']);
+  const v1 = ct.decide(icmpError4(3, 3, other, { src: '10.9.0.1', dst: '10.0.0.1' }), LINKTYPE_RAW, 1001);
+  t.deepEqual([v1.ctstate, v1.reason, v1.slot], ['invalid', 'ICMP error for no known connection', -1]);
+  const v2 = ct.decide(icmpError4(3, 3, out, { src: '10.9.0.1', dst: '10.0.0.77' }), LINKTYPE_RAW, 1001);
+  t.deepEqual([v2.ctstate, v2.reason], ['invalid', 'ICMP error: outer destination is not the connection\'s']);
+  const v3 = ct.decide(icmpError4(3, 3, out, { src: '10.9.0.1', dst: '10.0.0.1', quote: 12 }), LINKTYPE_RAW, 1001);
+  t.deepEqual([v3.ctstate, v3.reason], ['invalid', 'truncated inner IP header']);
+  // A protocol without ports (253): the quoted bytes after its header are not part of the tuple.
+  const gen = ipv4(253, Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8]), { src: '10.0.0.1', dst: '10.9.0.1' });
+  t.is(ct.decide(gen, LINKTYPE_RAW, 1000).state, CT_NEW);
+  const g = ct.decide(icmpError4(3, 2, gen, { src: '10.9.0.1', dst: '10.0.0.1' }), LINKTYPE_RAW, 1001);
+  t.deepEqual([g.ctstate, g.direction], ['related', 'reply']);
+  ct.close();
+});
+
+test('core: a first fragment carrying its UDP header is tracked (its ports are there)', (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const first = udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 7, dport: 9, payload: 'x'.repeat(16), mf: true });
+  const v = ct.decide(first, LINKTYPE_RAW, 1000);
+  t.deepEqual([v.ctstate, v.direction], ['new', 'original']);
   ct.close();
 });
