@@ -363,3 +363,25 @@ test('core: a first fragment carrying its UDP header is tracked (its ports are t
   t.deepEqual([v.ctstate, v.direction], ['new', 'original']);
   ct.close();
 });
+
+test('core: a chain longer than the limit refuses the insert, dropped and counted (chaintoolong)', (t) => {
+  // __nf_conntrack_confirm: a chain already longer than nf_conntrack_max_chain refuses the new
+  // entry (NF_DROP, chaintoolong). 16 buckets, limit 1, 40 connections (80 links): by pigeonhole
+  // some are refused, and every refusal is a drop counted once.
+  const table = ConntrackTable.create({ max: 64, buckets: 16, maxChain: 1 });
+  const ct = new Conntrack(table);
+  let refused = 0;
+  for (let i = 0; i < 40; i++) {
+    const v = ct.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 100 + i }), LINKTYPE_RAW, 1000);
+    if (v.state === CT_NEW) continue;
+    refused++;
+    t.deepEqual([v.ctstate, v.reason, v.drop, v.slot], ['invalid', 'hash chain too long', true, -1]);
+  }
+  t.true(refused > 0);
+  const s = table.stats().total;
+  t.deepEqual([s['chaintoolong'], s['drop'], s['insert']], [refused, refused, 40 - refused]);
+  t.is(Atomics.load(table.i32, H_COUNT), 40 - refused);
+  const inv = checkInvariants(table);
+  t.true(inv.ok, formatInvariants(inv));
+  ct.close();
+});

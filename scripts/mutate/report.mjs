@@ -3,7 +3,7 @@
 // or reports/mutation/mutation.json): score per file and every surviving or uncovered mutant
 // with its line and replacement, for docs/mutation.md.
 //   node scripts/mutate/report.mjs [--merge OUT.json] FILE.json ...
-// --merge writes the union of the inputs' files (later inputs win) as one incremental file.
+// --merge writes the union of the inputs' mutants as one incremental file (reports/stryker-incremental.json).
 import { readFileSync, writeFileSync } from 'node:fs';
 
 const args = process.argv.slice(2);
@@ -22,7 +22,11 @@ const files = {};
 for (const f of inputs) {
   const r = JSON.parse(readFileSync(f, 'utf8'));
   base ??= r;
-  Object.assign(files, r.files);
+  // Runs over line ranges of one file each hold part of its mutants: keep them all.
+  for (const [path, f] of Object.entries(r.files)) {
+    if (files[path]) files[path] = { ...f, mutants: [...files[path].mutants, ...f.mutants] };
+    else files[path] = f;
+  }
 }
 if (merge) writeFileSync(merge, JSON.stringify({ ...base, files }));
 const killedLike = new Set(['Killed', 'Timeout']);
