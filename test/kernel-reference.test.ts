@@ -13,7 +13,7 @@ import { R_OVERSHOT, R_SEQ_OVER, TCP_CONNTRACK_FIN_WAIT, tcpState } from '../src
 import { CT_INVALID, CT_NEW } from '../src/track/verdict.js';
 import { seg, TcpHarness } from './helpers/tcpctx.js';
 import { tcpClosing, tcpEstablished } from './helpers/conns.js';
-import { fixIpv4Checksum, icmp4, icmp6, icmpError4, ipv4, parsePacket, udp4 } from './helpers/frames.js';
+import { fixIpv4Checksum, icmp4, icmp6, icmpError4, ipv4, parsePacket, tcp4, udp4 } from './helpers/frames.js';
 import { udpError, udpliteError } from '../src/track/proto/udp.js';
 import { ICMP_INVALID, icmpError } from '../src/track/proto/icmp.js';
 import { ProtoResult } from '../src/track/proto/l4proto.js';
@@ -383,5 +383,20 @@ test('core: a chain longer than the limit refuses the insert, dropped and counte
   t.is(Atomics.load(table.i32, H_COUNT), 40 - refused);
   const inv = checkInvariants(table);
   t.true(inv.ok, formatInvariants(inv));
+  ct.close();
+});
+
+test('core: the verdict reports the TCP state after an accepted segment, none after a refused one', (t) => {
+  // The kernel's numbering (enum tcp_conntrack): SYN_SENT 1, SYN_RECV 2, ESTABLISHED 3.
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const c = { src: '10.0.0.1', dst: '10.0.0.2', sport: 4000, dport: 80 };
+  const s = { src: '10.0.0.2', dst: '10.0.0.1', sport: 80, dport: 4000 };
+  t.is(ct.decide(tcp4({ ...c, flags: 'S', seq: 100, win: 1000 }), LINKTYPE_RAW, 1000).protoState, 1);
+  t.is(ct.decide(tcp4({ ...s, flags: 'SA', seq: 500, ack: 101, win: 1000 }), LINKTYPE_RAW, 1000).protoState, 2);
+  t.is(ct.decide(tcp4({ ...c, flags: 'A', seq: 101, ack: 501, win: 1000 }), LINKTYPE_RAW, 1000).protoState, 3);
+  const bad = ct.decide(tcp4({ ...c, flags: 'A', seq: 900000, ack: 501, win: 1000, payload: 'x' }), LINKTYPE_RAW, 1000);
+  t.deepEqual([bad.ctstate, bad.protoState], ['invalid', -1]);
+  t.is(ct.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2' }), LINKTYPE_RAW, 1000).protoState, -1);
   ct.close();
 });

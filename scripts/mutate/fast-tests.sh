@@ -5,7 +5,7 @@
 # selects the mutant through __STRYKER_ACTIVE_MUTANT__, so each run costs only the tests.
 # MUTATE_TESTS="tcp parse ..." narrows the files (a run over part of the scope).
 cd "$(dirname "$0")/../.." || exit 2
-files="${MUTATE_TESTS:-kernel-reference tcp parse proto-other kernel-fixtures malformed gc invariants zones events reclaim ext}"
+files="${MUTATE_TESTS:-kernel-reference ext zones events reclaim kernel-fixtures tcp parse proto-other malformed gc invariants}"
 set --
 for f in $files; do [ -f "dist/test/$f.test.js" ] && set -- "$@" "dist/test/$f.test.js"; done
 exec npx ava --config ava.mutate.config.js --fail-fast \
