@@ -5,6 +5,7 @@
  */
 import test from 'ava';
 import { Conntrack } from '../src/track/core.js';
+import { subscribeEvents } from '../src/table/ecache.js';
 import { startGc, type GcOptions } from '../src/table/gc.js';
 import { STAT_WORDS, ST_PACKETS, E_STATUS, E_TIMEOUT, H_COUNT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, TD_MAXEND, TD_MAXWIN } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
@@ -398,5 +399,40 @@ test('core: the verdict reports the TCP state after an accepted segment, none af
   const bad = ct.decide(tcp4({ ...c, flags: 'A', seq: 900000, ack: 501, win: 1000, payload: 'x' }), LINKTYPE_RAW, 1000);
   t.deepEqual([bad.ctstate, bad.protoState], ['invalid', -1]);
   t.is(ct.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2' }), LINKTYPE_RAW, 1000).protoState, -1);
+  ct.close();
+});
+
+test('core: an ICMP type without a reply opens nothing; an error quoting one names it', (t) => {
+  // The kernel's ICMP inverse map pairs only echo, timestamp, info and address-mask request and
+  // reply: a router advertisement (9) has no inverse tuple.
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const adv = icmp4({ src: '10.0.0.1', dst: '10.9.0.1', type: 9 });
+  const v = ct.decide(adv, LINKTYPE_RAW, 1000);
+  t.deepEqual([v.ctstate, v.reason], ['invalid', 'tuple has no inverse (ICMP type without a reply)']);
+  const e = ct.decide(icmpError4(3, 3, adv, { src: '10.9.0.1', dst: '10.0.0.1' }), LINKTYPE_RAW, 1000);
+  t.deepEqual([e.ctstate, e.reason], ['invalid', 'ICMP error quotes a packet without a tuple']);
+  ct.close();
+});
+
+test('core: events of a tracker outside the pool carry tag -1; DESTROYs parked on a full ring all arrive', (t) => {
+  const table = ConntrackTable.create({ max: 256, events: { ring: 64, destroyRing: 4 } });
+  const sub = subscribeEvents(table);
+  const ct = new Conntrack(table);
+  ct.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 1 }), LINKTYPE_RAW, 1000);
+  const first = sub.poll();
+  t.deepEqual(first.map((ev) => [ev.typeName, ev.tag]), [['NEW', -1]]);
+  for (let i = 0; i < 10; i++) ct.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 100 + i }), LINKTYPE_RAW, 1000);
+  sub.poll();
+  // 11 entries flushed: 11 DESTROYs, the ring holds 4, the rest park on their entries.
+  t.is(ct.flush(), 11);
+  let destroys = 0;
+  for (let round = 0; round < 10 && destroys < 11; round++) {
+    destroys += sub.poll().filter((ev) => ev.typeName === 'DESTROY').length;
+    ct.beginBatch();
+    ct.endBatch();
+  }
+  t.is(destroys, 11);
+  sub.close();
   ct.close();
 });
