@@ -436,3 +436,17 @@ test('core: events of a tracker outside the pool carry tag -1; DESTROYs parked o
   sub.close();
   ct.close();
 });
+
+test('core: an ICMP error about a reply packet is RELATED in the original direction', (t) => {
+  // The server's answer bounces: the error goes back to the server and quotes the answer, whose
+  // inverse is the original tuple.
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const q = udp4({ src: '10.0.0.1', dst: '10.9.0.1', sport: 5000, dport: 53, payload: 'q' });
+  const a = udp4({ src: '10.9.0.1', dst: '10.0.0.1', sport: 53, dport: 5000, payload: 'a' });
+  const v = ct.decide(q, LINKTYPE_RAW, 1000);
+  ct.decide(a, LINKTYPE_RAW, 1001);
+  const e = ct.decide(icmpError4(3, 3, a, { src: '10.0.0.1', dst: '10.9.0.1' }), LINKTYPE_RAW, 1002);
+  t.deepEqual([e.ctstate, e.direction, e.slot], ['related', 'original', v.slot]);
+  ct.close();
+});
