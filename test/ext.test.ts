@@ -10,7 +10,7 @@ import {
   extStats, setConnLabel, setConnTimeoutPolicy,
 } from '../src/table/ext.js';
 import { formatEntry } from '../src/ops/format.js';
-import { E_TIMEOUT } from '../src/table/layout.js';
+import { E_TIMEOUT, STAT_WORDS, ST_PACKETS } from '../src/table/layout.js';
 import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
 import { ConntrackPool } from '../src/pool/pool.js';
 import { ConntrackTable } from '../src/table/table.js';
@@ -43,12 +43,18 @@ test('accounting counts packets and bytes per direction; -L prints them', (t) =>
   ct.close();
 });
 
-test('accounting from several workers adds up exactly', async (t) => {
+test('accounting from several workers adds up exactly, with the workers counting at the same time', async (t) => {
+  // The counters are lock-free (Atomics.add): only workers counting at the same moment can
+  // lose an update if that ever stops being atomic. So the batch is repeated until the samples
+  // taken while it runs show two workers mid-share at once, and that overlap is asserted.
   const table = ConntrackTable.create({ max: 1024, sysctls: { nf_conntrack_acct: 1 } });
   const ct = new Conntrack(table);
   const slot = ct.decide(q(7), LINKTYPE_RAW, T0).slot;
   const pool = new ConntrackPool({ table, workers: 3, dispatch: 'free' });
-  const R = 3000;
+  const R = 20_000;
+  const packets = (w: number): number => Atomics.load(table.i32, table.sec.stats + w * STAT_WORDS + ST_PACKETS);
+  let rounds = 0;
+  let overlapped = false;
   try {
     const b = pool.createBatch({ capacity: 2 * R });
     for (let i = 0; i < R; i++) {
@@ -57,14 +63,33 @@ test('accounting from several workers adds up exactly', async (t) => {
       const g = a(7, 1 + (i % 20));
       b.push(LINKTYPE_RAW, g, 0, g.length, T0 + 1);
     }
-    await pool.process(b);
+    while (!overlapped && rounds < 8) {
+      rounds++;
+      const base = Array.from({ length: table.maxWorkers }, (_x, w) => packets(w));
+      const samples: number[][] = [];
+      let running = true;
+      const sample = (): void => {
+        samples.push(base.map((_x, w) => packets(w)));
+        if (running) setImmediate(sample);
+      };
+      setImmediate(sample);
+      const deadline = new Promise<never>((_r, rej) => setTimeout(() => rej(new Error('accounting batch not done within 30 s')), 30_000).unref());
+      await Promise.race([pool.process(b), deadline]);
+      running = false;
+      const fin = base.map((_x, w) => packets(w));
+      overlapped = samples.some((s) => s.filter((c, w) => c > base[w]! && c < fin[w]!).length >= 2);
+    }
   } finally {
     await pool.close();
   }
+  t.true(overlapped, `no two workers were seen counting at the same time in ${rounds} rounds`);
   let ob = q(7).length;
   let rb = 0;
   for (let i = 0; i < R; i++) { ob += q(7, 1 + (i % 50)).length; rb += a(7, 1 + (i % 20)).length; }
-  t.deepEqual(connAcct(table, slot), { origPackets: R + 1, origBytes: ob, replyPackets: R, replyBytes: rb });
+  t.deepEqual(connAcct(table, slot), {
+    origPackets: rounds * R + 1, origBytes: rounds * (ob - q(7).length) + q(7).length,
+    replyPackets: rounds * R, replyBytes: rounds * rb,
+  });
   ct.close();
 });
 

@@ -188,7 +188,6 @@ for (const c of cases) {
       if (pkt.reason === null) parsed++;
       else invalid++;
     }
-    t.is(parsed + invalid, PER_LINKTYPE);
     // The mutations must leave a fair share of frames parseable, or the fuzz only tests the front door.
     t.true(parsed > PER_LINKTYPE / 20, `parsed ${parsed}`);
     t.true(invalid > PER_LINKTYPE / 20, `invalid ${invalid}`);
@@ -271,9 +270,6 @@ function readAll(bytes: Uint8Array): { error: string | null; records: number; ca
       if (!(rec.off >= 0 && rec.len >= 0 && rec.off + rec.len <= bytes.length)) {
         return { error: `record outside the file: ${rec.off}+${rec.len}`, records, captureError: null };
       }
-      if (!Number.isFinite(rec.tsMs) && !Number.isNaN(rec.tsMs)) {
-        // Infinite timestamps would be odd but harmless; keep going.
-      }
       parseFrame(rec.linktype, rec.buf, rec.off, rec.len, pkt);
     }
   } catch (e) {
@@ -353,6 +349,7 @@ test('fuzz capture readers: mutated files give records or a CaptureError, never 
     if (res.captureError) errors++;
     else clean++;
   }
-  t.is(errors + clean, N);
-  t.true(errors > 0 && clean > 0);
+  // Both outcomes must be common, or the corruption only ever tests one of them.
+  t.true(errors > N / 20, `errors ${errors}`);
+  t.true(clean > N / 20, `clean ${clean}`);
 });

@@ -5,15 +5,20 @@
  */
 import test from 'ava';
 import { Conntrack } from '../src/track/core.js';
+import { subscribeEvents } from '../src/table/ecache.js';
 import { startGc, type GcOptions } from '../src/table/gc.js';
-import { E_STATUS, E_TIMEOUT, H_COUNT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, TD_MAXEND, TD_MAXWIN } from '../src/table/layout.js';
+import { STAT_WORDS, ST_PACKETS, E_STATUS, E_TIMEOUT, H_COUNT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, TD_MAXEND, TD_MAXWIN } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
-import { LINKTYPE_RAW, TH_ACK, TH_SYN } from '../src/input/packet/packet.js';
+import { LINKTYPE_ETHERNET, LINKTYPE_RAW, TH_ACK, TH_SYN } from '../src/input/packet/packet.js';
 import { R_OVERSHOT, R_SEQ_OVER, TCP_CONNTRACK_FIN_WAIT, tcpState } from '../src/track/proto/tcp.js';
 import { CT_INVALID, CT_NEW } from '../src/track/verdict.js';
 import { seg, TcpHarness } from './helpers/tcpctx.js';
 import { tcpClosing, tcpEstablished } from './helpers/conns.js';
-import { icmp4, ipv4, udp4 } from './helpers/frames.js';
+import { fixIpv4Checksum, icmp4, icmp6, icmpError4, ipv4, parsePacket, tcp4, udp4 } from './helpers/frames.js';
+import { udpError, udpliteError } from '../src/track/proto/udp.js';
+import { ICMP_INVALID, icmpError } from '../src/track/proto/icmp.js';
+import { ProtoResult } from '../src/track/proto/l4proto.js';
+import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 
 function stat(table: ConntrackTable, name: string): number {
   return table.stats().total[name]!;
@@ -131,4 +136,320 @@ test('an empty first fragment of a protocol without ports is invalid and creates
     t.is(ct.decide(ipv4(253, new Uint8Array(0), { src: '10.0.0.1', dst: '10.0.0.2' }), LINKTYPE_RAW, 1000).state, CT_NEW);
     ct.close();
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Header checks and per-protocol rules the mutation run found unchecked (docs/mutation.md).
+// Reasons are written out as text here, never imported: a changed message must fail.
+
+function ctxOf(table: ConntrackTable): { i32: Int32Array; u32: Uint32Array; sys: number } {
+  return { i32: table.i32, u32: table.u32, sys: table.sec.sysctl };
+}
+
+test('udp_error: length field, short header, zero checksum, checksum only when nf_conntrack_checksum is on', (t) => {
+  // udp_error: fewer than 8 bytes is "short"; a length field above the bytes present or below 8
+  // is "truncated/malformed"; checksum 0 is "none" over IPv4; a wrong one fails only with the sysctl on.
+  const table = ConntrackTable.create({ max: 64 });
+  const ctx = ctxOf(table);
+  const frame = udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 1, dport: 2, payload: 'abcd' }); // 12 UDP bytes
+  const at = (len: number | null, check: number | null, l4len?: number): string | null => {
+    const f = Uint8Array.from(frame);
+    const p = parsePacket(f);
+    const o = p.l4off;
+    if (len !== null) { f[o + 4] = len >> 8; f[o + 5] = len & 255; }
+    if (check !== null) { f[o + 6] = check >> 8; f[o + 7] = check & 255; }
+    if (l4len !== undefined) p.l4len = l4len;
+    return udpError(ctx, p);
+  };
+  t.is(at(null, null), null);
+  t.is(at(null, null, 7), 'short UDP packet');
+  t.is(at(8, 0, 8), null, 'exactly a header');
+  t.is(at(7, null), 'truncated/malformed UDP packet');
+  t.is(at(13, null), 'truncated/malformed UDP packet');
+  t.is(at(12, 0), null, 'zero checksum: none, not wrong');
+  t.is(at(null, 0x1234), 'bad UDP checksum');
+  // Wrong checksums with one zero byte (the source address 10.0.0.1 has zero bytes beside the
+  // header): still wrong, not "none".
+  t.is(at(null, 0x1200), 'bad UDP checksum');
+  t.is(at(null, 0x0012), 'bad UDP checksum');
+  table.setSysctl('nf_conntrack_checksum', 0);
+  t.is(at(null, 0x1234), null);
+});
+
+test('ICMP: a bad checksum is invalid only with nf_conntrack_checksum on; short headers; ICMPv6 reasons', (t) => {
+  // icmp_error / icmpv6_error: fewer than 8 bytes is short; the checksum is verified when the
+  // sysctl is on; ICMPv6 types that cannot open a connection (an echo reply first) are invalid.
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const bad4 = icmp4({ src: '10.0.0.1', dst: '10.0.0.2', type: 8 });
+  bad4[bad4.length - 7]! ^= 0xff; // inside the ICMP header (the checksum), after the IP header
+  const bad6 = icmp6({ src: 'fd00::1', dst: 'fd00::2', type: 128 });
+  bad6[bad6.length - 7]! ^= 0xff;
+  let v = ct.decide(bad4, LINKTYPE_RAW, 1000);
+  t.deepEqual([v.state, v.reason], [CT_INVALID, 'bad ICMP checksum']);
+  v = ct.decide(bad6, LINKTYPE_RAW, 1000);
+  t.deepEqual([v.state, v.reason], [CT_INVALID, 'ICMPv6 checksum failed']);
+  v = ct.decide(icmp6({ src: 'fd00::1', dst: 'fd00::2', type: 129 }), LINKTYPE_RAW, 1000);
+  t.deepEqual([v.state, v.reason], [CT_INVALID, 'ICMPv6 type cannot create a connection']);
+  table.setSysctl('nf_conntrack_checksum', 0);
+  t.is(ct.decide(bad4, LINKTYPE_RAW, 1000).state, CT_NEW);
+  t.is(ct.decide(bad6, LINKTYPE_RAW, 1000).state, CT_NEW);
+  ct.close();
+  const ctx = ctxOf(table);
+  const res = new ProtoResult();
+  const p4 = parsePacket(icmp4({ src: '10.0.0.1', dst: '10.0.0.2' }));
+  p4.l4len = 7;
+  t.is(icmpError(ctx, p4, res), ICMP_INVALID);
+  t.is(res.reason, 'short ICMP packet');
+  const p6 = parsePacket(icmp6({ src: 'fd00::1', dst: 'fd00::2' }));
+  p6.l4len = 7;
+  t.is(icmpError(ctx, p6, res), ICMP_INVALID);
+  t.is(res.reason, 'short ICMPv6 packet');
+});
+
+test('UDP-Lite: header checks name their reason; ASSURED reported once, on the first packet after a reply', (t) => {
+  // udplite_error: under 8 bytes short; coverage 1..7 or above the datagram invalid, equal to it
+  // fine; a zero checksum is "missing". udplite_packet: ASSURED (one event) once a reply was seen.
+  const table = ConntrackTable.create({ max: 64 });
+  const ctx = ctxOf(table);
+  const base = udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 1, dport: 2, payload: 'abcd' });
+  base[9] = 136; // the same bytes as UDP-Lite (the checksum is not verified with the sysctl off)
+  fixIpv4Checksum(base);
+  table.setSysctl('nf_conntrack_checksum', 0);
+  const at = (cscov: number | null, check: number | null, l4len?: number): string | null => {
+    const f = Uint8Array.from(base);
+    const p = parsePacket(f);
+    const o = p.l4off;
+    if (cscov !== null) { f[o + 4] = cscov >> 8; f[o + 5] = cscov & 255; }
+    if (check !== null) { f[o + 6] = check >> 8; f[o + 7] = check & 255; }
+    if (l4len !== undefined) p.l4len = l4len;
+    return udpliteError(ctx, p);
+  };
+  t.is(at(0, 0x0001), null);
+  t.is(at(0, 0x0001, 8), null, 'exactly a header');
+  t.is(at(0, 0x0001, 7), 'short UDP-Lite packet');
+  t.is(at(12, 0x0100), null, 'coverage = the datagram');
+  t.is(at(13, 0x0001), 'invalid UDP-Lite checksum coverage');
+  t.is(at(7, 0x0001), 'invalid UDP-Lite checksum coverage');
+  t.is(at(0, 0), 'UDP-Lite checksum missing');
+  table.setSysctl('nf_conntrack_checksum', 1);
+  t.is(at(0, 0x0001), 'bad UDP-Lite checksum');
+  table.setSysctl('nf_conntrack_checksum', 0);
+
+  const events: string[] = [];
+  const ct = new Conntrack(table, { events: { event: (type, e, now) => events.push(`${type}@${now}:${Atomics.load(table.i32, e + E_STATUS) & IPS_ASSURED ? 'A' : '-'}`) } });
+  const rev = Uint8Array.from(base);
+  rev.set(base.subarray(16, 20), 12); rev.set(base.subarray(12, 16), 16);
+  rev.set([0, 2, 0, 1], 20);
+  ct.decide(base, LINKTYPE_RAW, 1000);
+  ct.decide(rev, LINKTYPE_RAW, 1001);
+  ct.decide(base, LINKTYPE_RAW, 1002);
+  ct.decide(base, LINKTYPE_RAW, 1003);
+  ct.decide(rev, LINKTYPE_RAW, 1004);
+  // NEW, then the reply (UPDATE: seen reply), then one UPDATE for ASSURED on the first packet
+  // after the reply, then nothing more.
+  t.deepEqual(events, ['1@1000:-', '2@1001:-', '2@1002:A']);
+  ct.close();
+});
+
+test('GRE: timeouts fixed at creation (a later sysctl change does not apply); side-by-side entries stay intact', (t) => {
+  // gre_packet: an unconfirmed entry copies the unreplied / stream timeouts from the sysctls.
+  const table = ConntrackTable.create({ max: 256 });
+  const ct = new Conntrack(table);
+  const gre = (src: string, dst: string, key: number): Uint8Array => {
+    const b = new Uint8Array(8);
+    b.set([0x20, 0, 0x88, 0x0b, 0, 0, key >> 8, key & 255]); // version 0, key present, PPP... key field
+    return ipv4(47, b, { src, dst });
+  };
+  const slots: number[] = [];
+  for (let i = 0; i < 20; i++) slots.push(ct.decide(gre(`10.7.0.${i + 1}`, '10.7.1.1', i), LINKTYPE_RAW, 1000).slot);
+  table.setSysctl('nf_conntrack_gre_timeout', 5);
+  table.setSysctl('nf_conntrack_gre_timeout_stream', 50);
+  const left = (s: number, now: number): number => ((table.i32[ct.chains.entry(s) + E_TIMEOUT]! - now) | 0) / 1000;
+  for (let i = 0; i < 20; i++) {
+    const v = ct.decide(gre(`10.7.0.${i + 1}`, '10.7.1.1', i), LINKTYPE_RAW, 2000);
+    t.is(v.slot, slots[i]);
+    t.is(left(v.slot, 2000), 30, 'the unreplied timeout of its creation');
+    const w = ct.decide(gre('10.7.1.1', `10.7.0.${i + 1}`, i), LINKTYPE_RAW, 3000);
+    t.is(`${w.ctstate}/${w.direction}`, 'established/reply');
+    t.is(left(w.slot, 3000), 30, 'the reply itself: SEEN_REPLY is set after the tracker ran');
+    ct.decide(gre(`10.7.0.${i + 1}`, '10.7.1.1', i), LINKTYPE_RAW, 4000);
+    t.is(left(w.slot, 4000), 180, 'the stream timeout of its creation');
+  }
+  const inv = checkInvariants(table);
+  t.true(inv.ok, formatInvariants(inv));
+  ct.close();
+});
+
+test('ICMP types that cannot open a connection never do, whatever entries sit next to theirs', (t) => {
+  // icmp_new: only echo, timestamp, info and address-mask requests open a connection; an echo
+  // reply (type 0) seen first is invalid. Interleaved with new UDP entries so that each refused
+  // entry lands on a different slot with different neighbours.
+  const table = ConntrackTable.create({ max: 1024 });
+  const ct = new Conntrack(table);
+  for (let i = 0; i < 100; i++) {
+    t.is(ct.decide(udp4({ src: '10.8.0.1', dst: '10.8.0.2', sport: 1000 + i, dport: 53 }), LINKTYPE_RAW, 1000).state, CT_NEW);
+    const v = ct.decide(icmp4({ src: '10.8.0.1', dst: '10.8.0.2', type: 0, id: i }), LINKTYPE_RAW, 1000);
+    if (v.state !== CT_INVALID || v.reason !== 'ICMP type cannot create a connection') {
+      t.fail(`echo reply ${i}: ${v.ctstate} ${v.reason}`);
+      break;
+    }
+  }
+  t.is(Atomics.load(table.i32, H_COUNT), 100);
+  ct.close();
+});
+
+// ---------------------------------------------------------------------------------------------
+// nf_conntrack_in's own paths (core.ts): verdict fields, reasons and counters, written out.
+
+test('core: invalid verdicts carry no slot; not-IP is untracked and counted as ignore, a bad IP header as invalid and error', (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const before = table.stats().total;
+  const arp = new Uint8Array(42);
+  arp.set([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06]);
+  let v = ct.decide(arp, LINKTYPE_ETHERNET, 1000);
+  t.deepEqual([v.ctstate, v.reason, v.slot], ['untracked', 'not an IP packet', -1]);
+  const bad = udp4({ src: '10.0.0.1', dst: '10.0.0.2', badIpChecksum: true });
+  v = ct.decide(bad, LINKTYPE_RAW, 1000);
+  t.deepEqual([v.ctstate, v.direction, v.slot], ['invalid', null, -1]);
+  const after = table.stats().total;
+  t.deepEqual(
+    ['ignore', 'invalid', 'error', 'packets', 'insert'].map((n) => after[n]! - before[n]!),
+    [1, 1, 1, 2, 0],
+  );
+  ct.close();
+});
+
+test('core: counters land in each tracker\'s own row', (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  const a = new Conntrack(table);
+  const b = new Conntrack(table);
+  a.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 1 }), LINKTYPE_RAW, 1000);
+  b.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 2 }), LINKTYPE_RAW, 1000);
+  b.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 3 }), LINKTYPE_RAW, 1000);
+  const row = (w: number): number => Atomics.load(table.i32, table.sec.stats + w * STAT_WORDS + ST_PACKETS);
+  t.deepEqual([row(a.wid), row(b.wid)], [1, 2]);
+  t.is(table.stats().total['packets'], 3);
+  a.close();
+  b.close();
+});
+
+test('core: ICMP errors are RELATED only to a known connection, from its peer\'s side, quoting a whole tuple', (t) => {
+  // nf_conntrack_inet_error: the quoted packet's inverse tuple must find a connection, and the
+  // error's destination must be that connection's (its source, as the quoted packet travelled).
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const out = udp4({ src: '10.0.0.1', dst: '10.9.0.1', sport: 5000, dport: 53, payload: 'q' });
+  const other = udp4({ src: '10.0.0.1', dst: '10.9.0.1', sport: 5001, dport: 53, payload: 'q' });
+  t.is(ct.decide(out, LINKTYPE_RAW, 1000).state, CT_NEW);
+  const ok = ct.decide(icmpError4(3, 3, out, { src: '10.9.0.1', dst: '10.0.0.1' }), LINKTYPE_RAW, 1001);
+  t.deepEqual([ok.ctstate, ok.direction], ['related', 'reply']);
+  const v1 = ct.decide(icmpError4(3, 3, other, { src: '10.9.0.1', dst: '10.0.0.1' }), LINKTYPE_RAW, 1001);
+  t.deepEqual([v1.ctstate, v1.reason, v1.slot], ['invalid', 'ICMP error for no known connection', -1]);
+  const v2 = ct.decide(icmpError4(3, 3, out, { src: '10.9.0.1', dst: '10.0.0.77' }), LINKTYPE_RAW, 1001);
+  t.deepEqual([v2.ctstate, v2.reason], ['invalid', 'ICMP error: outer destination is not the connection\'s']);
+  const v3 = ct.decide(icmpError4(3, 3, out, { src: '10.9.0.1', dst: '10.0.0.1', quote: 12 }), LINKTYPE_RAW, 1001);
+  t.deepEqual([v3.ctstate, v3.reason], ['invalid', 'truncated inner IP header']);
+  // A protocol without ports (253): the quoted bytes after its header are not part of the tuple.
+  const gen = ipv4(253, Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8]), { src: '10.0.0.1', dst: '10.9.0.1' });
+  t.is(ct.decide(gen, LINKTYPE_RAW, 1000).state, CT_NEW);
+  const g = ct.decide(icmpError4(3, 2, gen, { src: '10.9.0.1', dst: '10.0.0.1' }), LINKTYPE_RAW, 1001);
+  t.deepEqual([g.ctstate, g.direction], ['related', 'reply']);
+  ct.close();
+});
+
+test('core: a first fragment carrying its UDP header is tracked (its ports are there)', (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const first = udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 7, dport: 9, payload: 'x'.repeat(16), mf: true });
+  const v = ct.decide(first, LINKTYPE_RAW, 1000);
+  t.deepEqual([v.ctstate, v.direction], ['new', 'original']);
+  ct.close();
+});
+
+test('core: a chain longer than the limit refuses the insert, dropped and counted (chaintoolong)', (t) => {
+  // __nf_conntrack_confirm: a chain already longer than nf_conntrack_max_chain refuses the new
+  // entry (NF_DROP, chaintoolong). 16 buckets, limit 1, 40 connections (80 links): by pigeonhole
+  // some are refused, and every refusal is a drop counted once.
+  const table = ConntrackTable.create({ max: 64, buckets: 16, maxChain: 1 });
+  const ct = new Conntrack(table);
+  let refused = 0;
+  for (let i = 0; i < 40; i++) {
+    const v = ct.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 100 + i }), LINKTYPE_RAW, 1000);
+    if (v.state === CT_NEW) continue;
+    refused++;
+    t.deepEqual([v.ctstate, v.reason, v.drop, v.slot], ['invalid', 'hash chain too long', true, -1]);
+  }
+  t.true(refused > 0);
+  const s = table.stats().total;
+  t.deepEqual([s['chaintoolong'], s['drop'], s['insert']], [refused, refused, 40 - refused]);
+  t.is(Atomics.load(table.i32, H_COUNT), 40 - refused);
+  const inv = checkInvariants(table);
+  t.true(inv.ok, formatInvariants(inv));
+  ct.close();
+});
+
+test('core: the verdict reports the TCP state after an accepted segment, none after a refused one', (t) => {
+  // The kernel's numbering (enum tcp_conntrack): SYN_SENT 1, SYN_RECV 2, ESTABLISHED 3.
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const c = { src: '10.0.0.1', dst: '10.0.0.2', sport: 4000, dport: 80 };
+  const s = { src: '10.0.0.2', dst: '10.0.0.1', sport: 80, dport: 4000 };
+  t.is(ct.decide(tcp4({ ...c, flags: 'S', seq: 100, win: 1000 }), LINKTYPE_RAW, 1000).protoState, 1);
+  t.is(ct.decide(tcp4({ ...s, flags: 'SA', seq: 500, ack: 101, win: 1000 }), LINKTYPE_RAW, 1000).protoState, 2);
+  t.is(ct.decide(tcp4({ ...c, flags: 'A', seq: 101, ack: 501, win: 1000 }), LINKTYPE_RAW, 1000).protoState, 3);
+  const bad = ct.decide(tcp4({ ...c, flags: 'A', seq: 900000, ack: 501, win: 1000, payload: 'x' }), LINKTYPE_RAW, 1000);
+  t.deepEqual([bad.ctstate, bad.protoState], ['invalid', -1]);
+  t.is(ct.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2' }), LINKTYPE_RAW, 1000).protoState, -1);
+  ct.close();
+});
+
+test('core: an ICMP type without a reply opens nothing; an error quoting one names it', (t) => {
+  // The kernel's ICMP inverse map pairs only echo, timestamp, info and address-mask request and
+  // reply: a router advertisement (9) has no inverse tuple.
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const adv = icmp4({ src: '10.0.0.1', dst: '10.9.0.1', type: 9 });
+  const v = ct.decide(adv, LINKTYPE_RAW, 1000);
+  t.deepEqual([v.ctstate, v.reason], ['invalid', 'tuple has no inverse (ICMP type without a reply)']);
+  const e = ct.decide(icmpError4(3, 3, adv, { src: '10.9.0.1', dst: '10.0.0.1' }), LINKTYPE_RAW, 1000);
+  t.deepEqual([e.ctstate, e.reason], ['invalid', 'ICMP error quotes a packet without a tuple']);
+  ct.close();
+});
+
+test('core: events of a tracker outside the pool carry tag -1; DESTROYs parked on a full ring all arrive', (t) => {
+  const table = ConntrackTable.create({ max: 256, events: { ring: 64, destroyRing: 4 } });
+  const sub = subscribeEvents(table);
+  const ct = new Conntrack(table);
+  ct.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 1 }), LINKTYPE_RAW, 1000);
+  const first = sub.poll();
+  t.deepEqual(first.map((ev) => [ev.typeName, ev.tag]), [['NEW', -1]]);
+  for (let i = 0; i < 10; i++) ct.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 100 + i }), LINKTYPE_RAW, 1000);
+  sub.poll();
+  // 11 entries flushed: 11 DESTROYs, the ring holds 4, the rest park on their entries.
+  t.is(ct.flush(), 11);
+  let destroys = 0;
+  for (let round = 0; round < 10 && destroys < 11; round++) {
+    destroys += sub.poll().filter((ev) => ev.typeName === 'DESTROY').length;
+    ct.beginBatch();
+    ct.endBatch();
+  }
+  t.is(destroys, 11);
+  sub.close();
+  ct.close();
+});
+
+test('core: an ICMP error about a reply packet is RELATED in the original direction', (t) => {
+  // The server's answer bounces: the error goes back to the server and quotes the answer, whose
+  // inverse is the original tuple.
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const q = udp4({ src: '10.0.0.1', dst: '10.9.0.1', sport: 5000, dport: 53, payload: 'q' });
+  const a = udp4({ src: '10.9.0.1', dst: '10.0.0.1', sport: 53, dport: 5000, payload: 'a' });
+  const v = ct.decide(q, LINKTYPE_RAW, 1000);
+  ct.decide(a, LINKTYPE_RAW, 1001);
+  const e = ct.decide(icmpError4(3, 3, a, { src: '10.0.0.1', dst: '10.9.0.1' }), LINKTYPE_RAW, 1002);
+  t.deepEqual([e.ctstate, e.direction, e.slot], ['related', 'original', v.slot]);
+  ct.close();
 });

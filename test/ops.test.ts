@@ -248,7 +248,7 @@ test('flush while a pool of packet workers tracks: no crash, invariants hold, co
   t.is(Atomics.load(table.i32, H_COUNT), 0);
 });
 
-test('flush time for a full zone of 100,000 UDP connections (single thread, median of 5)', (t) => {
+test('flush of a full zone of 100,000 UDP connections removes exactly them, five times over (times logged)', (t) => {
   const N = 100_000;
   const table = ConntrackTable.create({ max: 131072 });
   const ct = new Conntrack(table);

@@ -3,7 +3,7 @@ import { runStress } from '../src/cli/stress.js';
 
 for (const discipline of ['noref', 'refcount'] as const) {
   test.serial(`3 workers, mixed operations on one table (${discipline}): every invariant holds`, async (t) => {
-    const r = await runStress({ workers: 3, opsPerWorker: 25000, max: 2048, discipline, seed: 42, speed: 400 });
+    const r = await runStress({ workers: 3, opsPerWorker: 25000, max: 2048, discipline, seed: 42, speed: 400, deadlineMs: 120_000 });
     t.log(`${r.operations} ops, ${r.inserts} inserts, ${r.deletes} deletes, ${r.expired} expired, ` +
       `${r.earlyDrops} early drops, ${r.gcEvicted} GC evictions, ${r.gracePeriods} grace periods, ` +
       `${r.slotsRecycled} slots recycled, GC ${r.gc}`);

@@ -231,6 +231,10 @@ record_one() {
   if [[ $WIRE -eq 1 ]]; then cp "$WORK/wire.pcap" "$out/"; fi
   chmod 644 "$out"/*
   "$PY" "$HERE/traffic.py" --meta "$sc" "$out" "$logged"
+  # Our replay against what was just recorded (src/ops/oracle.ts), when the project is built.
+  if command -v node >/dev/null && [[ -f "$HERE/../../dist/src/ops/oracle.js" ]]; then
+    node "$HERE/compare.mjs" "$out" || echo "record.sh: $sc differs from our replay (see above)" >&2
+  fi
   for ns in $NS_C $NS_R $NS_S; do ip netns del "$ns"; done
   rm -rf "$WORK"; WORK=
 }

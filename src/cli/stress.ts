@@ -21,6 +21,12 @@ export interface StressOptions {
   seed?: number;
   /** Virtual table-clock ms per wall ms (default 50: UDP's 30 s timeout passes in 0.6 s). */
   speed?: number;
+  /**
+   * Wall ms after which a worker that has not finished is terminated and the run rejects with an
+   * error naming it (a lock never released, a chain walk that never ends): a failure, not a hang.
+   * Default: none.
+   */
+  deadlineMs?: number;
 }
 
 export interface StressResult {
@@ -96,9 +102,19 @@ export async function runStress(o: StressOptions): Promise<StressResult> {
     };
     const w = new Worker(WORKER_URL, { workerData: wd });
     let result: StressWorkerDone | null = null;
+    let late = false;
+    const timer = o.deadlineMs === undefined ? null : setTimeout(() => {
+      late = true;
+      void w.terminate();
+    }, o.deadlineMs);
     w.on('message', (m: { type: string }) => { if (m.type === 'done') result = m as StressWorkerDone; });
     w.once('error', fail);
-    w.once('exit', (code) => (result ? ok(result) : fail(new Error(`stress worker ${i} exited with code ${code}`))));
+    w.once('exit', (code) => {
+      if (timer) clearTimeout(timer);
+      if (late) fail(new Error(`stress worker ${i} did not finish within ${o.deadlineMs} ms (a lock never released or a chain walk that never ends?): terminated`));
+      else if (result) ok(result);
+      else fail(new Error(`stress worker ${i} exited with code ${code}`));
+    });
   })));
   const elapsed = (performance.now() - started) / 1000;
   if (gc) await gc.stop();

@@ -122,8 +122,8 @@ const STAT_HELP: Record<string, string> = {
   frag_evict: 'Reassembly queues evicted to stay under ipfrag_high_thresh.',
 };
 
-/** Escape a label value (backslash, double quote, newline). */
-function esc(v: string): string {
+/** Escape a label value (backslash, double quote, newline), as the exposition format says. */
+export function escapeLabelValue(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
 
@@ -133,7 +133,7 @@ class Exposition {
     this.lines.push(`# HELP ${name} ${help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}`, `# TYPE ${name} ${type}`);
   }
   sample(name: string, value: number, labels: Record<string, string> = {}): void {
-    const l = Object.entries(labels).map(([k, v]) => `${k}="${esc(v)}"`).join(',');
+    const l = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabelValue(v)}"`).join(',');
     this.lines.push(`${name}${l ? `{${l}}` : ''} ${Number.isFinite(value) ? String(value) : 'NaN'}`);
   }
   text(): string {

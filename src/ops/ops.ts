@@ -433,6 +433,8 @@ export class CtOps {
   /** Scratch for indexedWalk: slots collected from a zone / namespace list, and their E_GEN. */
   private listSlots = new Int32Array(0);
   private listGens = new Int32Array(0);
+  /** Linked slots the last list/count/delete/flush examined (through a zone list or every bucket). */
+  examined = 0;
 
   constructor(table: ConntrackTable | TableHandle, opts: CtOpsOptions = {}) {
     this.table = table instanceof ConntrackTable ? table : ConntrackTable.attach(table);
@@ -546,6 +548,7 @@ export class CtOps {
     const i32 = this.i32;
     const c = this.chains;
     const e = c.E + slot * ENTRY_WORDS;
+    this.examined++;
     if (!c.noref && !c.getRef(e)) return; // 'refcount': the slot is on its way out
     try {
       // DYING / CONFIRMED change atomically (kill, confirm).
@@ -585,6 +588,7 @@ export class CtOps {
 
   /** Visit matches through the zone index when there is one, else by walking the table. */
   private select(m: CtMatcher, opts: WalkOptions, visit: (e: number, slot: number) => void): void {
+    this.examined = 0;
     if (this.indexedWalk(m, opts, visit)) return;
     this.walk(m, opts, visit);
   }
