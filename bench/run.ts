@@ -980,7 +980,10 @@ export function formatReport(r: BenchReport): string {
   lines.push(...formatRatios({
     workloads: r.workloads, scaling: r.scaling, scalingEnd: r.scalingEnd, zonesPerZone: r.sizes['zonesPerZone'] ?? 0,
     lookup: r.lookup,
-    cLoop: null, // the C lookup loop (issue 14) plugs in here
+    // The C lookup loop measured in the lookup section (cc -O2), when a compiler was there.
+    cLoop: r.lookup.some((l) => l.nativeReference !== null)
+      ? r.lookup.filter((l) => l.nativeReference !== null).map((l) => ({ entries: l.entries, rate: l.nativeReference! }))
+      : null,
     ovs: r.peers?.ovs ?? null, replay: r.peers?.replay ?? null,
   }));
   lines.push('');
