@@ -45,6 +45,8 @@ export interface ChaosResult {
   killedLive: number;
   /** Connections the fast subscriber saw created and gone without a DESTROY. */
   lostDestroys: number;
+  /** DESTROYs dropped for the fast subscriber (it was overrun: it did not keep up, so lostDestroys is not judged). */
+  fastDropped: number;
   duplicateDestroys: number;
   destroysSeen: number;
   subscriberLost: number;
@@ -56,7 +58,7 @@ export interface ChaosResult {
 }
 
 const WEDGE_MS = 8000;
-const STALL_MS = 400;
+const STALL_MS = 1000;
 
 interface Role {
   kind: 'packet' | 'flusher' | 'subscriber';
@@ -89,7 +91,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const state = new Int32Array(stateBuf);
   const res: ChaosResult = {
     seconds: o.seconds, discipline: o.discipline, kills: { packet: 0, gc: 0, flusher: 0, subscriber: 0 }, stalls: 0,
-    created: 0, refused: 0, wrongfulTableFull: 0, wedges: 0, missing: 0, killedLive: 0, lostDestroys: 0,
+    created: 0, refused: 0, wrongfulTableFull: 0, wedges: 0, missing: 0, killedLive: 0, lostDestroys: 0, fastDropped: 0,
     duplicateDestroys: 0, destroysSeen: 0, subscriberLost: 0, slowDropped: 0, invariantsOk: false, invariants: '',
     overruns: 0, stallsDetected: 0,
   };
@@ -245,6 +247,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   // this is every connection created while it was attached).
   for (const id of newIds) if (!finalIds.has(id) && !destroyCount.has(id)) res.lostDestroys++;
   res.subscriberLost = fast.lost;
+  res.fastDropped = fast.dropped;
   if (fast.dropped > 0) log(`the fast subscriber was overrun (${fast.dropped} dropped): it did not keep up`);
   if (slowDone) {
     const sd = slowDone as { destroys: [number, number][]; dropped: number };
