@@ -58,7 +58,7 @@ export interface ChaosResult {
 }
 
 const WEDGE_MS = 8000;
-const STALL_MS = 1000;
+const STALL_MS = 600;
 
 interface Role {
   kind: 'packet' | 'flusher' | 'subscriber';
@@ -140,7 +140,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       if (p >= 0) uncertain.add(r.index * FLOWS + p);
       Atomics.store(c, C_PENDING + r.index, 0);
     }
-    if (r.wid >= 0) recoverDeadWorker(table, r.wid, { graceWaitMs: 50 });
+    // Short waits: this thread also reads the fast subscriber, which must keep up.
+    if (r.wid >= 0) recoverDeadWorker(table, r.wid, { graceWaitMs: 50, lockWaitMs: 500 });
     res.kills[r.kind]++;
   };
 
