@@ -55,6 +55,10 @@ export interface ChaosResult {
   invariants: string;
   overruns: number;
   stallsDetected: number;
+  /** eventStats: DESTROYs given up with the park queue full, tombstones; the fast subscriber's skipped unpublished DESTROY records. */
+  parkFull: number;
+  tombstones: number;
+  fastSkipped: number;
 }
 
 const WEDGE_MS = 8000;
@@ -93,7 +97,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     seconds: o.seconds, discipline: o.discipline, kills: { packet: 0, gc: 0, flusher: 0, subscriber: 0 }, stalls: 0,
     created: 0, refused: 0, wrongfulTableFull: 0, wedges: 0, missing: 0, killedLive: 0, lostDestroys: 0, fastDropped: 0,
     duplicateDestroys: 0, destroysSeen: 0, subscriberLost: 0, slowDropped: 0, invariantsOk: false, invariants: '',
-    overruns: 0, stallsDetected: 0,
+    overruns: 0, stallsDetected: 0, parkFull: 0, tombstones: 0, fastSkipped: 0,
   };
   // Connections the uncertain pending operations of killed workers touched: not judged.
   const uncertain = new Set<number>();
@@ -101,10 +105,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   // The fast subscriber, on this thread: every NEW and DESTROY id.
   const fast = subscribeEvents(table);
   const newIds = new Set<number>();
+  const newZone = new Map<number, number>();
   const destroyCount = new Map<number, number>();
   const pollFast = (): void => {
     for (const ev of fast.poll()) {
-      if (ev.type === EVENT_NEW) newIds.add(ev.id);
+      if (ev.type === EVENT_NEW) { newIds.add(ev.id); newZone.set(ev.id, ev.zone); }
       else if (ev.type === EVENT_DESTROY) destroyCount.set(ev.id, (destroyCount.get(ev.id) ?? 0) + 1);
     }
   };
@@ -246,8 +251,22 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   res.destroysSeen = destroyCount.size;
   // Every connection it saw created and that is gone produced its DESTROY (when it lost no NEW,
   // this is every connection created while it was attached).
-  for (const id of newIds) if (!finalIds.has(id) && !destroyCount.has(id)) res.lostDestroys++;
+  const lostByZone = [0, 0, 0];
+  let lostMin = Infinity;
+  let lostMax = 0;
+  for (const id of newIds) {
+    if (!finalIds.has(id) && !destroyCount.has(id)) {
+      res.lostDestroys++;
+      lostByZone[newZone.get(id) ?? 0]!++;
+      lostMin = Math.min(lostMin, id);
+      lostMax = Math.max(lostMax, id);
+    }
+  }
+  let newest = 0;
+  for (const id of newIds) if (id > newest) newest = id;
+  if (res.lostDestroys > 0) log(`lost DESTROYs by zone ${lostByZone}, ids ${lostMin}..${lostMax} of ${newest}`);
   res.subscriberLost = fast.lost;
+  if (res.fastSkipped === 0) res.fastSkipped = fast.lostDestroys;
   res.fastDropped = fast.dropped;
   if (fast.dropped > 0) log(`the fast subscriber was overrun (${fast.dropped} dropped): it did not keep up`);
   if (slowDone) {
@@ -270,6 +289,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const inv = checkInvariants(table);
   res.invariantsOk = inv.ok && inv.slots.leaked === 0;
   res.invariants = formatInvariants(inv);
-  res.overruns = (await import('../../src/table/ecache.js')).eventStats(table).overruns;
+  const es = (await import('../../src/table/ecache.js')).eventStats(table);
+  res.overruns = es.overruns;
+  res.parkFull = es.parkFull;
+  res.tombstones = es.tombstones;
+  res.fastSkipped = fast.lostDestroys;
   return res;
 }
