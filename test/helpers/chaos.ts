@@ -84,7 +84,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   };
   const nPacket = o.packetWorkers ?? 3;
   const table = ConntrackTable.create({
-    max: 8192, discipline: o.discipline, maxWorkers: 16, stallMs: STALL_MS,
+    // Room for what a stalled worker holds up before it is detected (STALL_MS x the churn rate).
+    max: 16384, discipline: o.discipline, maxWorkers: 16, stallMs: STALL_MS,
     events: { ring: 1 << 16, destroyRing: 4096 },
   });
   const now = 1000;
