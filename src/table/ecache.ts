@@ -678,8 +678,15 @@ export class EventSubscription extends EventEmitter {
     this.delivered[d & this.dmask] = 1;
     if (late) this.lateCount++;
     if ((EVENT_DESTROY & this.types) === 0) return;
-    // Not overwritten before our tail passes it; the seq word was published before the marker.
+    // Not overwritten before our tail passes it (the seq word was published before the marker)
+    // unless producers overran us meanwhile: then the copy may be another event's. Re-check.
     const img = i32.slice(rec, rec + REC_WORDS);
+    if (Atomics.load(i32, rec + REC_SEQ) !== d) {
+      this.dropped++; // counted as the overrun's (the next poll re-attaches us)
+      Atomics.add(i32, this.sb + SB_DROPPED, 1);
+      Atomics.add(i32, this.xc + XC_EV_DROPPED, 1);
+      return;
+    }
     out.push(new ConnEvent(img, img[REC_LINK]!, late));
   }
 
