@@ -18,6 +18,7 @@ for (const discipline of ['noref', 'refcount'] as const) {
     t.is(r.missing, 0, 'every connection that must exist exists');
     t.is(r.killedLive, 0, 'no DESTROY for a connection still in the table');
     t.is(r.duplicateDestroys, 0, 'no DESTROY twice');
+    t.is(r.fastDropped, 0, 'the fast subscriber kept up (else the next check means nothing)');
     t.is(r.lostDestroys, 0, 'every removed connection produced its DESTROY');
     t.is(r.wrongfulTableFull, 0, 'no "table full" below 90 % full');
     t.true(r.invariantsOk, r.invariants);

@@ -23,7 +23,7 @@ import {
   INTENT_NONE, INTENT_UNCOUNTED, INTENT_UNCOUNTING, IPS_ALLOCATED, IPS_ASSURED, IPS_CONFIRMED,
   IPS_DYING, KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNCOUNTED, KILL_STEP_UNCOUNTING, KILL_STEP_UNLINKED, PRIV_WORDS, ST_CHAIN_TOOLONG, ST_EARLY_DROP, ST_EXPIRED,
   ST_INSERT_FAILED, ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS, W_HELD, W_INTENT, W_INTENT_SLOT,
-  W_KILL, W_KILL_WHY, W_RELEASE, WORKER_WORDS, KILL_STEP_EMITTED, KILL_STEP_EMITTING, H_EPOCH, ST_EXPEDITED,
+  W_KILL, W_KILL_WHY, W_RELEASE, WORKER_WORDS, KILL_STEP_EMITTED, KILL_STEP_EMITTING, H_EPOCH, ST_EXPEDITED, W_EV_D, W_EV_M, W_EV_PARK,
 } from './layout.js';
 import { lock, unlock } from './locks.js';
 import { Qsbr } from './rcu.js';
@@ -485,7 +485,11 @@ export class Chains {
     Atomics.sub(i32, H_COUNT, 1);
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_UNCOUNTED);
     if (why === KILL_EXPIRED) this.stat(ST_EXPIRED);
-    // Recovery intent around the DESTROY event: a crash inside it is finished by recovery.
+    // Recovery intent around the DESTROY event: a crash inside it is finished by recovery. The
+    // previous DESTROY's event words are cleared first, so recovery never takes them for this one's.
+    Atomics.store(i32, W + W_EV_D, 0);
+    Atomics.store(i32, W + W_EV_M, 0);
+    Atomics.store(i32, W + W_EV_PARK, 0);
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_EMITTING);
     if (this.onDestroy) this.onDestroy(e, why);
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_EMITTED);

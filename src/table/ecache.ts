@@ -82,6 +82,9 @@ export function overrunSubscriber(i32: Int32Array, xc: number, sb: number, stall
   return true;
 }
 
+/** Rounds of park / overrun / write before a DESTROY is given up (counted in XC_EV_PARK_FULL). */
+const PARK_ATTEMPTS = 16;
+
 /** An overrun subscriber silent this many stall times is presumed dead and detached (reapSubscribers). */
 const REAP_STALLS = 10;
 
@@ -223,34 +226,35 @@ export class EventProducer {
   private park(e: number, now: number, why: number, tag: number): void {
     const i32 = this.i32;
     const lk = this.xc + XC_EV_PARK_LOCK;
-    if (this.lockWaitMs < 0) lock(i32, lk, this.wid);
-    else if (!lockFor(i32, lk, this.wid, this.lockWaitMs)) {
-      Atomics.add(i32, this.xc + XC_EV_PARK_FULL, 1); // held by another dead worker: counted, not waited on
-      return;
-    }
-    const ph = i32[this.xc + XC_EV_PHEAD]!; // XC_EV_PARK_LOCK held
-    const pt = i32[this.xc + XC_EV_PTAIL]!;
-    if (((pt - ph) | 0) < this.pcap) {
-      Atomics.store(i32, this.W + W_EV_PARK, pt + 1); // recovery: committed once PTAIL passes it
-      const rec = this.parkBase + (pt % this.pcap) * REC_WORDS;
-      i32.copyWithin(rec + 1, e + 1, e + ENTRY_WORDS);
-      const b = i32[e + E_EXT]!;
-      if (b !== 0) i32.copyWithin(rec + REC_EXT, this.ext + b * EXT_WORDS, this.ext + (b + 1) * EXT_WORDS);
-      i32[rec + E_EXT] = b !== 0 ? 1 : 0;
-      i32[rec + REC_NOW] = now;
-      i32[rec + REC_TAG] = tag;
-      i32[rec + REC_WHY] = why; // the real reason, delivered with the event
-      // The commit (Atomics.store: lock-free readers of the queue length).
-      Atomics.store(i32, this.xc + XC_EV_PTAIL, (pt + 1) | 0);
-      Atomics.add(i32, this.xc + XC_EV_PARKED, 1);
-      Atomics.add(i32, this.xc + XC_EV_PARKED_TOTAL, 1);
+    for (let attempt = 0; attempt < PARK_ATTEMPTS; attempt++) {
+      if (this.lockWaitMs < 0) lock(i32, lk, this.wid);
+      else if (!lockFor(i32, lk, this.wid, this.lockWaitMs)) break; // held by another dead worker: not waited on
+      const ph = i32[this.xc + XC_EV_PHEAD]!; // XC_EV_PARK_LOCK held
+      const pt = i32[this.xc + XC_EV_PTAIL]!;
+      if (((pt - ph) | 0) < this.pcap) {
+        Atomics.store(i32, this.W + W_EV_PARK, pt + 1); // recovery: committed once PTAIL passes it
+        const rec = this.parkBase + (pt % this.pcap) * REC_WORDS;
+        i32.copyWithin(rec + 1, e + 1, e + ENTRY_WORDS);
+        const b = i32[e + E_EXT]!;
+        if (b !== 0) i32.copyWithin(rec + REC_EXT, this.ext + b * EXT_WORDS, this.ext + (b + 1) * EXT_WORDS);
+        i32[rec + E_EXT] = b !== 0 ? 1 : 0;
+        i32[rec + REC_NOW] = now;
+        i32[rec + REC_TAG] = tag;
+        i32[rec + REC_WHY] = why; // the real reason, delivered with the event
+        // The commit (Atomics.store: lock-free readers of the queue length).
+        Atomics.store(i32, this.xc + XC_EV_PTAIL, (pt + 1) | 0);
+        Atomics.add(i32, this.xc + XC_EV_PARKED, 1);
+        Atomics.add(i32, this.xc + XC_EV_PARKED_TOTAL, 1);
+        unlock(i32, lk);
+        return;
+      }
       unlock(i32, lk);
-      return;
+      // The queue is full: overrun every subscriber that leaves no room (their drop counts cover
+      // what they miss from here), then write; other producers may take the room first: again.
+      this.overrunLaggards();
+      if (this.writeDestroy(e, false, now, why, tag)) return;
     }
-    unlock(i32, lk);
-    // The queue is full: overrun every subscriber that leaves no room, then try once more.
-    this.overrunLaggards();
-    if (!this.writeDestroy(e, false, now, why, tag)) Atomics.add(i32, this.xc + XC_EV_PARK_FULL, 1); // statistics
+    Atomics.add(i32, this.xc + XC_EV_PARK_FULL, 1); // statistics: a DESTROY nobody could take
   }
 
   /** Overrun the attached subscribers whose DESTROY backlog fills the ring. */
@@ -718,8 +722,15 @@ export class EventSubscription extends EventEmitter {
     this.delivered[d & this.dmask] = 1;
     if (late) this.lateCount++;
     if ((EVENT_DESTROY & this.types) === 0) return;
-    // Not overwritten before our tail passes it; the seq word was published before the marker.
+    // Not overwritten before our tail passes it (the seq word was published before the marker)
+    // unless producers overran us meanwhile: then the copy may be another event's. Re-check.
     const img = i32.slice(rec, rec + REC_WORDS);
+    if (Atomics.load(i32, rec + REC_SEQ) !== d) {
+      this.dropped++; // counted as the overrun's (the next poll re-attaches us)
+      Atomics.add(i32, this.sb + SB_DROPPED, 1);
+      Atomics.add(i32, this.xc + XC_EV_DROPPED, 1);
+      return;
+    }
     out.push(new ConnEvent(img, img[REC_LINK]!, late));
   }
 

@@ -541,7 +541,8 @@ export class GcHandle {
           // Died inside the table: recover its record (locks, half-done delete, GC word), so
           // that a new GC can start, and report the death through stop().
           try {
-            this.deathReport = recoverDeadWorker(table, this.wid);
+            // A short grace wait: this runs on the owner's thread (the orphans are finished by the next GC).
+            this.deathReport = recoverDeadWorker(table, this.wid, { graceWaitMs: 100 });
           } catch (err) {
             this.failure ??= err instanceof Error ? err : new Error(String(err));
           }

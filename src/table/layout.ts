@@ -11,7 +11,7 @@
  */
 
 export const MAGIC = 0x43545342; // 'CTSB'
-export const LAYOUT_VERSION = 1;
+export const LAYOUT_VERSION = 2; // 2: worker records of 80 words (liveness, event recovery), 48 header words, the park queue
 
 // ---------------------------------------------------------------------------------------------
 // Header (word offsets from 0).

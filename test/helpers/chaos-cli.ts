@@ -16,5 +16,5 @@ const r = await runChaos({ seconds, discipline, seed: Number(opt('seed', '12345'
 const { invariants, ...figures } = r;
 console.log(JSON.stringify(figures, null, 1));
 console.log(invariants);
-const bad = r.wedges + r.missing + r.killedLive + r.duplicateDestroys + r.lostDestroys + r.wrongfulTableFull + (r.invariantsOk ? 0 : 1);
+const bad = r.wedges + r.missing + r.killedLive + r.duplicateDestroys + r.lostDestroys + r.fastDropped + r.wrongfulTableFull + (r.invariantsOk ? 0 : 1);
 process.exit(bad === 0 ? 0 : 1);

@@ -6,7 +6,7 @@
  * invariants hold, and no thread wedged.
  */
 import { Worker } from 'node:worker_threads';
-import { EVENT_DESTROY, EVENT_NEW, subscribeEvents } from '../../src/table/ecache.js';
+import { EVENT_DESTROY, EVENT_NEW, eventStats, subscribeEvents } from '../../src/table/ecache.js';
 import { startGc, type GcHandle } from '../../src/table/gc.js';
 import { checkInvariants, formatInvariants } from '../../src/table/invariants.js';
 import { E_NS, E_TUPLE, E_ZONE, E_ID } from '../../src/table/layout.js';
@@ -45,6 +45,8 @@ export interface ChaosResult {
   killedLive: number;
   /** Connections the fast subscriber saw created and gone without a DESTROY. */
   lostDestroys: number;
+  /** DESTROYs dropped for the fast subscriber (it was overrun: it did not keep up, so lostDestroys is not judged). */
+  fastDropped: number;
   duplicateDestroys: number;
   destroysSeen: number;
   subscriberLost: number;
@@ -53,10 +55,14 @@ export interface ChaosResult {
   invariants: string;
   overruns: number;
   stallsDetected: number;
+  /** eventStats: DESTROYs given up with the park queue full, tombstones; the fast subscriber's skipped unpublished DESTROY records. */
+  parkFull: number;
+  tombstones: number;
+  fastSkipped: number;
 }
 
 const WEDGE_MS = 8000;
-const STALL_MS = 400;
+const STALL_MS = 600;
 
 interface Role {
   kind: 'packet' | 'flusher' | 'subscriber';
@@ -78,7 +84,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   };
   const nPacket = o.packetWorkers ?? 3;
   const table = ConntrackTable.create({
-    max: 8192, discipline: o.discipline, maxWorkers: 16, stallMs: STALL_MS,
+    // Room for what a stalled worker holds up before it is detected (STALL_MS x the churn rate).
+    max: 16384, discipline: o.discipline, maxWorkers: 16, stallMs: STALL_MS,
     events: { ring: 1 << 16, destroyRing: 4096 },
   });
   const now = 1000;
@@ -89,9 +96,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const state = new Int32Array(stateBuf);
   const res: ChaosResult = {
     seconds: o.seconds, discipline: o.discipline, kills: { packet: 0, gc: 0, flusher: 0, subscriber: 0 }, stalls: 0,
-    created: 0, refused: 0, wrongfulTableFull: 0, wedges: 0, missing: 0, killedLive: 0, lostDestroys: 0,
+    created: 0, refused: 0, wrongfulTableFull: 0, wedges: 0, missing: 0, killedLive: 0, lostDestroys: 0, fastDropped: 0,
     duplicateDestroys: 0, destroysSeen: 0, subscriberLost: 0, slowDropped: 0, invariantsOk: false, invariants: '',
-    overruns: 0, stallsDetected: 0,
+    overruns: 0, stallsDetected: 0, parkFull: 0, tombstones: 0, fastSkipped: 0,
   };
   // Connections the uncertain pending operations of killed workers touched: not judged.
   const uncertain = new Set<number>();
@@ -99,10 +106,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   // The fast subscriber, on this thread: every NEW and DESTROY id.
   const fast = subscribeEvents(table);
   const newIds = new Set<number>();
+  const newZone = new Map<number, number>();
   const destroyCount = new Map<number, number>();
   const pollFast = (): void => {
     for (const ev of fast.poll()) {
-      if (ev.type === EVENT_NEW) newIds.add(ev.id);
+      if (ev.type === EVENT_NEW) { newIds.add(ev.id); newZone.set(ev.id, ev.zone); }
       else if (ev.type === EVENT_DESTROY) destroyCount.set(ev.id, (destroyCount.get(ev.id) ?? 0) + 1);
     }
   };
@@ -138,7 +146,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       if (p >= 0) uncertain.add(r.index * FLOWS + p);
       Atomics.store(c, C_PENDING + r.index, 0);
     }
-    if (r.wid >= 0) recoverDeadWorker(table, r.wid, { graceWaitMs: 50 });
+    // Short waits: this thread also reads the fast subscriber, which must keep up.
+    if (r.wid >= 0) recoverDeadWorker(table, r.wid, { graceWaitMs: 50, lockWaitMs: 500 });
     res.kills[r.kind]++;
   };
 
@@ -208,9 +217,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   clearInterval(pollTimer);
   // Deliver what is parked, then read everything.
   const me = new Conntrack(table);
-  for (let i = 0; i < 100; i++) {
+  // A subscriber killed just before the end holds the DESTROY ring until it has been silent for
+  // the stall time (then it is overrun): deliver for a few stall times.
+  for (let i = 0; i < 400; i++) {
     pollFast();
     if (me.retryParkedEvents() === 0) break;
+    await new Promise((ok) => setTimeout(ok, 10));
   }
   pollFast();
   me.close();
@@ -243,8 +255,23 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   res.destroysSeen = destroyCount.size;
   // Every connection it saw created and that is gone produced its DESTROY (when it lost no NEW,
   // this is every connection created while it was attached).
-  for (const id of newIds) if (!finalIds.has(id) && !destroyCount.has(id)) res.lostDestroys++;
+  const lostByZone = [0, 0, 0];
+  let lostMin = Infinity;
+  let lostMax = 0;
+  for (const id of newIds) {
+    if (!finalIds.has(id) && !destroyCount.has(id)) {
+      res.lostDestroys++;
+      lostByZone[newZone.get(id) ?? 0]!++;
+      lostMin = Math.min(lostMin, id);
+      lostMax = Math.max(lostMax, id);
+    }
+  }
+  let newest = 0;
+  for (const id of newIds) if (id > newest) newest = id;
+  if (res.lostDestroys > 0) log(`lost DESTROYs by zone ${lostByZone}, ids ${lostMin}..${lostMax} of ${newest}`);
   res.subscriberLost = fast.lost;
+  if (res.fastSkipped === 0) res.fastSkipped = fast.lostDestroys;
+  res.fastDropped = fast.dropped;
   if (fast.dropped > 0) log(`the fast subscriber was overrun (${fast.dropped} dropped): it did not keep up`);
   if (slowDone) {
     const sd = slowDone as { destroys: [number, number][]; dropped: number };
@@ -254,7 +281,6 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       if (finalIds.has(id)) res.killedLive++;
     }
   }
-  fast.close();
   res.created = Atomics.load(c, C_CREATED);
   res.refused = Atomics.load(c, C_REFUSED);
   res.wrongfulTableFull = Atomics.load(c, C_WRONGFUL);
@@ -266,6 +292,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const inv = checkInvariants(table);
   res.invariantsOk = inv.ok && inv.slots.leaked === 0;
   res.invariants = formatInvariants(inv);
-  res.overruns = (await import('../../src/table/ecache.js')).eventStats(table).overruns;
+  const es = eventStats(table);
+  res.overruns = es.overruns;
+  res.parkFull = es.parkFull;
+  res.tombstones = es.tombstones;
+  res.fastSkipped = fast.lostDestroys;
+  if (es.parked > 0 || res.lostDestroys > 0) log(`at the end: ${es.parked} parked, ${es.subscribers} subscribers, emitted ${es.emitted}, parked in all ${es.parkedTotal}`);
+  fast.close();
   return res;
 }
