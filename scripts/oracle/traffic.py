@@ -445,7 +445,7 @@ def write_meta(name, outdir, logged):
     }
     if sc["crafted_only"]:
         meta["crafted_sent"] = sent.get("crafted")
-    if sc["wire"] and os.path.exists(os.path.join(outdir, "wire.pcap")):
+    if sc.get("wire") and os.path.exists(os.path.join(outdir, "wire.pcap")):
         with open(os.path.join(outdir, "wire.pcap"), "rb") as f:
             raw = f.read()
         n, at = 0, 24  # classic pcap (tcpdump -w): records after the 24-byte file header
