@@ -359,13 +359,20 @@ test('core: ICMP errors are RELATED only to a known connection, from its peer\'s
   ct.close();
 });
 
-test('core: a first fragment carrying its UDP header is tracked (its ports are there)', (t) => {
-  const table = ConntrackTable.create({ max: 64 });
-  const ct = new Conntrack(table);
+test('core: a first fragment carrying its UDP header is tracked without reassembly (its ports are there), held with it', (t) => {
   const first = udp4({ src: '10.0.0.1', dst: '10.0.0.2', sport: 7, dport: 9, payload: 'x'.repeat(16), mf: true });
+  // nf_conntrack_defrag=0: the core tracks the first fragment by its own headers.
+  const table = ConntrackTable.create({ max: 64, sysctls: { nf_conntrack_defrag: 0 } });
+  const ct = new Conntrack(table);
   const v = ct.decide(first, LINKTYPE_RAW, 1000);
   t.deepEqual([v.ctstate, v.direction], ['new', 'original']);
   ct.close();
+  // With reassembly (the default) it waits for the rest of its datagram, as nf_defrag_ipv4 does.
+  const t2 = ConntrackTable.create({ max: 64 });
+  const ct2 = new Conntrack(t2);
+  t.is(ct2.decide(first, LINKTYPE_RAW, 1000).ctstate, 'held');
+  t.is(Atomics.load(t2.i32, H_COUNT), 0);
+  ct2.close();
 });
 
 test('core: a chain longer than the limit refuses the insert, dropped and counted (chaintoolong)', (t) => {
