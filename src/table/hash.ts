@@ -64,7 +64,8 @@ export function tupleHash(
   let v1 = k1 | 0;
   let v2 = (0x6c796765 ^ k0) | 0;
   let v3 = (0x74656462 ^ k1) | 0;
-  // 6 message words, then the length block (24 bytes), one SipRound each (written out); 3 final rounds.
+  // 6 message words, then the length block (24 bytes), one SipRound each; 3 final rounds. Written
+  // out on purpose: the same rounds as a loop (like hashTuple) measured 1.36x slower per hash here.
   let m: number;
   m = words[off]! | 0;
   v3 ^= m;
