@@ -68,7 +68,7 @@ async function startCli(args: string[]): Promise<{ out: () => string; err: () =>
 }
 
 if (skip) {
-  test(`live NFQUEUE tests skipped: ${skip}`, (t) => t.pass());
+  test.skip(`live NFQUEUE tests skipped: ${skip}`, () => {});
 } else {
   test.before(async () => {
     net.up();
