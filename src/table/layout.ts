@@ -207,7 +207,11 @@ export const ZL_LOCKS = ZL_ZONE_STRIPES + ZL_NS_STRIPES;
 // only under the list's lock stripe by its owner.
 export const MK_PREV = 0;
 export const MK_NEXT = 1;
-export const MARKER_WORDS = 2;
+// The list the marker is on: (kind << 17 | key) + 1, 0 = none. Written by its owner under that
+// list's stripe; read by crash recovery's list rebuild (all list stripes held), which puts a live
+// walker's marker back on its list.
+export const MK_LIST = 2;
+export const MARKER_WORDS = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Lock words: 0 = unlocked, else (owner + 1) << 2 | LOCK_LOCKED or LOCK_CONTENDED.

@@ -35,11 +35,11 @@
  */
 import {
   DIR_ORIGINAL, ENTRY_WORDS, E_GEN, E_NEXT, E_NPREV, E_NS, E_STATUS, E_TIMEOUT, E_ZONE,
-  E_ZPREV, H_ZONE_DEFAULT_LIMIT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, MARKER_WORDS, MK_NEXT,
+  E_ZPREV, H_ZONE_DEFAULT_LIMIT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, MARKER_WORDS, MK_LIST, MK_NEXT,
   MK_PREV, NS_COUNT, NS_LIMIT, NS_WORDS, ZA_COUNT, ZA_HEAD, ZA_LIMIT, ZA_WORDS, ZL_LOCKS,
   ZL_NS_STRIPES, ZL_ZONE_STRIPES, ZONES,
 } from './layout.js';
-import { forceUnlock, lock, unlock } from './locks.js';
+import { forceUnlock, lock, lockFor, unlock } from './locks.js';
 import type { ConntrackTable, TableHandle } from './table.js';
 
 // Zone spec direction flags (the kernel's NF_CT_ZONE_DIR_ORIG / NF_CT_ZONE_DIR_REPL).
@@ -280,6 +280,19 @@ export class ZoneAccounting {
     unlock(i32, lk);
   }
 
+  /** link() without the stripes, for rebuildZoneAccounting (which holds all of them). */
+  relink(slot: number, ns: number, zk: number): void {
+    this.pushFront(LIST_ZONE, this.headWord(LIST_ZONE, zk), slot);
+    if (ns >= 0 && ns < this.nsMax) this.pushFront(LIST_NS, this.headWord(LIST_NS, ns), slot);
+  }
+
+  /** Put worker w's marker first on list `list` ((kind << 17) | key), for rebuildZoneAccounting. */
+  pushMarker(w: number, list: number): void {
+    const kind = list >>> 17;
+    const key = list & 0x1ffff;
+    this.pushFront(kind, this.headWord(kind, key), this.cap + w);
+  }
+
   /** Unlink an entry from both lists (kill, bucket locks held). */
   unlink(slot: number, ns: number, zk: number): void {
     const i32 = this.i32;
@@ -343,8 +356,10 @@ export class ZoneAccounting {
     const head = this.headWord(kind, key);
     const m = this.cap + this.wid;
     const max = Math.min(slice, slots.length, gens.length);
+    const mk = this.MK + this.wid * MARKER_WORDS + MK_LIST;
     lock(i32, lk, this.wid);
     this.pushFront(kind, head, m);
+    i32[mk] = ((kind << 17) | key) + 1; // under the stripe, like the links
     unlock(i32, lk);
     try {
       for (;;) {
@@ -379,6 +394,7 @@ export class ZoneAccounting {
     } finally {
       lock(i32, lk, this.wid);
       this.remove(kind, head, m);
+      i32[mk] = 0;
       unlock(i32, lk);
     }
   }
@@ -400,6 +416,21 @@ export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): v
   const i32 = table.i32;
   const sec = table.sec;
   if (deadWorker >= 0) for (let l = 0; l < ZL_LOCKS; l++) forceUnlock(i32, sec.zlocks + l, deadWorker);
+  // Every list stripe too (ascending, after the bucket stripes, as writers take them): a live
+  // walker may be inside a slice. Taken for the dead worker's id, like recovery's bucket locks;
+  // a stripe still held after the wait (another dead holder) is rebuilt without it.
+  const owner = deadWorker >= 0 ? deadWorker : 0;
+  const held = new Uint8Array(ZL_LOCKS);
+  for (let l = 0; l < ZL_LOCKS; l++) held[l] = lockFor(i32, sec.zlocks + l, owner, 2000) ? 1 : 0;
+  // Live walkers' markers: the rebuild relinks entries only, so note which list each is on.
+  const walking: number[] = [];
+  for (let w = 0; w < table.maxWorkers; w++) {
+    const mk = sec.markers + w * MARKER_WORDS + MK_LIST;
+    const list = i32[mk]!; // under every list stripe
+    if (list === 0) continue;
+    if (w === deadWorker) i32[mk] = 0; // its walk is over
+    else walking.push(w, list - 1);
+  }
   for (let z = 0; z < ZONES; z++) {
     i32[sec.zacct + z * ZA_WORDS + ZA_COUNT] = 0;
     i32[sec.zacct + z * ZA_WORDS + ZA_HEAD] = 0;
@@ -419,9 +450,13 @@ export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): v
         const zk = zoneKey(i32[e + E_ZONE]!);
         i32[sec.zacct + zk * ZA_WORDS + ZA_COUNT]!++;
         if (ns >= 0 && ns < table.namespaces) i32[sec.ns + ns * NS_WORDS + NS_COUNT]!++;
-        za.link(slot, ns, zk);
+        za.relink(slot, ns, zk);
       }
       ref = i32[e + E_NEXT + (ref & 1)]!;
     }
   }
+  // Each live walker's marker goes back on its list, first: its walk starts over from the newest
+  // entry (a flush or delete visits some entries twice, harmlessly; a dump may show them twice).
+  for (let k = 0; k < walking.length; k += 2) za.pushMarker(walking[k]!, walking[k + 1]!);
+  for (let l = 0; l < ZL_LOCKS; l++) if (held[l]) unlock(i32, sec.zlocks + l);
 }
