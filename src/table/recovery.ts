@@ -74,7 +74,7 @@ import {
 import { pushPending, splicePendingFree, takePending } from './alloc.js';
 import { EventProducer, recoverProducer } from './ecache.js';
 import { extRelease } from './ext.js';
-import { rebuildZoneAccounting } from './zones.js';
+import { rebuildZoneAccounting, ZoneAccounting } from './zones.js';
 import { forceUnlock, lockOwner, tryLock, unlock } from './locks.js';
 import { NAT_LOCK_COUNT } from './layout.js';
 import type { ConntrackTable } from './table.js';
@@ -514,6 +514,9 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   // Its zone/namespace list locks too: a live writer may wait on one while holding a bucket
   // stripe we are about to take. The lists it may have left half-linked are rebuilt below.
   for (let l = 0; l < ZL_LOCKS; l++) if (forceUnlock(i32, table.sec.zlocks + l, wid)) report.locksReleased++;
+  // A walk it left unfinished: its marker comes off that list (the record's next owner would
+  // link it again). The list's stripe is taken as the dead worker, like the bucket locks below.
+  new ZoneAccounting(table, wid).dropMarker(wid, lockWaitMs);
   for (let l = 0; l < NAT_LOCK_COUNT; l++) if (forceUnlock(i32, table.sec.natLocks + l, wid)) report.locksReleased++;
   let all = false;
   if (repair) {

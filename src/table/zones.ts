@@ -286,6 +286,27 @@ export class ZoneAccounting {
     if (ns >= 0 && ns < this.nsMax) this.pushFront(LIST_NS, this.headWord(LIST_NS, ns), slot);
   }
 
+  /**
+   * Take worker w's marker off the list it is on, if any (MK_LIST): a walker that died mid-walk
+   * leaves it there, and the next owner of its record would link it a second time. Takes that
+   * list's stripe for at most `ms` (another dead holder: left for the list rebuild).
+   */
+  dropMarker(w: number, ms: number): void {
+    const i32 = this.i32;
+    const mk = this.MK + w * MARKER_WORDS + MK_LIST;
+    const list = Atomics.load(i32, mk) - 1; // written under the stripe; re-read under it below
+    if (list < 0) return;
+    const kind = list >>> 17;
+    const key = list & 0x1ffff;
+    const lk = this.lockWord(kind, key);
+    if (!lockFor(i32, lk, this.wid, ms)) return;
+    if (i32[mk] === list + 1) {
+      this.remove(kind, this.headWord(kind, key), this.cap + w);
+      i32[mk] = 0;
+    }
+    unlock(i32, lk);
+  }
+
   /** Put worker w's marker first on list `list` ((kind << 17) | key), for rebuildZoneAccounting. */
   pushMarker(w: number, list: number): void {
     const kind = list >>> 17;
@@ -357,6 +378,7 @@ export class ZoneAccounting {
     const m = this.cap + this.wid;
     const max = Math.min(slice, slots.length, gens.length);
     const mk = this.MK + this.wid * MARKER_WORDS + MK_LIST;
+    this.dropMarker(this.wid, 2000); // left on a list by a previous owner of this record that died
     lock(i32, lk, this.wid);
     this.pushFront(kind, head, m);
     i32[mk] = ((kind << 17) | key) + 1; // under the stripe, like the links
