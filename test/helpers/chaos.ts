@@ -5,6 +5,7 @@
  * DESTROY for the subscriber that kept up, no new connection was refused below 90 % full, all
  * invariants hold, and no thread wedged.
  */
+import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { EVENT_DESTROY, EVENT_NEW, eventStats, subscribeEvents } from '../../src/table/ecache.js';
 import { startGc, type GcHandle } from '../../src/table/gc.js';
@@ -45,8 +46,18 @@ export interface ChaosResult {
   killedLive: number;
   /** Connections the fast subscriber saw created and gone without a DESTROY. */
   lostDestroys: number;
-  /** DESTROYs dropped for the fast subscriber (it was overrun: it did not keep up, so lostDestroys is not judged). */
+  /**
+   * DESTROYs dropped (counted) for the fast subscriber because it was overrun. Every lost DESTROY
+   * must be one of these (lostDestroys === fastDropped: it saw every NEW, so each dropped record
+   * is one of its lost connections; a DESTROY never written would make lostDestroys larger).
+   */
   fastDropped: number;
+  /** Its overruns: when, how many dropped, how long it had not polled, the machine's gap meanwhile. */
+  fastOverruns: FastOverrun[];
+  /** Overruns while it polled within the stall time: not by design (a failure). */
+  fastOverrunsUnexplained: number;
+  /** Gaps over 250 ms of an idle control thread's 5 ms timer: the machine not running this process. */
+  machineGaps: number;
   duplicateDestroys: number;
   destroysSeen: number;
   subscriberLost: number;
@@ -59,6 +70,14 @@ export interface ChaosResult {
   parkFull: number;
   tombstones: number;
   fastSkipped: number;
+}
+
+/** An overrun of the fast subscriber (chaos.ts). */
+export interface FastOverrun {
+  atS: number;
+  dropped: number;
+  silentMs: number;
+  machineGapMs: number;
 }
 
 const WEDGE_MS = 8000;
@@ -99,20 +118,80 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     created: 0, refused: 0, wrongfulTableFull: 0, wedges: 0, missing: 0, killedLive: 0, lostDestroys: 0, fastDropped: 0,
     duplicateDestroys: 0, destroysSeen: 0, subscriberLost: 0, slowDropped: 0, invariantsOk: false, invariants: '',
     overruns: 0, stallsDetected: 0, parkFull: 0, tombstones: 0, fastSkipped: 0,
+    fastOverruns: [], fastOverrunsUnexplained: 0, machineGaps: 0,
   };
   // Connections the uncertain pending operations of killed workers touched: not judged.
   const uncertain = new Set<number>();
 
   // The fast subscriber, on this thread: every NEW and DESTROY id.
   const fast = subscribeEvents(table);
-  const newIds = new Set<number>();
-  const newZone = new Map<number, number>();
-  const destroyCount = new Map<number, number>();
-  const pollFast = (): void => {
-    for (const ev of fast.poll()) {
-      if (ev.type === EVENT_NEW) { newIds.add(ev.id); newZone.set(ev.id, ev.zone); }
-      else if (ev.type === EVENT_DESTROY) destroyCount.set(ev.id, (destroyCount.get(ev.id) ?? 0) + 1);
+  // What it saw, one byte per connection id (ids come from one counter, H_NEXT_ID), in 1 Mi-id
+  // chunks: a Set/Map of millions of ids blocks this thread for seconds each time its hash table
+  // doubles (0.75 s at 2^21 entries, 2.4 s at 2^22 and 2^23, measured), long enough for the
+  // producers to find this subscriber stalled and overrun it.
+  const seen = new IdBytes();
+  // Trace (CHAOS_TRACE=1): gaps between the checker's polls, what this thread was doing then, V8 GC pauses.
+  const trace = process.env['CHAOS_TRACE'] === '1';
+  let doing = 'idle';
+  let doingSince = performance.now();
+  const acts: string[] = [];
+  const actMax = new Map<string, number>(); // longest time spent in each activity (trace)
+  const act = (what: string): void => {
+    const t = performance.now();
+    if (trace) actMax.set(doing, Math.max(actMax.get(doing) ?? 0, Math.round(t - doingSince)));
+    if (trace && doing !== 'idle' && t - doingSince > 50) acts.push(`${doing} ${Math.round(t - doingSince)} ms`);
+    doing = what; doingSince = t;
+  };
+  let lastPoll = performance.now();
+  const t0 = performance.now();
+  const gcObs = trace ? new PerformanceObserver((l) => {
+    for (const e of l.getEntries()) if (e.duration > 50) log(`trace ${((e.startTime - t0) / 1000).toFixed(1)} s: V8 gc ${Math.round(e.duration)} ms (kind ${(e as unknown as { detail?: { kind?: number } }).detail?.kind})`);
+  }) : null;
+  gcObs?.observe({ entryTypes: ['gc'] });
+  // Control: a thread doing nothing but a 5 ms timer; its gaps (over 100 ms: end time, length,
+  // epoch ms) are the machine's scheduling delays, not this process's doing.
+  const TICKS = 1024;
+  const ticks = new Float64Array(new SharedArrayBuffer(8 * 2 * TICKS));
+  const ticker = new Worker(`const { workerData: w } = require('node:worker_threads');
+    let last = performance.timeOrigin + performance.now(), n = 0;
+    setInterval(() => { const t = performance.timeOrigin + performance.now();
+      if (t - last > 100 && n < ${TICKS}) { w[2 * n + 1] = t - last; w[2 * n] = t; n++; } last = t; }, 5);`,
+  { eval: true, workerData: ticks });
+  ticker.unref();
+  /** The longest control-thread gap overlapping [from, to] (performance.now() times). */
+  const machineGap = (from: number, to: number): number => {
+    let g = 0;
+    for (let k = 0; k < TICKS && ticks[2 * k]! > 0; k++) {
+      const end = ticks[2 * k]! - performance.timeOrigin;
+      if (end >= from && end - ticks[2 * k + 1]! <= to) g = Math.max(g, ticks[2 * k + 1]!);
     }
+    return Math.round(g);
+  };
+  // Overruns of the checker. By design (README, Reliability) only when it had not polled for the
+  // stall time: each is kept with that silence and the machine's own gap meanwhile.
+  let pollStart = performance.now();
+  let silence = 0;
+  const fastOverruns: FastOverrun[] = [];
+  fast.on('overrun', (n) => {
+    const t = performance.now(); // emitted by poll() as it re-attaches, before it reads
+    fastOverruns.push({ atS: Math.round((t - t0) / 100) / 10, dropped: n, silentMs: Math.round(silence), machineGapMs: machineGap(t - silence, t) });
+  });
+  const pollFast = (): void => {
+    const t = performance.now();
+    silence = t - pollStart;
+    pollStart = t;
+    if (trace && t - lastPoll > 200) {
+      log(`trace ${((t - t0) / 1000).toFixed(1)} s: poll gap ${Math.round(t - lastPoll)} ms; long acts since: ${acts.join(', ') || 'none'}; now ${doing}; ` +
+        `dropped ${fast.dropped}, ids ${seen.count}`);
+    }
+    acts.length = 0;
+    const evs = fast.poll();
+    for (const ev of evs) {
+      if (ev.type === EVENT_NEW) seen.or(ev.id, SEEN_NEW | ((ev.zone & 3) << 1));
+      else if (ev.type === EVENT_DESTROY) seen.countDestroy(ev.id);
+    }
+    lastPoll = performance.now();
+    if (trace && lastPoll - t > 50) log(`trace ${((t - t0) / 1000).toFixed(1)} s: poll took ${Math.round(lastPoll - t)} ms for ${evs.length} events`);
   };
   const pollTimer = setInterval(pollFast, 5);
 
@@ -125,7 +204,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     const data: ChaosWorkerData = {
       buffer: table.buffer, control, state: stateBuf, role: r.kind, index: r.index, seed: (rand() * 0x7fffffff) | 1, now,
     };
+    act(`spawn ${r.kind}`);
     const w = new Worker(WORKER, { workerData: data });
+    act('idle');
     w.on('error', () => {});
     r.w = w;
     r.result = new Promise((ok) => w.on('message', (m: Record<string, unknown>) => { if (m.type === 'done') ok(m); }));
@@ -140,6 +221,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   const kill = async (r: Role): Promise<void> => {
     const w = r.w!;
     r.w = null;
+    act(`terminate ${r.kind}`);
     await w.terminate();
     if (r.kind === 'packet') {
       const p = Atomics.load(c, C_PENDING + r.index) - 1; // what it was changing: not judged
@@ -147,7 +229,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       Atomics.store(c, C_PENDING + r.index, 0);
     }
     // Short waits: this thread also reads the fast subscriber, which must keep up.
+    act(`recover ${r.kind}`);
     if (r.wid >= 0) recoverDeadWorker(table, r.wid, { graceWaitMs: 50, lockWaitMs: 500 });
+    act('idle');
     res.kills[r.kind]++;
   };
 
@@ -181,11 +265,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
       const r = roles.find((x) => x.w === null)!;
       await spawn(r);
     } else if (a < 0.45) {
+      act('terminate gc (+ its recovery)');
       await gc.terminate(); // the handle recovers its record: a new GC may start
+      act('start gc');
       res.kills.gc++;
       await gc.stop().catch(() => {}); // reports the death
       gc = startGc(table, { wallPerClock: 0.01, minIntervalMs: 1000 });
       await gc.ready;
+      act('idle');
       lastGcChange = Date.now();
     } else if (a < 0.55) {
       const r = roles[nPacket]!;
@@ -215,6 +302,15 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   }
   await gc.stop();
   clearInterval(pollTimer);
+  gcObs?.disconnect();
+  const gaps: string[] = [];
+  for (let k = 0; k < TICKS && ticks[2 * k]! > 0; k++) {
+    if (ticks[2 * k + 1]! > 250) gaps.push(`${((ticks[2 * k]! - performance.timeOrigin - t0) / 1000).toFixed(1)} s: ${Math.round(ticks[2 * k + 1]!)} ms`);
+  }
+  res.machineGaps = gaps.length;
+  if (trace || gaps.length > 0) log(`timer gaps over 250 ms of an idle control thread (the machine's scheduling): ${gaps.join(', ') || 'none'}`);
+  await ticker.terminate();
+  if (trace) log(`trace: longest time in each activity of this thread (ms): ${JSON.stringify(Object.fromEntries(actMax))}`);
   // Deliver what is parked, then read everything.
   const me = new Conntrack(table);
   // A subscriber killed just before the end holds the DESTROY ring until it has been silent for
@@ -248,31 +344,35 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   for (let sw = 0; sw < state.length; sw++) {
     if (state[sw] === 1 && !uncertain.has(sw) && !present.has(sw)) res.missing++;
   }
-  for (const [id, n] of destroyCount) {
-    if (n > 1) res.duplicateDestroys++;
-    if (finalIds.has(id)) res.killedLive++;
-  }
-  res.destroysSeen = destroyCount.size;
-  // Every connection it saw created and that is gone produced its DESTROY (when it lost no NEW,
-  // this is every connection created while it was attached).
-  const lostByZone = [0, 0, 0];
+  const lostByZone = [0, 0, 0, 0];
   let lostMin = Infinity;
   let lostMax = 0;
-  for (const id of newIds) {
-    if (!finalIds.has(id) && !destroyCount.has(id)) {
+  let newest = 0;
+  seen.forEach((id, b) => {
+    const n = (b >>> SEEN_D_SHIFT) & 3;
+    if (n > 1) res.duplicateDestroys++;
+    if (n > 0) {
+      res.destroysSeen++;
+      if (finalIds.has(id)) res.killedLive++;
+    }
+    if ((b & SEEN_NEW) === 0) return;
+    if (id > newest) newest = id;
+    // Every connection it saw created and that is gone produced its DESTROY (when it lost no NEW,
+    // this is every connection created while it was attached).
+    if (n === 0 && !finalIds.has(id)) {
       res.lostDestroys++;
-      lostByZone[newZone.get(id) ?? 0]!++;
+      lostByZone[(b >>> 1) & 3]!++;
       lostMin = Math.min(lostMin, id);
       lostMax = Math.max(lostMax, id);
     }
-  }
-  let newest = 0;
-  for (const id of newIds) if (id > newest) newest = id;
-  if (res.lostDestroys > 0) log(`lost DESTROYs by zone ${lostByZone}, ids ${lostMin}..${lostMax} of ${newest}`);
+  });
+  if (res.lostDestroys > 0) log(`lost DESTROYs by zone ${lostByZone.slice(0, 3)}, ids ${lostMin}..${lostMax} of ${newest}`);
   res.subscriberLost = fast.lost;
   if (res.fastSkipped === 0) res.fastSkipped = fast.lostDestroys;
   res.fastDropped = fast.dropped;
-  if (fast.dropped > 0) log(`the fast subscriber was overrun (${fast.dropped} dropped): it did not keep up`);
+  res.fastOverruns = fastOverruns;
+  res.fastOverrunsUnexplained = fastOverruns.filter((x) => x.silentMs <= STALL_MS).length;
+  for (const x of fastOverruns) log(`fast subscriber overrun at ${x.atS} s: ${x.dropped} dropped after ${x.silentMs} ms without a poll (stall time ${STALL_MS} ms; an idle control thread's longest gap meanwhile ${x.machineGapMs} ms)`);
   if (slowDone) {
     const sd = slowDone as { destroys: [number, number][]; dropped: number };
     res.slowDropped = sd.dropped;
@@ -300,4 +400,39 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   if (es.parked > 0 || res.lostDestroys > 0) log(`at the end: ${es.parked} parked, ${es.subscribers} subscribers, emitted ${es.emitted}, parked in all ${es.parkedTotal}`);
   fast.close();
   return res;
+}
+
+/** Bits of IdBytes' byte per id: NEW seen, its zone (2 bits), DESTROYs seen (2 bits, saturating). */
+const SEEN_NEW = 1;
+const SEEN_D_SHIFT = 3;
+const CHUNK_BITS = 20;
+
+/** One byte per 32-bit id, in chunks allocated as ids appear: no rehash, no copy, ever. */
+class IdBytes {
+  private readonly chunks = new Map<number, Uint8Array>();
+  /** Ids with a non-zero byte. */
+  count = 0;
+  private at(id: number): [Uint8Array, number] {
+    const k = id >>> CHUNK_BITS;
+    let c = this.chunks.get(k);
+    if (c === undefined) { c = new Uint8Array(1 << CHUNK_BITS); this.chunks.set(k, c); }
+    return [c, id & ((1 << CHUNK_BITS) - 1)];
+  }
+  or(id: number, bits: number): void {
+    const [c, i] = this.at(id);
+    if (c[i] === 0) this.count++;
+    c[i]! |= bits;
+  }
+  countDestroy(id: number): void {
+    const [c, i] = this.at(id);
+    const b = c[i]!;
+    if (b === 0) this.count++;
+    const n = (b >>> SEEN_D_SHIFT) & 3;
+    if (n < 3) c[i] = (b & ~(3 << SEEN_D_SHIFT)) | ((n + 1) << SEEN_D_SHIFT);
+  }
+  forEach(fn: (id: number, b: number) => void): void {
+    for (const [k, c] of this.chunks) {
+      for (let i = 0; i < c.length; i++) if (c[i] !== 0) fn(((k << CHUNK_BITS) | i) >>> 0, c[i]!);
+    }
+  }
 }
