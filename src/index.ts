@@ -30,7 +30,7 @@ export { PacketBatch, BatchVerdict, type BatchOptions } from './pool/batch.js';
 export { startGc, GcHandle, GcEngine, gcCounters, type GcOptions, type StartGcOptions, type GcCounters } from './table/gc.js';
 export { recoverDeadWorker, recoverDeadWorkers, reclaimOrphans, type RecoveryReport, type RecoveryOptions } from './table/recovery.js';
 export { checkInvariants, formatInvariants, type InvariantReport, type InvariantResult } from './table/invariants.js';
-export { subscribeEvents, eventStats, EventSubscription, ConnEvent, type ConnEventJson, type ConnEventKind, type SubscribeOptions, type EventRingStats } from './table/ecache.js';
+export { subscribeEvents, eventStats, EventSubscription, ConnEvent, StallEvent, type ConnEventJson, type ConnEventKind, type StallEventJson, type StallKind, type SubscribeOptions, type EventRingStats } from './table/ecache.js';
 // Per-slot extension access (connAcct, setConnLabel, setConnTimeoutPolicy, ...) stays internal: a
 // slot is only safe inside a batch. The public way is CtOps (dump().acct(i), setLabel,
 // setTimeoutPolicy) and the events' acct / timestamps.

@@ -7,6 +7,8 @@ import {
 import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { udp4 } from './helpers/frames.js';
+import { KILL_DELETE } from '../src/table/chains.js';
+import { eventStats, subscribeEvents } from '../src/table/ecache.js';
 
 /** A quiescent table with `n` UDP connections (two of them in zone 7). */
 function healthy(n = 40, discipline: 'noref' | 'refcount' = 'noref'): { table: ConntrackTable; slots: number[] } {
@@ -153,4 +155,39 @@ test('a linked slot on the free list, a DYING linked entry, a held lock, a bad f
     table.i32[H_COUNT]!++;
     t.deepEqual(failed(checkInvariants(table)), ['count-matches-linked']);
   }
+});
+
+test('a parked DESTROY held longer than the age bound is caught; delivery enforces the bound', async (t) => {
+  // stallMs 50: delivery overruns whoever holds a parked DESTROY for PARK_AGE_STALLS x 50 ms.
+  const table = ConntrackTable.create({ max: 1024, stallMs: 50, events: { ring: 1024, destroyRing: 64 } });
+  const sub = subscribeEvents(table);
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  for (let i = 0; i < 64 + 10; i++) {
+    const f = udp4({ src: `10.9.0.${i}`, dst: '192.168.0.1', sport: 1000 + i, dport: 53 });
+    const v = ct.frame(LINKTYPE_RAW, f, 0, f.length, 1000);
+    ct.chains.kill(v.slot, KILL_DELETE); // 64 fill the DESTROY ring for `sub`, 10 are parked
+  }
+  ct.endBatch();
+  t.is(eventStats(table).parked, 10);
+  t.deepEqual(failed(checkInvariants(table)), [], 'young parked entries are fine');
+  // `sub` stays alive (heartbeats: poll(0) reads nothing) and holds the ring full; nobody delivers.
+  const sleep = (ms: number): Promise<void> => new Promise((ok) => setTimeout(ok, ms));
+  for (let k = 0; k < 4; k++) { sub.poll(0); await sleep(40); }
+  const r = checkInvariants(table, { parkedMaxAgeMs: 100 });
+  t.deepEqual(failed(r), ['event-rings']);
+  t.regex(r.invariants.find((x) => x.name === 'event-rings')!.detail!, /parked DESTROY 0 held \d+ ms \(bound 100 ms\)/);
+  // Still within the table's bound (10 x 50 ms): delivery waits for the live subscriber.
+  sub.poll(0);
+  t.is(ct.retryParkedEvents(), 10, 'all still parked');
+  for (let k = 0; k < 10; k++) { sub.poll(0); await sleep(50); }
+  // Past it: the next delivery overruns `sub` (alive, but too slow) and delivers every parked DESTROY.
+  sub.poll(0); // alive just now: the overrun is the age bound's, not the stall detection's
+  t.is(ct.retryParkedEvents(), 0, 'none left parked');
+  t.is(eventStats(table).overruns, 1);
+  t.deepEqual(failed(checkInvariants(table)), []);
+  sub.poll();
+  t.true(sub.dropped > 0, 'the subscriber that held them is told, with a count');
+  ct.close();
+  sub.close();
 });

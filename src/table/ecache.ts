@@ -33,19 +33,20 @@
  * rings (`events: false`) or when nf_conntrack_events is 0.
  */
 import { EventEmitter } from 'node:events';
-import { EVENT_DESTROY, EVENT_F_PROTOINFO, EVENT_NAMES, EVENT_NEW, EVENT_TYPES_ALL, EVENT_UPDATE } from './events.js';
+import { EVENT_DESTROY, EVENT_F_PROTOINFO, EVENT_NAMES, EVENT_NEW, EVENT_TYPES_ALL, EVENT_UPDATE, STALL_SUBSCRIBER, STALL_WORKER } from './events.js';
 import { readAcct, readLabels, type ConnAcct } from './ext.js';
 import {
   ENTRY_WORDS, EV_SUBSCRIBERS, EXT_ACCT, EXT_LABELS, EXT_TSTAMP, EXT_WORDS, E_EXT, E_ID,
-  E_MARK, E_PROTO, E_STATUS, E_TIMEOUT, E_ZONE, H_EVENTS, H_EV_DESTROY, H_STALLS, H_STALL_MS, PARK_FACTOR,
-  REC_EXT, REC_LINK, REC_MARKER, REC_NOW, REC_SEQ, REC_TAG, REC_TOMB, REC_TYPE, REC_WHY, REC_WORDS,
+  E_MARK, E_PROTO, E_STATUS, E_TIMEOUT, E_ZONE, H_CLOCK, H_EVENTS, H_EV_DESTROY, H_STALLS, H_STALL_MS, PARK_AGE_STALLS, PARK_FACTOR,
+  REC_EXT, REC_LINK, REC_MARKER, REC_NOW, REC_PARKED_AT, REC_SEQ, REC_STALL, REC_STALL_KIND, REC_STALL_LIMIT, REC_STALL_SILENT,
+  REC_STALL_WHO, REC_TAG, REC_TOMB, REC_TYPE, REC_WHY, REC_WORDS,
   SB_ATTACHED, SB_BEAT, SB_CLAIMED, SB_DROPPED, SB_DTAIL, SB_FREE, SB_OVERRUN, SB_STATE, SUB_WORDS,
   W_EV_D, W_EV_M, W_EV_PARK, W_EV_RETRY, WORKER_WORDS, X_FLAGS, X_TSTAMP,
   XC_EV_DHEAD, XC_EV_DROPPED, XC_EV_EMITTED, XC_EV_HEAD, XC_EV_LOST, XC_EV_OVERRUNS, XC_EV_PARK_FULL,
   XC_EV_PARK_LOCK, XC_EV_PARKED, XC_EV_PARKED_TOTAL, XC_EV_PHEAD, XC_EV_PTAIL, XC_EV_SUBS, XC_EV_TOMBS, XC_SUB,
 } from './layout.js';
 import { lock, lockFor, unlock } from './locks.js';
-import { beatNow, beatStale } from './liveness.js';
+import { beatNow, beatSilence, beatStale } from './liveness.js';
 import { S_EVENTS } from './sysctl.js';
 import type { ConntrackTable } from './table.js';
 import { connEntryJson, formatEntry, type ConnEntryJson, type FormatContext, type FormatOptions, type TupleJson } from '../ops/format.js';
@@ -60,6 +61,9 @@ const STALL_MS = 2000;
 const DSTALL_MS = 15000;
 const E_NO_RING = 'this table has no event ring (created with events: false)';
 const E_NO_SUB = `all ${EV_SUBSCRIBERS} event subscriber records are in use`;
+
+/** Words of a stall record a subscriber copies (its header and REC_STALL_* words). */
+const STALL_IMG = Math.max(REC_NOW, REC_TAG, REC_STALL_KIND, REC_STALL_WHO, REC_STALL_SILENT, REC_STALL_LIMIT) + 1;
 
 /** Signed distance a - b of two 31-bit sequence numbers. */
 function seqDiff(a: number, b: number): number {
@@ -173,6 +177,30 @@ export class EventProducer {
   }
 
   /**
+   * Report a thread this one found stalled (liveness.ts): a REC_STALL record in the main ring,
+   * delivered to subscribers' 'stall' listeners as a StallEvent. Never waits, never fails.
+   */
+  stall(kind: number, who: number, silentMs: number): void {
+    if (!this.active) return;
+    const i32 = this.i32;
+    // Atomics.add reserves a record, as for every event.
+    const seq = Atomics.add(i32, this.xc + XC_EV_HEAD, 1) & SEQ_MASK;
+    Atomics.store(i32, this.W + W_EV_M, seq + 1); // named for recovery until published
+    const rec = this.events + (seq & this.mask) * REC_WORDS;
+    Atomics.store(i32, rec + REC_SEQ, ~seq); // seqlock open
+    i32[rec + REC_TYPE] = REC_STALL;
+    i32[rec + REC_NOW] = Atomics.load(i32, H_CLOCK); // written by the driver
+    i32[rec + REC_TAG] = this.wid; // who found it
+    i32[rec + REC_STALL_KIND] = kind;
+    i32[rec + REC_STALL_WHO] = who;
+    i32[rec + REC_STALL_SILENT] = silentMs;
+    i32[rec + REC_STALL_LIMIT] = Atomics.load(i32, H_STALL_MS); // Atomics.store'd by the owner
+    Atomics.store(i32, rec + REC_SEQ, seq); // seqlock close: publishes the stores above
+    Atomics.store(i32, this.W + W_EV_M, 0);
+    Atomics.add(i32, this.xc + XC_EV_EMITTED, 1); // statistics
+  }
+
+  /**
    * Copy an entry (`img` false: entry words at `src` and its extension block) or a record image
    * (`img` true: REC_WORDS at `src`) into the record at `rec` and publish it as `seq`.
    */
@@ -241,6 +269,7 @@ export class EventProducer {
         i32[rec + REC_NOW] = now;
         i32[rec + REC_TAG] = tag;
         i32[rec + REC_WHY] = why; // the real reason, delivered with the event
+        i32[rec + REC_PARKED_AT] = beatNow(); // its age bounds how long it may wait (retryParked)
         // The commit (Atomics.store: lock-free readers of the queue length).
         Atomics.store(i32, this.xc + XC_EV_PTAIL, (pt + 1) | 0);
         Atomics.add(i32, this.xc + XC_EV_PARKED, 1);
@@ -281,7 +310,13 @@ export class EventProducer {
         if (Atomics.load(i32, sb + SB_STATE) !== SB_ATTACHED) continue; // attached subscribers only
         const r = this.dcap - seqDiff(d, Atomics.load(i32, sb + SB_DTAIL)); // tail: Atomics.store'd by its reader
         // A subscriber that stopped polling (dead or stalled) does not hold the ring up.
-        if (r <= 0 && beatStale(i32, Atomics.load(i32, sb + SB_BEAT)) && overrunSubscriber(i32, this.xc, sb, true)) continue;
+        if (r <= 0) {
+          const beat = Atomics.load(i32, sb + SB_BEAT); // Atomics.store'd by its reader
+          if (beatStale(i32, beat) && overrunSubscriber(i32, this.xc, sb, true)) {
+            this.stall(STALL_SUBSCRIBER, k, beatSilence(beat));
+            continue;
+          }
+        }
         if (r < room) room = r;
       }
       if (room <= 0) return false;
@@ -320,11 +355,19 @@ export class EventProducer {
       ph = pt;
       Atomics.store(i32, this.xc + XC_EV_PHEAD, ph);
     } else {
+      // The age bound: a DESTROY parked for PARK_AGE_STALLS stall times overruns the subscribers
+      // that leave it no room (they are too slow), as a full queue does.
+      const maxAge = PARK_AGE_STALLS * Atomics.load(i32, H_STALL_MS); // Atomics.store'd by the owner
       while (ph !== pt && n < RETRY_MAX) {
         Atomics.store(i32, this.W + W_EV_D, 0);
         Atomics.store(i32, this.W + W_EV_M, 0);
         Atomics.store(i32, this.W + W_EV_RETRY, ph + 1); // recovery: delivered once W_EV_D is published
-        if (!this.writeDestroy(this.parkBase + (ph % this.pcap) * REC_WORDS, true, 0, 0, 0)) break;
+        const rec = this.parkBase + (ph % this.pcap) * REC_WORDS;
+        if (!this.writeDestroy(rec, true, 0, 0, 0)) {
+          if (maxAge <= 0 || beatSilence(i32[rec + REC_PARKED_AT]!) <= maxAge) break;
+          this.overrunLaggards();
+          if (!this.writeDestroy(rec, true, 0, 0, 0)) break;
+        }
         ph = (ph + 1) | 0;
         Atomics.store(i32, this.xc + XC_EV_PHEAD, ph); // one at a time: a crash repeats none
         n++;
@@ -506,6 +549,58 @@ export class ConnEvent {
   }
 }
 
+/**
+ * A thread found stalled (liveness.ts): a packet worker or the GC silent inside a batch for
+ * longer than the table's stall time (it was expelled from grace periods), or a subscriber that
+ * stopped polling while it held the DESTROY ring up (it was overrun). Delivered to every
+ * subscription's 'stall' listeners (`sub.on('stall', (ev) => ...)`), in the global event order.
+ */
+export class StallEvent {
+  readonly event = 'stall' as const;
+  /** 'worker' (packet worker or GC: its worker record id) or 'subscriber' (its subscriber record index). */
+  readonly kind: StallKind;
+  /** The stalled thread's worker record id ('worker') or subscriber record index ('subscriber'). */
+  readonly id: number;
+  /** Wall ms since its last heartbeat when it was found. */
+  readonly silentMs: number;
+  /** The table's stall time (stallMs) then. */
+  readonly stallMs: number;
+  /** Worker record id of the thread that found it. */
+  readonly by: number;
+  /** Table clock when it was found (ms, uint32 wrapping). */
+  readonly now: number;
+  /** Position in the global event order (31-bit, wrapping). */
+  readonly seq: number;
+
+  /** @internal */
+  constructor(rec: Int32Array, seq: number) {
+    this.kind = rec[REC_STALL_KIND] === STALL_SUBSCRIBER ? 'subscriber' : 'worker';
+    this.id = rec[REC_STALL_WHO]!;
+    this.silentMs = rec[REC_STALL_SILENT]!;
+    this.stallMs = rec[REC_STALL_LIMIT]!;
+    this.by = rec[REC_TAG]!;
+    this.now = rec[REC_NOW]! >>> 0;
+    this.seq = seq;
+  }
+
+  toJSON(): StallEventJson {
+    return { event: 'stall', kind: this.kind, id: this.id, silentMs: this.silentMs, stallMs: this.stallMs, by: this.by };
+  }
+}
+
+/** Which kind of thread a StallEvent is about. */
+export type StallKind = 'worker' | 'subscriber';
+
+/** A StallEvent as JSON. */
+export interface StallEventJson {
+  event: 'stall';
+  kind: StallKind;
+  id: number;
+  silentMs: number;
+  stallMs: number;
+  by: number;
+}
+
 /** An event's kind, as ConnEvent.event and ConnEventJson.event give it. */
 export type ConnEventKind = 'new' | 'update' | 'destroy';
 
@@ -520,6 +615,20 @@ export interface SubscribeOptions {
   types?: number;
   /** Polling interval of the emitter / iterator pump, wall ms (default 5). */
   intervalMs?: number;
+}
+
+/** The subscription's listener events, typed ('event', 'stall', 'overrun', 'lost', 'close'). */
+export interface EventSubscription {
+  on(event: 'event', listener: (ev: ConnEvent) => void): this;
+  on(event: 'stall', listener: (ev: StallEvent) => void): this;
+  on(event: 'overrun' | 'lost', listener: (count: number) => void): this;
+  on(event: 'close', listener: () => void): this;
+  on(event: string | symbol, listener: (...args: never[]) => void): this;
+  once(event: 'event', listener: (ev: ConnEvent) => void): this;
+  once(event: 'stall', listener: (ev: StallEvent) => void): this;
+  once(event: 'overrun' | 'lost', listener: (count: number) => void): this;
+  once(event: 'close', listener: () => void): this;
+  once(event: string | symbol, listener: (...args: never[]) => void): this;
 }
 
 /**
@@ -638,6 +747,8 @@ export class EventSubscription extends EventEmitter {
 
   /** DESTROY events dropped for this subscriber because it was overrun (stalled or too slow). */
   dropped = 0;
+  /** Stall reports read (each also emitted as a 'stall' event, a StallEvent). */
+  stallCount = 0;
   /** Times this subscriber was overrun. */
   overruns = 0;
 
@@ -656,6 +767,7 @@ export class EventSubscription extends EventEmitter {
     const out: ConnEvent[] = [];
     if (this.closed) return out;
     const i32 = this.i32;
+    let stalls: StallEvent[] | null = null;
     // Our state: Atomics.compareExchange'd by producers that overrun us.
     if (Atomics.load(i32, this.sb + SB_STATE) === SB_OVERRUN && !this.recoverOverrun()) return out;
     Atomics.store(i32, this.sb + SB_BEAT, beatNow()); // heartbeat: we are polling
@@ -676,6 +788,10 @@ export class EventSubscription extends EventEmitter {
         const type = i32[rec + REC_TYPE]!;
         if (type & REC_TOMB) {
           // A dead producer's record, published by recovery: nothing to deliver.
+        } else if (type & REC_STALL) {
+          const img = i32.slice(rec, rec + STALL_IMG);
+          if (Atomics.load(i32, rec + REC_SEQ) !== s1) { this.skip(); continue; } // overwritten while copying
+          (stalls ??= []).push(new StallEvent(img, s1));
         } else if (type & REC_MARKER) {
           const d = i32[rec + REC_LINK]!;
           if (Atomics.load(i32, rec + REC_SEQ) !== s1) { this.skip(); continue; } // torn: the DESTROY ring still has it
@@ -705,6 +821,10 @@ export class EventSubscription extends EventEmitter {
       this.reportedLost = lostNow;
     }
     this.deliveredCount += out.length;
+    if (stalls !== null) {
+      this.stallCount += stalls.length;
+      if (this.listenerCount('stall') > 0) for (const st of stalls) this.emit('stall', st);
+    }
     return out;
   }
 
@@ -871,4 +991,4 @@ export function eventStats(table: ConntrackTable): EventRingStats {
   };
 }
 
-export { EVENT_DESTROY, EVENT_NEW, EVENT_UPDATE };
+export { EVENT_DESTROY, EVENT_NEW, EVENT_UPDATE, STALL_SUBSCRIBER, STALL_WORKER };

@@ -13,6 +13,10 @@ export const EVENT_DESTROY = 4;
 export const EVENT_F_PROTOINFO = 1 << 9;
 /** Every event type (a subscription's default filter). */
 export const EVENT_TYPES_ALL = EVENT_NEW | EVENT_UPDATE | EVENT_DESTROY;
+/** Stall report kinds (StallEvent.kind): a packet worker or the GC stalled inside a batch / section. */
+export const STALL_WORKER = 1;
+/** Stall report kinds: an event subscriber stopped polling while it held the DESTROY ring up. */
+export const STALL_SUBSCRIBER = 2;
 export const EVENT_NAMES: Readonly<Record<number, string>> = { 1: 'NEW', 2: 'UPDATE', 4: 'DESTROY' };
 
 /**

@@ -226,6 +226,7 @@ export class GcEngine {
     this.st = this.chains.st;
     this.nb = this.table.buckets;
     this.ring = new EventProducer(this.table, this.wid);
+    this.chains.qsbr.onStall = (kind, wid, ms) => this.ring.stall(kind, wid, ms); // stall events (liveness.ts)
     this.chains.onDestroy = (e, why) => {
       this.ring.destroyed(e, this.now, why, -1); // stop timestamp; DESTROY event (ecache.ts)
       if (this.onDestroy) this.onDestroy(e, why);

@@ -17,11 +17,22 @@ import {
 } from './layout.js';
 import { zoneKey } from './zones.js';
 import {
-  EV_SUBSCRIBERS, H_EVENTS, H_EV_DESTROY, H_PEND_FREE, H_PEND_ORPHAN, H_ZONE_DEFAULT_LIMIT, NS_LIMIT, PARK_FACTOR,
-  REC_SEQ, REC_WORDS, SB_ATTACHED, SB_DTAIL, SB_FREE, SB_OVERRUN, SB_STATE, SUB_WORDS, XC_EV_DHEAD, XC_EV_PARKED,
+  EV_SUBSCRIBERS, H_EVENTS, H_EV_DESTROY, H_PEND_FREE, H_PEND_ORPHAN, H_STALL_MS, H_ZONE_DEFAULT_LIMIT, NS_LIMIT,
+  PARK_AGE_STALLS, PARK_FACTOR, REC_PARKED_AT, REC_SEQ, REC_WORDS, SB_ATTACHED, SB_DTAIL, SB_FREE, SB_OVERRUN, SB_STATE, SUB_WORDS, XC_EV_DHEAD, XC_EV_PARKED,
   XC_EV_PHEAD, XC_EV_PTAIL, XC_EV_SUBS, XC_SUB, ZA_LIMIT, lockRegistry,
 } from './layout.js';
 import { S_MAX } from './sysctl.js';
+import { beatSilence } from './liveness.js';
+
+/** Options of checkInvariants(). */
+export interface InvariantOptions {
+  /**
+   * The oldest a parked DESTROY may be, wall ms (default PARK_AGE_STALLS x the table's stallMs,
+   * the age at which delivery overruns the subscribers holding it; 0: not checked). The bound
+   * holds while some thread delivers parked events (packet workers' batch ends, the GC's runs).
+   */
+  parkedMaxAgeMs?: number;
+}
 
 /** One checked invariant. */
 export interface InvariantResult {
@@ -81,7 +92,7 @@ class Problems {
 }
 
 /** Check every invariant; never throws on a corrupt table (the corruption is reported). */
-export function checkInvariants(table: ConntrackTable): InvariantReport {
+export function checkInvariants(table: ConntrackTable, opts: InvariantOptions = {}): InvariantReport {
   const i32 = table.i32;
   const cap = table.capacity;
   const nb = table.buckets;
@@ -360,6 +371,16 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
     const parked = (i32[xc + XC_EV_PTAIL]! - i32[xc + XC_EV_PHEAD]!) | 0;
     if (parked < 0 || parked > dcap * PARK_FACTOR) evp.add(`park queue holds ${parked} of ${dcap * PARK_FACTOR}`);
     if (parked !== i32[xc + XC_EV_PARKED]) evp.add(`XC_EV_PARKED is ${i32[xc + XC_EV_PARKED]}, the queue holds ${parked}`);
+    // No parked DESTROY older than the bound (its wall time of parking is in the record).
+    const maxAge = opts.parkedMaxAgeMs ?? PARK_AGE_STALLS * i32[H_STALL_MS]!;
+    if (maxAge > 0 && parked > 0 && parked <= dcap * PARK_FACTOR) {
+      const ph = i32[xc + XC_EV_PHEAD]!;
+      for (let k = 0; k < parked; k++) {
+        const idx = (ph + k) % (dcap * PARK_FACTOR); // as ecache.ts indexes it
+        const age = beatSilence(i32[table.sec.parked + idx * REC_WORDS + REC_PARKED_AT]!);
+        if (age > maxAge) evp.add(`parked DESTROY ${(ph + k) | 0} held ${age} ms (bound ${maxAge} ms)`);
+      }
+    }
   }
 
   const count = new Problems();

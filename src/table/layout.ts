@@ -412,8 +412,17 @@ export const REC_EXT = ENTRY_WORDS; // the extension image
 export const REC_WORDS = ENTRY_WORDS + EXT_WORDS;
 export const REC_MARKER = 1 << 8; // main-ring record standing for a DESTROY record
 export const REC_TOMB = 1 << 10; // a record published by crash recovery in place of a dead producer's: skip it
+/** A main-ring record reporting a stalled thread (liveness.ts), no entry image; its words: */
+export const REC_STALL = 1 << 11;
+export const REC_STALL_KIND = REC_WHY; // STALL_WORKER / STALL_SUBSCRIBER (events.ts)
+export const REC_STALL_WHO = REC_LINK; // its worker record id / subscriber record index
+export const REC_STALL_SILENT = E_ID; // wall ms since its last heartbeat when found
+export const REC_STALL_LIMIT = E_MARK; // the table's stall time (H_STALL_MS) then
 /** Parked DESTROY records (ecache.ts): a queue of images, so a parked event holds no entry slot. */
 export const PARK_FACTOR = 4; // park queue records per DESTROY-ring record
+export const REC_PARKED_AT = REC_SEQ; // park-queue record: wall ms (liveness.ts beatNow) it was parked; unused by the queue otherwise
+/** A parked DESTROY waits at most this many stall times (H_STALL_MS): then the subscribers that leave no room are overrun. */
+export const PARK_AGE_STALLS = 10;
 
 // ---------------------------------------------------------------------------------------------
 // NAT (src/track/nat/). The state of a NAT'd connection lives in its entry, as in the kernel's

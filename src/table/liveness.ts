@@ -18,3 +18,8 @@ export function beatStale(i32: Int32Array, beat: number, now = beatNow()): boole
   const ms = Atomics.load(i32, H_STALL_MS); // Atomics.store'd by the owner
   return ms > 0 && ((now - beat) & MASK) > ms;
 }
+
+/** Wall ms since heartbeat `beat`. */
+export function beatSilence(beat: number, now = beatNow()): number {
+  return (now - beat) & MASK;
+}

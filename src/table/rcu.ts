@@ -13,7 +13,8 @@ import {
   W_LIMBO_COUNT, W_LIMBO_HEAD, W_LIMBO_TAIL, W_RECLAIM, W_STATE, WORKER_WORDS,
 } from './layout.js';
 import type { SlotAllocator } from './alloc.js';
-import { beatNow, beatStale } from './liveness.js';
+import { beatNow, beatSilence, beatStale } from './liveness.js';
+import { STALL_WORKER } from './events.js';
 import { H_STALLS, H_STALL_MS, ST_RESUMED, ST_STALL_EXPELLED, W_BEAT } from './layout.js';
 import type { ConntrackTable } from './table.js';
 
@@ -25,6 +26,8 @@ export class Qsbr {
   private readonly entries: number;
   private readonly stats: number;
   private retiredInBatch = false;
+  /** Told of each worker this thread expels as stalled (STALL_WORKER, its id, ms silent): the owner's event producer. */
+  onStall: ((kind: number, wid: number, silentMs: number) => void) | null = null;
   private inSection = false;
 
   constructor(table: ConntrackTable, private readonly wid: number, private readonly alloc: SlotAllocator) {
@@ -111,11 +114,15 @@ export class Qsbr {
         // heartbeat is that old)? Expel it: CAS its state to offline; it re-enters when it
         // resumes (resumeIfExpelled), holding no entry from before.
         if (now === 0) now = beatNow();
-        if (beatStale(i32, Atomics.load(i32, wk + W_BEAT), now) && Atomics.compareExchange(i32, wk + W_STATE, s, 0) === s) {
+        const beat = Atomics.load(i32, wk + W_BEAT); // Atomics.store'd by its owner
+        if (beatStale(i32, beat, now) && Atomics.compareExchange(i32, wk + W_STATE, s, 0) === s) {
+          // Reported three ways: statistics, a process warning, and a stall event to subscribers.
           Atomics.add(i32, H_STALLS, 1); // table-wide statistic
           i32[this.stats + ST_STALL_EXPELLED]!++; // single writer: this thread
+          const silent = beatSilence(beat, now);
           process.emitWarning(`conntrack-sab: worker ${k} stalled inside a batch for more than ` +
-            `${Atomics.load(i32, H_STALL_MS)} ms: it no longer holds grace periods up`, { code: 'CTSAB_WORKER_STALLED' });
+            `${Atomics.load(i32, H_STALL_MS)} ms (${silent} ms): it no longer holds grace periods up`, { code: 'CTSAB_WORKER_STALLED' });
+          this.onStall?.(STALL_WORKER, k, silent);
           continue;
         }
         min = s;

@@ -139,6 +139,7 @@ export class Conntrack {
     this.defragStores = opts.defragStores ?? null;
     if (this.defragStores) this.defragger = new Defrag(this.i32, this.table.sec.sysctl, this.wid, this.defragStores);
     this.ring = new EventProducer(this.table, this.wid);
+    this.chains.qsbr.onStall = (kind, wid, ms) => this.ring.stall(kind, wid, ms); // stall events (liveness.ts)
     this.nat = new Nat(this.table, this.chains);
     this.chains.onDestroy = (e, why) => {
       // Stop timestamp and the ring first: the local sink then sees the final extension data.
