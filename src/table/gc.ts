@@ -397,7 +397,11 @@ export class GcEngine {
       if (Atomics.compareExchange(i32, w + W_ALIVE, 0, 1) !== 0) continue;
       if (Atomics.load(i32, w + W_STATE) === 0) {
         // Reclaim into our own cache (then drained to the shared list by run()).
-        if (i32[w + W_LIMBO_HEAD]! >= 0) n += new Qsbr(t, k, this.chains.alloc).reclaim();
+        if (i32[w + W_LIMBO_HEAD]! >= 0) {
+          const q = new Qsbr(t, k, this.chains.alloc);
+          q.onStall = this.chains.qsbr.onStall; // a stall it finds is reported as ours are
+          n += q.reclaim();
+        }
         if (Atomics.load(i32, w + W_CACHE_COUNT) > 0) {
           const cached = Atomics.load(i32, w + W_CACHE_COUNT);
           new SlotAllocator(t, k).drain();
