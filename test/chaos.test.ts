@@ -14,7 +14,12 @@ for (const discipline of ['noref', 'refcount'] as const) {
     const r = await runChaos({ seconds, discipline, seed: 0x1234567 + seconds, log: (s) => t.log(s) });
     t.log(`${discipline} ${seconds} s: kills ${JSON.stringify(r.kills)}, stalls ${r.stalls} (detected ${r.stallsDetected}), ` +
       `created ${r.created}, refused ${r.refused}, DESTROYs ${r.destroysSeen}, overruns ${r.overruns}, slow dropped ${r.slowDropped}, ` +
-      `checker dropped ${r.fastDropped} (machine gaps ${r.machineGaps})`);
+      `checker dropped ${r.fastDropped} (machine gaps ${r.machineGaps}), stall events ${JSON.stringify(r.stallEvents)} of ${r.stallsCounted} stalls counted`);
+    // Each stall found is counted and reported as an event: the checker gets every one, bar those
+    // whose reporter was killed mid-report (its record became a tombstone).
+    const reported = r.stallEvents.worker + r.stallEvents.subscriber;
+    t.true(reported <= r.stallsCounted && reported >= r.stallsCounted - r.tombstones,
+      `${reported} stall events, ${r.stallsCounted} stalls counted, ${r.tombstones} tombstones`);
     t.is(r.wedges, 0, 'no thread wedged (deadlock)');
     t.is(r.missing, 0, 'every connection that must exist exists');
     t.is(r.killedLive, 0, 'no DESTROY for a connection still in the table');

@@ -58,6 +58,9 @@ export interface ChaosResult {
   fastOverrunsUnexplained: number;
   /** Gaps over 250 ms of an idle control thread's 5 ms timer: the machine not running this process. */
   machineGaps: number;
+  /** Stall events the fast subscriber got, by kind, and the table's stall statistic (table.stalls). */
+  stallEvents: { worker: number; subscriber: number };
+  stallsCounted: number;
   duplicateDestroys: number;
   destroysSeen: number;
   subscriberLost: number;
@@ -118,7 +121,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     created: 0, refused: 0, wrongfulTableFull: 0, wedges: 0, missing: 0, killedLive: 0, lostDestroys: 0, fastDropped: 0,
     duplicateDestroys: 0, destroysSeen: 0, subscriberLost: 0, slowDropped: 0, invariantsOk: false, invariants: '',
     overruns: 0, stallsDetected: 0, parkFull: 0, tombstones: 0, fastSkipped: 0,
-    fastOverruns: [], fastOverrunsUnexplained: 0, machineGaps: 0,
+    fastOverruns: [], fastOverrunsUnexplained: 0, machineGaps: 0, stallEvents: { worker: 0, subscriber: 0 }, stallsCounted: 0,
   };
   // Connections the uncertain pending operations of killed workers touched: not judged.
   const uncertain = new Set<number>();
@@ -176,6 +179,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
     const t = performance.now(); // emitted by poll() as it re-attaches, before it reads
     fastOverruns.push({ atS: Math.round((t - t0) / 100) / 10, dropped: n, silentMs: Math.round(silence), machineGapMs: machineGap(t - silence, t) });
   });
+  const stallEvents = { worker: 0, subscriber: 0 };
+  fast.on('stall', (ev) => { stallEvents[ev.kind]++; });
   const pollFast = (): void => {
     const t = performance.now();
     silence = t - pollStart;
@@ -386,6 +391,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosResult> {
   res.wrongfulTableFull = Atomics.load(c, C_WRONGFUL);
   const st = table.stats().total;
   res.stallsDetected = st['stall_expelled']!;
+  res.stallEvents = stallEvents;
+  res.stallsCounted = table.stalls;
   const me2 = table.registerWorker();
   reclaimOrphans(table, me2);
   table.releaseWorker(me2);
