@@ -39,7 +39,7 @@ import {
   ENTRY_WORDS, EV_SUBSCRIBERS, EXT_ACCT, EXT_LABELS, EXT_TSTAMP, EXT_WORDS, E_EXT, E_ID,
   E_MARK, E_PROTO, E_STATUS, E_TIMEOUT, E_ZONE, H_CLOCK, H_EVENTS, H_EV_DESTROY, H_STALLS, H_STALL_MS, PARK_AGE_STALLS, PARK_FACTOR,
   REC_EXT, REC_LINK, REC_MARKER, REC_NOW, REC_PARKED_AT, REC_SEQ, REC_STALL, REC_STALL_KIND, REC_STALL_LIMIT, REC_STALL_SILENT,
-  REC_STALL_WHO, REC_TAG, REC_TOMB, REC_TYPE, REC_WHY, REC_WORDS,
+  REC_STALL_WHO, REC_TAG, REC_TOMB, REC_TOMB_SKIPPED, REC_TYPE, REC_WHY, REC_WORDS,
   SB_ATTACHED, SB_BEAT, SB_CLAIMED, SB_DROPPED, SB_DTAIL, SB_FREE, SB_OVERRUN, SB_STATE, SUB_WORDS,
   W_EV_D, W_EV_M, W_EV_PARK, W_EV_RETRY, WORKER_WORDS, X_FLAGS, X_TSTAMP,
   XC_EV_DHEAD, XC_EV_DROPPED, XC_EV_EMITTED, XC_EV_HEAD, XC_EV_LOST, XC_EV_OVERRUNS, XC_EV_PARK_FULL,
@@ -395,9 +395,9 @@ export function recoverProducer(table: ConntrackTable, wid: number, holdsParkLoc
   const cap = i32[H_EVENTS]!;
   let tombs = 0;
   let delivered = false;
-  const tomb = (rec: number, seq: number): void => {
+  const tomb = (rec: number, seq: number, skipped = false): void => {
     Atomics.store(i32, rec + REC_SEQ, ~seq); // seqlock open, as a producer does
-    i32[rec + REC_TYPE] = REC_TOMB;
+    i32[rec + REC_TYPE] = skipped ? REC_TOMB | REC_TOMB_SKIPPED : REC_TOMB;
     Atomics.store(i32, rec + REC_SEQ, seq); // published: readers skip it
     tombs++;
   };
@@ -418,8 +418,10 @@ export function recoverProducer(table: ConntrackTable, wid: number, holdsParkLoc
     const rec = table.sec.events + (m & (cap - 1)) * REC_WORDS;
     const s = Atomics.load(i32, rec + REC_SEQ);
     const p = s >= 0 ? s : ~s;
-    // Not published, and not lapped by a newer event: skip marker.
-    if (s !== m && seqDiff(p, m) <= 0) tomb(rec, m);
+    // Not published, and not lapped by a newer event: skip marker. Readers count it skipped
+    // (their `lost`) unless it was the marker of a DESTROY record tombed above, which is
+    // written again: a NEW/UPDATE it stood for is lost; a published DESTROY is delivered late.
+    if (s !== m && seqDiff(p, m) <= 0) tomb(rec, m, d < 0 || dPublished);
   }
   const park = Atomics.load(i32, W + W_EV_PARK) - 1;
   if (park >= 0 && seqDiff(Atomics.load(i32, xc + XC_EV_PTAIL), park) > 0) delivered = true; // the commit happened
@@ -788,6 +790,7 @@ export class EventSubscription extends EventEmitter {
         const type = i32[rec + REC_TYPE]!;
         if (type & REC_TOMB) {
           // A dead producer's record, published by recovery: nothing to deliver.
+          if (type & REC_TOMB_SKIPPED) this.skipped++; // as if overwritten unread (see recoverProducer)
         } else if (type & REC_STALL) {
           const img = i32.slice(rec, rec + STALL_IMG);
           if (Atomics.load(i32, rec + REC_SEQ) !== s1) { this.skip(); continue; } // overwritten while copying

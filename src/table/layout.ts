@@ -412,6 +412,8 @@ export const REC_EXT = ENTRY_WORDS; // the extension image
 export const REC_WORDS = ENTRY_WORDS + EXT_WORDS;
 export const REC_MARKER = 1 << 8; // main-ring record standing for a DESTROY record
 export const REC_TOMB = 1 << 10; // a record published by crash recovery in place of a dead producer's: skip it
+/** With REC_TOMB in the main ring: it stood for a NEW/UPDATE now lost, or for the marker of a DESTROY delivered late; readers count it skipped. */
+export const REC_TOMB_SKIPPED = 1 << 12;
 /** A main-ring record reporting a stalled thread (liveness.ts), no entry image; its words: */
 export const REC_STALL = 1 << 11;
 export const REC_STALL_KIND = REC_WHY; // STALL_WORKER / STALL_SUBSCRIBER (events.ts)
