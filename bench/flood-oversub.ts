@@ -29,6 +29,9 @@ if (!isMainThread) {
   const d = workerData as FloodData;
   const ct = new Conntrack({ buffer: d.buffer });
   const stop = new Int32Array(d.stop);
+  // Started: wait for the go (word 1), so thread start-up on a loaded machine is not timed.
+  parentPort!.postMessage({ type: 'ready' });
+  while (Atomics.load(stop, 1) === 0) Atomics.wait(stop, 1, 0, 1000); // notified by runFlood
   const b = new Uint8Array(40);
   let seed = d.seed | 1;
   let sent = 0;
@@ -44,24 +47,39 @@ if (!isMainThread) {
       if (v.reason === R_TABLE_FULL) refused++;
     }
     ct.endBatch();
+    Atomics.add(stop, 2, 64); // SYNs sent by all threads (runFlood's minSent)
   }
   ct.close();
-  parentPort!.postMessage({ sent, refused });
+  parentPort!.postMessage({ type: 'done', sent, refused });
 }
 
 export interface FloodResult { discipline: Discipline; threads: number; seconds: number; sent: number; refused: number; rate: number; expedited: number }
 
-/** One flood: `threads` threads for `seconds` on a full 16,384-entry table. */
-export async function runFlood(discipline: Discipline, threads: number, seconds: number): Promise<FloodResult> {
+/**
+ * One flood: `threads` threads for `seconds` on a full 16,384-entry table; with `minSent`, on
+ * until that many SYNs were sent (at most 60 s more), so a slow machine still fills the table.
+ */
+export async function runFlood(discipline: Discipline, threads: number, seconds: number, minSent = 0): Promise<FloodResult> {
   const table = ConntrackTable.create({ max: 16384, discipline, sysctls: { nf_conntrack_checksum: 0 } });
   table.clock = 1000;
-  const stop = new SharedArrayBuffer(4);
+  const stop = new SharedArrayBuffer(12); // word 0: stop, word 1: go, word 2: SYNs sent
   const ws = Array.from({ length: threads }, (_, i) => new Worker(new URL(import.meta.url), {
     workerData: { buffer: table.buffer, stop, seed: 0x9e3779b9 * (i + 1) } satisfies FloodData,
   }));
-  const done = ws.map((w) => new Promise<{ sent: number; refused: number }>((ok) => w.once('message', ok)));
-  await new Promise((ok) => setTimeout(ok, seconds * 1000));
-  Atomics.store(new Int32Array(stop), 0, 1);
+  type Msg = { type: string; sent: number; refused: number };
+  const ready = ws.map((w) => new Promise<void>((ok) => w.on('message', (m: Msg) => { if (m.type === 'ready') ok(); })));
+  const done = ws.map((w) => new Promise<Msg>((ok) => w.on('message', (m: Msg) => { if (m.type === 'done') ok(m); })));
+  // Every thread attached before the clock starts (bounded: a thread that never starts fails the run).
+  const started = await Promise.race([Promise.all(ready).then(() => true), new Promise<false>((ok) => setTimeout(() => ok(false), 60000))]);
+  const w32 = new Int32Array(stop);
+  Atomics.store(w32, 1, 1);
+  Atomics.notify(w32, 1); // go
+  if (!started) Atomics.store(w32, 0, 1);
+  await new Promise((ok) => setTimeout(ok, started ? seconds * 1000 : 0));
+  for (let waited = 0; started && Atomics.load(w32, 2) < minSent && waited < 60000; waited += 20) {
+    await new Promise((ok) => setTimeout(ok, 20));
+  }
+  Atomics.store(w32, 0, 1);
   const rs = await Promise.all(done);
   const sent = rs.reduce((a, r) => a + r.sent, 0);
   const refused = rs.reduce((a, r) => a + r.refused, 0);
