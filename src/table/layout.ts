@@ -11,7 +11,7 @@
  */
 
 export const MAGIC = 0x43545342; // 'CTSB'
-export const LAYOUT_VERSION = 2; // 2: worker records of 80 words (liveness, event recovery), 48 header words, the park queue
+export const LAYOUT_VERSION = 3; // 3: per-record entry counts (W_CNT) and id ranges; 2: worker records of 80 words (liveness, event recovery), 48 header words, the park queue
 
 // ---------------------------------------------------------------------------------------------
 // Header (word offsets from 0).
@@ -21,7 +21,11 @@ export const H_CAPACITY = 2; // entry slots in the slab (nf_conntrack_max upper 
 export const H_BUCKETS = 3; // hash buckets, a power of two
 export const H_LOCKS = 4; // lock stripes, a power of two
 export const H_MAX_WORKERS = 5; // worker records
-export const H_COUNT = 6; // confirmed (hashed) entries; Atomics.add under the bucket locks
+// Confirmed (hashed) entries, the global part of a percpu_counter: each worker record keeps its
+// own unfolded part in W_CNT, so the count is H_COUNT + the sum of every record's W_CNT (exact
+// when no thread is inside a batch; table.count). Atomics.add by a folding worker, always while
+// it holds a bucket lock stripe (so crash recovery, holding every stripe, sees it frozen).
+export const H_COUNT = 6;
 export const H_CLOCK = 7; // table clock, ms, uint32 wrapping; written by the driver, read by GC
 export const H_EPOCH = 8; // QSBR global epoch; Atomics.add by reclaimers
 export const H_KEY0 = 9; // hash secret, 64 bits (2 words), random per table
@@ -29,7 +33,7 @@ export const H_KEY1 = 10;
 export const H_FREE_LOCK = 11; // lock word protecting H_FREE_HEAD / H_FREE_COUNT and E_LINK of free slots
 export const H_FREE_HEAD = 12; // head of the shared free list (-1 = empty)
 export const H_FREE_COUNT = 13;
-export const H_NEXT_ID = 14; // conntrack id source; Atomics.add
+export const H_NEXT_ID = 14; // conntrack id source; Atomics.add of ID_RANGE by a worker taking a range
 export const H_DISCIPLINE = 15; // DISCIPLINE_*: reclamation scheme of this table
 export const H_GC_WAKE = 16; // futex word (a counter): GC worker sleeps on it, inserters that hit a full table Atomics.add + notify
 export const H_GC_CURSOR = 17; // next bucket the GC worker will scan; Atomics.store by the GC worker only
@@ -68,7 +72,15 @@ export const H_GC_DEATHS = 37; // GC workers found dead and replaced (recovery.t
 export const H_NAT_BUCKETS = 38;
 export const H_NAT_SEQ = 39;
 export const H_NAT_LEN = 40;
-export const HEADER_WORDS = 48; // 41..47 free
+// Bumped (Atomics.add) when H_NEXT_ID is raised past ids a worker may hold in its range
+// (snapshot restore): workers drop their range when it changes. Read (Atomics.load) per insert.
+export const H_ID_EPOCH = 41;
+export const HEADER_WORDS = 48; // 42..47 free
+
+/** Ids a worker takes from H_NEXT_ID at once (ids stay unique, in order per worker). */
+export const ID_RANGE = 256;
+/** A worker folds its W_CNT into H_COUNT when it reaches +-COUNT_BATCH (percpu_counter batch), and at the end of every batch. */
+export const COUNT_BATCH = 32;
 
 /** Lookups take no reference; slots are reused only after a grace period (the talk's proposal). */
 export const DISCIPLINE_NOREF = 0;
@@ -152,22 +164,25 @@ export const W_EV_D = 66; // DESTROY-ring record d + 1 this worker reserved (kep
 export const W_EV_M = 67; // main-ring record seq + 1 this worker reserved for that DESTROY's marker
 export const W_EV_PARK = 68; // park-queue tail + 1 this worker is about to commit (under XC_EV_PARK_LOCK)
 export const W_EV_RETRY = 69; // park-queue head + 1 this worker is delivering (under XC_EV_PARK_LOCK)
+// The record's unfolded part of the entry count (H_COUNT): +1 per entry its owner linked, -1 per
+// entry it unlinked, folded into H_COUNT at +-COUNT_BATCH and at the end of each batch. Plain
+// stores by the owner, always under a bucket lock stripe (confirm, kill, fold); kept across
+// owners (a record released or recovered keeps or zeroes it: recovery.ts). Racy reads elsewhere.
+export const W_CNT = 70;
 export const WORKER_WORDS = 80;
 export const INTENT_NONE = 0;
 export const INTENT_INSERT = 1;
 export const INTENT_DELETE = 2;
-// W_INTENT while INTENT_INSERT: flag bits above the op. W_INTENT_SLOT holds the private slot + 1
-// (set by SlotAllocator.alloc before the slot leaves the cache).
-// INTENT_INSERT alone: H_COUNT is being incremented (may or may not be done).
-export const INTENT_COUNTED = 1 << 4; // H_COUNT was incremented for this insert
-export const INTENT_LINKED = 1 << 5; // confirm linked both tuplehashes and counted the zone
-export const INTENT_UNCOUNTING = 1 << 6; // giving the H_COUNT increment back (may or may not be done)
-export const INTENT_UNCOUNTED = 1 << 7; // given back; dropping the creator's reference (may or may not be done)
+// An insert is in progress while W_INTENT_SLOT holds its private slot + 1: set by
+// SlotAllocator.alloc before the slot leaves the cache, cleared by confirm (under the bucket
+// locks, once linked and counted) or by discard. W_INTENT is INTENT_NONE on the insert path;
+// discard sets INTENT_INSERT | INTENT_UNCOUNTED around the drop of the creator's reference.
+// (Entries are counted when confirm links them, not at allocation: nothing to give back.)
+export const INTENT_UNCOUNTED = 1 << 7; // discard: dropping the creator's reference (may or may not be done)
 // W_KILL steps, in order.
 export const KILL_STEP_LOCKED = 1; // bucket locks held, entry CONFIRMED and ours to remove
-export const KILL_STEP_UNLINKED = 2; // DYING, unlinked from both chains, zone counter dropped
-export const KILL_STEP_UNCOUNTING = 3; // locks released; dropping H_COUNT (may or may not be done)
-export const KILL_STEP_UNCOUNTED = 4; // H_COUNT dropped; the DESTROY event not written yet
+export const KILL_STEP_UNLINKED = 2; // DYING, unlinked from both chains, zone and entry counts dropped (W_CNT)
+// (3 and 4 were the H_COUNT decrement outside the locks; it is W_CNT under them now.)
 export const KILL_STEP_EMITTING = 5; // the DESTROY event is being written (W_EV_* tell how far)
 export const KILL_STEP_EMITTED = 6; // the DESTROY event is in the ring or parked; the table's reference still to put
 export const KILL_STEP_DROPPING = 7; // dropping the table's reference (may or may not be done)

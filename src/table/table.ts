@@ -11,7 +11,7 @@ import {
   LAYOUT_VERSION, MAGIC, STAT_NAMES, STAT_WORDS, W_ALIVE, W_LIMBO_HEAD, W_LIMBO_TAIL, W_PID,
   WORKER_WORDS, bytesPerConnection, sections, type Sections,
 } from './layout.js';
-import { H_NAT_BUCKETS, natBucketsFor } from './layout.js';
+import { H_COUNT, H_NAT_BUCKETS, W_CNT, natBucketsFor } from './layout.js';
 import { type NatConfig, type NatRule, getNatRules, setNatRules } from '../track/nat/rules.js';
 import { API_OWNER } from './ext.js';
 import { EXT_WORDS, H_EVENTS, H_EV_DESTROY, H_EXT_BLOCKS, X_LINK, XC_EXT_FREE, XC_EXT_FREE_COUNT } from './layout.js';
@@ -274,6 +274,17 @@ export class ConntrackTable {
 
   handle(): TableHandle {
     return { buffer: this.buffer };
+  }
+
+  /**
+   * Connections in the table: H_COUNT plus every worker record's unfolded part (layout.ts W_CNT,
+   * a percpu_counter). Exact when no thread is inside a batch; racy while threads insert.
+   */
+  get count(): number {
+    let n = Atomics.load(this.i32, H_COUNT); // Atomics.add'ed by folding workers
+    // W_CNT: plain stores by each record's owner; a racy read gives a value it held.
+    for (let w = 0; w < this.maxWorkers; w++) n += this.i32[this.sec.workers + w * WORKER_WORDS + W_CNT]!;
+    return n;
   }
 
   get max(): number {

@@ -28,7 +28,7 @@
  * one slice.
  *
  * Crash recovery: confirm and kill update these lists and counters inside the window their
- * recovery intents already mark (bucket locks held; INTENT_LINKED / KILL_STEP_UNLINKED are stored
+ * recovery intents already mark (bucket locks held; W_INTENT_SLOT cleared / KILL_STEP_UNLINKED are stored
  * after them). A recovery that rolls such an operation forward or back should end with
  * rebuildZoneAccounting() (all bucket locks held), which recomputes counters and lists from the
  * chains and releases the dead worker's list locks and marker.
