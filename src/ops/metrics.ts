@@ -5,7 +5,7 @@
  * dashboards and alerts work unchanged, plus our own under `conntrack_sab_`: per-worker
  * statistics (label `worker`), GC counters, grace periods, slots, zones.
  */
-import { STAT_NAMES, H_EPOCH, H_FREE_COUNT, H_GC_BUSY_US, H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, W_LIMBO_COUNT, WORKER_WORDS } from '../table/layout.js';
+import { STAT_NAMES, H_EPOCH, H_FREE_COUNT, H_GC_BUSY_US, H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, W_LIMBO_COUNT, WORKER_WORDS, zoneRec } from '../table/layout.js';
 import { workerStats } from './ops.js';
 import type { Snapshot } from './snapshot.js';
 import type { ConntrackTable } from '../table/table.js';
@@ -41,7 +41,7 @@ export function metricsFromTable(table: ConntrackTable): MetricsSource {
   const zones = new Map<number, number>();
   for (let z = 0; z < 65536; z++) {
     // Zone counters change under the bucket locks with Atomics.add / sub.
-    const n = Atomics.load(i32, table.sec.zones + z);
+    const n = Atomics.load(i32, table.sec.zones + zoneRec(z));
     if (n !== 0) zones.set(z, n);
   }
   return {

@@ -9,7 +9,7 @@ import {
   E_ZONE, H_COUNT, H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, H_KEY0, H_KEY1, H_ORPHAN_COUNT,
   H_ORPHAN_HEAD, IPS_ALLOCATED, IPS_CONFIRMED, IPS_DYING, TUPLE_WORDS, W_ALIVE, W_ALLOC_OP, W_CACHE,
   W_CACHE_COUNT, W_INTENT, W_INTENT_SLOT, W_KILL, W_LIMBO_HEAD, W_RECLAIM, W_RELEASE, W_STATE,
-  WORKER_WORDS, ZONES, CACHE_SLOTS, W_CNT,
+  WORKER_WORDS, ZONES, CACHE_SLOTS, W_CNT, zoneRec,
 } from './layout.js';
 import type { ConntrackTable } from './table.js';
 import {
@@ -236,7 +236,7 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
   // Zone counters.
   const zoneProblems = new Problems();
   for (let z = 0; z < ZONES; z++) {
-    const c = i32[table.sec.zones + z]!;
+    const c = i32[table.sec.zones + zoneRec(z)]!;
     if (c !== zones[z]) zoneProblems.add(`zone ${z}: counter ${c}, linked entries ${zones[z]}`);
   }
 
@@ -267,7 +267,7 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
     return n;
   };
   for (let z = 0; z < ZONES; z++) {
-    const za = table.sec.zacct + z * ZA_WORDS;
+    const za = table.sec.zacct + zoneRec(z) * ZA_WORDS;
     const n = walkList(`zone ${z}'s list`, za + ZA_HEAD, E_ZPREV, onZone, (e) => zoneKey(i32[e + E_ZONE]!) === z);
     if (i32[za + ZA_COUNT] !== n) zoneProblems.add(`zone ${z}: accounted ${i32[za + ZA_COUNT]}, listed ${n}`);
   }
@@ -323,7 +323,7 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
   }
   const defZone = i32[H_ZONE_DEFAULT_LIMIT]!;
   for (let z = 0; z < ZONES; z++) {
-    const za = table.sec.zacct + z * ZA_WORDS;
+    const za = table.sec.zacct + zoneRec(z) * ZA_WORDS;
     const c = i32[za + ZA_COUNT]!;
     const own = i32[za + ZA_LIMIT]!;
     const lim = own !== 0 ? own - 1 : defZone;

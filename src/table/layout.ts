@@ -194,6 +194,14 @@ export const ALLOC_OP_DRAIN = 3;
 // ---------------------------------------------------------------------------------------------
 // Zone and namespace accounting.
 export const ZONES = 65536; // one counter word per 16-bit zone
+/**
+ * Where zone z's record is in the per-zone sections (the zone counters, ZA_* records): zones
+ * z and z + 1 are 4096 records apart, so workers inserting into neighbouring zones (1, 2, ...)
+ * never write one cache line (false sharing); zones 16 apart share one.
+ */
+export function zoneRec(z: number): number {
+  return ((z & 15) << 12) | (z >>> 4);
+}
 export const NS_COUNT = 0; // entries charged to the namespace
 export const NS_LIMIT = 1; // limit granted by the table owner (0 = none)
 export const NS_WORDS = 2;
@@ -217,6 +225,10 @@ export const ZA_WORDS = 3;
 export const ZL_ZONE_STRIPES = 128;
 export const ZL_NS_STRIPES = 128;
 export const ZL_LOCKS = ZL_ZONE_STRIPES + ZL_NS_STRIPES;
+/** Word (from the zlocks section) of stripe s of a kind: stripes s and s + 1 are on different cache lines. */
+export function zlStripe(s: number): number {
+  return ((s & 7) << 4) | (s >>> 3); // 8 lines of 16 lock words per 128 stripes
+}
 // List links are slot numbers (circular doubly-linked lists). A value >= capacity names walker
 // marker capacity + w: a worker's cursor in one list, MARKER_WORDS per worker record, written
 // only under the list's lock stripe by its owner.

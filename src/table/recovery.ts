@@ -70,7 +70,7 @@ import {
   W_INTENT_SLOT, W_KILL, W_LIMBO_COUNT, W_LIMBO_HEAD, W_LIMBO_TAIL, W_RECLAIM, W_RELEASE, W_STATE,
   WORKER_WORDS, XC_EXT_LOCK, ZL_LOCKS, H_PEND_FREE, H_PEND_ORPHAN, H_GC_WID, H_GC_STOP, H_GC_DEATHS,
   W_KILL_WHY, KILL_STEP_EMITTING, KILL_STEP_EMITTED, XC_EV_PARK_LOCK, XC_EV_PARKED, XC_EV_PHEAD, XC_EV_PTAIL,
-  H_CLOCK, lockRegistry,
+  H_CLOCK, lockRegistry, zoneRec,
 } from './layout.js';
 import { pushPending, splicePendingFree, takePending } from './alloc.js';
 import { EventProducer, recoverProducer } from './ecache.js';
@@ -501,7 +501,7 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
     }
   }
   if (repair && !all) {
-    for (const [z, d] of zoneDelta) Atomics.add(i32, table.sec.zones + z, d); // best effort
+    for (const [z, d] of zoneDelta) Atomics.add(i32, table.sec.zones + zoneRec(z), d); // best effort
     // Its unfolded part goes into H_COUNT, less the excess its intents imply (best effort).
     const own = i32[W + W_CNT]!; // its owner's last plain store; the owner is dead
     i32[W + W_CNT] = 0;
@@ -526,7 +526,7 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
       }
     }
     // Zone counters change only under bucket locks: the recount is the truth.
-    for (const [z, c] of zoneCount) Atomics.store(i32, table.sec.zones + z, c);
+    for (const [z, c] of zoneCount) Atomics.store(i32, table.sec.zones + zoneRec(z), c);
     // The count = linked entries. Every part of it (H_COUNT, each record's W_CNT) changes only
     // under a bucket stripe, and we hold them all: H_COUNT takes what the other records do not
     // hold, the dead record's part goes.

@@ -11,7 +11,7 @@ import {
   LAYOUT_VERSION, MAGIC, STAT_NAMES, STAT_WORDS, W_ALIVE, W_LIMBO_HEAD, W_LIMBO_TAIL, W_PID,
   WORKER_WORDS, bytesPerConnection, sections, type Sections,
 } from './layout.js';
-import { H_COUNT, H_NAT_BUCKETS, W_CNT, natBucketsFor } from './layout.js';
+import { H_COUNT, H_NAT_BUCKETS, W_CNT, natBucketsFor, zoneRec } from './layout.js';
 import { type NatConfig, type NatRule, getNatRules, setNatRules } from '../track/nat/rules.js';
 import { API_OWNER } from './ext.js';
 import { EXT_WORDS, H_EVENTS, H_EV_DESTROY, H_EXT_BLOCKS, X_LINK, XC_EXT_FREE, XC_EXT_FREE_COUNT } from './layout.js';
@@ -443,7 +443,7 @@ export class ConntrackTable {
     this.checkZoneId(zone);
     if (limit !== null) checkLimit('limit', limit);
     // ZA_LIMIT holds limit + 1 (0 = not set); inserters read it with Atomics.load.
-    Atomics.store(this.i32, this.sec.zacct + zone * ZA_WORDS + ZA_LIMIT, limit === null ? 0 : limit + 1);
+    Atomics.store(this.i32, this.sec.zacct + zoneRec(zone) * ZA_WORDS + ZA_LIMIT, limit === null ? 0 : limit + 1);
   }
 
   /**
@@ -473,14 +473,14 @@ export class ConntrackTable {
   /** Zone `zone`'s effective limit (its own, else the default; 0 = none) and whether it is its own. */
   zoneLimit(zone: number): { limit: number; own: boolean } {
     this.checkZoneId(zone);
-    const v = Atomics.load(this.i32, this.sec.zacct + zone * ZA_WORDS + ZA_LIMIT); // owner's Atomics.store
+    const v = Atomics.load(this.i32, this.sec.zacct + zoneRec(zone) * ZA_WORDS + ZA_LIMIT); // owner's Atomics.store
     return v !== 0 ? { limit: v - 1, own: true } : { limit: this.defaultZoneLimit, own: false };
   }
 
   /** Connections whose zone id (original zone, else reply zone) is `zone`. */
   zoneCount(zone: number): number {
     this.checkZoneId(zone);
-    return Atomics.load(this.i32, this.sec.zacct + zone * ZA_WORDS + ZA_COUNT); // CAS'd under bucket locks
+    return Atomics.load(this.i32, this.sec.zacct + zoneRec(zone) * ZA_WORDS + ZA_COUNT); // CAS'd under bucket locks
   }
 
   /**

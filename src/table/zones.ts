@@ -37,7 +37,7 @@ import {
   DIR_ORIGINAL, ENTRY_WORDS, E_GEN, E_NEXT, E_NPREV, E_NS, E_STATUS, E_TIMEOUT, E_ZONE,
   E_ZPREV, H_ZONE_DEFAULT_LIMIT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, MARKER_WORDS, MK_LIST, MK_NEXT,
   MK_PREV, NS_COUNT, NS_LIMIT, NS_WORDS, ZA_COUNT, ZA_HEAD, ZA_LIMIT, ZA_WORDS, ZL_LOCKS,
-  ZL_NS_STRIPES, ZL_ZONE_STRIPES, ZONES,
+  ZL_NS_STRIPES, ZL_ZONE_STRIPES, ZONES, zlStripe, zoneRec,
 } from './layout.js';
 import { forceUnlock, lock, lockFor, unlock } from './locks.js';
 import type { ConntrackTable, TableHandle } from './table.js';
@@ -143,7 +143,7 @@ export class ZoneAccounting {
   /** The zone's effective limit (0 = none): its own, else the default. */
   zoneLimit(z: number): number {
     // Limit words: Atomics.store by the owner; a new value applies from the next insert.
-    const own = Atomics.load(this.i32, this.ZA + z * ZA_WORDS + ZA_LIMIT);
+    const own = Atomics.load(this.i32, this.ZA + zoneRec(z) * ZA_WORDS + ZA_LIMIT);
     return own !== 0 ? own - 1 : Atomics.load(this.i32, H_ZONE_DEFAULT_LIMIT);
   }
 
@@ -163,7 +163,7 @@ export class ZoneAccounting {
     // Counters: CAS'd / sub'd under bucket locks; a load gives a recent value.
     if (nl !== 0 && Atomics.load(i32, this.NS + ns * NS_WORDS + NS_COUNT) >= nl) return CONFIRM_NS_LIMIT;
     const zl = this.zoneLimit(zk);
-    if (zl !== 0 && Atomics.load(i32, this.ZA + zk * ZA_WORDS + ZA_COUNT) >= zl) return CONFIRM_ZONE_LIMIT;
+    if (zl !== 0 && Atomics.load(i32, this.ZA + zoneRec(zk) * ZA_WORDS + ZA_COUNT) >= zl) return CONFIRM_ZONE_LIMIT;
     return 0;
   }
 
@@ -181,7 +181,7 @@ export class ZoneAccounting {
         if (Atomics.compareExchange(i32, nsw, c, c + 1) === c) break;
       }
     }
-    const zw = this.ZA + zk * ZA_WORDS + ZA_COUNT;
+    const zw = this.ZA + zoneRec(zk) * ZA_WORDS + ZA_COUNT;
     const zl = this.zoneLimit(zk);
     for (;;) {
       const c = Atomics.load(i32, zw);
@@ -198,7 +198,7 @@ export class ZoneAccounting {
   uncharge(ns: number, zk: number): void {
     // Atomics.sub pairs with charge()'s CAS; both run under the entry's bucket locks.
     if (ns >= 0 && ns < this.nsMax) Atomics.sub(this.i32, this.NS + ns * NS_WORDS + NS_COUNT, 1);
-    Atomics.sub(this.i32, this.ZA + zk * ZA_WORDS + ZA_COUNT, 1);
+    Atomics.sub(this.i32, this.ZA + zoneRec(zk) * ZA_WORDS + ZA_COUNT, 1);
   }
 
   // --- list primitives: callers hold the list's lock stripe -------------------------------
@@ -211,13 +211,13 @@ export class ZoneAccounting {
 
   /** Head word of the list. */
   headWord(kind: number, key: number): number {
-    return kind === LIST_ZONE ? this.ZA + key * ZA_WORDS + ZA_HEAD : this.NH + key;
+    return kind === LIST_ZONE ? this.ZA + zoneRec(key) * ZA_WORDS + ZA_HEAD : this.NH + key;
   }
 
   /** Lock stripe word of the list. */
   lockWord(kind: number, key: number): number {
-    return kind === LIST_ZONE ? this.ZL + (key & (ZL_ZONE_STRIPES - 1))
-      : this.ZL + ZL_ZONE_STRIPES + (key & (ZL_NS_STRIPES - 1));
+    return kind === LIST_ZONE ? this.ZL + zlStripe(key & (ZL_ZONE_STRIPES - 1))
+      : this.ZL + ZL_ZONE_STRIPES + zlStripe(key & (ZL_NS_STRIPES - 1));
   }
 
   /** Insert node v first. Plain stores: every reader and writer of these words holds the stripe. */
@@ -423,7 +423,7 @@ export class ZoneAccounting {
 
   /** Entries on a list right now (count word; 0 for a namespace without a record). */
   listCount(kind: number, key: number): number {
-    if (kind === LIST_ZONE) return Atomics.load(this.i32, this.ZA + key * ZA_WORDS + ZA_COUNT);
+    if (kind === LIST_ZONE) return Atomics.load(this.i32, this.ZA + zoneRec(key) * ZA_WORDS + ZA_COUNT);
     if (key < 0 || key >= this.nsMax) return 0;
     return Atomics.load(this.i32, this.NS + key * NS_WORDS + NS_COUNT);
   }
@@ -454,7 +454,7 @@ export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): v
     else walking.push(w, list - 1);
   }
   for (let z = 0; z < ZONES; z++) {
-    i32[sec.zacct + z * ZA_WORDS + ZA_COUNT] = 0;
+    i32[sec.zacct + z * ZA_WORDS + ZA_COUNT] = 0; // every record: the order does not matter
     i32[sec.zacct + z * ZA_WORDS + ZA_HEAD] = 0;
   }
   for (let n = 0; n < table.namespaces; n++) {
@@ -470,7 +470,7 @@ export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): v
       if ((ref & 1) === DIR_ORIGINAL) {
         const ns = i32[e + E_NS]!;
         const zk = zoneKey(i32[e + E_ZONE]!);
-        i32[sec.zacct + zk * ZA_WORDS + ZA_COUNT]!++;
+        i32[sec.zacct + zoneRec(zk) * ZA_WORDS + ZA_COUNT]!++;
         if (ns >= 0 && ns < table.namespaces) i32[sec.ns + ns * NS_WORDS + NS_COUNT]!++;
         za.relink(slot, ns, zk);
       }
