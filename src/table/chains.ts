@@ -537,9 +537,12 @@ export class Chains {
     if (why === KILL_EXPIRED) this.stat(ST_EXPIRED);
     // Recovery intent around the DESTROY event: a crash inside it is finished by recovery. The
     // previous DESTROY's event words are cleared first, so recovery never takes them for this one's.
-    Atomics.store(i32, W + W_EV_D, 0);
-    Atomics.store(i32, W + W_EV_M, 0);
-    Atomics.store(i32, W + W_EV_PARK, 0);
+    // (Our own words, read plainly: with no event subscriber they stay 0 and need no store.)
+    if ((i32[W + W_EV_D]! | i32[W + W_EV_M]! | i32[W + W_EV_PARK]!) !== 0) {
+      Atomics.store(i32, W + W_EV_D, 0);
+      Atomics.store(i32, W + W_EV_M, 0);
+      Atomics.store(i32, W + W_EV_PARK, 0);
+    }
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_EMITTING);
     if (this.onDestroy) this.onDestroy(e, why);
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_EMITTED);
