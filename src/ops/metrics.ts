@@ -5,7 +5,8 @@
  * dashboards and alerts work unchanged, plus our own under `conntrack_sab_`: per-worker
  * statistics (label `worker`), GC counters, grace periods, slots, zones.
  */
-import { STAT_NAMES, H_EPOCH, H_FREE_COUNT, H_GC_BUSY_US, H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, W_LIMBO_COUNT, WORKER_WORDS, zoneRec } from '../table/layout.js';
+import { STAT_NAMES, H_EPOCH, H_FREE_COUNT, H_GC_BUSY_US, H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, W_LIMBO_COUNT, WORKER_WORDS, ZC_ZORIG, zoneRec } from '../table/layout.js';
+import { cachedDeltas } from '../table/zones.js';
 import { workerStats } from './ops.js';
 import type { Snapshot } from './snapshot.js';
 import type { ConntrackTable } from '../table/table.js';
@@ -39,9 +40,10 @@ export function metricsFromTable(table: ConntrackTable): MetricsSource {
     if (n !== 0) limbo.push({ wid: w, slots: n });
   }
   const zones = new Map<number, number>();
+  const deltas = cachedDeltas(table, ZC_ZORIG); // the records' unfolded parts (zones.ts)
   for (let z = 0; z < 65536; z++) {
     // Zone counters change under the bucket locks with Atomics.add / sub.
-    const n = Atomics.load(i32, table.sec.zones + zoneRec(z));
+    const n = Atomics.load(i32, table.sec.zones + zoneRec(z)) + (deltas.get(z) ?? 0);
     if (n !== 0) zones.set(z, n);
   }
   return {

@@ -23,7 +23,7 @@ import {
   INTENT_NONE, INTENT_UNCOUNTED, IPS_ALLOCATED, IPS_ASSURED, IPS_CONFIRMED,
   IPS_DYING, KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNLINKED, PRIV_WORDS, ST_CHAIN_TOOLONG, ST_EARLY_DROP, ST_EXPIRED,
   ST_INSERT_FAILED, ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS, W_CNT, W_HELD, W_INTENT, W_INTENT_SLOT,
-  W_KILL, W_KILL_WHY, W_RELEASE, WORKER_WORDS, zoneRec, KILL_STEP_EMITTED, KILL_STEP_EMITTING, H_EPOCH, ST_EXPEDITED, W_EV_D, W_EV_M, W_EV_PARK,
+  W_KILL, W_KILL_WHY, W_RELEASE, WORKER_WORDS, ZC_ZORIG, KILL_STEP_EMITTED, KILL_STEP_EMITTING, H_EPOCH, ST_EXPEDITED, W_EV_D, W_EV_M, W_EV_PARK,
 } from './layout.js';
 import { lock, unlock } from './locks.js';
 import { Qsbr } from './rcu.js';
@@ -320,18 +320,21 @@ export class Chains {
   }
 
   /**
-   * Fold this record's unfolded count into H_COUNT (at the end of a batch, so a table at rest
-   * has an exact H_COUNT). Takes this worker's own bucket stripe for it (see countBy).
+   * Fold this record's unfolded count into H_COUNT, and its namespace and zone deltas into their
+   * counters (at the end of a batch, so a table at rest counts exactly). Takes this worker's own
+   * bucket stripe for it (see countBy).
    */
   foldCount(): void {
     const i32 = this.i32;
     const c = i32[this.W + W_CNT]!;
-    if (c === 0) return;
+    if (c === 0 && !this.zones.pending) return;
     const l = this.L + (this.wid & this.lockMask);
     lock(i32, l, this.wid);
-    const now = i32[this.W + W_CNT]!;
-    i32[this.W + W_CNT] = 0;
-    Atomics.add(i32, H_COUNT, now); // under the stripe, as in countBy
+    if (c !== 0) {
+      i32[this.W + W_CNT] = 0;
+      Atomics.add(i32, H_COUNT, c); // under the stripe, as in countBy
+    }
+    this.zones.foldAll(); // namespace and zone deltas too (zones.ts)
     unlock(i32, l);
   }
 
@@ -465,7 +468,7 @@ export class Chains {
     // publishes the entry in its original chain (after the reply link, above)
     Atomics.store(i32, this.B + b0, (slot << 1) | DIR_ORIGINAL);
     this.countBy(1); // the entry count (our W_CNT), under the bucket locks
-    Atomics.add(i32, this.Z + zoneRec(z & 0xffff), 1); // per-zone count, changed under the bucket locks
+    this.zones.cacheAdd(ZC_ZORIG, z & 0xffff, 1); // per-zone count (our delta), under the bucket locks
     this.zones.link(slot, ns, zk); // zone and namespace entry lists, also under the bucket locks
     // NAT bysource link (nat/bysource.ts), under the bucket locks like its removal in kill.
     if (Atomics.load(i32, e + E_STATUS) & IPS_SRC_NAT_DONE) bysourceAdd(this.table, this.wid, slot);
@@ -526,7 +529,7 @@ export class Chains {
     this.unlinkOne(slot, DIR_ORIGINAL, b0);
     this.unlinkOne(slot, DIR_REPLY, b1);
     if (status & IPS_SRC_NAT_DONE) bysourceRemove(this.table, this.wid, slot); // before E_LINK goes back to off-table use
-    Atomics.sub(i32, this.Z + zoneRec(i32[e + E_ZONE]! & 0xffff), 1); // under the bucket locks, like the add
+    this.zones.cacheAdd(ZC_ZORIG, i32[e + E_ZONE]! & 0xffff, -1); // under the bucket locks, like the add
     const ens = i32[e + E_NS]!;
     const ezk = zoneKey(i32[e + E_ZONE]!);
     this.zones.unlink(slot, ens, ezk); // zone and namespace lists and charges, like confirm's

@@ -9,13 +9,13 @@ import {
   E_ZONE, H_COUNT, H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, H_KEY0, H_KEY1, H_ORPHAN_COUNT,
   H_ORPHAN_HEAD, IPS_ALLOCATED, IPS_CONFIRMED, IPS_DYING, TUPLE_WORDS, W_ALIVE, W_ALLOC_OP, W_CACHE,
   W_CACHE_COUNT, W_INTENT, W_INTENT_SLOT, W_KILL, W_LIMBO_HEAD, W_RECLAIM, W_RELEASE, W_STATE,
-  WORKER_WORDS, ZONES, CACHE_SLOTS, W_CNT, zoneRec,
+  WORKER_WORDS, ZONES, CACHE_SLOTS, W_CNT, ZC_NS, ZC_ZONE, ZC_ZORIG, zoneRec,
 } from './layout.js';
 import type { ConntrackTable } from './table.js';
 import {
   E_NPREV, E_ZPREV, NS_COUNT, NS_WORDS, ZA_COUNT, ZA_HEAD, ZA_WORDS, ZL_LOCKS,
 } from './layout.js';
-import { zoneKey } from './zones.js';
+import { cachedDeltas, zoneKey } from './zones.js';
 import {
   EV_SUBSCRIBERS, H_EVENTS, H_EV_DESTROY, H_PEND_FREE, H_PEND_ORPHAN, H_ZONE_DEFAULT_LIMIT, NS_LIMIT, PARK_FACTOR,
   REC_SEQ, REC_WORDS, SB_ATTACHED, SB_DTAIL, SB_FREE, SB_OVERRUN, SB_STATE, SUB_WORDS, XC_EV_DHEAD, XC_EV_PARKED,
@@ -233,10 +233,13 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
     }
   }
 
-  // Zone counters.
+  // Zone counters: each counter word plus the records' unfolded deltas (zones.ts W_ZC).
   const zoneProblems = new Problems();
+  const dOrig = cachedDeltas(table, ZC_ZORIG);
+  const dZone = cachedDeltas(table, ZC_ZONE);
+  const dNs = cachedDeltas(table, ZC_NS);
   for (let z = 0; z < ZONES; z++) {
-    const c = i32[table.sec.zones + zoneRec(z)]!;
+    const c = i32[table.sec.zones + zoneRec(z)]! + (dOrig.get(z) ?? 0);
     if (c !== zones[z]) zoneProblems.add(`zone ${z}: counter ${c}, linked entries ${zones[z]}`);
   }
 
@@ -269,11 +272,12 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
   for (let z = 0; z < ZONES; z++) {
     const za = table.sec.zacct + zoneRec(z) * ZA_WORDS;
     const n = walkList(`zone ${z}'s list`, za + ZA_HEAD, E_ZPREV, onZone, (e) => zoneKey(i32[e + E_ZONE]!) === z);
-    if (i32[za + ZA_COUNT] !== n) zoneProblems.add(`zone ${z}: accounted ${i32[za + ZA_COUNT]}, listed ${n}`);
+    const acc = i32[za + ZA_COUNT]! + (dZone.get(z) ?? 0);
+    if (acc !== n) zoneProblems.add(`zone ${z}: accounted ${acc}, listed ${n}`);
   }
   for (let ns = 0; ns < table.namespaces; ns++) {
     const n = walkList(`namespace ${ns}'s list`, table.sec.nsHeads + ns, E_NPREV, onNs, (e) => i32[e + E_NS] === ns);
-    const c = i32[table.sec.ns + ns * NS_WORDS + NS_COUNT]!;
+    const c = i32[table.sec.ns + ns * NS_WORDS + NS_COUNT]! + (dNs.get(ns) ?? 0);
     if (c !== n) zoneProblems.add(`namespace ${ns}: accounted ${c}, listed ${n}`);
   }
   for (let s = 0; s < cap; s++) {
@@ -316,7 +320,7 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
   // count drops: the table removes nothing itself).
   const limits = new Problems();
   for (let ns = 0; ns < table.namespaces; ns++) {
-    const c = i32[table.sec.ns + ns * NS_WORDS + NS_COUNT]!;
+    const c = i32[table.sec.ns + ns * NS_WORDS + NS_COUNT]! + (dNs.get(ns) ?? 0);
     const lim = i32[table.sec.ns + ns * NS_WORDS + NS_LIMIT]!;
     if (lim < 0) limits.add(`namespace ${ns}: limit ${lim} is negative`);
     if (c < 0 || (lim > 0 && c > lim)) limits.add(`namespace ${ns}: count ${c}, limit ${lim}, table ${linked}`);
@@ -324,7 +328,7 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
   const defZone = i32[H_ZONE_DEFAULT_LIMIT]!;
   for (let z = 0; z < ZONES; z++) {
     const za = table.sec.zacct + zoneRec(z) * ZA_WORDS;
-    const c = i32[za + ZA_COUNT]!;
+    const c = i32[za + ZA_COUNT]! + (dZone.get(z) ?? 0);
     const own = i32[za + ZA_LIMIT]!;
     const lim = own !== 0 ? own - 1 : defZone;
     if (c < 0 || (lim > 0 && c > lim)) limits.add(`zone ${z}: count ${c}, limit ${lim}`);

@@ -169,7 +169,16 @@ export const W_EV_RETRY = 69; // park-queue head + 1 this worker is delivering (
 // stores by the owner, always under a bucket lock stripe (confirm, kill, fold); kept across
 // owners (a record released or recovered keeps or zeroes it: recovery.ts). Racy reads elsewhere.
 export const W_CNT = 70;
-export const WORKER_WORDS = 80;
+// The record's unfolded parts of namespace and zone counters (zones.ts): ZC_SLOTS pairs (key,
+// delta), key = (ZC_* << 17 | id) + 1, 0 = free. Like W_CNT: plain stores by the owner under a
+// bucket lock stripe, folded into the counter word at +-COUNT_BATCH, on eviction and at the end
+// of each batch; never for a namespace or zone with a limit (those count exactly, with a CAS).
+export const W_ZC = 80;
+export const ZC_SLOTS = 8;
+export const ZC_NS = 0; // NS_COUNT of namespace id
+export const ZC_ZONE = 1; // ZA_COUNT of zone id (zoneKey)
+export const ZC_ZORIG = 2; // the zone counter (zones section) of original zone id
+export const WORKER_WORDS = 96; // 6 cache lines
 export const INTENT_NONE = 0;
 export const INTENT_INSERT = 1;
 export const INTENT_DELETE = 2;

@@ -502,7 +502,9 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   }
   if (repair && !all) {
     for (const [z, d] of zoneDelta) Atomics.add(i32, table.sec.zones + zoneRec(z), d); // best effort
-    // Its unfolded part goes into H_COUNT, less the excess its intents imply (best effort).
+    // Its unfolded namespace and zone deltas go into their counters (zones.ts), and its part of
+    // the entry count into H_COUNT, less the excess its intents imply (best effort).
+    new ZoneAccounting(table, wid).foldAll();
     const own = i32[W + W_CNT]!; // its owner's last plain store; the owner is dead
     i32[W + W_CNT] = 0;
     if (own - countDelta !== 0) Atomics.add(i32, H_COUNT, own - countDelta);
