@@ -461,10 +461,12 @@ export class Chains {
     }
     // CONFIRMED before the links: a reader that finds the entry sees it confirmed.
     Atomics.or(i32, e + E_STATUS, IPS_CONFIRMED);
-    // Each link: next first, then the head, both seq-cst, so a reader never sees a half link.
-    Atomics.store(i32, e + E_NEXT + DIR_REPLY, i32[this.B + b1]!);
+    // Each link: next first, then the head, so a reader never sees a half link. The next word is
+    // a plain store: only a walker that arrived by that direction's tuplehash reads it, and none
+    // can before the head's Atomics.store below publishes it (with everything written before).
+    i32[e + E_NEXT + DIR_REPLY] = i32[this.B + b1]!;
     Atomics.store(i32, this.B + b1, (slot << 1) | DIR_REPLY);
-    Atomics.store(i32, e + E_NEXT + DIR_ORIGINAL, i32[this.B + b0]!);
+    i32[e + E_NEXT + DIR_ORIGINAL] = i32[this.B + b0]!;
     // publishes the entry in its original chain (after the reply link, above)
     Atomics.store(i32, this.B + b0, (slot << 1) | DIR_ORIGINAL);
     this.countBy(1); // the entry count (our W_CNT), under the bucket locks
