@@ -10,7 +10,7 @@
  * zones (one each, the bench's zones workload) and in one zone (zone 0, as the new connections
  * of the mixed workload). Every write to the table (Atomics read-modify-writes and stores, and
  * plain stores through a Proxy of the table's Int32Array) is recorded by the 64-byte line it
- * lands on and the worker doing it. Prints per insert: all writes; transfers (writes to a line
+ * lands on and the worker doing it. Prints per insert: all writes (and how many are Atomics); transfers (writes to a line
  * whose last writer was the other worker: on two cores each is a cache-line transfer), and of
  * these the ones on hot lines (written in more than 10% of inserts: counters, list heads, list
  * locks; the rest, bucket locks, buckets and entries, are random accesses that the kernel's
@@ -30,6 +30,7 @@ interface FS { ix: Int32Array; bytes: Uint8Array; count: number; zone: number; n
 let current = -1; // the worker (0, 1) writing now; -1: setup, not recorded
 let rec: Map<number, number[]> | null = null; // line -> [writes, transfers, last writer + 1]
 let realOf: WeakMap<object, Int32Array> = new WeakMap();
+let atomicWrites = 0; // Atomics read-modify-writes and stores on the table by the two workers
 
 function note(index: number): void {
   if (rec === null || current < 0) return;
@@ -48,7 +49,10 @@ for (const k of ['add', 'sub', 'and', 'or', 'xor', 'exchange', 'compareExchange'
   orig[k] = A[k]!.bind(Atomics);
   A[k] = (ta: unknown, i: unknown, ...rest: unknown[]): unknown => {
     const real = realOf.get(ta as object);
-    if (real && k !== 'load' && k !== 'wait' && k !== 'notify') note(i as number);
+    if (real && k !== 'load' && k !== 'wait' && k !== 'notify') {
+      note(i as number);
+      if (rec !== null && current >= 0) atomicWrites++;
+    }
     return orig[k]!(real ?? ta, i, ...rest);
   };
 }
@@ -109,6 +113,7 @@ async function measure(dist: string, oneZone: boolean): Promise<string> {
   rec = new Map();
   const F = b.F;
   let inserts = 0;
+  atomicWrites = 0;
   for (const ct of cts) ct.beginBatch();
   for (let i = 0; i < N; i++) {
     for (let w = 0; w < 2; w++) {
@@ -141,7 +146,7 @@ async function measure(dist: string, oneZone: boolean): Promise<string> {
   for (const ct of cts) ct.close();
   const by = (m: Map<string, number>): string => [...m].filter(([, n]) => n / inserts >= 0.01).sort((x, y) => y[1] - x[1])
     .map(([k, n]) => `${k} ${(n / inserts).toFixed(2)}`).join(', ');
-  return `  ${oneZone ? 'one zone (0)' : 'two zones   '}: writes ${(writes / inserts).toFixed(1)}, transfers ${(moves / inserts).toFixed(2)} (${by(all)}); ` +
+  return `  ${oneZone ? 'one zone (0)' : 'two zones   '}: writes ${(writes / inserts).toFixed(1)} (atomic ${(atomicWrites / inserts).toFixed(1)}), transfers ${(moves / inserts).toFixed(2)} (${by(all)}); ` +
     `on hot lines ${(hotMoves / inserts).toFixed(2)} (${by(hot)})`;
 }
 
