@@ -22,7 +22,7 @@ import {
   H_COUNT, H_ID_EPOCH, H_KEY0, H_KEY1, H_MAX_CHAIN, H_NEXT_ID, ID_RANGE, INTENT_INSERT,
   INTENT_NONE, INTENT_UNCOUNTED, IPS_ALLOCATED, IPS_ASSURED, IPS_CONFIRMED,
   IPS_DYING, KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNLINKED, PRIV_WORDS, ST_CHAIN_TOOLONG, ST_EARLY_DROP, ST_EXPIRED,
-  ST_INSERT_FAILED, ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS, W_CNT, W_HELD, W_INTENT, W_INTENT_SLOT,
+  ST_INSERT_FAILED, ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS, W_CNT, W_RES, W_HELD, W_INTENT, W_INTENT_SLOT,
   W_KILL, W_KILL_WHY, W_RELEASE, WORKER_WORDS, ZC_ZORIG, KILL_STEP_EMITTED, KILL_STEP_EMITTING, H_EPOCH, ST_EXPEDITED, W_EV_D, W_EV_M, W_EV_PARK,
 } from './layout.js';
 import { lock, unlock } from './locks.js';
@@ -249,17 +249,26 @@ export class Chains {
     const max = i32[this.sys + S_MAX]!;
     // The count as a percpu_counter reads it: the folded part (Atomics.load: folders add to it)
     // plus ours. Others' unfolded parts are below COUNT_BATCH each; only when they could matter
-    // is every record summed (exactCount), so a table is never filled past max by that slack.
+    // is every record summed, with the entries other workers are creating that close to the
+    // limit (W_RES): each announces its own before it counts (seq-cst store, then loads), so of
+    // two racing inserts at least one sees the other, and the table never passes max.
     let count = Atomics.load(i32, H_COUNT) + i32[this.W + W_CNT]!;
-    if (count + this.slack >= max) count = this.exactCount();
+    if (count + this.slack >= max) {
+      Atomics.store(i32, this.W + W_RES, 1);
+      count = this.reservedCount();
+    }
     if (count >= max && !this.earlyDrop(h, now, ns)) {
+      this.unreserve();
       this.table.wakeGc(); // early_drop found nothing: let the GC worker make room
       return -1;
     }
     // alloc() names the slot in W_INTENT_SLOT (recovery intent: an insert is in progress).
     let slot = this.alloc.alloc();
     if (slot < 0) slot = this.allocSlow();
-    if (slot < 0) return -1;
+    if (slot < 0) {
+      this.unreserve();
+      return -1;
+    }
     const e = this.E + slot * ENTRY_WORDS;
     // The slot is private until confirm() publishes it; plain stores suffice until then.
     i32[e + E_NEXT] = -1;
@@ -297,6 +306,23 @@ export class Chains {
     // W_CNT: plain stores by each owner; a racy read gives a value it held.
     for (let w = 0; w < this.table.maxWorkers; w++) n += i32[this.table.sec.workers + w * WORKER_WORDS + W_CNT]!;
     return n;
+  }
+
+  /** exactCount plus the entries other workers are creating close to the limit (W_RES). */
+  private reservedCount(): number {
+    const i32 = this.i32;
+    let n = 0;
+    // Reservations first: one cleared after its entry was counted (W_CNT's plain store, then
+    // this Atomics.store) is then seen counted, never neither.
+    for (let w = 0; w < this.table.maxWorkers; w++) {
+      if (w !== this.wid) n += Atomics.load(i32, this.table.sec.workers + w * WORKER_WORDS + W_RES);
+    }
+    return n + this.exactCount();
+  }
+
+  /** Our entry close to the limit is counted or given up: no longer announced (W_RES). */
+  private unreserve(): void {
+    if (this.i32[this.W + W_RES] !== 0) Atomics.store(this.i32, this.W + W_RES, 0); // ours; others Atomics.load it
   }
 
   /** Our own view of the count: the folded part plus our unfolded part (GC pressure checks). */
@@ -375,6 +401,7 @@ export class Chains {
     if (last) Atomics.store(i32, this.W + W_RELEASE, slot + 1);
     Atomics.store(i32, this.W + W_INTENT_SLOT, 0);
     Atomics.store(i32, this.W + W_INTENT, INTENT_NONE);
+    this.unreserve();
     if (last) {
       this.alloc.free(slot); // never published: no grace period needed
       Atomics.store(i32, this.W + W_RELEASE, 0); // it is in our cache
@@ -477,6 +504,7 @@ export class Chains {
     // Before the locks go: the entry belongs to the table now (recovery.ts recounts the counts,
     // so a crash just before is fine; after the unlock the slot may be another's).
     Atomics.store(i32, this.W + W_INTENT_SLOT, 0);
+    this.unreserve(); // counted (countBy above)
     this.unlockStripes(b0, b1);
     return CONFIRM_OK;
   }

@@ -9,7 +9,7 @@ import {
   E_ZONE, H_COUNT, H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, H_KEY0, H_KEY1, H_ORPHAN_COUNT,
   H_ORPHAN_HEAD, IPS_ALLOCATED, IPS_CONFIRMED, IPS_DYING, TUPLE_WORDS, W_ALIVE, W_ALLOC_OP, W_CACHE,
   W_CACHE_COUNT, W_INTENT, W_INTENT_SLOT, W_KILL, W_LIMBO_HEAD, W_RECLAIM, W_RELEASE, W_STATE,
-  WORKER_WORDS, ZONES, CACHE_SLOTS, W_CNT, ZC_NS, ZC_ZONE, ZC_ZORIG, zoneRec,
+  WORKER_WORDS, ZONES, CACHE_SLOTS, W_CNT, W_RES, ZC_NS, ZC_ZONE, ZC_ZORIG, zoneRec,
 } from './layout.js';
 import type { ConntrackTable } from './table.js';
 import {
@@ -192,7 +192,7 @@ export function checkInvariants(table: ConntrackTable): InvariantReport {
     }
     if (i32[W + W_STATE] !== 0) pending.add(`worker ${w} is online`);
     for (const [word, name] of [[W_INTENT, 'insert'], [W_KILL, 'delete'], [W_RELEASE, 'release'],
-      [W_RECLAIM, 'reclaim'], [W_ALLOC_OP, 'allocator']] as const) {
+      [W_RECLAIM, 'reclaim'], [W_ALLOC_OP, 'allocator'], [W_RES, 'reservation near nf_conntrack_max']] as const) {
       if (i32[W + word] !== 0) pending.add(`worker ${w} has a ${name} in progress (${i32[W + word]})`);
     }
   }

@@ -169,6 +169,11 @@ export const W_EV_RETRY = 69; // park-queue head + 1 this worker is delivering (
 // stores by the owner, always under a bucket lock stripe (confirm, kill, fold); kept across
 // owners (a record released or recovered keeps or zeroes it: recovery.ts). Racy reads elsewhere.
 export const W_CNT = 70;
+// 1 while the owner creates an entry close to nf_conntrack_max (chains.ts newEntry: within the
+// records' slack of it): other inserters' exact counts include it, so concurrent inserts never
+// pass the limit together. Atomics.store by the owner (set before its count, cleared once the
+// entry is counted or given up), Atomics.load by others; cleared by recovery.
+export const W_RES = 71;
 // The record's unfolded parts of namespace and zone counters (zones.ts): ZC_SLOTS pairs (key,
 // delta), key = (ZC_* << 17 | id) + 1, 0 = free. Like W_CNT: plain stores by the owner under a
 // bucket lock stripe, folded into the counter word at +-COUNT_BATCH, on eviction and at the end
