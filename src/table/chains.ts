@@ -19,7 +19,7 @@ import { tupleHash } from './hash.js';
 import {
   COUNT_BATCH, DIR_ORIGINAL, DIR_REPLY, DISCIPLINE_NOREF, ENTRY_WORDS, E_EXT, E_GEN, E_HASH, E_ID, E_LINK,
   E_MARK, E_NEXT, E_NS, E_PRIV, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE,
-  H_COUNT, H_ID_EPOCH, H_KEY0, H_KEY1, H_MAX_CHAIN, H_NEXT_ID, ID_RANGE, INTENT_INSERT,
+  H_COUNT, H_ID_EPOCH, H_REC_HWM, H_KEY0, H_KEY1, H_MAX_CHAIN, H_NEXT_ID, ID_RANGE, INTENT_INSERT,
   INTENT_NONE, INTENT_UNCOUNTED, IPS_ALLOCATED, IPS_ASSURED, IPS_CONFIRMED,
   IPS_DYING, KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNLINKED, PRIV_WORDS, ST_CHAIN_TOOLONG, ST_EARLY_DROP, ST_EXPIRED,
   ST_INSERT_FAILED, ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS, W_CNT, W_RES, W_HELD, W_INTENT, W_INTENT_SLOT,
@@ -85,8 +85,6 @@ export class Chains {
   private idNext = 0;
   private idEnd = 0;
   private idEpoch = 0;
-  /** Unfolded counts of other records may reach this much in all (percpu_counter slack). */
-  private readonly slack: number;
 
   constructor(table: ConntrackTable, wid: number) {
     this.table = table;
@@ -108,7 +106,6 @@ export class Chains {
     this.alloc = new SlotAllocator(table, wid);
     this.qsbr = new Qsbr(table, wid, this.alloc);
     this.zones = new ZoneAccounting(table, wid);
-    this.slack = (table.maxWorkers - 1) * (COUNT_BATCH - 1);
   }
 
   entry(slot: number): number {
@@ -253,7 +250,8 @@ export class Chains {
     // limit (W_RES): each announces its own before it counts (seq-cst store, then loads), so of
     // two racing inserts at least one sees the other, and the table never passes max.
     let count = Atomics.load(i32, H_COUNT) + i32[this.W + W_CNT]!;
-    if (count + this.slack >= max) {
+    // The others' slack: below COUNT_BATCH per record ever claimed (H_REC_HWM: raised by CAS).
+    if (count + (Atomics.load(i32, H_REC_HWM) - 1) * (COUNT_BATCH - 1) >= max) {
       Atomics.store(i32, this.W + W_RES, 1);
       count = this.reservedCount();
     }
@@ -302,9 +300,10 @@ export class Chains {
   /** Entries in the table: H_COUNT plus every record's unfolded part (racy while threads insert). */
   exactCount(): number {
     const i32 = this.i32;
+    const hwm = Atomics.load(i32, H_REC_HWM); // CAS'd up by registerWorker; records above it were never claimed
     let n = Atomics.load(i32, H_COUNT); // Atomics.add'ed by folders
     // W_CNT: plain stores by each owner; a racy read gives a value it held.
-    for (let w = 0; w < this.table.maxWorkers; w++) n += i32[this.table.sec.workers + w * WORKER_WORDS + W_CNT]!;
+    for (let w = 0; w < hwm; w++) n += i32[this.table.sec.workers + w * WORKER_WORDS + W_CNT]!;
     return n;
   }
 
@@ -314,7 +313,8 @@ export class Chains {
     let n = 0;
     // Reservations first: one cleared after its entry was counted (W_CNT's plain store, then
     // this Atomics.store) is then seen counted, never neither.
-    for (let w = 0; w < this.table.maxWorkers; w++) {
+    const hwm = Atomics.load(i32, H_REC_HWM); // records above it never claimed
+    for (let w = 0; w < hwm; w++) {
       if (w !== this.wid) n += Atomics.load(i32, this.table.sec.workers + w * WORKER_WORDS + W_RES);
     }
     return n + this.exactCount();

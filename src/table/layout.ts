@@ -75,7 +75,11 @@ export const H_NAT_LEN = 40;
 // Bumped (Atomics.add) when H_NEXT_ID is raised past ids a worker may hold in its range
 // (snapshot restore): workers drop their range when it changes. Read (Atomics.load) per insert.
 export const H_ID_EPOCH = 41;
-export const HEADER_WORDS = 48; // 42..47 free
+// Worker records ever claimed: 1 + the highest record id claimed so far (records above it have
+// never counted anything). Raised with a compareExchange loop by registerWorker; read
+// (Atomics.load) by inserters to bound the count's slack and the records they sum.
+export const H_REC_HWM = 42;
+export const HEADER_WORDS = 48; // 43..47 free
 
 /** Ids a worker takes from H_NEXT_ID at once (ids stay unique, in order per worker). */
 export const ID_RANGE = 256;

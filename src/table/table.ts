@@ -11,7 +11,7 @@ import {
   LAYOUT_VERSION, MAGIC, STAT_NAMES, STAT_WORDS, W_ALIVE, W_LIMBO_HEAD, W_LIMBO_TAIL, W_PID,
   WORKER_WORDS, bytesPerConnection, sections, type Sections,
 } from './layout.js';
-import { H_COUNT, H_NAT_BUCKETS, W_CNT, ZC_NS, ZC_ZONE, natBucketsFor, zoneRec } from './layout.js';
+import { H_COUNT, H_NAT_BUCKETS, H_REC_HWM, W_CNT, ZC_NS, ZC_ZONE, natBucketsFor, zoneRec } from './layout.js';
 import { type NatConfig, type NatRule, getNatRules, setNatRules } from '../track/nat/rules.js';
 import { API_OWNER } from './ext.js';
 import { EXT_WORDS, H_EVENTS, H_EV_DESTROY, H_EXT_BLOCKS, X_LINK, XC_EXT_FREE, XC_EXT_FREE_COUNT } from './layout.js';
@@ -347,6 +347,10 @@ export class ConntrackTable {
       const base = this.sec.workers + w * WORKER_WORDS;
       // CAS claims the record exclusively; its other words are ours after this.
       if (Atomics.compareExchange(this.i32, base + W_ALIVE, 0, 1) === 0) {
+        // Records ever claimed: inserters sum counts up to here (chains.ts). CAS: only ever raised.
+        for (let h = Atomics.load(this.i32, H_REC_HWM); h < w + 1; h = Atomics.load(this.i32, H_REC_HWM)) {
+          if (Atomics.compareExchange(this.i32, H_REC_HWM, h, w + 1) === h) break;
+        }
         Atomics.store(this.i32, base + W_PID, threadId);
         // Event and liveness words of a previous owner mean nothing to recovery of this one.
         for (const w of [W_EV_D, W_EV_M, W_EV_PARK, W_EV_RETRY, W_KILL_WHY]) Atomics.store(this.i32, base + w, 0);
