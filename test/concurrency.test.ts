@@ -12,7 +12,7 @@ import test from 'ava';
 import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import { connAcct } from '../src/table/ext.js';
 import { lock, unlock } from '../src/table/locks.js';
-import { E_STATUS, E_TIMEOUT, H_COUNT, IPS_ASSURED, TD_END, TD_MAXEND, TD_MAXWIN, E_PRIV, TCP_DIR, TCP_DIR_WORDS } from '../src/table/layout.js';
+import { E_STATUS, E_TIMEOUT, IPS_ASSURED, W_INTENT_SLOT, WORKER_WORDS, TD_END, TD_MAXEND, TD_MAXWIN, E_PRIV, TCP_DIR, TCP_DIR_WORDS } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { ConntrackPool } from '../src/pool/pool.js';
 import { BatchVerdict } from '../src/pool/batch.js';
@@ -67,12 +67,18 @@ test('a forced clash: two workers confirm the same new tuple, exactly one clash_
     warm.push(LINKTYPE_RAW, g, 0, g.length, 1000);
     await bounded(pool.process(warm), 20_000, 'warm-up batch');
     const before = table.stats().total;
-    const base = Atomics.load(i32, H_COUNT);
+    const base = table.count;
     // Hold every stripe: lookups still run (they take no lock), confirms cannot.
     for (let s = 0; s < table.locks; s++) lock(i32, table.sec.locks + s, me.wid);
     const done = pool.process(batch);
-    // Both have looked the tuple up (found nothing) and allocated (H_COUNT counts allocations).
-    const both = await waitFor(() => Atomics.load(i32, H_COUNT) === base + 2, 10_000);
+    // Both have looked the tuple up (found nothing) and allocated: each worker record names its
+    // private entry (W_INTENT_SLOT) until confirm links it.
+    const allocating = (): number => {
+      let n = 0;
+      for (let w = 0; w < table.maxWorkers; w++) if (Atomics.load(i32, table.sec.workers + w * WORKER_WORDS + W_INTENT_SLOT) !== 0) n++;
+      return n;
+    };
+    const both = await waitFor(() => allocating() === 2, 10_000);
     for (let s = 0; s < table.locks; s++) unlock(i32, table.sec.locks + s);
     held = false;
     t.true(both, 'both workers allocated an entry for the tuple within 10 s');
@@ -80,7 +86,8 @@ test('a forced clash: two workers confirm the same new tuple, exactly one clash_
     const after = table.stats().total;
     t.is(after['clash_resolve']! - before['clash_resolve']!, 1, 'exactly one confirm lost the race');
     t.is(after['insert']! - before['insert']!, 1);
-    t.is(Atomics.load(i32, H_COUNT), base + 1, 'the loser\'s entry was given back');
+    t.is(table.count, base + 1, 'only the winner\'s entry is counted');
+    t.is(allocating(), 0, 'the loser\'s entry was given back');
     const out = new BatchVerdict();
     const verdicts = [0, 1].map((i) => `${batch.read(i, out).ctstate}/${out.direction}`).sort();
     // The winner saw a new connection; the loser joined it (the kernel: both are NEW until a reply).

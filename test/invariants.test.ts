@@ -2,7 +2,7 @@ import test from 'ava';
 import { Conntrack } from '../src/track/core.js';
 import { checkInvariants, INVARIANT_NAMES, type InvariantReport } from '../src/table/invariants.js';
 import {
-  E_HASH, E_LINK, E_NEXT, E_STATUS, ENTRY_WORDS, H_COUNT, H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, IPS_DYING,
+  E_HASH, E_LINK, E_NEXT, E_STATUS, ENTRY_WORDS, H_COUNT, H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, IPS_DYING, zoneRec,
 } from '../src/table/layout.js';
 import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
 import { ConntrackTable } from '../src/table/table.js';
@@ -66,7 +66,7 @@ test('an entry counted but unlinked is caught', (t) => {
     }
     i32[prev] = i32[e + E_NEXT + dir]!;
   }
-  i32[table.sec.zones + 0]!--;
+  i32[table.sec.zones + zoneRec(0)]!--;
   const r = checkInvariants(table);
   t.false(r.ok);
   t.deepEqual(failed(r), ['count-matches-linked']);
@@ -118,8 +118,8 @@ test('a leaked slot is caught', (t) => {
 
 test('a wrong zone counter is caught', (t) => {
   const { table } = healthy();
-  t.is(table.i32[table.sec.zones + 7], 2);
-  table.i32[table.sec.zones + 7] = 3;
+  t.is(table.i32[table.sec.zones + zoneRec(7)], 2);
+  table.i32[table.sec.zones + zoneRec(7)] = 3;
   const r = checkInvariants(table);
   t.deepEqual(failed(r), ['zone-counters']);
   t.regex(r.invariants.find((x) => x.name === 'zone-counters')!.detail!, /zone 7: counter 3, linked entries 2/);

@@ -5,7 +5,8 @@
  * dashboards and alerts work unchanged, plus our own under `conntrack_sab_`: per-worker
  * statistics (label `worker`), GC counters, grace periods, slots, zones.
  */
-import { STAT_NAMES, H_COUNT, H_EPOCH, H_FREE_COUNT, H_GC_BUSY_US, H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, W_LIMBO_COUNT, WORKER_WORDS } from '../table/layout.js';
+import { STAT_NAMES, H_EPOCH, H_FREE_COUNT, H_GC_BUSY_US, H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, W_LIMBO_COUNT, WORKER_WORDS, ZC_ZORIG, zoneRec } from '../table/layout.js';
+import { cachedDeltas } from '../table/zones.js';
 import { workerStats } from './ops.js';
 import type { Snapshot } from './snapshot.js';
 import type { ConntrackTable } from '../table/table.js';
@@ -39,14 +40,15 @@ export function metricsFromTable(table: ConntrackTable): MetricsSource {
     if (n !== 0) limbo.push({ wid: w, slots: n });
   }
   const zones = new Map<number, number>();
+  const deltas = cachedDeltas(table, ZC_ZORIG); // the records' unfolded parts (zones.ts)
   for (let z = 0; z < 65536; z++) {
     // Zone counters change under the bucket locks with Atomics.add / sub.
-    const n = Atomics.load(i32, table.sec.zones + z);
+    const n = Atomics.load(i32, table.sec.zones + zoneRec(z)) + (deltas.get(z) ?? 0);
     if (n !== 0) zones.set(z, n);
   }
   return {
-    // H_COUNT and the GC words: Atomics.load for current values.
-    entries: Atomics.load(i32, H_COUNT),
+    // The entry count (H_COUNT plus the records' unfolded parts) and the GC words: current values.
+    entries: table.count,
     limit: table.max,
     workers: st.perWorker.map((r) => ({ wid: r.wid, stats: r.stats })),
     gc: {

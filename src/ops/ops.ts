@@ -19,7 +19,7 @@ import { extOf, readAcct, readLabels, setConnLabel, setConnTimeoutPolicy, type C
 import { connEntryJson, formatEntry, formatProcEntry, l4Name, type ConnEntryJson, type FormatOptions } from './format.js';
 import {
   DIR_ORIGINAL, ENTRY_WORDS, E_EXT, E_MARK, E_NEXT, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE,
-  E_ZONE, H_COUNT, IPS_CONFIRMED, IPS_DYING, STAT_NAMES, STAT_WORDS, T_DST, T_PORTS, T_SRC,
+  E_ZONE, IPS_CONFIRMED, IPS_DYING, STAT_NAMES, STAT_WORDS, T_DST, T_PORTS, T_SRC,
   TUPLE_WORDS, W_ALIVE, WORKER_WORDS, EXT_ACCT, EXT_LABELS, EXT_WORDS, X_FLAGS, X_LABELS,
 } from '../table/layout.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, NFPROTO_IPV4, NFPROTO_IPV6 } from '../input/packet/packet.js';
@@ -639,8 +639,8 @@ export class CtOps {
   /** conntrack -C: entries in the table (filtered: entries that match, walked). */
   count(filter: CtFilter = {}, opts: WalkOptions = {}): number {
     const m = new CtMatcher(filter);
-    // H_COUNT: Atomics.load of the counter changed under the bucket locks.
-    if (m.all && opts.now === undefined && opts.expired === undefined) return Atomics.load(this.i32, H_COUNT);
+    // The entry count: H_COUNT plus the records' unfolded parts (table.count).
+    if (m.all && opts.now === undefined && opts.expired === undefined) return this.table.count;
     let n = 0;
     this.select(m, opts, () => { n++; });
     return n;

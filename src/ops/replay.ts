@@ -9,7 +9,6 @@ import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
 import { nflogTimestampMs } from '../input/packet/parse.js';
 import { ConntrackTable, type TableOptions } from '../table/table.js';
 import { GcEngine } from '../table/gc.js';
-import { H_COUNT } from '../table/layout.js';
 import { CTSTATE_NAMES, type Verdict } from '../track/verdict.js';
 import type { Packet } from '../input/packet/packet.js';
 import { abortError, checkAbort } from '../errors.js';
@@ -216,8 +215,8 @@ export class ReplayGc {
 
   /** Sweep the whole table once if it is past the threshold. Call outside any batch. */
   maybeRun(): void {
-    // H_COUNT: Atomics.add'ed by inserters and killers on any thread.
-    if (Atomics.load(this.table.i32, H_COUNT) < this.threshold) return;
+    // The entry count (H_COUNT plus the records' unfolded parts; racy reads).
+    if (this.table.count < this.threshold) return;
     if (!this.engine) {
       this.engine = new GcEngine(this.table, { budgetMs: 1000 });
       if (this.onDestroy) this.engine.onDestroy = this.onDestroy;

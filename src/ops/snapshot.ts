@@ -43,7 +43,7 @@ import { CONFIRM_OK, KILL_DELETE } from '../table/chains.js';
 import { extAlloc } from '../table/ext.js';
 import {
   E_EXT, E_HASH, E_ID, E_MARK, E_NS, E_PRIV, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE, ENTRY_WORDS,
-  H_COUNT, H_EPOCH, H_GC_BUSY_US, H_GC_RUNS, H_GC_SWEEPS, H_MAX_CHAIN, H_NEXT_ID, IPS_ALLOCATED,
+  H_EPOCH, H_GC_BUSY_US, H_ID_EPOCH, H_GC_RUNS, H_GC_SWEEPS, H_MAX_CHAIN, H_NEXT_ID, IPS_ALLOCATED,
   IPS_CONFIRMED, IPS_DYING, NS_LIMIT, NS_WORDS, PRIV_WORDS, STAT_NAMES, TUPLE_WORDS, UDP_STREAM_TS,
   EXT_TIMEOUT, EXT_TSTAMP, EXT_WORDS, X_FLAGS, X_LINK, X_POLICY, X_TSTAMP, XC_EXT_FREE_COUNT,
 } from '../table/layout.js';
@@ -519,8 +519,8 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
     }
   }
   // 2. Room: an empty table, nf_conntrack_max not exceeded, namespaces that exist.
-  // H_COUNT: Atomics.load, packet workers change it.
-  const have = Atomics.load(table.i32, H_COUNT);
+  // The entry count (H_COUNT plus the records' unfolded parts); packet workers change it.
+  const have = table.count;
   if (have !== 0) throw refused(`restore needs an empty table; this one holds ${have} connections`, 0);
   if (n > table.max) {
     throw refused(`the snapshot holds ${n} connections, the table's nf_conntrack_max is ${table.max}`, 16);
@@ -632,7 +632,11 @@ export function restoreSnapshot(table: ConntrackTable, input: Snapshot | Uint8Ar
     for (;;) {
       const cur = Atomics.load(table.i32, H_NEXT_ID);
       if (((cur - want) | 0) >= 0) break;
-      if (Atomics.compareExchange(table.i32, H_NEXT_ID, cur, want) === cur) break;
+      if (Atomics.compareExchange(table.i32, H_NEXT_ID, cur, want) === cur) {
+        // Workers may hold ranges below `want`: the epoch change makes them take new ones.
+        Atomics.add(table.i32, H_ID_EPOCH, 1);
+        break;
+      }
     }
     for (const [name, value] of apply) table.setSysctl(name, value);
     for (const [id, lim] of snap.nsLimits) {

@@ -17,13 +17,13 @@
 import { SlotAllocator } from './alloc.js';
 import { tupleHash } from './hash.js';
 import {
-  DIR_ORIGINAL, DIR_REPLY, DISCIPLINE_NOREF, ENTRY_WORDS, E_EXT, E_GEN, E_HASH, E_ID, E_LINK,
+  COUNT_BATCH, DIR_ORIGINAL, DIR_REPLY, DISCIPLINE_NOREF, ENTRY_WORDS, E_EXT, E_GEN, E_HASH, E_ID, E_LINK,
   E_MARK, E_NEXT, E_NS, E_PRIV, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE,
-  H_COUNT, H_KEY0, H_KEY1, H_MAX_CHAIN, H_NEXT_ID, INTENT_COUNTED, INTENT_INSERT, INTENT_LINKED,
-  INTENT_NONE, INTENT_UNCOUNTED, INTENT_UNCOUNTING, IPS_ALLOCATED, IPS_ASSURED, IPS_CONFIRMED,
-  IPS_DYING, KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNCOUNTED, KILL_STEP_UNCOUNTING, KILL_STEP_UNLINKED, PRIV_WORDS, ST_CHAIN_TOOLONG, ST_EARLY_DROP, ST_EXPIRED,
-  ST_INSERT_FAILED, ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS, W_HELD, W_INTENT, W_INTENT_SLOT,
-  W_KILL, W_KILL_WHY, W_RELEASE, WORKER_WORDS, KILL_STEP_EMITTED, KILL_STEP_EMITTING, H_EPOCH, ST_EXPEDITED, W_EV_D, W_EV_M, W_EV_PARK,
+  H_COUNT, H_ID_EPOCH, H_REC_HWM, H_KEY0, H_KEY1, H_MAX_CHAIN, H_NEXT_ID, ID_RANGE, INTENT_INSERT,
+  INTENT_NONE, INTENT_UNCOUNTED, IPS_ALLOCATED, IPS_ASSURED, IPS_CONFIRMED,
+  IPS_DYING, KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNLINKED, PRIV_WORDS, ST_CHAIN_TOOLONG, ST_EARLY_DROP, ST_EXPIRED,
+  ST_INSERT_FAILED, ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS, W_CNT, W_RES, W_HELD, W_INTENT, W_INTENT_SLOT,
+  W_KILL, W_KILL_WHY, W_RELEASE, WORKER_WORDS, ZC_ZORIG, KILL_STEP_EMITTED, KILL_STEP_EMITTING, H_EPOCH, ST_EXPEDITED, W_EV_D, W_EV_M, W_EV_PARK,
 } from './layout.js';
 import { lock, unlock } from './locks.js';
 import { Qsbr } from './rcu.js';
@@ -81,6 +81,10 @@ export class Chains {
   readonly zones: ZoneAccounting;
   /** Called for every entry this thread removes, while its data is still intact. */
   onDestroy: DestroyHook | null = null;
+  /** This thread's range of conntrack ids [idNext, idEnd), taken under H_ID_EPOCH idEpoch. */
+  private idNext = 0;
+  private idEnd = 0;
+  private idEpoch = 0;
 
   constructor(table: ConntrackTable, wid: number) {
     this.table = table;
@@ -233,29 +237,34 @@ export class Chains {
   }
 
   /**
-   * Allocate a private (unconfirmed) entry. Counts it against nf_conntrack_max first and, when
-   * the table is full, evicts a not-ASSURED entry of namespace `ns` near `h` (early_drop; -1:
-   * of any namespace). Returns -1 when full.
+   * Allocate a private (unconfirmed) entry. Checks nf_conntrack_max first and, when the table
+   * is full, evicts a not-ASSURED entry of namespace `ns` near `h` (early_drop; -1: of any
+   * namespace). Returns -1 when full. The entry is counted when confirm() links it.
    */
   newEntry(h: number, now: number, ns = -1): number {
     const i32 = this.i32;
-    const W = this.W;
     const max = i32[this.sys + S_MAX]!;
-    // Recovery intent: an insert begins, no slot yet (alloc() names it), counting.
-    Atomics.store(i32, W + W_INTENT_SLOT, 0);
-    Atomics.store(i32, W + W_INTENT, INTENT_INSERT);
-    // Counted at allocation, like the kernel: concurrent inserts cannot overshoot together.
-    const count = Atomics.add(i32, H_COUNT, 1) + 1;
-    Atomics.store(i32, W + W_INTENT, INTENT_INSERT | INTENT_COUNTED); // the add is done
-    if (count > max && !this.earlyDrop(h, now, ns)) {
-      this.uncountInsert();
+    // The count as a percpu_counter reads it: the folded part (Atomics.load: folders add to it)
+    // plus ours. Others' unfolded parts are below COUNT_BATCH each; only when they could matter
+    // is every record summed, with the entries other workers are creating that close to the
+    // limit (W_RES): each announces its own before it counts (seq-cst store, then loads), so of
+    // two racing inserts at least one sees the other, and the table never passes max.
+    let count = Atomics.load(i32, H_COUNT) + i32[this.W + W_CNT]!;
+    // The others' slack: below COUNT_BATCH per record ever claimed (H_REC_HWM: raised by CAS).
+    if (count + (Atomics.load(i32, H_REC_HWM) - 1) * (COUNT_BATCH - 1) >= max) {
+      Atomics.store(i32, this.W + W_RES, 1);
+      count = this.reservedCount();
+    }
+    if (count >= max && !this.earlyDrop(h, now, ns)) {
+      this.unreserve();
       this.table.wakeGc(); // early_drop found nothing: let the GC worker make room
       return -1;
     }
+    // alloc() names the slot in W_INTENT_SLOT (recovery intent: an insert is in progress).
     let slot = this.alloc.alloc();
     if (slot < 0) slot = this.allocSlow();
     if (slot < 0) {
-      this.uncountInsert();
+      this.unreserve();
       return -1;
     }
     const e = this.E + slot * ENTRY_WORDS;
@@ -266,11 +275,93 @@ export class Chains {
     i32[e + E_EXT] = 0;
     i32[e + E_LINK] = -1;
     i32[e + E_GEN] = (i32[e + E_GEN]! + 1) | 0;
-    i32[e + E_ID] = Atomics.add(i32, H_NEXT_ID, 1); // unique ids across threads
+    i32[e + E_ID] = this.nextId();
     i32.fill(0, e + E_PRIV, e + E_PRIV + PRIV_WORDS);
     Atomics.store(i32, e + E_REFCNT, 1); // the table's (or creator's) reference
     Atomics.store(i32, e + E_STATUS, IPS_ALLOCATED);
     return slot;
+  }
+
+  /** A conntrack id, unique across threads: from this thread's range of ID_RANGE ids. */
+  private nextId(): number {
+    const i32 = this.i32;
+    // H_ID_EPOCH: Atomics.add'ed by a restore that raised H_NEXT_ID past our range.
+    const epoch = Atomics.load(i32, H_ID_EPOCH);
+    if (this.idNext === this.idEnd || epoch !== this.idEpoch) {
+      this.idEpoch = epoch;
+      this.idNext = Atomics.add(i32, H_NEXT_ID, ID_RANGE); // the range is ours alone
+      this.idEnd = (this.idNext + ID_RANGE) | 0;
+    }
+    const id = this.idNext;
+    this.idNext = (id + 1) | 0;
+    return id;
+  }
+
+  /** Entries in the table: H_COUNT plus every record's unfolded part (racy while threads insert). */
+  exactCount(): number {
+    const i32 = this.i32;
+    const hwm = Atomics.load(i32, H_REC_HWM); // CAS'd up by registerWorker; records above it were never claimed
+    let n = Atomics.load(i32, H_COUNT); // Atomics.add'ed by folders
+    // W_CNT: plain stores by each owner; a racy read gives a value it held.
+    for (let w = 0; w < hwm; w++) n += i32[this.table.sec.workers + w * WORKER_WORDS + W_CNT]!;
+    return n;
+  }
+
+  /** exactCount plus the entries other workers are creating close to the limit (W_RES). */
+  private reservedCount(): number {
+    const i32 = this.i32;
+    let n = 0;
+    // Reservations first: one cleared after its entry was counted (W_CNT's plain store, then
+    // this Atomics.store) is then seen counted, never neither.
+    const hwm = Atomics.load(i32, H_REC_HWM); // records above it never claimed
+    for (let w = 0; w < hwm; w++) {
+      if (w !== this.wid) n += Atomics.load(i32, this.table.sec.workers + w * WORKER_WORDS + W_RES);
+    }
+    return n + this.exactCount();
+  }
+
+  /** Our entry close to the limit is counted or given up: no longer announced (W_RES). */
+  private unreserve(): void {
+    if (this.i32[this.W + W_RES] !== 0) Atomics.store(this.i32, this.W + W_RES, 0); // ours; others Atomics.load it
+  }
+
+  /** Our own view of the count: the folded part plus our unfolded part (GC pressure checks). */
+  get approxCount(): number {
+    return Atomics.load(this.i32, H_COUNT) + this.i32[this.W + W_CNT]!; // H_COUNT: folders' Atomics.add
+  }
+
+  /**
+   * Add `d` to this record's part of the entry count; caller holds a bucket lock stripe (which
+   * keeps recovery's recount out). Folds into H_COUNT at +-COUNT_BATCH.
+   */
+  private countBy(d: number): void {
+    const i32 = this.i32;
+    const c = i32[this.W + W_CNT]! + d;
+    if (c >= COUNT_BATCH || c <= -COUNT_BATCH) {
+      i32[this.W + W_CNT] = 0; // plain: single writer, ordered for recovery by the stripe we hold
+      Atomics.add(i32, H_COUNT, c); // the fold: the global part, shared by every thread
+    } else {
+      i32[this.W + W_CNT] = c;
+    }
+  }
+
+  /**
+   * Fold this record's unfolded count into H_COUNT, and its namespace and zone deltas into their
+   * counters (at the end of a batch, so a table at rest counts exactly). Takes this worker's own
+   * bucket stripe for it (see countBy).
+   */
+  foldCount(): void {
+    const i32 = this.i32;
+    const c = i32[this.W + W_CNT]!;
+    if (c === 0 && !this.zones.pending) return;
+    const l = this.L + (this.wid & this.lockMask);
+    lock(i32, l, this.wid);
+    if (c !== 0) {
+      i32[this.W + W_CNT] = 0;
+      Atomics.add(i32, H_COUNT, c); // under the stripe, as in countBy
+    }
+    this.zones.foldAll(); // namespace and zone deltas too (zones.ts)
+    unlock(i32, l);
   }
 
   /**
@@ -297,20 +388,10 @@ export class Chains {
     return -1;
   }
 
-  /** A failed insert gives its H_COUNT increment back and ends its intent. */
-  private uncountInsert(): void {
-    // Recovery intent around the sub: before it, unsure during it, done after it.
-    Atomics.store(this.i32, this.W + W_INTENT, INTENT_INSERT | INTENT_COUNTED | INTENT_UNCOUNTING);
-    Atomics.sub(this.i32, H_COUNT, 1);
-    Atomics.store(this.i32, this.W + W_INTENT, INTENT_NONE);
-  }
-
-  /** Free an entry that was never confirmed. */
+  /** Free an entry that was never confirmed (never counted either). */
   discard(slot: number): void {
     const i32 = this.i32;
-    // Recovery intent around the sub, as in uncountInsert().
-    Atomics.store(i32, this.W + W_INTENT, INTENT_INSERT | INTENT_COUNTED | INTENT_UNCOUNTING);
-    Atomics.sub(i32, H_COUNT, 1); // it was counted by newEntry
+    // Recovery intent: the creator's reference is being dropped (may or may not be done).
     Atomics.store(i32, this.W + W_INTENT, INTENT_INSERT | INTENT_UNCOUNTED);
     // Drop the creator's reference with a sub, never a store of 0: in 'refcount' mode a stale
     // lookup may hold a transient reference on the slot, and its put() then frees it.
@@ -318,7 +399,9 @@ export class Chains {
     // After the sub: the slot is named by W_RELEASE, no longer by the insert (recovery.ts tells
     // a crash between the two from the refcount).
     if (last) Atomics.store(i32, this.W + W_RELEASE, slot + 1);
+    Atomics.store(i32, this.W + W_INTENT_SLOT, 0);
     Atomics.store(i32, this.W + W_INTENT, INTENT_NONE);
+    this.unreserve();
     if (last) {
       this.alloc.free(slot); // never published: no grace period needed
       Atomics.store(i32, this.W + W_RELEASE, 0); // it is in our cache
@@ -405,21 +488,24 @@ export class Chains {
     }
     // CONFIRMED before the links: a reader that finds the entry sees it confirmed.
     Atomics.or(i32, e + E_STATUS, IPS_CONFIRMED);
-    // Each link: next first, then the head, both seq-cst, so a reader never sees a half link.
-    Atomics.store(i32, e + E_NEXT + DIR_REPLY, i32[this.B + b1]!);
+    // Each link: next first, then the head, so a reader never sees a half link. The next word is
+    // a plain store: only a walker that arrived by that direction's tuplehash reads it, and none
+    // can before the head's Atomics.store below publishes it (with everything written before).
+    i32[e + E_NEXT + DIR_REPLY] = i32[this.B + b1]!;
     Atomics.store(i32, this.B + b1, (slot << 1) | DIR_REPLY);
-    Atomics.store(i32, e + E_NEXT + DIR_ORIGINAL, i32[this.B + b0]!);
+    i32[e + E_NEXT + DIR_ORIGINAL] = i32[this.B + b0]!;
     // publishes the entry in its original chain (after the reply link, above)
     Atomics.store(i32, this.B + b0, (slot << 1) | DIR_ORIGINAL);
-    Atomics.add(i32, this.Z + (z & 0xffff), 1); // per-zone count, changed under the bucket locks
+    this.countBy(1); // the entry count (our W_CNT), under the bucket locks
+    this.zones.cacheAdd(ZC_ZORIG, z & 0xffff, 1); // per-zone count (our delta), under the bucket locks
     this.zones.link(slot, ns, zk); // zone and namespace entry lists, also under the bucket locks
     // NAT bysource link (nat/bysource.ts), under the bucket locks like its removal in kill.
     if (Atomics.load(i32, e + E_STATUS) & IPS_SRC_NAT_DONE) bysourceAdd(this.table, this.wid, slot);
-    // Before the locks go: linked (recovery.ts recounts the zone, so a crash just before is fine).
-    Atomics.store(i32, this.W + W_INTENT, INTENT_INSERT | INTENT_COUNTED | INTENT_LINKED);
+    // Before the locks go: the entry belongs to the table now (recovery.ts recounts the counts,
+    // so a crash just before is fine; after the unlock the slot may be another's).
+    Atomics.store(i32, this.W + W_INTENT_SLOT, 0);
+    this.unreserve(); // counted (countBy above)
     this.unlockStripes(b0, b1);
-    // The entry belongs to the table now.
-    Atomics.store(i32, this.W + W_INTENT, INTENT_NONE);
     return CONFIRM_OK;
   }
 
@@ -473,23 +559,23 @@ export class Chains {
     this.unlinkOne(slot, DIR_ORIGINAL, b0);
     this.unlinkOne(slot, DIR_REPLY, b1);
     if (status & IPS_SRC_NAT_DONE) bysourceRemove(this.table, this.wid, slot); // before E_LINK goes back to off-table use
-    Atomics.sub(i32, this.Z + (i32[e + E_ZONE]! & 0xffff), 1); // under the bucket locks, like the add
+    this.zones.cacheAdd(ZC_ZORIG, i32[e + E_ZONE]! & 0xffff, -1); // under the bucket locks, like the add
     const ens = i32[e + E_NS]!;
     const ezk = zoneKey(i32[e + E_ZONE]!);
     this.zones.unlink(slot, ens, ezk); // zone and namespace lists and charges, like confirm's
     this.zones.uncharge(ens, ezk);
-    Atomics.store(i32, W + W_KILL, tag | KILL_STEP_UNLINKED); // recovery recounts the zone
+    this.countBy(-1); // the entry count (our W_CNT), under the bucket locks like confirm's
+    Atomics.store(i32, W + W_KILL, tag | KILL_STEP_UNLINKED); // recovery recounts the counts
     this.unlockStripes(b0, b1);
-    // Recovery intent around the sub: before it, unsure during it, done after it.
-    Atomics.store(i32, W + W_KILL, tag | KILL_STEP_UNCOUNTING);
-    Atomics.sub(i32, H_COUNT, 1);
-    Atomics.store(i32, W + W_KILL, tag | KILL_STEP_UNCOUNTED);
     if (why === KILL_EXPIRED) this.stat(ST_EXPIRED);
     // Recovery intent around the DESTROY event: a crash inside it is finished by recovery. The
     // previous DESTROY's event words are cleared first, so recovery never takes them for this one's.
-    Atomics.store(i32, W + W_EV_D, 0);
-    Atomics.store(i32, W + W_EV_M, 0);
-    Atomics.store(i32, W + W_EV_PARK, 0);
+    // (Our own words, read plainly: with no event subscriber they stay 0 and need no store.)
+    if ((i32[W + W_EV_D]! | i32[W + W_EV_M]! | i32[W + W_EV_PARK]!) !== 0) {
+      Atomics.store(i32, W + W_EV_D, 0);
+      Atomics.store(i32, W + W_EV_M, 0);
+      Atomics.store(i32, W + W_EV_PARK, 0);
+    }
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_EMITTING);
     if (this.onDestroy) this.onDestroy(e, why);
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_EMITTED);
@@ -564,9 +650,9 @@ export class Chains {
     return true;
   }
 
-  /** Confirmed entries in the table right now. */
+  /** Confirmed entries in the table right now (exactCount: racy while other threads insert). */
   get count(): number {
-    return Atomics.load(this.i32, H_COUNT);
+    return this.exactCount();
   }
 
   /**

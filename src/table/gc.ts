@@ -5,7 +5,7 @@
  * `budgetMs` of wall time and leaves the cursor where it stopped, so packet workers never wait
  * on a whole-table walk. A run:
  *   - removes expired entries (KILL_EXPIRED, counted as ST_EXPIRED by Chains.kill);
- *   - above `pressurePercent` of nf_conntrack_max (count from H_COUNT) evicts entries that are
+ *   - above `pressurePercent` of nf_conntrack_max (the entry count: H_COUNT plus the records' unfolded parts) evicts entries that are
  *     not ASSURED or are TCP connections closing (the kernel's gc_worker_can_early_drop),
  *     KILL_GC_EVICT / ST_GC_EVICT, while the table stays above that mark;
  *   - when a whole sweep of such evictions was not enough (the count is still above the mark at
@@ -28,7 +28,7 @@
 import { Worker } from 'node:worker_threads';
 import { Chains, KILL_EXPIRED, KILL_GC_EVICT, KILL_SOFT_RECYCLE, type DestroyHook } from './chains.js';
 import {
-  ENTRY_WORDS, E_NEXT, E_PROTO, E_STATUS, E_TIMEOUT, H_CLOCK, H_COUNT, H_GC_BUSY_US, H_GC_DEATHS,
+  ENTRY_WORDS, E_NEXT, E_PROTO, E_STATUS, E_TIMEOUT, H_CLOCK, H_GC_BUSY_US, H_GC_DEATHS,
   H_GC_CURSOR, H_GC_INTERVAL, H_GC_RUNS, H_GC_STOP, H_GC_SWEEPS, H_GC_WID, IPS_ASSURED,
   IPS_CONFIRMED, IPS_DYING, IPS_FIXED_TIMEOUT, IPS_OFFLOAD, ST_GC_EVICT, ST_SOFT_RECYCLE, W_ALIVE,
   W_CACHE_COUNT, W_LIMBO_HEAD, W_STATE, WORKER_WORDS,
@@ -276,6 +276,7 @@ export class GcEngine {
     reapSubscribers(this.table); // dead subscribers that never closed (ecache.ts)
     if (this.ring.parked > 0) this.ring.retryParked(); // DESTROY events that found the ring full
     q.offline();
+    this.chains.foldCount(); // our part of the entry count (chains.ts), exact at rest
 
     res.reclaimed += q.quiesce();
     res.reclaimed += this.adoptLeftovers();
@@ -284,7 +285,7 @@ export class GcEngine {
     // Slots freed into our cache go to the shared list, where every inserter finds them.
     this.chains.alloc.drain();
 
-    const over = Atomics.load(i32, H_COUNT) > this.mark; // H_COUNT: Atomics.add'ed by inserters/killers
+    const over = this.chains.exactCount() > this.mark; // H_COUNT and every record's unfolded part
     if (res.sweepDone) {
       // A whole sweep of early-drop evictions was not enough: let the next one soft-recycle.
       this.softArmed = over;
@@ -334,8 +335,8 @@ export class GcEngine {
     const remaining = (Atomics.load(this.i32, e + E_TIMEOUT) - this.now) | 0;
     if (remaining <= 0) return ACT_EXPIRE;
     if (remaining < this.sweepMinRemaining) this.sweepMinRemaining = remaining;
-    // H_COUNT: Atomics.add'ed by inserters and killers; evict only while above the mark.
-    if (Atomics.load(this.i32, H_COUNT) <= this.mark) return ACT_NONE;
+    // Evict only while above the mark (H_COUNT plus our unfolded part: within the count's slack).
+    if (this.chains.approxCount <= this.mark) return ACT_NONE;
     if (status & IPS_OFFLOAD) return ACT_NONE;
     if ((status & IPS_ASSURED) === 0) return ACT_EVICT;
     if (((this.i32[e + E_PROTO]! >>> 8) & 0xff) === IPPROTO_TCP && tcpIsClosing(this.ctx, e)) return ACT_EVICT;
@@ -422,6 +423,7 @@ export class GcEngine {
     this.closed = true;
     const q = this.chains.qsbr;
     if (q.isOnline) q.offline();
+    this.chains.foldCount();
     const pause = new Int32Array(new SharedArrayBuffer(4));
     for (let i = 0; i < 1000 && q.pending > 0; i++) {
       q.quiesce();

@@ -9,13 +9,13 @@ import {
   E_ZONE, H_COUNT, H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, H_KEY0, H_KEY1, H_ORPHAN_COUNT,
   H_ORPHAN_HEAD, IPS_ALLOCATED, IPS_CONFIRMED, IPS_DYING, TUPLE_WORDS, W_ALIVE, W_ALLOC_OP, W_CACHE,
   W_CACHE_COUNT, W_INTENT, W_INTENT_SLOT, W_KILL, W_LIMBO_HEAD, W_RECLAIM, W_RELEASE, W_STATE,
-  WORKER_WORDS, ZONES, CACHE_SLOTS,
+  WORKER_WORDS, ZONES, CACHE_SLOTS, W_CNT, W_RES, ZC_NS, ZC_ZONE, ZC_ZORIG, zoneRec,
 } from './layout.js';
 import type { ConntrackTable } from './table.js';
 import {
   E_NPREV, E_ZPREV, NS_COUNT, NS_WORDS, ZA_COUNT, ZA_HEAD, ZA_WORDS, ZL_LOCKS,
 } from './layout.js';
-import { zoneKey } from './zones.js';
+import { cachedDeltas, zoneKey } from './zones.js';
 import {
   EV_SUBSCRIBERS, H_EVENTS, H_EV_DESTROY, H_PEND_FREE, H_PEND_ORPHAN, H_STALL_MS, H_ZONE_DEFAULT_LIMIT, NS_LIMIT,
   PARK_AGE_STALLS, PARK_FACTOR, REC_PARKED_AT, REC_SEQ, REC_WORDS, SB_ATTACHED, SB_DTAIL, SB_FREE, SB_OVERRUN, SB_STATE, SUB_WORDS, XC_EV_DHEAD, XC_EV_PARKED,
@@ -198,12 +198,12 @@ export function checkInvariants(table: ConntrackTable, opts: InvariantOptions = 
       limbo++;
       s = i32[E + s * ENTRY_WORDS + E_LINK]!;
     }
-    if (i32[W + W_ALIVE] === 1 && (i32[W + W_INTENT]! & 15) !== 0 && i32[W + W_INTENT_SLOT]! > 0) {
+    if (i32[W + W_ALIVE] === 1 && i32[W + W_INTENT_SLOT]! > 0) {
       privateSlots.add(i32[W + W_INTENT_SLOT]! - 1);
     }
     if (i32[W + W_STATE] !== 0) pending.add(`worker ${w} is online`);
     for (const [word, name] of [[W_INTENT, 'insert'], [W_KILL, 'delete'], [W_RELEASE, 'release'],
-      [W_RECLAIM, 'reclaim'], [W_ALLOC_OP, 'allocator']] as const) {
+      [W_RECLAIM, 'reclaim'], [W_ALLOC_OP, 'allocator'], [W_RES, 'reservation near nf_conntrack_max']] as const) {
       if (i32[W + word] !== 0) pending.add(`worker ${w} has a ${name} in progress (${i32[W + word]})`);
     }
   }
@@ -244,10 +244,13 @@ export function checkInvariants(table: ConntrackTable, opts: InvariantOptions = 
     }
   }
 
-  // Zone counters.
+  // Zone counters: each counter word plus the records' unfolded deltas (zones.ts W_ZC).
   const zoneProblems = new Problems();
+  const dOrig = cachedDeltas(table, ZC_ZORIG);
+  const dZone = cachedDeltas(table, ZC_ZONE);
+  const dNs = cachedDeltas(table, ZC_NS);
   for (let z = 0; z < ZONES; z++) {
-    const c = i32[table.sec.zones + z]!;
+    const c = i32[table.sec.zones + zoneRec(z)]! + (dOrig.get(z) ?? 0);
     if (c !== zones[z]) zoneProblems.add(`zone ${z}: counter ${c}, linked entries ${zones[z]}`);
   }
 
@@ -278,13 +281,14 @@ export function checkInvariants(table: ConntrackTable, opts: InvariantOptions = 
     return n;
   };
   for (let z = 0; z < ZONES; z++) {
-    const za = table.sec.zacct + z * ZA_WORDS;
+    const za = table.sec.zacct + zoneRec(z) * ZA_WORDS;
     const n = walkList(`zone ${z}'s list`, za + ZA_HEAD, E_ZPREV, onZone, (e) => zoneKey(i32[e + E_ZONE]!) === z);
-    if (i32[za + ZA_COUNT] !== n) zoneProblems.add(`zone ${z}: accounted ${i32[za + ZA_COUNT]}, listed ${n}`);
+    const acc = i32[za + ZA_COUNT]! + (dZone.get(z) ?? 0);
+    if (acc !== n) zoneProblems.add(`zone ${z}: accounted ${acc}, listed ${n}`);
   }
   for (let ns = 0; ns < table.namespaces; ns++) {
     const n = walkList(`namespace ${ns}'s list`, table.sec.nsHeads + ns, E_NPREV, onNs, (e) => i32[e + E_NS] === ns);
-    const c = i32[table.sec.ns + ns * NS_WORDS + NS_COUNT]!;
+    const c = i32[table.sec.ns + ns * NS_WORDS + NS_COUNT]! + (dNs.get(ns) ?? 0);
     if (c !== n) zoneProblems.add(`namespace ${ns}: accounted ${c}, listed ${n}`);
   }
   for (let s = 0; s < cap; s++) {
@@ -327,20 +331,24 @@ export function checkInvariants(table: ConntrackTable, opts: InvariantOptions = 
   // count drops: the table removes nothing itself).
   const limits = new Problems();
   for (let ns = 0; ns < table.namespaces; ns++) {
-    const c = i32[table.sec.ns + ns * NS_WORDS + NS_COUNT]!;
+    const c = i32[table.sec.ns + ns * NS_WORDS + NS_COUNT]! + (dNs.get(ns) ?? 0);
     const lim = i32[table.sec.ns + ns * NS_WORDS + NS_LIMIT]!;
     if (lim < 0) limits.add(`namespace ${ns}: limit ${lim} is negative`);
     if (c < 0 || (lim > 0 && c > lim)) limits.add(`namespace ${ns}: count ${c}, limit ${lim}, table ${linked}`);
   }
   const defZone = i32[H_ZONE_DEFAULT_LIMIT]!;
   for (let z = 0; z < ZONES; z++) {
-    const za = table.sec.zacct + z * ZA_WORDS;
-    const c = i32[za + ZA_COUNT]!;
+    const za = table.sec.zacct + zoneRec(z) * ZA_WORDS;
+    const c = i32[za + ZA_COUNT]! + (dZone.get(z) ?? 0);
     const own = i32[za + ZA_LIMIT]!;
     const lim = own !== 0 ? own - 1 : defZone;
     if (c < 0 || (lim > 0 && c > lim)) limits.add(`zone ${z}: count ${c}, limit ${lim}`);
   }
-  if (i32[H_COUNT]! > i32[table.sec.sysctl + S_MAX]! && linked > i32[table.sec.sysctl + S_MAX]!) {
+  // The entry count: H_COUNT plus every record's unfolded part (layout.ts W_CNT), the
+  // percpu_counter's slack folded in; at rest it is exact.
+  let counted = i32[H_COUNT]!;
+  for (let w = 0; w < table.maxWorkers; w++) counted += i32[table.sec.workers + w * WORKER_WORDS + W_CNT]!;
+  if (counted > i32[table.sec.sysctl + S_MAX]! && linked > i32[table.sec.sysctl + S_MAX]!) {
     limits.add(`${linked} entries, nf_conntrack_max ${i32[table.sec.sysctl + S_MAX]}`);
   }
 
@@ -384,7 +392,9 @@ export function checkInvariants(table: ConntrackTable, opts: InvariantOptions = 
   }
 
   const count = new Problems();
-  if (i32[H_COUNT] !== linked) count.add(`H_COUNT is ${i32[H_COUNT]}, ${linked} entries are linked (${walked} tuplehashes)`);
+  if (counted !== linked) {
+    count.add(`H_COUNT is ${counted}${counted !== i32[H_COUNT] ? ` (${i32[H_COUNT]} folded)` : ''}, ${linked} entries are linked (${walked} tuplehashes)`);
+  }
 
   const invariants: InvariantResult[] = [
     count.result('count-matches-linked'),

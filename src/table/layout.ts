@@ -11,7 +11,7 @@
  */
 
 export const MAGIC = 0x43545342; // 'CTSB'
-export const LAYOUT_VERSION = 2; // 2: worker records of 80 words (liveness, event recovery), 48 header words, the park queue
+export const LAYOUT_VERSION = 3; // 3: per-record entry counts (W_CNT) and id ranges; 2: worker records of 80 words (liveness, event recovery), 48 header words, the park queue
 
 // ---------------------------------------------------------------------------------------------
 // Header (word offsets from 0).
@@ -21,7 +21,11 @@ export const H_CAPACITY = 2; // entry slots in the slab (nf_conntrack_max upper 
 export const H_BUCKETS = 3; // hash buckets, a power of two
 export const H_LOCKS = 4; // lock stripes, a power of two
 export const H_MAX_WORKERS = 5; // worker records
-export const H_COUNT = 6; // confirmed (hashed) entries; Atomics.add under the bucket locks
+// Confirmed (hashed) entries, the global part of a percpu_counter: each worker record keeps its
+// own unfolded part in W_CNT, so the count is H_COUNT + the sum of every record's W_CNT (exact
+// when no thread is inside a batch; table.count). Atomics.add by a folding worker, always while
+// it holds a bucket lock stripe (so crash recovery, holding every stripe, sees it frozen).
+export const H_COUNT = 6;
 export const H_CLOCK = 7; // table clock, ms, uint32 wrapping; written by the driver, read by GC
 export const H_EPOCH = 8; // QSBR global epoch; Atomics.add by reclaimers
 export const H_KEY0 = 9; // hash secret, 64 bits (2 words), random per table
@@ -29,7 +33,7 @@ export const H_KEY1 = 10;
 export const H_FREE_LOCK = 11; // lock word protecting H_FREE_HEAD / H_FREE_COUNT and E_LINK of free slots
 export const H_FREE_HEAD = 12; // head of the shared free list (-1 = empty)
 export const H_FREE_COUNT = 13;
-export const H_NEXT_ID = 14; // conntrack id source; Atomics.add
+export const H_NEXT_ID = 14; // conntrack id source; Atomics.add of ID_RANGE by a worker taking a range
 export const H_DISCIPLINE = 15; // DISCIPLINE_*: reclamation scheme of this table
 export const H_GC_WAKE = 16; // futex word (a counter): GC worker sleeps on it, inserters that hit a full table Atomics.add + notify
 export const H_GC_CURSOR = 17; // next bucket the GC worker will scan; Atomics.store by the GC worker only
@@ -68,7 +72,19 @@ export const H_GC_DEATHS = 37; // GC workers found dead and replaced (recovery.t
 export const H_NAT_BUCKETS = 38;
 export const H_NAT_SEQ = 39;
 export const H_NAT_LEN = 40;
-export const HEADER_WORDS = 48; // 41..47 free
+// Bumped (Atomics.add) when H_NEXT_ID is raised past ids a worker may hold in its range
+// (snapshot restore): workers drop their range when it changes. Read (Atomics.load) per insert.
+export const H_ID_EPOCH = 41;
+// Worker records ever claimed: 1 + the highest record id claimed so far (records above it have
+// never counted anything). Raised with a compareExchange loop by registerWorker; read
+// (Atomics.load) by inserters to bound the count's slack and the records they sum.
+export const H_REC_HWM = 42;
+export const HEADER_WORDS = 48; // 43..47 free
+
+/** Ids a worker takes from H_NEXT_ID at once (ids stay unique, in order per worker). */
+export const ID_RANGE = 256;
+/** A worker folds its W_CNT into H_COUNT when it reaches +-COUNT_BATCH (percpu_counter batch), and at the end of every batch. */
+export const COUNT_BATCH = 32;
 
 /** Lookups take no reference; slots are reused only after a grace period (the talk's proposal). */
 export const DISCIPLINE_NOREF = 0;
@@ -152,22 +168,39 @@ export const W_EV_D = 66; // DESTROY-ring record d + 1 this worker reserved (kep
 export const W_EV_M = 67; // main-ring record seq + 1 this worker reserved for that DESTROY's marker
 export const W_EV_PARK = 68; // park-queue tail + 1 this worker is about to commit (under XC_EV_PARK_LOCK)
 export const W_EV_RETRY = 69; // park-queue head + 1 this worker is delivering (under XC_EV_PARK_LOCK)
-export const WORKER_WORDS = 80;
+// The record's unfolded part of the entry count (H_COUNT): +1 per entry its owner linked, -1 per
+// entry it unlinked, folded into H_COUNT at +-COUNT_BATCH and at the end of each batch. Plain
+// stores by the owner, always under a bucket lock stripe (confirm, kill, fold); kept across
+// owners (a record released or recovered keeps or zeroes it: recovery.ts). Racy reads elsewhere.
+export const W_CNT = 70;
+// 1 while the owner creates an entry close to nf_conntrack_max (chains.ts newEntry: within the
+// records' slack of it): other inserters' exact counts include it, so concurrent inserts never
+// pass the limit together. Atomics.store by the owner (set before its count, cleared once the
+// entry is counted or given up), Atomics.load by others; cleared by recovery.
+export const W_RES = 71;
+// The record's unfolded parts of namespace and zone counters (zones.ts): ZC_SLOTS pairs (key,
+// delta), key = (ZC_* << 17 | id) + 1, 0 = free. Like W_CNT: plain stores by the owner under a
+// bucket lock stripe, folded into the counter word at +-COUNT_BATCH, on eviction and at the end
+// of each batch; never for a namespace or zone with a limit (those count exactly, with a CAS).
+export const W_ZC = 80;
+export const ZC_SLOTS = 8;
+export const ZC_NS = 0; // NS_COUNT of namespace id
+export const ZC_ZONE = 1; // ZA_COUNT of zone id (zoneKey)
+export const ZC_ZORIG = 2; // the zone counter (zones section) of original zone id
+export const WORKER_WORDS = 96; // 6 cache lines
 export const INTENT_NONE = 0;
 export const INTENT_INSERT = 1;
 export const INTENT_DELETE = 2;
-// W_INTENT while INTENT_INSERT: flag bits above the op. W_INTENT_SLOT holds the private slot + 1
-// (set by SlotAllocator.alloc before the slot leaves the cache).
-// INTENT_INSERT alone: H_COUNT is being incremented (may or may not be done).
-export const INTENT_COUNTED = 1 << 4; // H_COUNT was incremented for this insert
-export const INTENT_LINKED = 1 << 5; // confirm linked both tuplehashes and counted the zone
-export const INTENT_UNCOUNTING = 1 << 6; // giving the H_COUNT increment back (may or may not be done)
-export const INTENT_UNCOUNTED = 1 << 7; // given back; dropping the creator's reference (may or may not be done)
+// An insert is in progress while W_INTENT_SLOT holds its private slot + 1: set by
+// SlotAllocator.alloc before the slot leaves the cache, cleared by confirm (under the bucket
+// locks, once linked and counted) or by discard. W_INTENT is INTENT_NONE on the insert path;
+// discard sets INTENT_INSERT | INTENT_UNCOUNTED around the drop of the creator's reference.
+// (Entries are counted when confirm links them, not at allocation: nothing to give back.)
+export const INTENT_UNCOUNTED = 1 << 7; // discard: dropping the creator's reference (may or may not be done)
 // W_KILL steps, in order.
 export const KILL_STEP_LOCKED = 1; // bucket locks held, entry CONFIRMED and ours to remove
-export const KILL_STEP_UNLINKED = 2; // DYING, unlinked from both chains, zone counter dropped
-export const KILL_STEP_UNCOUNTING = 3; // locks released; dropping H_COUNT (may or may not be done)
-export const KILL_STEP_UNCOUNTED = 4; // H_COUNT dropped; the DESTROY event not written yet
+export const KILL_STEP_UNLINKED = 2; // DYING, unlinked from both chains, zone and entry counts dropped (W_CNT)
+// (3 and 4 were the H_COUNT decrement outside the locks; it is W_CNT under them now.)
 export const KILL_STEP_EMITTING = 5; // the DESTROY event is being written (W_EV_* tell how far)
 export const KILL_STEP_EMITTED = 6; // the DESTROY event is in the ring or parked; the table's reference still to put
 export const KILL_STEP_DROPPING = 7; // dropping the table's reference (may or may not be done)
@@ -179,6 +212,14 @@ export const ALLOC_OP_DRAIN = 3;
 // ---------------------------------------------------------------------------------------------
 // Zone and namespace accounting.
 export const ZONES = 65536; // one counter word per 16-bit zone
+/**
+ * Where zone z's record is in the per-zone sections (the zone counters, ZA_* records): zones
+ * z and z + 1 are 4096 records apart, so workers inserting into neighbouring zones (1, 2, ...)
+ * never write one cache line (false sharing); zones 16 apart share one.
+ */
+export function zoneRec(z: number): number {
+  return ((z & 15) << 12) | (z >>> 4);
+}
 export const NS_COUNT = 0; // entries charged to the namespace
 export const NS_LIMIT = 1; // limit granted by the table owner (0 = none)
 export const NS_WORDS = 2;
@@ -202,6 +243,10 @@ export const ZA_WORDS = 3;
 export const ZL_ZONE_STRIPES = 128;
 export const ZL_NS_STRIPES = 128;
 export const ZL_LOCKS = ZL_ZONE_STRIPES + ZL_NS_STRIPES;
+/** Word (from the zlocks section) of stripe s of a kind: stripes s and s + 1 are on different cache lines. */
+export function zlStripe(s: number): number {
+  return ((s & 7) << 4) | (s >>> 3); // 8 lines of 16 lock words per 128 stripes
+}
 // List links are slot numbers (circular doubly-linked lists). A value >= capacity names walker
 // marker capacity + w: a worker's cursor in one list, MARKER_WORDS per worker record, written
 // only under the list's lock stripe by its owner.

@@ -8,12 +8,14 @@
  * never assumed to happen together: each step is either detectable from shared state, or
  * bracketed by "about to" / "done" records, or repaired by recounting.
  *
- *  - Counters. H_COUNT and the zone counters are not trusted after a crash inside an insert or
- *    a delete: recovery takes every bucket lock (ascending, after releasing the dead worker's),
- *    recounts the linked entries and the affected zones from the chains, and sets H_COUNT to
- *    linked + what live workers' records say they have counted but not linked (read around
- *    H_COUNT until two readings agree and none is mid-update). Without all the locks (another
- *    dead worker holds one) it falls back to the deltas implied by the dead worker's record.
+ *  - Counters. The entry count is H_COUNT plus every record's W_CNT (layout.ts), and both change
+ *    only under a bucket lock stripe (confirm and kill count linked entries; folds take one).
+ *    After a crash inside an insert, a delete or with a stripe held, recovery takes every bucket
+ *    lock (ascending, after releasing the dead worker's), which freezes every count, recounts
+ *    the linked entries and the affected zones from the chains, and sets H_COUNT to linked
+ *    minus the other records' W_CNT, the dead one's W_CNT to 0. Without all the locks (another
+ *    dead worker holds one) it folds the dead record's W_CNT into H_COUNT with the deltas its
+ *    intents imply (best effort; the recovery that gets every lock sets it right).
  *  - Allocator (alloc.ts). alloc() names the slot it hands out in W_INTENT_SLOT before the cache
  *    count drops (so the slot is in the cache or named). refill/spill/drain run under H_FREE_LOCK,
  *    record the free-list head they started from (W_ALLOC_HEAD) and the cache count before
@@ -21,17 +23,16 @@
  *    H_FREE_LOCK with an op recorded and the cache count is still the one before, the list head is
  *    rolled back (slots taken by a refill are still chained from the old head; slots pushed by a
  *    spill are still in the cache); H_FREE_COUNT is then recounted by walking the list.
- *  - Insert (chains.ts newEntry/confirm/discard). W_INTENT = INSERT (counting), | COUNTED,
- *    | UNCOUNTING / UNCOUNTED (discard), | LINKED after confirm's zone count (still under the
- *    bucket locks); NONE when the entry is in the table or its slot back in the cache. Recovery:
- *    LINKED or NONE: nothing to do. CONFIRMED set on the private slot but not LINKED: the dead worker
- *    holds both bucket locks and was linking, so the missing tuplehashes are linked and the zone
- *    counted (roll forward). Otherwise the creator's reference on the private slot (if any, and
- *    not in the cache) is dropped, freeing it when that was the last, and the count (if COUNTED)
- *    given back (roll back). discard() records the same: W_INTENT goes to NONE right after its
+ *  - Insert (chains.ts newEntry/confirm/discard). W_INTENT_SLOT names the private slot from
+ *    alloc() until confirm has linked and counted it (cleared under the bucket locks) or discard
+ *    has dropped it. Recovery: no slot named: nothing to do. CONFIRMED set on the named slot: the
+ *    dead worker holds both bucket locks and was linking, so the missing tuplehashes are linked
+ *    and the counts recounted (roll forward). Otherwise the creator's reference on the private
+ *    slot (if any, and not in the cache) is dropped, freeing it when that was the last (roll
+ *    back; nothing was counted). discard() sets W_INTENT = INSERT | UNCOUNTED around its
  *    reference drop, with W_RELEASE naming the slot if that was the last reference.
  *  - Delete (chains.ts kill). W_KILL = slot | step: LOCKED (locks held, the entry is ours),
- *    UNLINKED, UNCOUNTING, UNCOUNTED, DROPPING (the table's reference); cleared after the drop.
+ *    UNLINKED (and uncounted), EMITTING, EMITTED, DROPPING (the table's reference); cleared after the drop.
  *    Recovery rolls forward from the recorded step: DYING, unlink both tuplehashes (each only if
  *    still linked), counters (recounted), reference (a refcount of 0 tells a finished drop).
  *  - Last reference (chains.ts put/kill). W_RELEASE names a slot whose refcount reached zero
@@ -63,13 +64,13 @@
 import {
   ALLOC_OP_DRAIN, ALLOC_OP_REFILL, ALLOC_OP_SPILL, DIR_ORIGINAL, DIR_REPLY, DISCIPLINE_NOREF,
   ENTRY_WORDS, E_EXT, E_HASH, E_LINK, E_NEXT, E_REFCNT, E_RETIRE, E_STATUS, E_ZONE, H_COUNT, H_EPOCH,
-  H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, H_ORPHAN_COUNT, H_ORPHAN_HEAD, INTENT_COUNTED,
-  INTENT_INSERT, INTENT_LINKED, INTENT_UNCOUNTED, INTENT_UNCOUNTING, IPS_CONFIRMED, IPS_DYING,
-  KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNCOUNTED, KILL_STEP_UNCOUNTING, KILL_STEP_UNLINKED, W_ALIVE, W_ALLOC_HEAD, W_ALLOC_OP, W_CACHE, W_CACHE_COUNT, W_HELD, W_INTENT,
+  H_FREE_COUNT, H_FREE_HEAD, H_FREE_LOCK, H_ORPHAN_COUNT, H_ORPHAN_HEAD,
+  INTENT_UNCOUNTED, IPS_CONFIRMED, IPS_DYING,
+  KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNLINKED, W_ALIVE, W_CNT, W_RES, W_ALLOC_HEAD, W_ALLOC_OP, W_CACHE, W_CACHE_COUNT, W_HELD, W_INTENT,
   W_INTENT_SLOT, W_KILL, W_LIMBO_COUNT, W_LIMBO_HEAD, W_LIMBO_TAIL, W_RECLAIM, W_RELEASE, W_STATE,
   WORKER_WORDS, XC_EXT_LOCK, ZL_LOCKS, H_PEND_FREE, H_PEND_ORPHAN, H_GC_WID, H_GC_STOP, H_GC_DEATHS,
   W_KILL_WHY, KILL_STEP_EMITTING, KILL_STEP_EMITTED, XC_EV_PARK_LOCK, XC_EV_PARKED, XC_EV_PHEAD, XC_EV_PTAIL,
-  H_CLOCK, lockRegistry,
+  H_CLOCK, lockRegistry, zoneRec,
 } from './layout.js';
 import { pushPending, splicePendingFree, takePending } from './alloc.js';
 import { EventProducer, recoverProducer } from './ecache.js';
@@ -289,41 +290,6 @@ export function orphanCount(table: ConntrackTable): number {
   return Atomics.load(table.i32, H_ORPHAN_COUNT); // written under H_FREE_LOCK
 }
 
-/**
- * H_COUNT minus what it should be given `linked` entries and the live workers' records (the
- * share a dead worker left behind), or null when no stable snapshot came (a record stuck
- * mid-update: another dead worker). Caller holds every bucket lock.
- */
-function reconcileCount(table: ConntrackTable, dead: number, linked: number): number | null {
-  const i32 = table.i32;
-  const share = (): number => {
-    // Each live record's counted-but-not-linked share; -1 when it is mid-update.
-    let sum = 0;
-    for (let k = 0; k < table.maxWorkers; k++) {
-      if (k === dead) continue;
-      const w = table.sec.workers + k * WORKER_WORDS;
-      if (Atomics.load(i32, w + W_ALIVE) === 0) continue; // record words: seq-cst loads
-      const ins = Atomics.load(i32, w + W_INTENT);
-      if ((ins & 15) === INTENT_INSERT && (ins & (INTENT_LINKED | INTENT_UNCOUNTED)) === 0) {
-        if ((ins & (INTENT_COUNTED | INTENT_UNCOUNTING)) !== INTENT_COUNTED) return -1;
-        sum++;
-      }
-      const step = Atomics.load(i32, w + W_KILL) & 15;
-      if (step === KILL_STEP_LOCKED || step === KILL_STEP_UNCOUNTING) return -1;
-      if (step === KILL_STEP_UNLINKED) sum++;
-    }
-    return sum;
-  };
-  for (let attempt = 0; attempt < 2000; attempt++) {
-    const a = share();
-    const h = Atomics.load(i32, H_COUNT); // between two equal readings of the records
-    const b = share();
-    if (a >= 0 && a === b) return h - linked - a;
-    if (attempt > 20) sleepMs(1);
-  }
-  return null;
-}
-
 const ALLOC_OP_NAMES: Record<number, string> = {
   [ALLOC_OP_REFILL]: 'refill', [ALLOC_OP_SPILL]: 'spill', [ALLOC_OP_DRAIN]: 'drain',
 };
@@ -429,13 +395,17 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   // chain repairs below run with everyone else kept out of those buckets.
   const kill = Atomics.load(i32, W + W_KILL);
   const intent = Atomics.load(i32, W + W_INTENT);
-  const inInsert = (intent & 15) === INTENT_INSERT;
-  const repair = kill !== 0 || inInsert;
+  const insertSlot = Atomics.load(i32, W + W_INTENT_SLOT) - 1;
+  const inInsert = insertSlot >= 0;
+  // A bucket stripe it held may have been held for a fold of its W_CNT (chains.ts foldCount).
+  let heldStripe = false;
+  for (let l = 0; l < table.locks && !heldStripe; l++) heldStripe = lockOwner(Atomics.load(i32, L + l)) === wid; // lock words: CAS'd by owners
+  const repair = kill !== 0 || inInsert || heldStripe;
   const zonesToRecount = new Set<number>();
   const zoneDelta = new Map<number, number>(); // fallback when the recount cannot be done
   // The refcount tells whether a reference drop happened: 0 means the last one is gone.
   const refGone = (slot: number): boolean => Atomics.load(i32, E + slot * ENTRY_WORDS + E_REFCNT) === 0;
-  let countDelta = 0; // H_COUNT's excess left by the dead worker, by its record (fallback only)
+  let countDelta = 0; // the count's excess left by the dead worker, by its record (fallback only)
 
   // 3a. A delete: roll forward from the recorded step.
   if (kill !== 0) {
@@ -449,10 +419,8 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
       unlinkRef(table, i32[e + E_HASH + 1]! & mask, (slot << 1) | DIR_REPLY);
     }
     if (step === KILL_STEP_LOCKED) zoneDelta.set(i32[e + E_ZONE]! & 0xffff, -1);
-    if (step <= KILL_STEP_UNLINKED) {
-      zonesToRecount.add(i32[e + E_ZONE]! & 0xffff);
-      countDelta++; // unlinked, still counted
-    }
+    if (step <= KILL_STEP_UNLINKED) zonesToRecount.add(i32[e + E_ZONE]! & 0xffff);
+    if (step === KILL_STEP_LOCKED) countDelta++; // unlinked by us, still counted (W_CNT drops before UNLINKED)
     // Its DESTROY event, unless it got out: the entry's words are intact while the table's
     // reference is held (dropped below). Written in the dead worker's name (its record is ours).
     if (step < KILL_STEP_EMITTED && !(step === KILL_STEP_EMITTING && ev.delivered)) {
@@ -473,24 +441,27 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   }
 
   // 3b. An insert.
-  if (inInsert && (intent & INTENT_LINKED) === 0) {
-    const slot = Atomics.load(i32, W + W_INTENT_SLOT) - 1;
+  if (inInsert) {
+    const slot = insertSlot;
     const e = E + slot * ENTRY_WORDS;
-    if ((intent & (INTENT_COUNTED | INTENT_UNCOUNTING | INTENT_UNCOUNTED)) === INTENT_COUNTED) countDelta++;
-    if (slot >= 0 && (Atomics.load(i32, e + E_STATUS) & IPS_CONFIRMED) !== 0) {
+    if ((Atomics.load(i32, e + E_STATUS) & IPS_CONFIRMED) !== 0) {
       // Confirm was linking it under both bucket locks: finish the job.
+      let linkedNow = false;
       if (!chainHas(table, i32[e + E_HASH + 1]! & mask, (slot << 1) | DIR_REPLY)) {
         linkRef(table, i32[e + E_HASH + 1]! & mask, (slot << 1) | DIR_REPLY);
+        linkedNow = true;
       }
       if (!chainHas(table, i32[e + E_HASH]! & mask, (slot << 1) | DIR_ORIGINAL)) {
         linkRef(table, i32[e + E_HASH]! & mask, (slot << 1) | DIR_ORIGINAL);
+        linkedNow = true;
       }
       zonesToRecount.add(i32[e + E_ZONE]! & 0xffff);
       zoneDelta.set(i32[e + E_ZONE]! & 0xffff, 1);
-      countDelta--; // it stays counted, as a linked entry
+      // Confirm counts (W_CNT) after both links: one still missing means not counted yet.
+      if (linkedNow) countDelta--;
       report.insert = 'rolled-forward';
     } else {
-      if (slot >= 0 && !cache.has(slot)) {
+      if (!cache.has(slot)) {
         // Private, never published. Refcount 0: newEntry had not taken the creator's reference
         // yet, or discard() dropped it (no lookup takes one from 0). Else drop the creator's; a
         // stale 'refcount' lookup may still hold one and frees the slot with its put().
@@ -530,8 +501,13 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
     }
   }
   if (repair && !all) {
-    for (const [z, d] of zoneDelta) Atomics.add(i32, table.sec.zones + z, d); // best effort
-    if (countDelta !== 0) Atomics.sub(i32, H_COUNT, countDelta);
+    for (const [z, d] of zoneDelta) Atomics.add(i32, table.sec.zones + zoneRec(z), d); // best effort
+    // Its unfolded namespace and zone deltas go into their counters (zones.ts), and its part of
+    // the entry count into H_COUNT, less the excess its intents imply (best effort).
+    new ZoneAccounting(table, wid).foldAll();
+    const own = i32[W + W_CNT]!; // its owner's last plain store; the owner is dead
+    i32[W + W_CNT] = 0;
+    if (own - countDelta !== 0) Atomics.add(i32, H_COUNT, own - countDelta);
     report.countsReturned = countDelta;
   }
   if (all) {
@@ -552,14 +528,18 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
       }
     }
     // Zone counters change only under bucket locks: the recount is the truth.
-    for (const [z, c] of zoneCount) Atomics.store(i32, table.sec.zones + z, c);
-    // H_COUNT = linked entries + what live workers' inserts and deletes have counted but not
-    // linked / not yet uncounted. Their records are read around H_COUNT until a snapshot is
-    // stable and none is mid-update (a few instructions; their linking is held up by our locks).
-    const counted = reconcileCount(table, wid, linked);
-    if (counted !== null) countDelta = counted;
-    if (countDelta !== 0) Atomics.sub(i32, H_COUNT, countDelta); // relative: others go on counting
-    report.countsReturned = countDelta;
+    for (const [z, c] of zoneCount) Atomics.store(i32, table.sec.zones + zoneRec(z), c);
+    // The count = linked entries. Every part of it (H_COUNT, each record's W_CNT) changes only
+    // under a bucket stripe, and we hold them all: H_COUNT takes what the other records do not
+    // hold, the dead record's part goes.
+    let others = 0;
+    for (let k = 0; k < table.maxWorkers; k++) {
+      if (k !== wid) others += i32[table.sec.workers + k * WORKER_WORDS + W_CNT]!; // frozen: every stripe is ours
+    }
+    const before = Atomics.load(i32, H_COUNT) + others + i32[W + W_CNT]!;
+    i32[W + W_CNT] = 0;
+    Atomics.store(i32, H_COUNT, linked - others); // nobody folds while we hold every stripe
+    report.countsReturned = before - linked;
     // Namespace/zone counts and lists change only inside confirm/kill, which our locks exclude:
     // rebuild them from the chains, and release the dead worker's list locks.
     rebuildZoneAccounting(table, wid);
@@ -643,7 +623,7 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   Atomics.store(i32, W + W_LIMBO_HEAD, -1);
   Atomics.store(i32, W + W_LIMBO_TAIL, -1);
   Atomics.store(i32, W + W_LIMBO_COUNT, 0);
-  for (const w of [W_INTENT, W_INTENT_SLOT, W_KILL, W_RELEASE, W_RECLAIM, W_ALLOC_OP, W_HELD, W_KILL_WHY]) {
+  for (const w of [W_INTENT, W_INTENT_SLOT, W_KILL, W_RELEASE, W_RECLAIM, W_ALLOC_OP, W_HELD, W_KILL_WHY, W_RES]) {
     Atomics.store(i32, W + w, 0); // no intent: a fresh record
   }
   table.releaseWorker(wid);

@@ -11,14 +11,14 @@ import {
   LAYOUT_VERSION, MAGIC, STAT_NAMES, STAT_WORDS, W_ALIVE, W_LIMBO_HEAD, W_LIMBO_TAIL, W_PID,
   WORKER_WORDS, bytesPerConnection, sections, type Sections,
 } from './layout.js';
-import { H_NAT_BUCKETS, natBucketsFor } from './layout.js';
+import { H_COUNT, H_NAT_BUCKETS, H_REC_HWM, W_CNT, ZC_NS, ZC_ZONE, natBucketsFor, zoneRec } from './layout.js';
 import { type NatConfig, type NatRule, getNatRules, setNatRules } from '../track/nat/rules.js';
 import { API_OWNER } from './ext.js';
 import { EXT_WORDS, H_EVENTS, H_EV_DESTROY, H_EXT_BLOCKS, X_LINK, XC_EXT_FREE, XC_EXT_FREE_COUNT } from './layout.js';
 import { SYSCTLS, S_ACCT, S_MAX, S_TIMESTAMP, findSysctl } from './sysctl.js';
 import { H_STALLS, H_STALL_MS, REC_SEQ, REC_WORDS, W_BEAT, W_EV_D, W_EV_M, W_EV_PARK, W_EV_RETRY, W_KILL_WHY } from './layout.js';
 import { H_ZONE_DEFAULT_LIMIT, NS_COUNT, NS_LIMIT, NS_WORDS, ZA_COUNT, ZA_LIMIT, ZA_WORDS } from './layout.js';
-import { NamespaceView } from './zones.js';
+import { NamespaceView, cachedDelta, foldForLimit } from './zones.js';
 import { ConntrackError, argError, rangeError, stateError } from '../errors.js';
 
 /** How lookups hold entries: 'noref' (no lock, no reference; slots reused after a grace period) or 'refcount' (the kernel's). */
@@ -276,6 +276,17 @@ export class ConntrackTable {
     return { buffer: this.buffer };
   }
 
+  /**
+   * Connections in the table: H_COUNT plus every worker record's unfolded part (layout.ts W_CNT,
+   * a percpu_counter). Exact when no thread is inside a batch; racy while threads insert.
+   */
+  get count(): number {
+    let n = Atomics.load(this.i32, H_COUNT); // Atomics.add'ed by folding workers
+    // W_CNT: plain stores by each record's owner; a racy read gives a value it held.
+    for (let w = 0; w < this.maxWorkers; w++) n += this.i32[this.sec.workers + w * WORKER_WORDS + W_CNT]!;
+    return n;
+  }
+
   get max(): number {
     return this.i32[this.sec.sysctl + S_MAX]!;
   }
@@ -336,6 +347,10 @@ export class ConntrackTable {
       const base = this.sec.workers + w * WORKER_WORDS;
       // CAS claims the record exclusively; its other words are ours after this.
       if (Atomics.compareExchange(this.i32, base + W_ALIVE, 0, 1) === 0) {
+        // Records ever claimed: inserters sum counts up to here (chains.ts). CAS: only ever raised.
+        for (let h = Atomics.load(this.i32, H_REC_HWM); h < w + 1; h = Atomics.load(this.i32, H_REC_HWM)) {
+          if (Atomics.compareExchange(this.i32, H_REC_HWM, h, w + 1) === h) break;
+        }
         Atomics.store(this.i32, base + W_PID, threadId);
         // Event and liveness words of a previous owner mean nothing to recovery of this one.
         for (const w of [W_EV_D, W_EV_M, W_EV_PARK, W_EV_RETRY, W_KILL_WHY]) Atomics.store(this.i32, base + w, 0);
@@ -407,8 +422,9 @@ export class ConntrackTable {
     this.ownerOnly('setNamespaceLimit');
     this.checkNs(ns);
     checkLimit('limit', limit);
-    // Read by inserters with Atomics.load: applies from their next insert.
-    Atomics.store(this.i32, this.sec.ns + ns * NS_WORDS + NS_LIMIT, limit);
+    // Read by inserters with Atomics.load: applies from their next insert. Stored with every
+    // bucket stripe held, after the records' deltas are folded (zones.ts foldForLimit).
+    foldForLimit(this, API_OWNER, () => Atomics.store(this.i32, this.sec.ns + ns * NS_WORDS + NS_LIMIT, limit));
   }
 
   namespaceLimit(ns: number): number {
@@ -419,7 +435,8 @@ export class ConntrackTable {
   /** Connections of namespace `ns` in the table. */
   namespaceCount(ns: number): number {
     this.checkNs(ns);
-    return Atomics.load(this.i32, this.sec.ns + ns * NS_WORDS + NS_COUNT); // CAS'd under bucket locks
+    // The counter (changed under bucket locks) and the records' unfolded deltas.
+    return Atomics.load(this.i32, this.sec.ns + ns * NS_WORDS + NS_COUNT) + cachedDelta(this, ZC_NS, ns);
   }
 
   /**
@@ -431,8 +448,10 @@ export class ConntrackTable {
     this.ownerOnly('setZoneLimit');
     this.checkZoneId(zone);
     if (limit !== null) checkLimit('limit', limit);
-    // ZA_LIMIT holds limit + 1 (0 = not set); inserters read it with Atomics.load.
-    Atomics.store(this.i32, this.sec.zacct + zone * ZA_WORDS + ZA_LIMIT, limit === null ? 0 : limit + 1);
+    // ZA_LIMIT holds limit + 1 (0 = not set); inserters read it with Atomics.load. Stored with
+    // every bucket stripe held, after the records' deltas are folded (zones.ts foldForLimit).
+    const v = limit === null ? 0 : limit + 1;
+    foldForLimit(this, API_OWNER, () => Atomics.store(this.i32, this.sec.zacct + zoneRec(zone) * ZA_WORDS + ZA_LIMIT, v));
   }
 
   /**
@@ -452,7 +471,8 @@ export class ConntrackTable {
   setDefaultZoneLimit(limit: number): void {
     this.ownerOnly('setDefaultZoneLimit');
     checkLimit('limit', limit);
-    Atomics.store(this.i32, H_ZONE_DEFAULT_LIMIT, limit); // read by inserters with Atomics.load
+    // Read by inserters with Atomics.load; stored as setZoneLimit stores a zone's.
+    foldForLimit(this, API_OWNER, () => Atomics.store(this.i32, H_ZONE_DEFAULT_LIMIT, limit));
   }
 
   get defaultZoneLimit(): number {
@@ -462,14 +482,15 @@ export class ConntrackTable {
   /** Zone `zone`'s effective limit (its own, else the default; 0 = none) and whether it is its own. */
   zoneLimit(zone: number): { limit: number; own: boolean } {
     this.checkZoneId(zone);
-    const v = Atomics.load(this.i32, this.sec.zacct + zone * ZA_WORDS + ZA_LIMIT); // owner's Atomics.store
+    const v = Atomics.load(this.i32, this.sec.zacct + zoneRec(zone) * ZA_WORDS + ZA_LIMIT); // owner's Atomics.store
     return v !== 0 ? { limit: v - 1, own: true } : { limit: this.defaultZoneLimit, own: false };
   }
 
   /** Connections whose zone id (original zone, else reply zone) is `zone`. */
   zoneCount(zone: number): number {
     this.checkZoneId(zone);
-    return Atomics.load(this.i32, this.sec.zacct + zone * ZA_WORDS + ZA_COUNT); // CAS'd under bucket locks
+    // The counter (changed under bucket locks) and the records' unfolded deltas.
+    return Atomics.load(this.i32, this.sec.zacct + zoneRec(zone) * ZA_WORDS + ZA_COUNT) + cachedDelta(this, ZC_ZONE, zone);
   }
 
   /**

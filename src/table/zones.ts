@@ -16,8 +16,13 @@
  * zone, or the reply zone when only that one is set (zoneKey(); the same as ops.ts's `zone`
  * filter). Zone ids are global to the table, as zones are to an OVS datapath. Counters count
  * linked (confirmed) entries and change only in Chains.confirm / Chains.kill under the entry's
- * bucket locks; confirm charges with a compareExchange loop that refuses to pass the limit, so
- * no number of concurrent inserters ever takes a namespace or zone past its limit.
+ * bucket locks. A namespace or zone with a limit is charged with a compareExchange loop that
+ * refuses to pass it, so no number of concurrent inserters ever takes it past its limit. One
+ * without a limit is counted like the entry count (a percpu_counter): each worker record keeps
+ * unfolded deltas of a few counters (W_ZC, layout.ts), folded into the counter word at
+ * +-COUNT_BATCH, on eviction and at the end of each batch, so the counter word is exact at rest
+ * and readers (counts, invariants) add the records' deltas. Setting a limit folds every record's
+ * deltas first, holding every bucket stripe (foldForLimit), so a limited counter has none.
  *
  * Lists. Every confirmed entry is on its zone's list (E_ZPREV / E_ZNEXT) and, when its namespace
  * has a record (ns < table.namespaces), on its namespace's list (E_NPREV / E_NNEXT): circular and
@@ -28,16 +33,19 @@
  * one slice.
  *
  * Crash recovery: confirm and kill update these lists and counters inside the window their
- * recovery intents already mark (bucket locks held; INTENT_LINKED / KILL_STEP_UNLINKED are stored
+ * recovery intents already mark (bucket locks held; W_INTENT_SLOT cleared / KILL_STEP_UNLINKED are stored
  * after them). A recovery that rolls such an operation forward or back should end with
  * rebuildZoneAccounting() (all bucket locks held), which recomputes counters and lists from the
  * chains and releases the dead worker's list locks and marker.
  */
 import {
+  COUNT_BATCH, W_ZC, WORKER_WORDS, ZC_NS, ZC_SLOTS, ZC_ZONE, ZC_ZORIG, type Sections,
+} from './layout.js';
+import {
   DIR_ORIGINAL, ENTRY_WORDS, E_GEN, E_NEXT, E_NPREV, E_NS, E_STATUS, E_TIMEOUT, E_ZONE,
   E_ZPREV, H_ZONE_DEFAULT_LIMIT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, MARKER_WORDS, MK_LIST, MK_NEXT,
   MK_PREV, NS_COUNT, NS_LIMIT, NS_WORDS, ZA_COUNT, ZA_HEAD, ZA_LIMIT, ZA_WORDS, ZL_LOCKS,
-  ZL_NS_STRIPES, ZL_ZONE_STRIPES, ZONES,
+  ZL_NS_STRIPES, ZL_ZONE_STRIPES, ZONES, zlStripe, zoneRec,
 } from './layout.js';
 import { forceUnlock, lock, lockFor, unlock } from './locks.js';
 import type { ConntrackTable, TableHandle } from './table.js';
@@ -60,6 +68,89 @@ export const LIST_NS = 1;
 
 /** Entries scanned (oldest first) by an early_drop inside a namespace or zone. */
 const DROP_SCAN = 32;
+
+/** The counter word of a W_ZC cache key ((ZC_* << 17) | id). */
+export function zcWord(sec: Sections, k: number): number {
+  const kind = k >>> 17;
+  const id = k & 0x1ffff;
+  if (kind === ZC_NS) return sec.ns + id * NS_WORDS + NS_COUNT;
+  return kind === ZC_ZONE ? sec.zacct + zoneRec(id) * ZA_WORDS + ZA_COUNT : sec.zones + zoneRec(id);
+}
+
+/** What the worker records hold unfolded for counter (kind, id) (racy while they insert). */
+export function cachedDelta(table: ConntrackTable, kind: number, id: number): number {
+  const i32 = table.i32;
+  const key = ((kind << 17) | id) + 1;
+  let n = 0;
+  for (let w = 0; w < table.maxWorkers; w++) {
+    const base = table.sec.workers + w * WORKER_WORDS + W_ZC;
+    // Plain stores by each owner; a racy read gives a value it held.
+    for (let s = 0; s < ZC_SLOTS; s++) if (i32[base + 2 * s] === key) n += i32[base + 2 * s + 1]!;
+  }
+  return n;
+}
+
+/** Every record's unfolded deltas of one kind, by id (racy while they insert). */
+export function cachedDeltas(table: ConntrackTable, kind: number): Map<number, number> {
+  const i32 = table.i32;
+  const out = new Map<number, number>();
+  for (let w = 0; w < table.maxWorkers; w++) {
+    const base = table.sec.workers + w * WORKER_WORDS + W_ZC;
+    for (let s = 0; s < ZC_SLOTS; s++) {
+      const k = i32[base + 2 * s]! - 1; // plain stores by each owner
+      const d = i32[base + 2 * s + 1]!;
+      if (k >= 0 && k >>> 17 === kind && d !== 0) out.set(k & 0x1ffff, (out.get(k & 0x1ffff) ?? 0) + d);
+    }
+  }
+  return out;
+}
+
+/**
+ * Every record's unfolded deltas of `kinds` go into their counter words and the slots are
+ * freed. Caller holds every bucket lock stripe (so no owner is changing its slots).
+ */
+export function foldAllCaches(table: ConntrackTable, kinds: readonly number[]): void {
+  const i32 = table.i32;
+  for (let w = 0; w < table.maxWorkers; w++) {
+    const base = table.sec.workers + w * WORKER_WORDS + W_ZC;
+    for (let s = 0; s < ZC_SLOTS; s++) {
+      const k = i32[base + 2 * s]! - 1;
+      if (k < 0 || !kinds.includes(k >>> 17)) continue;
+      const d = i32[base + 2 * s + 1]!;
+      i32[base + 2 * s] = 0;
+      i32[base + 2 * s + 1] = 0;
+      if (d !== 0) Atomics.add(i32, zcWord(table.sec, k), d); // counters: Atomics by everyone
+    }
+  }
+}
+
+/** Zero every record's deltas of `kinds` (their counters are being recounted). Every stripe held. */
+export function dropAllCaches(table: ConntrackTable, kinds: readonly number[]): void {
+  const i32 = table.i32;
+  for (let w = 0; w < table.maxWorkers; w++) {
+    const base = table.sec.workers + w * WORKER_WORDS + W_ZC;
+    for (let s = 0; s < ZC_SLOTS; s++) {
+      const k = i32[base + 2 * s]! - 1;
+      if (k >= 0 && kinds.includes(k >>> 17)) { i32[base + 2 * s] = 0; i32[base + 2 * s + 1] = 0; }
+    }
+  }
+}
+
+/**
+ * Run `set` (a limit store) with every bucket stripe held by `owner`, after folding every
+ * record's namespace and zone deltas: from then on a limited counter is charged exactly (CAS),
+ * with nothing of it left in any record.
+ */
+export function foldForLimit(table: ConntrackTable, owner: number, set: () => void): void {
+  const i32 = table.i32;
+  for (let l = 0; l < table.locks; l++) lock(i32, table.sec.locks + l, owner); // ascending, as writers
+  try {
+    foldAllCaches(table, [ZC_NS, ZC_ZONE]);
+    set();
+  } finally {
+    for (let l = 0; l < table.locks; l++) unlock(i32, table.sec.locks + l);
+  }
+}
 
 /** The E_ZONE word of a zone spec: zone `id` where `dir` applies, zone 0 elsewhere. */
 export function zoneWord(id: number, dir: number = ZONE_DIR_BOTH): number {
@@ -126,8 +217,16 @@ export class ZoneAccounting {
   readonly MK: number;
   readonly nsMax: number;
   readonly wid: number;
+  readonly sec: Sections;
+  readonly table: ConntrackTable;
+  /** This record's counter deltas (W_ZC). */
+  readonly ZC: number;
+  private evict = 0;
 
   constructor(table: ConntrackTable, wid: number) {
+    this.sec = table.sec;
+    this.table = table;
+    this.ZC = table.sec.workers + wid * WORKER_WORDS + W_ZC;
     this.i32 = table.i32;
     this.cap = table.capacity;
     this.E = table.sec.entries;
@@ -143,7 +242,7 @@ export class ZoneAccounting {
   /** The zone's effective limit (0 = none): its own, else the default. */
   zoneLimit(z: number): number {
     // Limit words: Atomics.store by the owner; a new value applies from the next insert.
-    const own = Atomics.load(this.i32, this.ZA + z * ZA_WORDS + ZA_LIMIT);
+    const own = Atomics.load(this.i32, this.ZA + zoneRec(z) * ZA_WORDS + ZA_LIMIT);
     return own !== 0 ? own - 1 : Atomics.load(this.i32, H_ZONE_DEFAULT_LIMIT);
   }
 
@@ -163,30 +262,93 @@ export class ZoneAccounting {
     // Counters: CAS'd / sub'd under bucket locks; a load gives a recent value.
     if (nl !== 0 && Atomics.load(i32, this.NS + ns * NS_WORDS + NS_COUNT) >= nl) return CONFIRM_NS_LIMIT;
     const zl = this.zoneLimit(zk);
-    if (zl !== 0 && Atomics.load(i32, this.ZA + zk * ZA_WORDS + ZA_COUNT) >= zl) return CONFIRM_ZONE_LIMIT;
+    if (zl !== 0 && Atomics.load(i32, this.ZA + zoneRec(zk) * ZA_WORDS + ZA_COUNT) >= zl) return CONFIRM_ZONE_LIMIT;
     return 0;
+  }
+
+  /**
+   * Add `d` to counter (kind, id) through this record's deltas (W_ZC); folds at +-COUNT_BATCH.
+   * Caller holds a bucket lock stripe (confirm, kill, Chains.foldCount).
+   */
+  cacheAdd(kind: number, id: number, d: number): void {
+    const i32 = this.i32;
+    const key = ((kind << 17) | id) + 1;
+    const base = this.ZC;
+    let free = -1;
+    for (let s = 0; s < ZC_SLOTS; s++) {
+      const k = i32[base + 2 * s]!;
+      if (k === key) {
+        const v = i32[base + 2 * s + 1]! + d;
+        if (v >= COUNT_BATCH || v <= -COUNT_BATCH) {
+          i32[base + 2 * s + 1] = 0; // plain: ours, ordered for recovery by the stripe we hold
+          Atomics.add(i32, zcWord(this.sec, key - 1), v); // the fold
+        } else {
+          i32[base + 2 * s + 1] = v;
+        }
+        return;
+      }
+      if (free < 0 && (k === 0 || i32[base + 2 * s + 1] === 0)) free = s;
+    }
+    if (free < 0) {
+      free = this.evict;
+      this.evict = (free + 1) % ZC_SLOTS;
+      this.foldSlot(free);
+    }
+    i32[base + 2 * free] = key; // its delta is 0 here
+    i32[base + 2 * free + 1] = d;
+  }
+
+  private foldSlot(s: number): void {
+    const i32 = this.i32;
+    const d = i32[this.ZC + 2 * s + 1]!;
+    if (d === 0) return;
+    i32[this.ZC + 2 * s + 1] = 0;
+    Atomics.add(i32, zcWord(this.sec, i32[this.ZC + 2 * s]! - 1), d); // counters: Atomics by everyone
+  }
+
+  /** Fold every delta of this record (end of a batch); caller holds a bucket lock stripe. */
+  foldAll(): void {
+    for (let s = 0; s < ZC_SLOTS; s++) this.foldSlot(s);
+  }
+
+  /** True when this record holds an unfolded delta. */
+  get pending(): boolean {
+    for (let s = 0; s < ZC_SLOTS; s++) if (this.i32[this.ZC + 2 * s + 1] !== 0) return true;
+    return false;
   }
 
   /** Charge one entry to `ns` and zone `zk` unless a limit refuses: 0 or CONFIRM_*_LIMIT. */
   charge(ns: number, zk: number): number {
     const i32 = this.i32;
     let nsw = -1;
+    let nsCached = false;
     if (ns >= 0 && ns < this.nsMax) {
-      nsw = this.NS + ns * NS_WORDS + NS_COUNT;
       const lim = this.nsLimit(ns);
-      for (;;) {
-        const c = Atomics.load(i32, nsw);
-        if (lim !== 0 && c >= lim) return CONFIRM_NS_LIMIT;
-        // CAS: concurrent inserters of the namespace (other buckets) never pass the limit together.
-        if (Atomics.compareExchange(i32, nsw, c, c + 1) === c) break;
+      if (lim === 0) {
+        this.cacheAdd(ZC_NS, ns, 1); // no limit: our delta (foldForLimit empties them before one is set)
+        nsCached = true;
+      } else {
+        nsw = this.NS + ns * NS_WORDS + NS_COUNT;
+        for (;;) {
+          const c = Atomics.load(i32, nsw);
+          if (c >= lim) return CONFIRM_NS_LIMIT;
+          // CAS: concurrent inserters of the namespace (other buckets) never pass the limit together.
+          if (Atomics.compareExchange(i32, nsw, c, c + 1) === c) break;
+        }
       }
     }
-    const zw = this.ZA + zk * ZA_WORDS + ZA_COUNT;
     const zl = this.zoneLimit(zk);
+    if (zl === 0) {
+      this.cacheAdd(ZC_ZONE, zk, 1);
+      return 0;
+    }
+    const zw = this.ZA + zoneRec(zk) * ZA_WORDS + ZA_COUNT;
     for (;;) {
       const c = Atomics.load(i32, zw);
-      if (zl !== 0 && c >= zl) {
-        if (nsw >= 0) Atomics.sub(i32, nsw, 1); // give the namespace's charge back
+      if (c >= zl) {
+        // Give the namespace's charge back.
+        if (nsCached) this.cacheAdd(ZC_NS, ns, -1);
+        else if (nsw >= 0) Atomics.sub(i32, nsw, 1);
         return CONFIRM_ZONE_LIMIT;
       }
       // CAS: as for the namespace, the zone's count never passes its limit.
@@ -194,11 +356,14 @@ export class ZoneAccounting {
     }
   }
 
-  /** Give an entry's charges back (kill). */
+  /** Give an entry's charges back (kill, under the entry's bucket locks like charge). */
   uncharge(ns: number, zk: number): void {
-    // Atomics.sub pairs with charge()'s CAS; both run under the entry's bucket locks.
-    if (ns >= 0 && ns < this.nsMax) Atomics.sub(this.i32, this.NS + ns * NS_WORDS + NS_COUNT, 1);
-    Atomics.sub(this.i32, this.ZA + zk * ZA_WORDS + ZA_COUNT, 1);
+    if (ns >= 0 && ns < this.nsMax) {
+      if (this.nsLimit(ns) === 0) this.cacheAdd(ZC_NS, ns, -1);
+      else Atomics.sub(this.i32, this.NS + ns * NS_WORDS + NS_COUNT, 1); // pairs with charge()'s CAS
+    }
+    if (this.zoneLimit(zk) === 0) this.cacheAdd(ZC_ZONE, zk, -1);
+    else Atomics.sub(this.i32, this.ZA + zoneRec(zk) * ZA_WORDS + ZA_COUNT, 1);
   }
 
   // --- list primitives: callers hold the list's lock stripe -------------------------------
@@ -211,13 +376,13 @@ export class ZoneAccounting {
 
   /** Head word of the list. */
   headWord(kind: number, key: number): number {
-    return kind === LIST_ZONE ? this.ZA + key * ZA_WORDS + ZA_HEAD : this.NH + key;
+    return kind === LIST_ZONE ? this.ZA + zoneRec(key) * ZA_WORDS + ZA_HEAD : this.NH + key;
   }
 
   /** Lock stripe word of the list. */
   lockWord(kind: number, key: number): number {
-    return kind === LIST_ZONE ? this.ZL + (key & (ZL_ZONE_STRIPES - 1))
-      : this.ZL + ZL_ZONE_STRIPES + (key & (ZL_NS_STRIPES - 1));
+    return kind === LIST_ZONE ? this.ZL + zlStripe(key & (ZL_ZONE_STRIPES - 1))
+      : this.ZL + ZL_ZONE_STRIPES + zlStripe(key & (ZL_NS_STRIPES - 1));
   }
 
   /** Insert node v first. Plain stores: every reader and writer of these words holds the stripe. */
@@ -421,18 +586,20 @@ export class ZoneAccounting {
     }
   }
 
-  /** Entries on a list right now (count word; 0 for a namespace without a record). */
+  /** Entries on a list right now (count word and the records' deltas; 0 for a namespace without a record). */
   listCount(kind: number, key: number): number {
-    if (kind === LIST_ZONE) return Atomics.load(this.i32, this.ZA + key * ZA_WORDS + ZA_COUNT);
+    const deltas = (k: number): number => cachedDelta(this.table, k, key);
+    if (kind === LIST_ZONE) return Atomics.load(this.i32, this.ZA + zoneRec(key) * ZA_WORDS + ZA_COUNT) + deltas(ZC_ZONE);
     if (key < 0 || key >= this.nsMax) return 0;
-    return Atomics.load(this.i32, this.NS + key * NS_WORDS + NS_COUNT);
+    return Atomics.load(this.i32, this.NS + key * NS_WORDS + NS_COUNT) + deltas(ZC_NS);
   }
 }
 
 /**
- * Recompute every namespace and zone counter and rebuild every list from the chains, and
- * release list locks and the marker of `deadWorker` (>= 0). For crash recovery: the caller holds
- * every bucket lock (so no confirm or kill is in progress) and no walker of another worker runs.
+ * Recompute every namespace and zone counter (and the zone counters by original zone, all with
+ * the records' deltas dropped) and rebuild every list from the chains, and release list locks
+ * and the marker of `deadWorker` (>= 0). For crash recovery: the caller holds every bucket lock
+ * (so no confirm, kill or fold is in progress) and no walker of another worker runs.
  */
 export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): void {
   const i32 = table.i32;
@@ -453,9 +620,11 @@ export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): v
     if (w === deadWorker) i32[mk] = 0; // its walk is over
     else walking.push(w, list - 1);
   }
+  dropAllCaches(table, [ZC_NS, ZC_ZONE, ZC_ZORIG]);
   for (let z = 0; z < ZONES; z++) {
-    i32[sec.zacct + z * ZA_WORDS + ZA_COUNT] = 0;
+    i32[sec.zacct + z * ZA_WORDS + ZA_COUNT] = 0; // every record: the order does not matter
     i32[sec.zacct + z * ZA_WORDS + ZA_HEAD] = 0;
+    i32[sec.zones + z] = 0;
   }
   for (let n = 0; n < table.namespaces; n++) {
     i32[sec.ns + n * NS_WORDS + NS_COUNT] = 0;
@@ -470,7 +639,8 @@ export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): v
       if ((ref & 1) === DIR_ORIGINAL) {
         const ns = i32[e + E_NS]!;
         const zk = zoneKey(i32[e + E_ZONE]!);
-        i32[sec.zacct + zk * ZA_WORDS + ZA_COUNT]!++;
+        i32[sec.zacct + zoneRec(zk) * ZA_WORDS + ZA_COUNT]!++;
+        i32[sec.zones + zoneRec(i32[e + E_ZONE]! & 0xffff)]!++;
         if (ns >= 0 && ns < table.namespaces) i32[sec.ns + ns * NS_WORDS + NS_COUNT]!++;
         za.relink(slot, ns, zk);
       }

@@ -158,6 +158,7 @@ export class Conntrack {
     // DESTROY events waiting for room in the ring (a single load when there are none).
     if (this.ring.parked > 0) this.ring.retryParked();
     this.chains.qsbr.offline();
+    this.chains.foldCount(); // our unfolded part of the entry count: a table at rest counts exactly
     this.chains.qsbr.quiesce();
   }
 
@@ -707,6 +708,7 @@ export class Conntrack {
     this.closed = true;
     const q = this.chains.qsbr;
     if (q.isOnline) q.offline();
+    this.chains.foldCount();
     // Wait (bounded) for the grace period of what we retired, then hand everything back.
     for (let i = 0; i < 1000 && q.pending > 0; i++) {
       q.quiesce();

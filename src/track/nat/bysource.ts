@@ -17,7 +17,7 @@ import {
   IPS_CONFIRMED, IPS_DYING, IPS_SRC_NAT_DONE, NAT_LOCKS, T_PORTS, T_SRC, TUPLE_WORDS,
 } from '../../table/layout.js';
 import { lock, unlock } from '../../table/locks.js';
-import { E_EXT, EXT_WORDS, H_COUNT, NAT_IN_EXT, NAT_PLACEMENT, X_HELPER } from '../../table/layout.js';
+import { E_EXT, EXT_WORDS, NAT_IN_EXT, NAT_PLACEMENT, X_HELPER } from '../../table/layout.js';
 import type { ConntrackTable } from '../../table/table.js';
 
 // A different key than the conntrack hash's, so the two tables do not collide together.
@@ -59,7 +59,7 @@ function linkOf(table: ConntrackTable, e: number): number {
  * the default) or 'extension' (an extension block per NAT'd connection). Only on an empty table.
  */
 export function setNatPlacement(table: ConntrackTable, where: 'inline' | 'extension'): void {
-  if (Atomics.load(table.i32, H_COUNT) !== 0) throw new Error('setNatPlacement: the table must be empty'); // H_COUNT: Atomics.add by inserters
+  if (table.count !== 0) throw new Error('setNatPlacement: the table must be empty'); // the entry count (table.count)
   // Published before any connection is tracked; every reader Atomics.loads it.
   Atomics.store(table.i32, table.sec.natLocks + NAT_PLACEMENT, where === 'extension' ? NAT_IN_EXT : 0);
 }
