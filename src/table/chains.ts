@@ -465,7 +465,9 @@ export class Chains {
     }
     const W = this.W;
     const tag = (slot + 1) << 4;
-    Atomics.store(i32, W + W_KILL_WHY, why); // the DESTROY's reason, for recovery
+    // The DESTROY's reason, for recovery. Only this thread writes its record: skipping a store of
+    // the value already there (a flush's every kill is KILL_DELETE) leaves the same word.
+    if (i32[W + W_KILL_WHY] !== why) Atomics.store(i32, W + W_KILL_WHY, why);
     // Recovery intent: the locks are ours and the entry is ours to remove.
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_LOCKED);
     // DYING first: readers that already hold the entry see it is on its way out.
@@ -487,9 +489,10 @@ export class Chains {
     if (why === KILL_EXPIRED) this.stat(ST_EXPIRED);
     // Recovery intent around the DESTROY event: a crash inside it is finished by recovery. The
     // previous DESTROY's event words are cleared first, so recovery never takes them for this one's.
-    Atomics.store(i32, W + W_EV_D, 0);
-    Atomics.store(i32, W + W_EV_M, 0);
-    Atomics.store(i32, W + W_EV_PARK, 0);
+    // (Own record words, as W_KILL_WHY: already 0 unless events are on, and then a store each.)
+    if (i32[W + W_EV_D] !== 0) Atomics.store(i32, W + W_EV_D, 0);
+    if (i32[W + W_EV_M] !== 0) Atomics.store(i32, W + W_EV_M, 0);
+    if (i32[W + W_EV_PARK] !== 0) Atomics.store(i32, W + W_EV_PARK, 0);
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_EMITTING);
     if (this.onDestroy) this.onDestroy(e, why);
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_EMITTED);
