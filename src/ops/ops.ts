@@ -590,8 +590,9 @@ export class CtOps {
     this.examined++;
     if (!c.noref && !c.getRef(e)) return; // 'refcount': the slot is on its way out
     try {
-      // DYING / CONFIRMED change atomically (kill, confirm).
-      if ((Atomics.load(i32, e + E_STATUS) & (IPS_DYING | IPS_CONFIRMED)) !== IPS_CONFIRMED) return;
+      // DYING / CONFIRMED change atomically (kill, confirm). A plain load: visits are hints that
+      // kill() re-checks under its locks, and a dump copies what it saw; a 32-bit word never tears.
+      if ((i32[e + E_STATUS]! & (IPS_DYING | IPS_CONFIRMED)) !== IPS_CONFIRMED) return;
       // Atomics.load: the packet path refreshes the deadline with Atomics.store.
       if (!wantExpired && ((Atomics.load(i32, e + E_TIMEOUT) - now) | 0) <= 0) return;
       if (m.match(i32, e, i32, extOf(i32, this.table.sec.ext, e))) visit(e, slot);
