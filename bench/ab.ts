@@ -2,7 +2,7 @@
  * Paired A/B of two builds in one process, on CPU time: how the per-thread figures of issue 13
  * were measured on a machine too busy for wall-clock comparisons.
  *
- *   node dist/bench/ab.js BASE_DIST [NEW_DIST] [--rounds 5] [--only hot,zones,flush]
+ *   node dist/bench/ab.js BASE_DIST [NEW_DIST] [--rounds 5] [--only hot,zones,flush] [--flush-n 100000]
  *
  * BASE_DIST / NEW_DIST are `dist/` folders of two builds (e.g. `git archive <commit> | tar -x -C
  * /tmp/base && (cd /tmp/base && ln -s $PWD/node_modules && npx tsc)`; NEW_DIST defaults to this
@@ -67,11 +67,12 @@ async function main(): Promise<void> {
     return v;
   };
   const rounds = Number(opt('--rounds', '5'));
+  const flushN = Number(opt('--flush-n', '100000'));
   const only = opt('--only', 'hot,zones').split(',');
   const here = fileURLToPath(new URL('../', import.meta.url));
   const [baseDir, newDir = here] = args;
   if (!baseDir || !Number.isInteger(rounds) || rounds < 1) {
-    process.stderr.write('usage: node dist/bench/ab.js BASE_DIST [NEW_DIST] [--rounds N] [--only hot,zones,flush]\n');
+    process.stderr.write('usage: node dist/bench/ab.js BASE_DIST [NEW_DIST] [--rounds N] [--only hot,zones,flush] [--flush-n N]\n');
     process.exitCode = 2;
     return;
   }
@@ -88,7 +89,7 @@ async function main(): Promise<void> {
     const [h0, h1] = hf.burst(0);
     const N = 20000;
     const zf = b.W.zoneFrames(N);
-    const FN = 100_000; // the full bench's zone size: a 20k flush takes ~15 ms, too short to time alone
+    const FN = flushN; // default: the full bench's zone size (a 20k flush is ~12 ms of CPU: noisier)
     const ff = b.W.zoneFrames(FN);
     runs[k] = {
       hot: () => [loop(b, hct, hf.fs, h0, h1, 10000)],
