@@ -2,7 +2,7 @@
  * Paired A/B of two builds in one process, on CPU time: how the per-thread figures of issue 13
  * were measured on a machine too busy for wall-clock comparisons.
  *
- *   node dist/bench/ab.js BASE_DIST [NEW_DIST] [--rounds 5] [--only hot,zones]
+ *   node dist/bench/ab.js BASE_DIST [NEW_DIST] [--rounds 5] [--only hot,zones,flush] [--flush-n 100000]
  *
  * BASE_DIST / NEW_DIST are `dist/` folders of two builds (e.g. `git archive <commit> | tar -x -C
  * /tmp/base && (cd /tmp/base && ln -s $PWD/node_modules && npx tsc)`; NEW_DIST defaults to this
@@ -16,7 +16,8 @@ import { fileURLToPath } from 'node:url';
 interface Build {
   Table: { create(o: { max: number }): { clock: number } };
   Conntrack: new (t: unknown) => { frame(...a: number[] | unknown[]): unknown; beginBatch(): void; endBatch(): void; close(): void };
-  W: { T0: number; hotFrames(n: number): { fs: Frames; establish(k: number): [number, number]; burst(k: number): [number, number] }; zoneFrames(n: number): Frames };
+  Ops: new (t: unknown) => { flush(f: { zone?: number }): number; close(): void };
+  W: { T0: number; ZONE_A: number; hotFrames(n: number): { fs: Frames; establish(k: number): [number, number]; burst(k: number): [number, number] }; zoneFrames(n: number): Frames };
   F: { IX_OFF: number; IX_LEN: number; IX_NOW: number; IX_ZONE: number; IX_WORDS: number; LT_RAW: number };
 }
 interface Frames { ix: Int32Array; bytes: Uint8Array; count: number }
@@ -45,6 +46,7 @@ async function load(dist: string): Promise<Build> {
   return {
     Table: (await import(u('src/table/table.js'))).ConntrackTable,
     Conntrack: (await import(u('src/track/core.js'))).Conntrack,
+    Ops: (await import(u('src/ops/ops.js'))).CtOps,
     W: await import(u('bench/workloads.js')),
     F: await import(u('bench/frames.js')),
   } as Build;
@@ -65,11 +67,12 @@ async function main(): Promise<void> {
     return v;
   };
   const rounds = Number(opt('--rounds', '5'));
+  const flushN = Number(opt('--flush-n', '100000'));
   const only = opt('--only', 'hot,zones').split(',');
   const here = fileURLToPath(new URL('../', import.meta.url));
   const [baseDir, newDir = here] = args;
   if (!baseDir || !Number.isInteger(rounds) || rounds < 1) {
-    process.stderr.write('usage: node dist/bench/ab.js BASE_DIST [NEW_DIST] [--rounds N] [--only hot,zones]\n');
+    process.stderr.write('usage: node dist/bench/ab.js BASE_DIST [NEW_DIST] [--rounds N] [--only hot,zones,flush] [--flush-n N]\n');
     process.exitCode = 2;
     return;
   }
@@ -86,6 +89,8 @@ async function main(): Promise<void> {
     const [h0, h1] = hf.burst(0);
     const N = 20000;
     const zf = b.W.zoneFrames(N);
+    const FN = flushN; // default: the full bench's zone size (a 20k flush is ~12 ms of CPU: noisier)
+    const ff = b.W.zoneFrames(FN);
     runs[k] = {
       hot: () => [loop(b, hct, hf.fs, h0, h1, 10000)],
       zones: () => {
@@ -96,11 +101,26 @@ async function main(): Promise<void> {
         ct.close();
         return r;
       },
+      // One zone of N connections flushed through CtOps (its zone list): entries per CPU second.
+      flush: () => {
+        const t = b.Table.create({ max: Math.ceil(2 * FN * 1.05) });
+        t.clock = b.W.T0;
+        const ct = new b.Conntrack(t);
+        loop(b, ct, ff, 0, ff.count, 1);
+        ct.close();
+        const ops = new b.Ops(t);
+        const c0 = process.cpuUsage();
+        const n = ops.flush({ zone: b.W.ZONE_A });
+        const c = process.cpuUsage(c0);
+        ops.close();
+        if (n !== FN) throw new Error(`flush removed ${n} of ${FN}`);
+        return [n / ((c.user + c.system) / 1e6)];
+      },
     };
   }
-  const labels: Record<string, string[]> = { hot: ['hot'], zones: ['zones insert', 'zones lookup'] };
+  const labels: Record<string, string[]> = { hot: ['hot'], zones: ['zones insert', 'zones lookup'], flush: ['zone flush (entries)'] };
   for (const w of only) {
-    if (!labels[w]) throw new Error(`unknown workload ${w} (hot, zones)`);
+    if (!labels[w]) throw new Error(`unknown workload ${w} (hot, zones, flush)`);
     for (const k of names) runs[k]![w]!(); // warm-up
     const vals: Record<string, number[][]> = { base: [], new: [] };
     const ratios: number[][] = [];

@@ -551,7 +551,9 @@ export class Chains {
     }
     const W = this.W;
     const tag = (slot + 1) << 4;
-    Atomics.store(i32, W + W_KILL_WHY, why); // the DESTROY's reason, for recovery
+    // The DESTROY's reason, for recovery. Only this thread writes its record: skipping a store of
+    // the value already there (a flush's every kill is KILL_DELETE) leaves the same word.
+    if (i32[W + W_KILL_WHY] !== why) Atomics.store(i32, W + W_KILL_WHY, why);
     // Recovery intent: the locks are ours and the entry is ours to remove.
     Atomics.store(i32, W + W_KILL, tag | KILL_STEP_LOCKED);
     // DYING first: readers that already hold the entry see it is on its way out.

@@ -559,7 +559,9 @@ export class ZoneAccounting {
           if (v === first) { done = true; break; } // wrapped around to the newest
           if (v < this.cap) {
             const e = this.E + v * ENTRY_WORDS;
-            if ((Atomics.load(i32, e + E_STATUS) & (IPS_CONFIRMED | IPS_DYING)) === IPS_CONFIRMED) {
+            // A plain load (an Atomics call per node costs a builtin call): only a filter, as the
+            // caller re-checks each entry online and kill() under its locks; a 32-bit word never tears.
+            if ((i32[e + E_STATUS]! & (IPS_CONFIRMED | IPS_DYING)) === IPS_CONFIRMED) {
               slots[n] = v;
               gens[n] = i32[e + E_GEN]!; // the incarnation; written before publication, checked again by the caller
               n++;
