@@ -214,10 +214,15 @@ export class ReplayGc {
     this.threshold = Math.floor((table.max * startPercent) / 100);
   }
 
+  /** Would the table be past the threshold after `extra` more entries? (A pool replay's sweep.) */
+  due(extra = 0): boolean {
+    // H_COUNT: Atomics.add'ed by inserters and killers on any thread.
+    return Atomics.load(this.table.i32, H_COUNT) + extra >= this.threshold;
+  }
+
   /** Sweep the whole table once if it is past the threshold. Call outside any batch. */
   maybeRun(): void {
-    // H_COUNT: Atomics.add'ed by inserters and killers on any thread.
-    if (Atomics.load(this.table.i32, H_COUNT) < this.threshold) return;
+    if (!this.due()) return;
     if (!this.engine) {
       this.engine = new GcEngine(this.table, { budgetMs: 1000 });
       if (this.onDestroy) this.engine.onDestroy = this.onDestroy;
