@@ -121,6 +121,7 @@ function stream(task: PoolTask): TaskSummary {
   const depth = slots.length;
   const me = task.task;
   const parts = task.parties!;
+  const crashAt = task.crashAfter ?? -1;
   const rt = RG_TASK0 + me * RT_WORDS;
   Atomics.store(ring, rt + RT_WID, ct.wid);
   Atomics.store(ring, rt + RT_THREAD, threadId); // before deciding anything (a crash names it)
@@ -149,6 +150,7 @@ function stream(task: PoolTask): TaskSummary {
     try {
       for (let i = 0; i < n; i++) {
         if ((flows[i]! >>> 0) % parts !== me) continue;
+        if (packets === crashAt) process.exit(70); // test hook: die mid-batch
         decideOne(b, i, me);
         packets++;
         if (++inSection === SECTION) {

@@ -168,6 +168,8 @@ export interface PoolReplayOptions {
    * an AbortError (code ABORT_ERR). Packets decided before stay in the table.
    */
   signal?: AbortSignal;
+  /** @internal Test hook: with the ring, the first worker exits after deciding this many packets. */
+  crashAfter?: number;
 }
 
 /** What ConntrackPool.replay() returns. */
@@ -511,7 +513,7 @@ export class ConntrackPool {
         const r = await this.replayRing(batches, fill, (k) => {
           report(k);
           if (opts.onProgress) opts.onProgress(bytesRead(), totalBytes, packets);
-        }, sweep, opts.signal);
+        }, sweep, opts.signal, opts.crashAfter);
         for (const e of r) unregistered.add(e);
       } else {
         let cur = 0;
@@ -554,7 +556,7 @@ export class ConntrackPool {
    */
   private async replayRing(
     batches: PacketBatch[], fill: (k: number) => Promise<number>, report: (k: number) => void,
-    sweep: { due(extra: number): boolean; run(): void } | null, signal: AbortSignal | undefined,
+    sweep: { due(extra: number): boolean; run(): void } | null, signal: AbortSignal | undefined, crashAfter?: number,
   ): Promise<string[]> {
     if (this.closing || this.closed) throw stateError('the pool is closed');
     const depth = batches.length;
@@ -570,7 +572,9 @@ export class ConntrackPool {
     const slots = batches.map((b) => b.handle());
     const tasks: Promise<TaskSummary>[] = [];
     for (let t = 0; t < parts; t++) {
-      tasks.push(this.piscina.run({ kind: 'stream', batch: ctl, data: ctl, task: t, parties: parts, ring: ctl, slots }));
+      const task: PoolTask = { kind: 'stream', batch: ctl, data: ctl, task: t, parties: parts, ring: ctl, slots };
+      if (t === 0 && crashAfter !== undefined) task.crashAfter = crashAfter;
+      tasks.push(this.piscina.run(task));
     }
     // Settles (never resolves) when a task failed: every wait below races it.
     let failure: unknown = null;
