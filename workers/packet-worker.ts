@@ -15,7 +15,7 @@ import { REASON_EXTRA, REASON_OTHER, reasonCode } from '../src/track/reasons.js'
 import { ConntrackTable } from '../src/table/table.js';
 import { ENTRY_WORDS, E_ID } from '../src/table/layout.js';
 import { Dispatcher } from '../src/pool/dispatch.js';
-import { RG_END, RG_EXTRA_BYTES, RG_FIN, RG_PUB, RG_STOP, RG_TASK0, RT_DONE, RT_EXTRA_LEN, RT_THREAD, RT_WID, RT_WORDS, ringExtraAt } from '../src/pool/ring.js';
+import { RG_END, RG_EXTRA_BYTES, RG_FIN, RG_PUB, RG_SLOT0, RG_STOP, RG_TASK0, RG_WANT, RT_DONE, RT_EXTRA_LEN, RT_THREAD, RT_WID, RT_WORDS, ringExtraAt } from '../src/pool/ring.js';
 
 /** Packets per read-side section: reclamation may advance between sections. */
 const SECTION = 256;
@@ -175,8 +175,12 @@ function stream(task: PoolTask): TaskSummary {
     // Release: this batch's result words are visible to whoever sees the new count.
     Atomics.store(ring, rt + RT_DONE, s + 1);
     Atomics.notify(ring, rt + RT_DONE); // a worker waiting at a fragment batch
-    Atomics.add(ring, RG_FIN, 1);
-    Atomics.notify(ring, RG_FIN); // the dispatcher
+    // The last worker to finish the batch counts it finished; the dispatcher sleeps until a
+    // count it names (RG_WANT), so it is woken once per few batches, not per worker and batch.
+    if (Atomics.add(ring, RG_SLOT0 + (s % depth), 1) + 1 === parts) {
+      const fin = Atomics.add(ring, RG_FIN, 1) + 1;
+      if (fin >= Atomics.load(ring, RG_WANT)) Atomics.notify(ring, RG_FIN);
+    }
     if (frags > 0 && !allDone(ring, parts, s + 1)) return summary(me, packets);
   }
 }

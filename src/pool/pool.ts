@@ -31,7 +31,7 @@ import { CaptureError, CaptureStream, GzipError, MAX_CAPLEN, type CaptureReader,
 import { Dispatcher, type DispatchMode } from './dispatch.js';
 import { NatDispatchKey } from '../track/nat/dispatch-key.js';
 import { DirectPcapFeeder } from './direct-pcap.js';
-import { RG_END, RG_FIN, RG_PUB, RG_STOP, RG_TASK0, RING_DATA_BYTES, RING_DEPTH, RT_DONE, RT_EXTRA_LEN, RT_THREAD, RT_WORDS, ringBytes, ringExtraAt } from './ring.js';
+import { RG_END, RG_FIN, RG_PUB, RG_SLOT0, RG_STOP, RG_TASK0, RG_WANT, RING_DATA_BYTES, RING_DEPTH, RT_DONE, RT_EXTRA_LEN, RT_THREAD, RT_WORDS, ringBytes, ringExtraAt } from './ring.js';
 import { W_ALIVE, W_PID, WORKER_WORDS } from '../table/layout.js';
 import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
 import { nflogTimestampMs } from '../input/packet/parse.js';
@@ -585,12 +585,6 @@ export class ConntrackPool {
     const waitAsync = (Atomics as unknown as {
       waitAsync(a: Int32Array, i: number, v: number, t?: number): { async: boolean; value: Promise<string> | string };
     }).waitAsync;
-    /** Lowest RT_DONE over the workers: batches every worker finished. */
-    const finished = (): number => {
-      let m = Number.MAX_SAFE_INTEGER;
-      for (let w = 0; w < parts; w++) m = Math.min(m, Atomics.load(rg, RG_TASK0 + w * RT_WORDS + RT_DONE)); // pairs with the worker's store after its results
-      return m;
-    };
     const extras: (string[] | null)[] = new Array<string[] | null>(parts).fill(null);
     const extraLen = new Int32Array(parts);
     const readExtras = (): void => {
@@ -618,6 +612,7 @@ export class ConntrackPool {
           const b = batches[published % depth]!;
           if (published > reported && sweep !== null && sweep.due(inFlight + b.count)) break;
           inFlight += b.count;
+          Atomics.store(rg, RG_SLOT0 + (published % depth), 0); // every worker finished its last use
           published++;
           Atomics.store(rg, RG_PUB, published); // release: the batch's frames and index
           Atomics.notify(rg, RG_PUB);
@@ -630,14 +625,18 @@ export class ConntrackPool {
           continue;
         }
         if (reported === published) break; // (then everything was filled and published)
-        // Wait until every worker finished batch `reported`.
-        for (;;) {
-          if (failure !== null) throw failure;
-          if (finished() > reported) break;
-          const seen = Atomics.load(rg, RG_FIN); // any worker's progress bumps it
-          if (finished() > reported) break;
-          const w = waitAsync(rg, RG_FIN, seen, 1000);
-          if (w.async) await Promise.race([w.value, failed]);
+        // Wait until every worker finished batch `reported`: with the ring full, until a quarter
+        // of it is (then report and refill those), so this thread wakes once per few batches.
+        if (Atomics.load(rg, RG_FIN) <= reported) {
+          const want = reported + (published - reported === depth ? depth >> 2 : 1);
+          Atomics.store(rg, RG_WANT, want); // before reading RG_FIN: a worker past it notifies
+          for (;;) {
+            if (failure !== null) throw failure;
+            const fin = Atomics.load(rg, RG_FIN); // batches every worker finished (in order)
+            if (fin >= want) break;
+            const w = waitAsync(rg, RG_FIN, fin, 1000);
+            if (w.async) await Promise.race([w.value, failed]);
+          }
         }
         const k = reported % depth;
         const b = batches[k]!;
