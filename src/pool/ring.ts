@@ -26,9 +26,12 @@
  * waits for a core (a shared machine), at most RING_DATA_BYTES of frames in all.
  */
 export const RING_DEPTH = 16;
-/** Frame bytes of the whole ring: small enough that a batch is still in the shared cache when
- * a worker reads it (the table takes most of it), large enough for a few ms of work. */
-export const RING_DATA_BYTES = 8 << 20;
+/**
+ * Frame bytes of the whole ring (1 MiB per batch): about 10 ms of two workers' work on full-size
+ * segments, for the dispatching thread to be scheduled again before the workers run dry; on a
+ * loaded machine that takes longer (8, 16 and 64 MiB measured alike there).
+ */
+export const RING_DATA_BYTES = 16 << 20;
 
 /** Batches published so far (the dispatcher's Atomics.store + notify after filling one). */
 export const RG_PUB = 0;
