@@ -13,7 +13,9 @@
  *     as the command does. Prints the medians of wall time and of the process's CPU time, the
  *     median of the per-round ratios 1w/Nw, and the machine's own N-thread ceiling (a pure
  *     compute loop on 1 and N threads, no shared memory) measured before and after: on a shared
- *     machine a ratio means nothing above its ceiling.
+ *     machine a ratio means nothing above its ceiling. On Linux, also the CPU of the main thread,
+ *     of the threads the run started (the pool's workers) and of the others (V8's compiler and
+ *     GC threads, libuv), from /proc/self/task.
  */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -65,18 +67,53 @@ async function ceilingRatio(n: number): Promise<number> {
   return median(b) / median(a);
 }
 
-interface Run { wall: number; cpu: number; packets: number }
+interface Run { wall: number; cpu: number; packets: number; threads: Threads | null }
+
+/** CPU ms of the main thread, of threads started during the run (pool workers) and of the rest (V8's compiler and GC threads, libuv). */
+interface Threads { main: number; started: number; others: number }
+
+/** CPU ms per thread id (Linux /proc; null elsewhere). */
+function threadCpu(): Map<string, number> | null {
+  if (!existsSync('/proc/self/task')) return null;
+  const m = new Map<string, number>();
+  for (const t of readdirSync('/proc/self/task')) {
+    try {
+      const s = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+      m.set(t, ((Number(f[11]) + Number(f[12])) * 1000) / 100); // utime + stime, in clock ticks (USER_HZ 100)
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return m;
+}
+
+function threadsSince(before: Map<string, number> | null): Threads | null {
+  const after = threadCpu();
+  if (before === null || after === null) return null;
+  const r: Threads = { main: 0, started: 0, others: 0 };
+  for (const [t, ms] of after) {
+    const was = before.get(t);
+    if (t === String(process.pid)) r.main += ms - (was ?? 0);
+    else if (was === undefined) r.started += ms;
+    else r.others += ms - was;
+  }
+  return r;
+}
 
 /** One replay of `file` as `conntrack-sab replay FILE --workers w` does it (no output). */
 async function replayOnce(file: string, w: number): Promise<Run> {
+  const th0 = threadCpu();
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   const table = ConntrackTable.create({ max: 65536, ...(w > 1 ? { maxWorkers: Math.max(16, w + 4) } : {}) });
   let seen = 0;
   let packets: number;
+  let threads: Threads | null;
   if (w === 1) {
     const r = await replay(file, { table, onPacket: () => { seen++; } });
     packets = r.packets;
+    threads = threadsSince(th0);
     r.conntrack.close();
   } else {
     const gc = new ReplayGc(table);
@@ -84,6 +121,7 @@ async function replayOnce(file: string, w: number): Promise<Run> {
     try {
       const r = await p.replay(file, { onPacket: () => { seen++; }, sweep: { due: (x) => gc.due(x), run: () => gc.maybeRun() } });
       packets = r.packets;
+      threads = threadsSince(th0); // before close: the workers' threads still exist
     } finally {
       await p.close();
       gc.close();
@@ -92,7 +130,14 @@ async function replayOnce(file: string, w: number): Promise<Run> {
   const wall = (performance.now() - t0) / 1000;
   const c = process.cpuUsage(c0);
   if (seen !== packets) throw new Error(`onPacket saw ${seen} of ${packets} packets`);
-  return { wall, cpu: (c.user + c.system) / 1e6, packets };
+  return { wall, cpu: (c.user + c.system) / 1e6, packets, threads };
+}
+
+/** Median CPU ms per thread class over the runs (null without /proc). */
+function medThreads(rs: Run[]): Threads | null {
+  if (rs.some((r) => r.threads === null)) return null;
+  const pick = (k: keyof Threads): number => median(rs.map((r) => r.threads![k]));
+  return { main: pick('main'), started: pick('started'), others: pick('others') };
 }
 
 if (pool !== null) {
@@ -105,15 +150,16 @@ if (pool !== null) {
     let x: Run, y: Run;
     if (k % 2 === 0) { x = await replayOnce(file, 1); y = await replayOnce(file, workers); } else { y = await replayOnce(file, workers); x = await replayOnce(file, 1); }
     a.push(x); b.push(y); ratio.push(x.wall / y.wall);
-    process.stderr.write(`round ${k + 1}: 1w ${x.wall.toFixed(2)} s (cpu ${x.cpu.toFixed(2)}), ${workers}w ${y.wall.toFixed(2)} s (cpu ${y.cpu.toFixed(2)}), ratio ${(x.wall / y.wall).toFixed(2)}\n`);
+    const th = (r: Run): string => (r.threads ? ` [main ${r.threads.main}, workers ${r.threads.started}, other threads ${r.threads.others} ms]` : '');
+    process.stderr.write(`round ${k + 1}: 1w ${x.wall.toFixed(2)} s (cpu ${x.cpu.toFixed(2)}${th(x)}), ${workers}w ${y.wall.toFixed(2)} s (cpu ${y.cpu.toFixed(2)}${th(y)}), ratio ${(x.wall / y.wall).toFixed(2)}\n`);
   }
   const ceil1 = await ceilingRatio(workers);
   const packets = a[0]!.packets;
   const w1 = median(a.map((r) => r.wall)), wn = median(b.map((r) => r.wall));
   console.log(JSON.stringify({
     file, mib: Math.round(mib), packets, runs, workers,
-    w1: { wallS: +w1.toFixed(3), cpuS: +median(a.map((r) => r.cpu)).toFixed(3), pps: Math.round(packets / w1) },
-    wN: { wallS: +wn.toFixed(3), cpuS: +median(b.map((r) => r.cpu)).toFixed(3), pps: Math.round(packets / wn) },
+    w1: { wallS: +w1.toFixed(3), cpuS: +median(a.map((r) => r.cpu)).toFixed(3), pps: Math.round(packets / w1), threadsMs: medThreads(a) },
+    wN: { wallS: +wn.toFixed(3), cpuS: +median(b.map((r) => r.cpu)).toFixed(3), pps: Math.round(packets / wn), threadsMs: medThreads(b) },
     ratio: +median(ratio).toFixed(3), rounds: ratio.map((r) => +r.toFixed(3)),
     ceiling: { start: +ceil0.toFixed(2), end: +ceil1.toFixed(2) },
   }));
