@@ -605,6 +605,7 @@ export class ConntrackPool {
     /** Packets of the batches published and not reported. */
     let inFlight = 0;
     let ended = false;
+    let out: PromiseSettledResult<TaskSummary>[];
     try {
       for (;;) {
         // Publish what is filled, unless a sweep may come due before the batch is decided.
@@ -650,6 +651,8 @@ export class ConntrackPool {
         if (sweep !== null && reported === published && sweep.due(0)) sweep.run(); // no batch in flight
         report(k);
       }
+      end();
+      out = await Promise.allSettled(tasks); // every task returns once the ring ended
     } catch (e) {
       // Let the workers finish what was published (an abort: "the batch in flight finishes"),
       // or leave at once when one died.
@@ -659,15 +662,13 @@ export class ConntrackPool {
         Atomics.notify(rg, RG_PUB);
         for (let w = 0; w < parts; w++) Atomics.notify(rg, RG_TASK0 + w * RT_WORDS + RT_DONE);
       }
-      const out = await Promise.allSettled(tasks);
-      if (failure !== null) throw await this.ringFailure(out, rg, parts, failure, reported, published, batches);
+      const settled = await Promise.allSettled(tasks);
+      if (failure !== null) throw await this.ringFailure(settled, rg, parts, failure, reported, published, batches);
       throw e;
     } finally {
       this.active--;
-      settle();
+      settle(); // after the tasks returned: close() may run its own tasks now
     }
-    end();
-    const out = await Promise.allSettled(tasks);
     const unregistered = new Set<string>();
     for (const r of out) {
       if (r.status === 'rejected') throw await this.ringFailure(out, rg, parts, r.reason, reported, published, batches);
