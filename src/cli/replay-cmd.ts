@@ -318,10 +318,9 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
               if (pkt) parseFrame(linktype, buf, off, len, pkt);
             },
           } : {}),
-          onBatch: (b: PacketBatch, times: Float64Array) => {
-            gc.maybeRun(); // no batch in flight
-            if (sub) printEvents(sub.poll(), b, times);
-          },
+          // Sweeps with no batch in flight (pool.ts keeps several in flight without -E).
+          sweep: { due: (extra: number) => gc.due(extra), run: () => gc.maybeRun() },
+          ...(sub ? { onBatch: (b: PacketBatch, times: Float64Array) => printEvents(sub.poll(), b, times) } : {}),
           onProgress,
         });
       } finally {

@@ -213,10 +213,15 @@ export class ReplayGc {
     this.threshold = Math.floor((table.max * startPercent) / 100);
   }
 
+  /** Would the table be past the threshold after `extra` more entries? (A pool replay's sweep.) */
+  due(extra = 0): boolean {
+    // The entry count (H_COUNT plus the records' unfolded parts; racy reads).
+    return this.table.count + extra >= this.threshold;
+  }
+
   /** Sweep the whole table once if it is past the threshold. Call outside any batch. */
   maybeRun(): void {
-    // The entry count (H_COUNT plus the records' unfolded parts; racy reads).
-    if (this.table.count < this.threshold) return;
+    if (!this.due()) return;
     if (!this.engine) {
       this.engine = new GcEngine(this.table, { budgetMs: 1000 });
       if (this.onDestroy) this.engine.onDestroy = this.onDestroy;

@@ -64,7 +64,13 @@ export const RS_SLOT = 5; // entry slot, -1 when none (valid only while no slot 
 export const RS_L4 = 6; // layer-4 protocol number as parsed, 0 when none
 export const RS_TASK = 7; // task record index that decided the packet
 export const RS_ID = 8; // conntrack id of the packet's connection (E_ID, as -o id shows), 0 when none
-export const RS_WORDS = 9;
+/**
+ * A whole cache line per packet: neighbouring packets of a batch are decided by different
+ * workers, and results sharing a line made it bounce between their cores on every packet.
+ */
+export const RS_WORDS = 16;
+/** Words per cache line (the results section starts on one). */
+const LINE_WORDS = 16;
 export const RF_DONE = 1;
 export const RF_DROP = 2;
 export const RF_NAT_SHIFT = 2; // bits 2-4: what NAT rewrote (nat/nat.ts NAT_REWROTE_*)
@@ -88,7 +94,7 @@ export interface BatchSections {
 export function batchSections(capacity: number): BatchSections {
   const tasks = BATCH_HEADER_WORDS;
   const index = tasks + MAX_TASKS * TASK_WORDS;
-  const results = index + capacity * IX_WORDS;
+  const results = Math.ceil((index + capacity * IX_WORDS) / LINE_WORDS) * LINE_WORDS;
   const lists = results + capacity * RS_WORDS;
   return { tasks, index, results, lists, totalWords: lists + capacity };
 }

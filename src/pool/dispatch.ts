@@ -46,15 +46,27 @@ function mix(h: number): number {
   return h >>> 0;
 }
 
+/**
+ * An address's hash: its four words folded (odd multipliers keep them apart), then mixed once.
+ * An IPv4 address (words 1-3 zero) hashes as mix(word 0), which peekFlow uses. Only partitions
+ * depend on it: one mix per address, as each worker hashes every packet of a replay batch.
+ */
 function addrHash(a: Uint32Array): number {
-  let h = 0x9747b28c;
-  for (let k = 0; k < 4; k++) h = mix((h ^ a[k]!) >>> 0);
-  return h;
+  return addrHash4(a[0]! ^ Math.imul(a[1]!, 0x85ebca77) ^ Math.imul(a[2]!, 0xc2b2ae3d) ^ Math.imul(a[3]!, 0x27d4eb2f));
+}
+
+function addrHash4(w: number): number {
+  return mix((w ^ 0x9747b28c) >>> 0);
 }
 
 function symmetric(src: Uint32Array, dst: Uint32Array, sport: number, dport: number, l4: number): number {
   // Sum of the per-address hashes: the same for (a, b) and (b, a).
-  let h = (addrHash(src) + addrHash(dst)) >>> 0;
+  return symmetricOf((addrHash(src) + addrHash(dst)) >>> 0, sport, dport, l4);
+}
+
+/** symmetric() from the sum of the two address hashes. */
+function symmetricOf(pair: number, sport: number, dport: number, l4: number): number {
+  let h = pair;
   if (hasPorts(l4)) {
     const lo = sport < dport ? sport : dport;
     const hi = sport < dport ? dport : sport;
@@ -93,11 +105,8 @@ const IPV4_MIN_HLEN = 20;
 /** IPv4 flags + fragment offset: MF and the offset (a fragment when any is set). */
 const IPV4_FRAG_MASK = 0x3fff;
 
-/** peekFlow's address words (IPv4: word 0, the rest stay 0 as in a parsed Packet). */
-const peekSrc = new Uint32Array(4);
-const peekDst = new Uint32Array(4);
-/** The pair hash of the last peekFlow that returned a flow hash. */
-let peekPair = 0;
+/** The sum of the address hashes of the last peekFlow that returned a flow hash (pairHash: mixed). */
+let peekAddrs = 0;
 
 /**
  * The flow hash of the commonest frames read straight from their bytes (no full parse):
@@ -128,16 +137,19 @@ export function peekFlow(linktype: number, b: Uint8Array, off: number, len: numb
   const tot = (b[p + 2]! << 8) | b[p + 3]!;
   const q = p + ihl;
   if (tot < ihl + 4 || q + 4 > end) return -1;
-  peekSrc[0] = ((b[p + 12]! << 24) | (b[p + 13]! << 16) | (b[p + 14]! << 8) | b[p + 15]!) >>> 0;
-  peekDst[0] = ((b[p + 16]! << 24) | (b[p + 17]! << 16) | (b[p + 18]! << 8) | b[p + 19]!) >>> 0;
-  peekPair = mix((addrHash(peekSrc) + addrHash(peekDst)) >>> 0) || 1;
-  return symmetric(peekSrc, peekDst, (b[q]! << 8) | b[q + 1]!, (b[q + 2]! << 8) | b[q + 3]!, proto);
+  const src = ((b[p + 12]! << 24) | (b[p + 13]! << 16) | (b[p + 14]! << 8) | b[p + 15]!) >>> 0;
+  const dst = ((b[p + 16]! << 24) | (b[p + 17]! << 16) | (b[p + 18]! << 8) | b[p + 19]!) >>> 0;
+  // As addrHash of a parsed IPv4 address (words 1-3 zero).
+  peekAddrs = (addrHash4(src) + addrHash4(dst)) >>> 0;
+  return symmetricOf(peekAddrs, (b[q]! << 8) | b[q + 1]!, (b[q + 2]! << 8) | b[q + 3]!, proto);
 }
 
 /** Partitions a batch's packets into task records; reuses its scratch between batches. */
 export class Dispatcher {
   private readonly pkt = new Packet();
   private counts = new Int32Array(0);
+  /** Per packet of the batch: its flow hash (split's scratch). */
+  private hashes = new Int32Array(0);
   /** Per packet of the batch: its address-pair hash (0: none). */
   private pairs = new Int32Array(0);
   /** Address pairs that sent fragments in the current batch (small; cleared per such batch). */
@@ -146,6 +158,61 @@ export class Dispatcher {
   nat: NatDispatchKey | null = null;
 
   constructor(readonly mode: DispatchMode) {}
+
+  /**
+   * The flow hash of every packet of the batch into `out[0..count)` ('flow' mode: the partition
+   * is `(out[i] >>> 0) % parts`); returns how many fragments the batch holds. Reads the batch,
+   * writes nothing shared, so each pool worker can run it over a whole batch and keep only its
+   * own packets: all compute the same partitions (without NAT, which reads the table).
+   */
+  flows(batch: PacketBatch, out: Int32Array): number {
+    const n = batch.count;
+    const i32 = batch.i32;
+    const u32 = batch.u32;
+    const index = batch.sec.index;
+    const pkt = this.pkt;
+    const bytes = batch.bytes;
+    const nat = this.nat !== null && this.nat.active() ? this.nat : null;
+    if (this.pairs.length < n) this.pairs = new Int32Array(n);
+    const pairs = this.pairs;
+    let frags = 0;
+    for (let i = 0; i < n; i++) {
+      const x = index + i * IX_WORDS;
+      const fast = peekFlow(i32[x + IX_LINKTYPE]!, bytes, u32[x + IX_OFF]!, i32[x + IX_LEN]!);
+      if (fast >= 0) {
+        // The common case: a whole TCP/UDP header over IPv4, no fragment (the worker parses).
+        out[i] = fast | 0;
+        pairs[i] = mix(peekAddrs) || 1; // pairHash's value for the packet
+        continue;
+      }
+      parseFrame(i32[x + IX_LINKTYPE]!, bytes, u32[x + IX_OFF]!, i32[x + IX_LEN]!, pkt);
+      // With NAT: by connection; packets of no connection yet all to partition 0, in order.
+      let h: number;
+      if (nat === null) h = flowHash(pkt, i);
+      else if (pkt.reason !== null) h = i >>> 0;
+      else {
+        const c = nat.connection(pkt);
+        h = c === 0 ? 0 : mix(c);
+      }
+      out[i] = h | 0;
+      pairs[i] = pkt.family !== 0 ? pairHash(pkt) | 0 : 0;
+      // A fragment's ports are unknown until reassembly: its address pair groups it (below).
+      if (pkt.fragment && pkt.family !== 0) {
+        this.pairSet.add(pairs[i]!);
+        frags++;
+      }
+    }
+    if (frags > 0) {
+      // Every packet between two hosts that exchanged fragments in this batch goes to one
+      // partition: the worker that completes a datagram also decides the flow's other packets,
+      // in capture order.
+      for (let i = 0; i < n; i++) {
+        if (pairs[i] !== 0 && this.pairSet.has(pairs[i]!)) out[i] = pairs[i]!;
+      }
+      this.pairSet.clear(); // once per batch with fragments
+    }
+    return frags;
+  }
 
   /**
    * Fill the batch's dispatch list and task records for `parts` partitions (at most one task
@@ -184,51 +251,17 @@ export class Dispatcher {
       if (this.counts.length < parts + 1) this.counts = new Int32Array(parts + 1);
       const c = this.counts;
       c.fill(0);
-      const pkt = this.pkt;
-      const bytes = batch.bytes;
-      const nat = this.nat !== null && this.nat.active() ? this.nat : null;
-      if (this.pairs.length < n) this.pairs = new Int32Array(n);
-      const pairs = this.pairs;
-      let frags = 0;
+      if (this.hashes.length < n) this.hashes = new Int32Array(n);
+      const hashes = this.hashes;
+      this.flows(batch, hashes);
       for (let i = 0; i < n; i++) {
         const x = index + i * IX_WORDS;
-        const fast = peekFlow(i32[x + IX_LINKTYPE]!, bytes, batch.u32[x + IX_OFF]!, i32[x + IX_LEN]!);
-        if (fast >= 0) {
-          // The common case: a whole TCP/UDP header over IPv4, no fragment (the worker parses).
-          i32[x + IX_FLOW] = fast | 0;
-          pairs[i] = peekPair | 0;
-          continue;
-        }
-        parseFrame(i32[x + IX_LINKTYPE]!, bytes, batch.u32[x + IX_OFF]!, i32[x + IX_LEN]!, pkt);
-        // With NAT: by connection; packets of no connection yet all to partition 0, in order.
-        let h: number;
-        if (nat === null) h = flowHash(pkt, i);
-        else if (pkt.reason !== null) h = i >>> 0;
-        else {
-          const c = nat.connection(pkt);
-          h = c === 0 ? 0 : mix(c);
-        }
-        i32[x + IX_FLOW] = h | 0;
-        pairs[i] = pkt.family !== 0 ? pairHash(pkt) | 0 : 0;
-        // A fragment's ports are unknown until reassembly: its address pair groups it (below).
-        if (pkt.fragment && pkt.family !== 0) {
-          this.pairSet.add(pairs[i]!);
-          frags++;
-        }
-      }
-      for (let i = 0; i < n; i++) {
-        const x = index + i * IX_WORDS;
-        // Every packet between two hosts that exchanged fragments in this batch goes to one
-        // partition: the worker that completes a datagram also decides the flow's other packets,
-        // in capture order.
-        let h = i32[x + IX_FLOW]! >>> 0;
-        if (frags > 0 && pairs[i] !== 0 && this.pairSet.has(pairs[i]!)) h = pairs[i]! >>> 0;
+        const h = hashes[i]! >>> 0;
         const p = h % parts;
         i32[x + IX_FLOW] = h | 0;
         i32[x + IX_PART] = p;
         c[p + 1]!++;
       }
-      if (frags > 0) this.pairSet.clear(); // once per batch with fragments
       // Prefix sums: c[p] = start of partition p in the list.
       for (let p = 0; p < parts; p++) c[p + 1]! += c[p]!;
       const starts = c.slice(0, parts + 1); // once per batch, not per packet

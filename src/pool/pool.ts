@@ -25,12 +25,13 @@ import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import {
   BatchVerdict, BH_DATA_BYTES, BH_DATA_USED, DEFAULT_BATCH_PACKETS, IX_LEN, IX_LINKTYPE, IX_OFF, IX_WORDS, MAX_TASKS, PacketBatch, TASK_WORDS, TK_PROGRESS, TK_THREAD, TK_WID,
-  type BatchOptions,
+  type BatchHandle, type BatchOptions,
 } from './batch.js';
 import { CaptureError, CaptureStream, GzipError, MAX_CAPLEN, type CaptureReader, type CaptureRecord, type CaptureSource } from '../input/capture/reader.js';
 import { Dispatcher, type DispatchMode } from './dispatch.js';
 import { NatDispatchKey } from '../track/nat/dispatch-key.js';
 import { DirectPcapFeeder } from './direct-pcap.js';
+import { RG_END, RG_FIN, RG_PUB, RG_SLOT0, RG_STOP, RG_TASK0, RG_WANT, RING_DATA_BYTES, RING_DEPTH, RT_DONE, RT_EXTRA_LEN, RT_THREAD, RT_WORDS, ringBytes, ringExtraAt } from './ring.js';
 import { W_ALIVE, W_PID, WORKER_WORDS } from '../table/layout.js';
 import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
 import { nflogTimestampMs } from '../input/packet/parse.js';
@@ -52,16 +53,19 @@ export interface PoolWorkerData {
 
 /** One piscina task. */
 export interface PoolTask {
-  kind: 'decide' | 'close';
+  kind: 'decide' | 'close' | 'stream';
   batch: SharedArrayBuffer;
   data: SharedArrayBuffer;
   /** Task record index in the batch. */
   task: number;
   /** Test hook: the worker exits after deciding this many packets of the task. */
   crashAfter?: number;
-  /** 'close' tasks: barrier word and number of parties. */
+  /** 'close' tasks: barrier word and number of parties ('stream': number of partitions). */
   barrier?: SharedArrayBuffer;
   parties?: number;
+  /** 'stream' tasks (a replay): the ring's control block and its batches (ring.ts). */
+  ring?: SharedArrayBuffer;
+  slots?: BatchHandle[];
 }
 
 /** What a worker answers for a task. */
@@ -143,9 +147,18 @@ export interface PoolReplayOptions {
   onProgress?: (done: number, total: number, packets: number) => void;
   /**
    * Called when a batch was decided, before the next one is dispatched: the table's event ring
-   * holds every event of the packets so far and none of later ones.
+   * holds every event of the packets so far and none of later ones. Given, it makes the replay
+   * decide one batch at a time (a barrier per batch); without it, and without NAT rules, flow
+   * dispatch keeps several batches in flight (ring.ts).
    */
   onBatch?: (batch: PacketBatch, times: Float64Array) => void;
+  /**
+   * Table-wide work that needs no batch in flight (the replay's GC sweep). After each batch,
+   * `due(0)` says whether to `run()` now; a batch is dispatched ahead of others only while
+   * `due(n)` is false for n = the packets in flight with it (each packet inserts at most one
+   * entry), so it runs after the same batches as with one batch at a time.
+   */
+  sweep?: { due(extra: number): boolean; run(): void };
   /** Called before onPacket with the packet's frame (still in the batch's data). */
   onFrame?: (linktype: number, buf: Uint8Array, off: number, len: number) => void;
   /** Packets per batch (default DEFAULT_BATCH_PACKETS). */
@@ -155,6 +168,8 @@ export interface PoolReplayOptions {
    * an AbortError (code ABORT_ERR). Packets decided before stay in the table.
    */
   signal?: AbortSignal;
+  /** @internal Test hook: with the ring, the first worker exits after deciding this many packets. */
+  crashAfter?: number;
 }
 
 /** What ConntrackPool.replay() returns. */
@@ -373,11 +388,14 @@ export class ConntrackPool {
   }
 
   /**
-   * Replay a capture through the pool: capture timestamps drive the table clock, batches are
-   * dispatched one after another (the next is filled while the workers decide the current).
-   * The capture is streamed (bytes in memory, a path, `-`, a Readable or async chunks; gzip
-   * too): frames are copied into the two batches' own shared data areas, so memory stays flat
-   * whatever the capture's size.
+   * Replay a capture through the pool: capture timestamps drive the table clock. The capture is
+   * streamed (bytes in memory, a path, `-`, a Readable or async chunks; gzip too): frames are
+   * copied into a few batches' own shared data areas (a classic pcap file is read straight into
+   * them), so memory stays flat whatever the capture's size. With flow dispatch, no NAT rules
+   * and no `onBatch`, the workers take the batches from a ring (ring.ts): each decides its own
+   * flows of every batch, with no message and no barrier per batch, while this thread reads
+   * ahead and reports in capture order. Otherwise batches are dispatched one after another (the
+   * next is filled while the workers decide the current).
    */
   async replay(source: CaptureSource, opts: PoolReplayOptions = {}): Promise<PoolReplayResult> {
     // A classic pcap file is read straight into the batches (no copy on this thread); any other
@@ -385,10 +403,17 @@ export class ConntrackPool {
     const direct = typeof source === 'string' ? DirectPcapFeeder.open(source) : null;
     const cs = direct === null ? new CaptureStream(source) : null;
     const cap = opts.batch ?? DEFAULT_BATCH_PACKETS;
-    // Room for full-size Ethernet frames; a bigger frame closes the batch early.
-    const dataBytes = Math.max(cap * REPLAY_BYTES_PER_PACKET, MAX_CAPLEN);
-    const batches = [PacketBatch.create({ capacity: cap, dataBytes }), PacketBatch.create({ capacity: cap, dataBytes })];
-    const ts = [new Float64Array(cap), new Float64Array(cap)];
+    const ring = this.dispatch === 'flow' && opts.onBatch === undefined && !(this.dispatcher.nat?.active() ?? false);
+    const depth = ring ? RING_DEPTH : 2;
+    // Room for full-size Ethernet frames (the ring: within its byte budget); a bigger frame, or
+    // a full data area, closes the batch early.
+    const dataBytes = Math.max(Math.min(cap * REPLAY_BYTES_PER_PACKET, ring ? RING_DATA_BYTES / depth : Infinity), MAX_CAPLEN);
+    const batches: PacketBatch[] = [];
+    const ts: Float64Array[] = [];
+    for (let k = 0; k < depth; k++) {
+      batches.push(PacketBatch.create({ capacity: cap, dataBytes }));
+      ts.push(new Float64Array(cap));
+    }
     const counts: Record<string, number> = {};
     for (const s of CTSTATE_NAMES) counts[s] = 0;
     const unregistered = new Set<string>();
@@ -480,29 +505,39 @@ export class ConntrackPool {
       lastTsMs = times[m - 1]!;
       now = b.now(m - 1);
     };
+    const sweep = opts.sweep ?? null;
 
     checkAbort(opts.signal, 'pool.replay');
     try {
-      let cur = 0;
-      await fill(cur);
-      let pending: Promise<BatchResult> | null = batches[cur]!.count > 0 ? this.process(batches[cur]!) : null;
-      while (pending) {
-        const next = 1 - cur;
-        await fill(next); // while the workers decide `cur`
-        const r = await pending;
-        if (opts.signal?.aborted) {
+      if (ring) {
+        const r = await this.replayRing(batches, fill, (k) => {
+          report(k);
+          if (opts.onProgress) opts.onProgress(bytesRead(), totalBytes, packets);
+        }, sweep, opts.signal, opts.crashAfter);
+        for (const e of r) unregistered.add(e);
+      } else {
+        let cur = 0;
+        await fill(cur);
+        let pending: Promise<BatchResult> | null = batches[cur]!.count > 0 ? this.process(batches[cur]!) : null;
+        while (pending) {
+          const next = 1 - cur;
+          await fill(next); // while the workers decide `cur`
+          const r = await pending;
+          if (opts.signal?.aborted) {
+            this.table.clock = batches[cur]!.now(batches[cur]!.count - 1);
+            throw abortError(opts.signal, 'pool.replay'); // between batches: none in flight
+          }
+          for (const e of r.unregisteredReasons) unregistered.add(e);
+          // The table clock as of the last packet decided (read by GC and destroy events).
           this.table.clock = batches[cur]!.now(batches[cur]!.count - 1);
-          throw abortError(opts.signal, 'pool.replay'); // between batches: none in flight
+          if (sweep !== null && sweep.due(0)) sweep.run();
+          // Every event of `cur` is in the table's event ring now, none of `next` yet.
+          if (opts.onBatch) opts.onBatch(batches[cur]!, ts[cur]!);
+          pending = batches[next]!.count > 0 ? this.process(batches[next]!) : null;
+          report(cur);
+          if (opts.onProgress) opts.onProgress(bytesRead(), totalBytes, packets);
+          cur = next;
         }
-        for (const e of r.unregisteredReasons) unregistered.add(e);
-        // The table clock as of the last packet decided (read by GC and destroy events).
-        this.table.clock = batches[cur]!.now(batches[cur]!.count - 1);
-        // Every event of `cur` is in the table's event ring now, none of `next` yet.
-        if (opts.onBatch) opts.onBatch(batches[cur]!, ts[cur]!);
-        pending = batches[next]!.count > 0 ? this.process(batches[next]!) : null;
-        report(cur);
-        if (opts.onProgress) opts.onProgress(bytesRead(), totalBytes, packets);
-        cur = next;
       }
     } finally {
       direct?.close();
@@ -510,6 +545,161 @@ export class ConntrackPool {
     }
     if (opts.onProgress) opts.onProgress(bytesRead(), totalBytes, packets);
     return { packets, counts, error, now, lastTsMs, table: this.table, unregisteredReasons: [...unregistered] };
+  }
+
+  /**
+   * The ring (ring.ts): one long 'stream' task per worker; this thread fills slot after slot
+   * (`fill`) while fewer than `batches.length` are in flight, and hands each batch that every
+   * worker finished to `report`, in order, before refilling its slot. Resolves with the reason
+   * strings the registry lacked; rejects with an AbortError (the batches in flight finish
+   * first), a WorkerDeathError (after recovery) or a worker's error.
+   */
+  private async replayRing(
+    batches: PacketBatch[], fill: (k: number) => Promise<number>, report: (k: number) => void,
+    sweep: { due(extra: number): boolean; run(): void } | null, signal: AbortSignal | undefined, crashAfter?: number,
+  ): Promise<string[]> {
+    if (this.closing || this.closed) throw stateError('the pool is closed');
+    const depth = batches.length;
+    const parts = this.workers;
+    const ctl = new SharedArrayBuffer(ringBytes(parts));
+    const rg = new Int32Array(ctl);
+    // Queued behind any batch of process() still in flight; close() waits for the ring.
+    const prev = this.tail;
+    let settle!: () => void;
+    this.tail = new Promise<void>((r) => { settle = r; });
+    this.active++;
+    await prev;
+    const slots = batches.map((b) => b.handle());
+    const tasks: Promise<TaskSummary>[] = [];
+    for (let t = 0; t < parts; t++) {
+      const task: PoolTask = { kind: 'stream', batch: ctl, data: ctl, task: t, parties: parts, ring: ctl, slots };
+      if (t === 0 && crashAfter !== undefined) task.crashAfter = crashAfter;
+      tasks.push(this.piscina.run(task));
+    }
+    // Settles (never resolves) when a task failed: every wait below races it.
+    let failure: unknown = null;
+    const failed = new Promise<never>((_, reject) => {
+      for (const p of tasks) p.catch((e: unknown) => { failure ??= e; reject(e); });
+    });
+    failed.catch(() => {});
+    const waitAsync = (Atomics as unknown as {
+      waitAsync(a: Int32Array, i: number, v: number, t?: number): { async: boolean; value: Promise<string> | string };
+    }).waitAsync;
+    const extras: (string[] | null)[] = new Array<string[] | null>(parts).fill(null);
+    const extraLen = new Int32Array(parts);
+    const readExtras = (): void => {
+      for (let w = 0; w < parts; w++) {
+        const len = Atomics.load(rg, RG_TASK0 + w * RT_WORDS + RT_EXTRA_LEN); // stored before the worker's RT_DONE
+        if (len === extraLen[w]) continue;
+        extraLen[w] = len;
+        extras[w] = JSON.parse(new TextDecoder().decode(new Uint8Array(ctl, ringExtraAt(parts, w), len))) as string[];
+      }
+    };
+    const end = (): void => {
+      Atomics.store(rg, RG_END, 1); // nothing after RG_PUB
+      Atomics.notify(rg, RG_PUB);
+    };
+    let filled = 0;
+    let published = 0;
+    let reported = 0;
+    /** Packets of the batches published and not reported. */
+    let inFlight = 0;
+    let ended = false;
+    let out: PromiseSettledResult<TaskSummary>[];
+    try {
+      for (;;) {
+        // Publish what is filled, unless a sweep may come due before the batch is decided.
+        while (published < filled) {
+          const b = batches[published % depth]!;
+          if (published > reported && sweep !== null && sweep.due(inFlight + b.count)) break;
+          inFlight += b.count;
+          Atomics.store(rg, RG_SLOT0 + (published % depth), 0); // every worker finished its last use
+          published++;
+          Atomics.store(rg, RG_PUB, published); // release: the batch's frames and index
+          Atomics.notify(rg, RG_PUB);
+        }
+        if (ended && published === filled) end();
+        // Read ahead into a free slot.
+        if (!ended && filled - reported < depth) {
+          if (await fill(filled % depth) === 0) ended = true;
+          else filled++;
+          continue;
+        }
+        if (reported === published) break; // (then everything was filled and published)
+        // Wait until every worker finished batch `reported`: with the ring full, until a quarter
+        // of it is (then report and refill those), so this thread wakes once per few batches.
+        if (Atomics.load(rg, RG_FIN) <= reported) {
+          const want = reported + (published - reported === depth ? depth >> 2 : 1);
+          Atomics.store(rg, RG_WANT, want); // before reading RG_FIN: a worker past it notifies
+          for (;;) {
+            if (failure !== null) throw failure;
+            const fin = Atomics.load(rg, RG_FIN); // batches every worker finished (in order)
+            if (fin >= want) break;
+            const w = waitAsync(rg, RG_FIN, fin, 1000);
+            if (w.async) await Promise.race([w.value, failed]);
+          }
+        }
+        const k = reported % depth;
+        const b = batches[k]!;
+        inFlight -= b.count;
+        readExtras();
+        b.extras = extras.map((e) => e ?? []);
+        reported++;
+        // The table clock as of the last packet reported (read by GC and destroy events).
+        this.table.clock = b.now(b.count - 1);
+        if (signal?.aborted) throw abortError(signal, 'pool.replay');
+        if (sweep !== null && reported === published && sweep.due(0)) sweep.run(); // no batch in flight
+        report(k);
+      }
+      end();
+      out = await Promise.allSettled(tasks); // every task returns once the ring ended
+    } catch (e) {
+      // Let the workers finish what was published (an abort: "the batch in flight finishes"),
+      // or leave at once when one died.
+      end();
+      if (failure !== null || !(e instanceof ConntrackError && e.code === 'ABORT_ERR')) {
+        Atomics.store(rg, RG_STOP, 1); // leave, even from a fragment batch's wait
+        Atomics.notify(rg, RG_PUB);
+        for (let w = 0; w < parts; w++) Atomics.notify(rg, RG_TASK0 + w * RT_WORDS + RT_DONE);
+      }
+      const settled = await Promise.allSettled(tasks);
+      if (failure !== null) throw await this.ringFailure(settled, rg, parts, failure, reported, published, batches);
+      throw e;
+    } finally {
+      this.active--;
+      settle(); // after the tasks returned: close() may run its own tasks now
+    }
+    const unregistered = new Set<string>();
+    for (const r of out) {
+      if (r.status === 'rejected') throw await this.ringFailure(out, rg, parts, r.reason, reported, published, batches);
+      this.wids.set(r.value.threadId, r.value.wid);
+      for (const x of r.value.extras ?? []) unregistered.add(x);
+    }
+    return [...unregistered];
+  }
+
+  /** The error of a ring whose task failed: a WorkerDeathError when a worker died (after recovery). */
+  private async ringFailure(
+    out: PromiseSettledResult<TaskSummary>[], rg: Int32Array, parts: number, first: unknown,
+    reported: number, published: number, batches: PacketBatch[],
+  ): Promise<unknown> {
+    const deaths: WorkerDeath[] = [];
+    for (let t = 0; t < parts; t++) {
+      if (out[t]!.status !== 'rejected') continue;
+      const tid = Atomics.load(rg, RG_TASK0 + t * RT_WORDS + RT_THREAD); // stored by the worker first
+      const d = tid !== 0 ? await this.deathOf(tid) : null;
+      if (d) deaths.push(d);
+    }
+    if (deaths.length === 0) return first;
+    let decided = 0, total = 0;
+    for (let s = 0; s < published; s++) {
+      const b = batches[s % batches.length]!;
+      if (s < reported) { decided += b.count; total += b.count; continue; }
+      if (s >= reported + batches.length) break;
+      total += b.count;
+      for (let i = 0; i < b.count; i++) if (b.decided(i)) decided++;
+    }
+    return new WorkerDeathError(deaths, decided, total);
   }
 
   /**

@@ -1,0 +1,73 @@
+/**
+ * The replay ring: how ConntrackPool.replay() keeps its workers busy without a message or a
+ * barrier per batch. The layout is declared here, once.
+ *
+ * The dispatching thread fills `depth` batches (PacketBatch, batch.ts) in turn and publishes
+ * each by bumping RG_PUB; batch number s lives in slot s % depth. Every worker runs one long
+ * 'stream' task: it takes the batches in order, computes the flow hash of every packet
+ * (Dispatcher.flows: the same partitions on every worker), decides the packets of its own
+ * partition, and publishes its progress (its RT_DONE word, the slot's counter; the last one to
+ * finish a batch bumps RG_FIN). The dispatcher reports a batch, and refills its slot, once every
+ * worker finished it.
+ *
+ * Order per connection: a flow hashes to one worker, which takes batches in order. A batch with
+ * fragments groups packets by address pair instead (dispatch.ts), which may move a flow to
+ * another worker for that batch: so it is decided alone (every worker waits until all finished
+ * the batches before it, and until all finished it before taking the next).
+ *
+ * Writers: RG_PUB, RG_END, RG_STOP and RG_WANT only the dispatcher; the task words of w only
+ * worker w; RG_FIN and the slot counters every worker (Atomics.add; the dispatcher resets a
+ * slot's counter before it publishes the slot again). Every word is read and written with
+ * Atomics (they order the batches' plain words: results before RT_DONE and the slot counter, frames before RG_PUB).
+ */
+
+/**
+ * Batches in the ring: deep enough that a worker rarely runs dry while the dispatching thread
+ * waits for a core (a shared machine), at most RING_DATA_BYTES of frames in all.
+ */
+export const RING_DEPTH = 16;
+/**
+ * Frame bytes of the whole ring (1 MiB per batch): about 10 ms of two workers' work on full-size
+ * segments, for the dispatching thread to be scheduled again before the workers run dry; on a
+ * loaded machine that takes longer (8, 16 and 64 MiB measured alike there).
+ */
+export const RING_DATA_BYTES = 16 << 20;
+
+/** Batches published so far (the dispatcher's Atomics.store + notify after filling one). */
+export const RG_PUB = 0;
+/** 1: nothing will be published after RG_PUB (end of capture, abort, error). */
+export const RG_END = 1;
+/** 1: leave now, even inside a batch's barrier (a worker died). */
+export const RG_STOP = 2;
+/** Batches every worker finished (bumped by the last worker to finish one: they finish in order). */
+export const RG_FIN = 3;
+/** The dispatcher sleeps until RG_FIN reaches this: workers notify only then (few wake-ups). */
+export const RG_WANT = 4;
+/** Per slot k: workers that finished the batch in it (Atomics.add; reset by the dispatcher). */
+export const RG_SLOT0 = 8;
+/** Per task (worker) w: RG_TASK0 + w * RT_WORDS. */
+export const RG_TASK0 = RG_SLOT0 + RING_DEPTH;
+/** Batches the worker finished (its results are written). */
+export const RT_DONE = 0;
+/** threadId of the worker that took the task (stored first: tells a dead task's thread). */
+export const RT_THREAD = 1;
+/** Its table worker record. */
+export const RT_WID = 2;
+/** Length in bytes of the JSON list of reason strings the registry lacked (ringExtraAt). */
+export const RT_EXTRA_LEN = 3;
+export const RT_WORDS = 4;
+/** Per task: a byte area for that JSON list (rare: tests require registered reasons). */
+export const RG_EXTRA_BYTES = 4096;
+
+export function ringWords(tasks: number): number {
+  return RG_TASK0 + tasks * RT_WORDS;
+}
+
+/** Byte offset of task w's reason list, after the words. */
+export function ringExtraAt(tasks: number, w: number): number {
+  return ringWords(tasks) * 4 + w * RG_EXTRA_BYTES;
+}
+
+export function ringBytes(tasks: number): number {
+  return ringExtraAt(tasks, tasks);
+}
