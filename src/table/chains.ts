@@ -337,6 +337,7 @@ export class Chains {
   private countBy(d: number): void {
     const i32 = this.i32;
     const c = i32[this.W + W_CNT]! + d;
+    this.zones.dirty = true;
     if (c >= COUNT_BATCH || c <= -COUNT_BATCH) {
       i32[this.W + W_CNT] = 0; // plain: single writer, ordered for recovery by the stripe we hold
       Atomics.add(i32, H_COUNT, c); // the fold: the global part, shared by every thread
@@ -351,6 +352,8 @@ export class Chains {
    * bucket stripe for it (see countBy).
    */
   foldCount(): void {
+    if (!this.zones.dirty) return; // nothing counted since the last fold: a batch without inserts or deletes
+    this.zones.dirty = false;
     const i32 = this.i32;
     const c = i32[this.W + W_CNT]!;
     if (c === 0 && !this.zones.pending) return;

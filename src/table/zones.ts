@@ -222,6 +222,8 @@ export class ZoneAccounting {
   /** This record's counter deltas (W_ZC). */
   readonly ZC: number;
   private evict = 0;
+  /** This record's W_CNT or W_ZC may hold an unfolded part (Chains.foldCount clears it; the record's previous owner may have left some). */
+  dirty = true;
 
   constructor(table: ConntrackTable, wid: number) {
     this.sec = table.sec;
@@ -275,6 +277,7 @@ export class ZoneAccounting {
     const key = ((kind << 17) | id) + 1;
     const base = this.ZC;
     let free = -1;
+    this.dirty = true;
     for (let s = 0; s < ZC_SLOTS; s++) {
       const k = i32[base + 2 * s]!;
       if (k === key) {

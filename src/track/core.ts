@@ -158,7 +158,8 @@ export class Conntrack {
     // DESTROY events waiting for room in the ring (a single load when there are none).
     if (this.ring.parked > 0) this.ring.retryParked();
     this.chains.qsbr.offline();
-    this.chains.foldCount(); // our unfolded part of the entry count: a table at rest counts exactly
+    // Our unfolded part of the entry, namespace and zone counts: a table at rest counts exactly.
+    if (this.chains.zones.dirty) this.chains.foldCount();
     this.chains.qsbr.quiesce();
   }
 
