@@ -709,3 +709,26 @@ test('RST answering an ignored segment: after the sender\'s own SYN it is window
   t.is(r.verdict, 'established');
   t.is(h.state, TCP_CONNTRACK_CLOSE);
 });
+
+// The reasons carry the kernel's own log messages (nf_conntrack_proto_tcp.c, 6.x: tcp_error,
+// tcp_in_window, nf_conntrack_tcp_packet), so a verdict's reason says which rule fired.
+test('reason texts name the kernel\'s check, each one distinct', (t) => {
+  const kernel: [string, RegExp][] = [
+    [R_TRUNCATED, /truncated/],
+    [R_CHECKSUM, /checksum/],
+    [R_FLAGS, /^invalid tcp flag combination$/],
+    [R_INVALID_NEW, /invalid new/],
+    [R_NO_PICKUP, /loose/],
+    [R_INVALID_STATE, /^invalid state$/],
+    [R_IGNORED, /ignored/],
+    [R_CHALLENGE_ACK, /challenge ACK/i],
+    [R_INVALID_RST, /invalid RST/i],
+    [R_OVERSHOT, /more bytes than expected/],
+    [R_SEQ_OVER, /^SEQ is over the upper bound \(over the window of the receiver\)$/],
+    [R_ACK_OVER, /^ACK is over the upper bound \(ACKed data not seen yet\)$/],
+    [R_SEQ_UNDER, /^SEQ is under the lower bound \(already ACKed data retransmitted\)$/],
+    [R_ACK_UNDER, /^ACK is under the lower bound \(possible overly delayed/],
+  ];
+  for (const [text, re] of kernel) t.regex(text, re);
+  t.is(new Set(kernel.map(([s]) => s)).size, kernel.length);
+});
