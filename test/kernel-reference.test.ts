@@ -4,11 +4,12 @@
  * mutation that survived the rest of the suite (docs/mutation.md).
  */
 import test from 'ava';
+import { Worker } from 'node:worker_threads';
 import { Conntrack } from '../src/track/core.js';
 import { eventStats, subscribeEvents } from '../src/table/ecache.js';
 import { startGc, type GcOptions } from '../src/table/gc.js';
 import { attachTimeoutPolicyToZone, defineTimeoutPolicy } from '../src/table/ext.js';
-import { STAT_WORDS, ST_PACKETS, E_REFCNT, E_STATUS, E_TIMEOUT, H_COUNT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, TD_MAXEND, TD_MAXWIN } from '../src/table/layout.js';
+import { STAT_WORDS, ST_PACKETS, E_REFCNT, E_STATUS, E_TIMEOUT, H_COUNT, H_FREE_COUNT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, TD_MAXEND, TD_MAXWIN } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { LINKTYPE_ETHERNET, LINKTYPE_RAW, TH_ACK, TH_SYN } from '../src/input/packet/packet.js';
 import { R_OVERSHOT, R_SEQ_OVER, TCP_CONNTRACK_FIN_WAIT, tcpState } from '../src/track/proto/tcp.js';
@@ -588,4 +589,58 @@ test('core: a zone\'s timeout policy applies per TCP state', (t) => {
   const s6 = ct.decide(tcp4({ ...c, flags: 'S', seq: 100, win: 1000 }), { ...o, zone: 6 }).slot;
   t.is(((table.i32[ct.chains.entry(s6) + E_TIMEOUT]! - 1000) | 0) / 1000, 120);
   ct.close();
+});
+
+test('core: close() waits out its grace periods and hands every slot back; a second close() does nothing', (t) => {
+  // A worker leaving (close) frees what it retired once no other worker can still read it, and
+  // returns its cached slots: with the table empty and every tracker closed, all slots are on
+  // the shared free list again (conntrack -F leaves room for nf_conntrack_max connections).
+  const table = ConntrackTable.create({ max: 64 });
+  const a = new Conntrack(table);
+  const b = new Conntrack(table);
+  for (let i = 0; i < 20; i++) a.decide(udp4({ src: '10.0.0.1', dst: '10.9.0.1', sport: 5000 + i, payload: 'q' }), LINKTYPE_RAW, 1000);
+  b.beginBatch(); // b reads under the old epoch: a's flushed slots wait for b's grace period
+  t.is(a.flush(), 20);
+  t.is(Atomics.load(table.i32, H_COUNT), 0);
+  t.true(a.chains.qsbr.pending > 0, 'a still holds retired slots');
+  b.endBatch();
+  a.close();
+  t.is(a.chains.qsbr.pending, 0);
+  // The record a gave back is taken by the next tracker; closing a again must not free it.
+  const c = new Conntrack(table);
+  t.is(c.wid, a.wid);
+  a.close();
+  const d = new Conntrack(table);
+  t.not(d.wid, c.wid, 'a second close() released a record it no longer owns');
+  for (const x of [b, c, d]) x.close();
+  t.is(Atomics.load(table.i32, H_FREE_COUNT), table.capacity);
+});
+
+test('core: close() inside a batch leaves it; close() waits (bounded) for another thread\'s batch to end', async (t) => {
+  // A leaving worker must not hold grace periods up (it is offline once closed), and what it
+  // retired is freed once the last reader that could see it has moved on: close() sleeps in
+  // 1 ms steps (at most 1000) for that instead of giving up at once.
+  const table = ConntrackTable.create({ max: 64 });
+  const a = new Conntrack(table);
+  const b = new Conntrack(table);
+  a.beginBatch();
+  a.close(); // inside a batch
+  for (let i = 0; i < 5; i++) b.decide(udp4({ src: '10.0.0.1', dst: '10.9.0.1', sport: 5000 + i, payload: 'q' }), LINKTYPE_RAW, 1000);
+  t.is(b.flush(), 5);
+  t.is(b.chains.qsbr.pending, 0, 'the closed tracker holds no grace period');
+  // Another thread stays 200 ms inside a batch while b's retired slots wait for it.
+  for (let i = 0; i < 5; i++) b.decide(udp4({ src: '10.0.0.1', dst: '10.9.0.1', sport: 6000 + i, payload: 'q' }), LINKTYPE_RAW, 1000);
+  const flags = new Int32Array(new SharedArrayBuffer(4));
+  const w = new Worker(new URL('./helpers/timed-batch-worker.js', import.meta.url), {
+    workerData: { handle: table.handle(), flags: flags.buffer, ms: 200 },
+  });
+  const exited = new Promise<void>((ok, fail) => { w.once('error', fail); w.once('exit', () => ok()); });
+  for (let k = 0; k < 500 && Atomics.load(flags, 0) === 0; k++) await new Promise((ok) => setTimeout(ok, 10));
+  t.is(Atomics.load(flags, 0), 1, 'the worker is inside its batch');
+  t.is(b.flush(), 5);
+  t.true(b.chains.qsbr.pending > 0);
+  b.close(); // blocks until the worker's batch ends (about 200 ms)
+  t.is(b.chains.qsbr.pending, 0, 'close() waited for the grace period');
+  await exited;
+  t.is(Atomics.load(table.i32, H_FREE_COUNT), table.capacity);
 });

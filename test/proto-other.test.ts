@@ -423,3 +423,22 @@ test('every new reason string is registered', (t) => {
     Object.entries(m).filter(([k, s]) => /^RI?_/.test(k) && typeof s === 'string').map(([, s]) => s as string));
   for (const s of all) t.not(reasonCode(s), REASON_OTHER, s);
 });
+
+test('SCTP reason texts name their check, each one distinct', (t) => {
+  // The checks of nf_conntrack_proto_sctp.c: sctp_error (short header, CRC32c),
+  // do_basic_checks (chunk layout), the out-of-the-blue rule, sctp_new, the verification tag
+  // rules of RFC 4960 8.5.1, and the state table's invalid transitions.
+  const texts: [string, RegExp][] = [
+    [sctp.R_SHORT, /short SCTP packet/],
+    [sctp.R_CRC, /CRC32c/],
+    [sctp.R_CHUNKS, /chunk/],
+    [sctp.R_OOTB, /ABORT, SHUTDOWN COMPLETE or COOKIE ACK without a connection/],
+    [sctp.R_NEW, /cannot start a connection/],
+    [sctp.R_INIT_VTAG, /INIT with a non-zero verification tag/],
+    [sctp.R_INIT_SHORT, /truncated SCTP INIT/],
+    [sctp.R_VTAG, /verification tag mismatch/],
+    [sctp.R_STATE, /invalid in this state/],
+  ];
+  for (const [s, re] of texts) t.regex(s, re);
+  t.is(new Set(texts.map(([s]) => s)).size, texts.length);
+});
