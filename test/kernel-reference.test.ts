@@ -8,15 +8,15 @@ import { Worker } from 'node:worker_threads';
 import { Conntrack } from '../src/track/core.js';
 import { eventStats, subscribeEvents } from '../src/table/ecache.js';
 import { startGc, type GcOptions } from '../src/table/gc.js';
-import { attachTimeoutPolicyToZone, defineTimeoutPolicy } from '../src/table/ext.js';
+import { attachTimeoutPolicyToZone, defineTimeoutPolicy, extStats } from '../src/table/ext.js';
 import { STAT_WORDS, ST_PACKETS, E_REFCNT, E_STATUS, E_TIMEOUT, H_COUNT, H_FREE_COUNT, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, TD_MAXEND, TD_MAXWIN } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { LINKTYPE_ETHERNET, LINKTYPE_RAW, TH_ACK, TH_SYN } from '../src/input/packet/packet.js';
-import { R_OVERSHOT, R_SEQ_OVER, TCP_CONNTRACK_FIN_WAIT, tcpState } from '../src/track/proto/tcp.js';
+import { R_INVALID_NEW, R_NO_PICKUP, R_OVERSHOT, R_SEQ_OVER, TCP_CONNTRACK_FIN_WAIT, tcpState } from '../src/track/proto/tcp.js';
 import { CT_INVALID, CT_NEW } from '../src/track/verdict.js';
 import { seg, TcpHarness } from './helpers/tcpctx.js';
 import { tcpClosing, tcpEstablished } from './helpers/conns.js';
-import { fixIpv4Checksum, icmp4, icmp6, icmpError4, ipv4, parsePacket, tcp4, udp4 } from './helpers/frames.js';
+import { fixIpv4Checksum, icmp4, icmp6, icmpError4, icmpError6, ipv4, parsePacket, tcp4, udp4, udp6 } from './helpers/frames.js';
 import { udpError, udpliteError } from '../src/track/proto/udp.js';
 import { ICMP_INVALID, icmpError } from '../src/track/proto/icmp.js';
 import { ProtoResult } from '../src/track/proto/l4proto.js';
@@ -448,6 +448,14 @@ test('core: events of a tracker outside the pool carry tag -1; DESTROYs parked o
   }
   t.is(destroys, 20);
   t.is(eventStats(table).parked, 0);
+  // Again, delivered this time by retryParkedEvents() (returns how many are still parked).
+  for (let i = 0; i < 20; i++) ct.decide(udp4({ src: '10.0.0.1', dst: '10.0.0.3', sport: 200 + i }), LINKTYPE_RAW, 1000);
+  sub.poll();
+  t.is(ct.flush(), 20);
+  t.is(sub.poll().filter((ev) => ev.typeName === 'DESTROY').length, 16);
+  t.is(eventStats(table).parked, 4);
+  t.is(ct.retryParkedEvents(), 0);
+  t.is(sub.poll().filter((ev) => ev.typeName === 'DESTROY').length, 4);
   sub.close();
   ct.close();
 });
@@ -588,6 +596,7 @@ test('core: a zone\'s timeout policy applies per TCP state', (t) => {
   // Zone 6 has no policy: the sysctl defaults.
   const s6 = ct.decide(tcp4({ ...c, flags: 'S', seq: 100, win: 1000 }), { ...o, zone: 6 }).slot;
   t.is(((table.i32[ct.chains.entry(s6) + E_TIMEOUT]! - 1000) | 0) / 1000, 120);
+  t.is(extStats(table).inUse, 1, 'only the zone-5 connection carries a policy block');
   ct.close();
 });
 
@@ -643,4 +652,39 @@ test('core: close() inside a batch leaves it; close() waits (bounded) for anothe
   t.is(b.chains.qsbr.pending, 0, 'close() waited for the grace period');
   await exited;
   t.is(Atomics.load(table.i32, H_FREE_COUNT), table.capacity);
+});
+
+test('core: an ICMPv6 error is RELATED when its outer destination is the connection\'s source (all four address words)', (t) => {
+  // nf_conntrack_inet_error: the error must go to the address the quoted packet came from.
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const q = udp6({ src: 'fd00::1', dst: 'fd00:9::1', sport: 5000, dport: 53, payload: 'q' });
+  const v = ct.decide(q, LINKTYPE_RAW, 1000);
+  const e = ct.decide(icmpError6(1, 4, q, { src: 'fd00:9::1', dst: 'fd00::1' }), LINKTYPE_RAW, 1001);
+  t.deepEqual([e.ctstate, e.direction, e.slot], ['related', 'reply', v.slot]);
+  const w = ct.decide(icmpError6(1, 4, q, { src: 'fd00:9::1', dst: 'fd00::2' }), LINKTYPE_RAW, 1001);
+  t.deepEqual([w.ctstate, w.reason], ['invalid', 'ICMP error: outer destination is not the connection\'s']);
+  ct.close();
+});
+
+test('core: a full table drops the new connection; a TCP first packet tcp_new refuses creates nothing', (t) => {
+  // early_drop finds nothing to evict among ASSURED entries: the packet is dropped (NF_DROP).
+  const table = ConntrackTable.create({ max: 16 });
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  for (let i = 0; i < table.capacity; i++) tcpEstablished(ct, i, 1000);
+  ct.endBatch();
+  const v = ct.decide(udp4({ src: '10.0.0.1', dst: '10.9.0.1', sport: 5000, payload: 'q' }), LINKTYPE_RAW, 1000);
+  t.deepEqual([v.ctstate, v.reason, v.drop], ['invalid', 'table full', true]);
+  ct.close();
+  // tcp_new: a FIN is no first packet; with nf_conntrack_tcp_loose 0 only a SYN is.
+  const t2 = ConntrackTable.create({ max: 64, sysctls: { nf_conntrack_tcp_loose: 0 } });
+  const c2 = new Conntrack(t2);
+  const c = { src: '10.0.0.1', dst: '10.0.0.2', sport: 4000, dport: 80 };
+  let r = c2.decide(tcp4({ ...c, flags: 'FA', seq: 100, ack: 1, win: 1000 }), LINKTYPE_RAW, 1000);
+  t.deepEqual([r.ctstate, r.reason], ['invalid', R_INVALID_NEW]);
+  r = c2.decide(tcp4({ ...c, flags: 'A', seq: 100, ack: 1, win: 1000 }), LINKTYPE_RAW, 1000);
+  t.deepEqual([r.ctstate, r.reason], ['invalid', R_NO_PICKUP]);
+  t.is(Atomics.load(t2.i32, H_COUNT), 0);
+  c2.close();
 });

@@ -570,3 +570,49 @@ test('SCTP: chunks after the first that change no state keep it; an ERROR in COO
   t.is(sctpState(r, v.slot), 'CLOSED');
   t.is(r.left(v.slot), 10);
 });
+
+test('SCTP state names are the kernel\'s (sctp_conntrack_names)', (t) => {
+  t.deepEqual(sctp.SCTP_STATE_NAMES, [
+    'NONE', 'CLOSED', 'COOKIE_WAIT', 'COOKIE_ECHOED', 'ESTABLISHED', 'SHUTDOWN_SENT',
+    'SHUTDOWN_RECD', 'SHUTDOWN_ACK_SENT', 'HEARTBEAT_SENT',
+  ]);
+});
+
+test('SCTP: a truncated INIT or INIT ACK chunk is invalid; an INIT on a live association must carry tag 0', (t) => {
+  // sctp_new / nf_conntrack_sctp_packet: skb_header_pointer for the 16-byte init header fails on
+  // a shorter chunk: invalid. 8.5.1 (A) holds for every INIT, not only the first.
+  const r = run();
+  let v = r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A).subarray(0, 12) }], 45000));
+  t.deepEqual([v.state, v.reason], ['invalid', sctp.R_INIT_SHORT]);
+  const s = associate(r, t);
+  v = r.send(b2a(TAG_A, [{ type: INIT_ACK, body: initBody(TAG_B).subarray(0, 12) }]));
+  t.deepEqual([v.state, v.reason], ['invalid', sctp.R_INIT_SHORT]);
+  v = r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A).subarray(0, 12) }]));
+  t.deepEqual([v.state, v.reason], ['invalid', sctp.R_INIT_SHORT]);
+  v = r.send(a2b(TAG_B, [{ type: INIT, body: initBody(TAG_A) }]));
+  t.deepEqual([v.state, v.reason], ['invalid', sctp.R_INIT_VTAG]);
+  t.is(sctpState(r, s), 'ESTABLISHED');
+  // A full INIT with tag 0 on the live association passes (state kept: ESTABLISHED row INIT).
+  t.is(r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A) }])).state, 'established');
+  t.is(sctpState(r, s), 'ESTABLISHED');
+});
+
+test('SCTP: bytes after the last chunk too few for a chunk header are not a chunk', (t) => {
+  // for_each_sctp_chunk stops when skb_header_pointer cannot read a 4-byte chunk header.
+  const r = run();
+  const s = associate(r, t);
+  const ok = sctpPayload(40000, 5000, TAG_B, [{ type: DATA, body: new Uint8Array(4) }]);
+  const p = new Uint8Array(ok.length + 2);
+  p.set(ok);
+  new DataView(p.buffer).setUint32(8, 0);
+  new DataView(p.buffer).setUint32(8, crc32cSlow(p), true);
+  const v = r.send(ipv4(sctp.IPPROTO_SCTP, p, { src: A, dst: B }));
+  t.deepEqual([v.state, v.reason, v.slot], ['established', null, s]);
+  // The same after an INIT that opens a connection (sctp_new walks the chunks too).
+  const init = sctpPayload(46000, 5000, 0, [{ type: INIT, body: initBody(TAG_A) }]);
+  const q = new Uint8Array(init.length + 2);
+  q.set(init);
+  new DataView(q.buffer).setUint32(8, 0);
+  new DataView(q.buffer).setUint32(8, crc32cSlow(q), true);
+  t.is(r.send(ipv4(sctp.IPPROTO_SCTP, q, { src: A, dst: B })).state, 'new');
+});
