@@ -875,3 +875,58 @@ test('handleInvalid: only a long remaining timeout (120 s or more) is lowered, a
   t.is(lower(120_001, 120), 120);
   t.is(lower(200_000), -1, 'below UNACK 300');
 });
+
+test('window bounds at their edges: a zero window opens one byte, ACK and SEQ lower bounds are inclusive', (t) => {
+  // tcp_in_window: receiver->td_maxend = sack + win, plus one when win == 0; IV: sack >=
+  // receiver->td_end - MAXACKWINDOW (66000 here); II: end >= sender->td_end - receiver->td_maxwin.
+  let h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  h.step(Y, seg(S | A, SV, C + 1, { win: 10 }));
+  h.step(O, seg(A, C + 1, SV + 1, { win: 1000 }));
+  t.is(h.td(O, TD_MAXEND), C + 11);
+  h.step(O, seg(A | P, C + 1, SV + 1, { win: 1000, len: 10 }));
+  h.step(Y, seg(A, SV + 1, C + 11, { win: 0 }));
+  t.is(h.td(O, TD_MAXEND), C + 12);
+  // IV: the server's td_end is SV + 1; an ACK exactly 66000 below passes, one more is ignored.
+  h = new TcpHarness();
+  handshake(h);
+  let r = h.step(O, seg(A, C + 1, SV + 1 - 66000, { win: 1000 }));
+  t.deepEqual([r.verdict, r.reason], ['established', null]);
+  r = h.step(O, seg(A, C + 1, SV + 1 - 66001, { win: 1000 }));
+  t.deepEqual([r.verdict, r.reason], ['established', R_ACK_UNDER]);
+  // II: after 2000 bytes (the server's whole window) the client's td_end is C + 2001; a
+  // segment ending at C + 1 = td_end - 2000 passes, one ending a byte earlier is ignored.
+  h = new TcpHarness();
+  handshake(h);
+  h.step(O, seg(A | P, C + 1, SV + 1, { win: 1000, len: 2000 }));
+  t.is(h.td(O, TD_END), C + 2001);
+  t.is(h.td(Y, TD_MAXWIN), 2000);
+  r = h.step(O, seg(A, C + 1, SV + 1, { win: 1000 }));
+  t.deepEqual([r.verdict, r.reason], ['established', null]);
+  r = h.step(O, seg(A, C, SV + 1, { win: 1000 }));
+  t.deepEqual([r.verdict, r.reason], ['established', R_SEQ_UNDER]);
+});
+
+test('retransmission counting needs the same seq and the same ack, not just the same end', (t) => {
+  // nf_conntrack_tcp_packet counts a segment as a retransmission only when dir, seq, ack, end
+  // and window all equal the last one; max_retrans (3) of them cap the timeout at
+  // timeouts[RETRANS] (200 s here, so it differs from UNACK's 300 s).
+  const run = (segs: [number, number, number][]): number => {
+    const h = new TcpHarness({ [S_TCP_TIMEOUT_MAX_RETRANS]: 200 });
+    handshake(h);
+    let last = 0;
+    for (const [seq, ack, len] of segs) last = h.step(O, seg(A | P, seq, ack, { win: 1000, len })).timeout;
+    return last;
+  };
+  const same: [number, number, number] = [C + 1, SV + 1, 10];
+  t.is(run([same, same, same, same]), 200, 'four identical: retransmissions');
+  // Same end (C + 11), sequence moving: new data each time, never a retransmission.
+  t.is(run([[C + 1, SV + 1, 10], [C + 2, SV + 1, 9], [C + 3, SV + 1, 8], [C + 4, SV + 1, 7]]), 300);
+  // Same seq and end, ack moving (the server sent data meanwhile): not retransmissions either.
+  const h = new TcpHarness({ [S_TCP_TIMEOUT_MAX_RETRANS]: 200 });
+  handshake(h);
+  h.step(Y, seg(A | P, SV + 1, C + 1, { win: 2000, len: 100 }));
+  let to = 0;
+  for (let k = 0; k < 4; k++) to = h.step(O, seg(A | P, C + 1, SV + 1 + k, { win: 1000, len: 10 })).timeout;
+  t.is(to, 300);
+});
