@@ -522,6 +522,12 @@ test('SCTP HEARTBEAT with an unexpected tag passes unrefreshed; the peer\'s ACK 
   t.is(r.send(a2b(0xbbbb, [{ type: HEARTBEAT, body: new Uint8Array(8) }]), later).state, 'established');
   t.is(r.send(a2b(0xbbbb, [{ type: DATA, body: new Uint8Array(4) }]), later).state, 'established');
   t.deepEqual([r.send(a2b(TAG_B, [{ type: DATA, body: new Uint8Array(4) }]), later).reason], [sctp.R_VTAG]);
+  t.is(sctpState(r, s, later), 'ESTABLISHED');
+  // An INIT from the reply side of an entry a HEARTBEAT opened is invalid in the state table.
+  const hb = r.send(a2b(0x4444, [{ type: HEARTBEAT, body: new Uint8Array(8) }], 47000));
+  t.is(hb.state, 'new');
+  t.deepEqual([r.send(b2a(0, [{ type: INIT, body: initBody(TAG_B) }], 47000)).reason], [sctp.R_STATE]);
+  t.is(sctpState(r, hb.slot), 'HEARTBEAT_SENT');
 });
 
 test('SCTP HEARTBEAT ACK with an unexpected tag is invalid unless it answers a failed HEARTBEAT from the peer', (t) => {
