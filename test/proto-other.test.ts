@@ -622,3 +622,16 @@ test('SCTP: bytes after the last chunk too few for a chunk header are not a chun
   new DataView(q.buffer).setUint32(8, crc32cSlow(q), true);
   t.is(r.send(ipv4(sctp.IPPROTO_SCTP, q, { src: A, dst: B })).state, 'new');
 });
+
+test('SCTP do_basic_checks: INIT ACK and SHUTDOWN COMPLETE must be alone, COOKIE ACK first; an odd HEARTBEAT ACK with DATA is invalid', (t) => {
+  const r = run();
+  associate(r, t);
+  const bad = (v: { state: string; reason: string | null }) => t.deepEqual([v.state, v.reason], ['invalid', sctp.R_CHUNKS]);
+  bad(r.send(b2a(TAG_A, [{ type: INIT_ACK, body: initBody(TAG_B) }, { type: DATA, body: new Uint8Array(4) }])));
+  bad(r.send(b2a(TAG_A, [{ type: SHUTDOWN_COMPLETE }, { type: DATA, body: new Uint8Array(4) }])));
+  bad(r.send(b2a(TAG_A, [{ type: DATA, body: new Uint8Array(4) }, { type: COOKIE_ACK }])));
+  // A HEARTBEAT ACK answering a failed HEARTBEAT is let through alone, never bundled with DATA.
+  r.send(a2b(0x9999, [{ type: HEARTBEAT, body: new Uint8Array(8) }]));
+  const v = r.send(b2a(0xaaaa, [{ type: HEARTBEAT_ACK, body: new Uint8Array(8) }, { type: DATA, body: new Uint8Array(4) }]));
+  t.deepEqual([v.state, v.reason], ['invalid', sctp.R_VTAG]);
+});
