@@ -423,3 +423,215 @@ test('every new reason string is registered', (t) => {
     Object.entries(m).filter(([k, s]) => /^RI?_/.test(k) && typeof s === 'string').map(([, s]) => s as string));
   for (const s of all) t.not(reasonCode(s), REASON_OTHER, s);
 });
+
+test('SCTP reason texts name their check, each one distinct', (t) => {
+  // The checks of nf_conntrack_proto_sctp.c: sctp_error (short header, CRC32c),
+  // do_basic_checks (chunk layout), the out-of-the-blue rule, sctp_new, the verification tag
+  // rules of RFC 4960 8.5.1, and the state table's invalid transitions.
+  const texts: [string, RegExp][] = [
+    [sctp.R_SHORT, /short SCTP packet/],
+    [sctp.R_CRC, /CRC32c/],
+    [sctp.R_CHUNKS, /chunk/],
+    [sctp.R_OOTB, /ABORT, SHUTDOWN COMPLETE or COOKIE ACK without a connection/],
+    [sctp.R_NEW, /cannot start a connection/],
+    [sctp.R_INIT_VTAG, /INIT with a non-zero verification tag/],
+    [sctp.R_INIT_SHORT, /truncated SCTP INIT/],
+    [sctp.R_VTAG, /verification tag mismatch/],
+    [sctp.R_STATE, /invalid in this state/],
+  ];
+  for (const [s, re] of texts) t.regex(s, re);
+  t.is(new Set(texts.map(([s]) => s)).size, texts.length);
+});
+
+// ---------------------------------------------------------------------------------------------
+// SCTP verification-tag rules, each from nf_conntrack_sctp_packet (6.x) and RFC 4960 8.5.1.
+
+const ERROR_CHUNK = 9;
+/** The SCTP state `conntrack -L` shows for the entry in `slot`. */
+function sctpState(r: Run, slot: number, now = T0): string {
+  return r.line(slot, now).split(/ +/)[3]!;
+}
+
+test('SCTP ABORT: without the T flag it carries the sender\'s own expected tag, with T the peer\'s', (t) => {
+  // (B): vtag == vtag[dir] when T is clear, vtag[!dir] when T is set. A's packets carry TAG_B.
+  let r = run();
+  let s = associate(r, t);
+  t.deepEqual([r.send(a2b(TAG_A, [{ type: ABORT }])).reason], [sctp.R_VTAG]); // A using its own tag, T clear
+  t.is(sctpState(r, s), 'ESTABLISHED');
+  t.deepEqual([r.send(a2b(TAG_B, [{ type: ABORT, flags: 1 }])).reason], [sctp.R_VTAG]); // T set: must be TAG_A
+  t.is(sctpState(r, s), 'ESTABLISHED');
+  t.is(r.send(a2b(TAG_B, [{ type: ABORT }])).state, 'established');
+  t.is(sctpState(r, s), 'CLOSED');
+  r = run();
+  s = associate(r, t);
+  t.is(r.send(a2b(TAG_A, [{ type: ABORT, flags: 1 }])).state, 'established');
+  t.is(sctpState(r, s), 'CLOSED');
+  t.is(r.left(s), 10);
+});
+
+test('SCTP SHUTDOWN COMPLETE follows the ABORT tag rule; COOKIE ECHO must carry the INIT ACK\'s tag', (t) => {
+  // (C) as (B); (D): COOKIE ECHO's vtag is vtag[dir] (the tag the peer's INIT ACK gave).
+  const r = run();
+  const v = r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A) }]));
+  r.send(b2a(TAG_A, [{ type: INIT_ACK, body: initBody(TAG_B) }]));
+  t.deepEqual([r.send(a2b(TAG_B + 1, [{ type: COOKIE_ECHO, body: new Uint8Array(8) }])).reason], [sctp.R_VTAG]);
+  t.is(sctpState(r, v.slot), 'COOKIE_WAIT');
+  r.send(a2b(TAG_B, [{ type: COOKIE_ECHO, body: new Uint8Array(8) }]));
+  r.send(b2a(TAG_A, [{ type: COOKIE_ACK }]));
+  r.send(a2b(TAG_B, [{ type: SHUTDOWN, body: new Uint8Array(4) }]));
+  r.send(b2a(TAG_A, [{ type: SHUTDOWN_ACK }]));
+  t.is(sctpState(r, v.slot), 'SHUTDOWN_ACK_SENT');
+  t.deepEqual([r.send(a2b(TAG_A, [{ type: SHUTDOWN_COMPLETE }])).reason], [sctp.R_VTAG]);
+  t.deepEqual([r.send(a2b(TAG_B, [{ type: SHUTDOWN_COMPLETE, flags: 1 }])).reason], [sctp.R_VTAG]);
+  t.is(sctpState(r, v.slot), 'SHUTDOWN_ACK_SENT');
+  t.is(r.send(a2b(TAG_A, [{ type: SHUTDOWN_COMPLETE, flags: 1 }])).state, 'established');
+  t.is(sctpState(r, v.slot), 'CLOSED');
+});
+
+test('SCTP: an out-of-the-blue SHUTDOWN ACK expects SHUTDOWN COMPLETE back with its tag', (t) => {
+  // sctp_new: for a SHUTDOWN ACK, vtag[REPLY] = the packet's vtag; state NONE -> SHUTDOWN_ACK_SENT.
+  const r = run();
+  const v = r.send(a2b(0x7777, [{ type: SHUTDOWN_ACK }], 43000));
+  t.is(v.state, 'new');
+  t.is(sctpState(r, v.slot), 'SHUTDOWN_ACK_SENT');
+  t.deepEqual([r.send(b2a(0x7778, [{ type: SHUTDOWN_COMPLETE }], 43000)).reason], [sctp.R_VTAG]);
+  t.is(r.send(b2a(0x7777, [{ type: SHUTDOWN_COMPLETE }], 43000)).state, 'established');
+  t.is(sctpState(r, v.slot), 'CLOSED');
+});
+
+test('SCTP HEARTBEAT with an unexpected tag passes unrefreshed; the peer\'s ACK with a new tag adopts it', (t) => {
+  // A HEARTBEAT whose vtag differs from vtag[dir]: HEARTBEAT_VTAG_FAILED, last_dir = dir, accepted
+  // without a timeout refresh. A HEARTBEAT ACK from the other side with a new tag then becomes
+  // vtag[that dir], and vtag[this dir] is forgotten (0: the next HEARTBEAT from here sets it).
+  const r = run();
+  const s = associate(r, t);
+  t.is(r.left(s), 210);
+  const later = T0 + 5000;
+  t.is(r.send(a2b(0x9999, [{ type: HEARTBEAT, body: new Uint8Array(8) }]), later).state, 'established');
+  t.is(r.left(s, later), 205, 'not refreshed');
+  // DATA with the old tag still passes (tags unchanged so far).
+  t.is(r.send(b2a(TAG_A, [{ type: DATA, body: new Uint8Array(4) }]), later).state, 'established');
+  t.is(r.left(s, later), 210);
+  // The same HEARTBEAT bundled with DATA is invalid.
+  t.deepEqual([r.send(a2b(0x9999, [{ type: HEARTBEAT, body: new Uint8Array(8) }, { type: DATA, body: new Uint8Array(4) }]), later).reason], [sctp.R_VTAG]);
+  // The answer: B acknowledges with a new tag 0xaaaa; it is adopted for B's direction.
+  t.is(r.send(b2a(0xaaaa, [{ type: HEARTBEAT_ACK, body: new Uint8Array(8) }]), later).state, 'established');
+  t.is(r.send(b2a(0xaaaa, [{ type: DATA, body: new Uint8Array(4) }]), later).state, 'established');
+  t.deepEqual([r.send(b2a(TAG_A, [{ type: DATA, body: new Uint8Array(4) }]), later).reason], [sctp.R_VTAG]);
+  // A's expected tag was reset to 0: A's next HEARTBEAT sets it, then A's DATA must carry it.
+  t.is(r.send(a2b(0xbbbb, [{ type: HEARTBEAT, body: new Uint8Array(8) }]), later).state, 'established');
+  t.is(r.send(a2b(0xbbbb, [{ type: DATA, body: new Uint8Array(4) }]), later).state, 'established');
+  t.deepEqual([r.send(a2b(TAG_B, [{ type: DATA, body: new Uint8Array(4) }]), later).reason], [sctp.R_VTAG]);
+  t.is(sctpState(r, s, later), 'ESTABLISHED');
+  // An INIT from the reply side of an entry a HEARTBEAT opened is invalid in the state table.
+  const hb = r.send(a2b(0x4444, [{ type: HEARTBEAT, body: new Uint8Array(8) }], 47000));
+  t.is(hb.state, 'new');
+  t.deepEqual([r.send(b2a(0, [{ type: INIT, body: initBody(TAG_B) }], 47000)).reason], [sctp.R_STATE]);
+  t.is(sctpState(r, hb.slot), 'HEARTBEAT_SENT');
+});
+
+test('SCTP HEARTBEAT ACK with an unexpected tag is invalid unless it answers a failed HEARTBEAT from the peer', (t) => {
+  const r = run();
+  const s = associate(r, t);
+  // No failed HEARTBEAT before: invalid.
+  t.deepEqual([r.send(b2a(0xaaaa, [{ type: HEARTBEAT_ACK, body: new Uint8Array(8) }])).reason], [sctp.R_VTAG]);
+  // A failed HEARTBEAT from B itself does not let B's own odd ACK through (last_dir == dir).
+  r.send(b2a(0x9999, [{ type: HEARTBEAT, body: new Uint8Array(8) }]));
+  t.deepEqual([r.send(b2a(0xaaaa, [{ type: HEARTBEAT_ACK, body: new Uint8Array(8) }])).reason], [sctp.R_VTAG]);
+  // A HEARTBEAT with the right tag clears the failure: A's odd ACK is invalid again.
+  t.is(r.send(b2a(TAG_A, [{ type: HEARTBEAT, body: new Uint8Array(8) }])).state, 'established');
+  t.deepEqual([r.send(a2b(0xcccc, [{ type: HEARTBEAT_ACK, body: new Uint8Array(8) }])).reason], [sctp.R_VTAG]);
+  t.is(sctpState(r, s), 'ESTABLISHED');
+});
+
+test('SCTP INIT ACK must carry the tag already known for its sender, except after an INIT from that side', (t) => {
+  // !init[!dir] && vtag[!dir] && vtag[!dir] != init_tag: invalid. An entry opened by A's
+  // HEARTBEAT (tag 0x5555) and B's HEARTBEAT ACK (0x6666) is ESTABLISHED without any INIT; an
+  // INIT ACK from B must then name A's known tag.
+  let r = run();
+  const v = r.send(a2b(0x5555, [{ type: HEARTBEAT, body: new Uint8Array(8) }], 44000));
+  t.is(v.state, 'new');
+  r.send(b2a(0x6666, [{ type: HEARTBEAT_ACK, body: new Uint8Array(8) }], 44000));
+  t.is(sctpState(r, v.slot), 'ESTABLISHED');
+  t.deepEqual([r.send(b2a(0x6666, [{ type: INIT_ACK, body: initBody(0x1234) }], 44000)).reason], [sctp.R_VTAG]);
+  t.is(r.send(b2a(0x6666, [{ type: INIT_ACK, body: initBody(0x5555) }], 44000)).state, 'established');
+  // Collision: both sides sent INIT; an INIT ACK whose tag differs from the one recorded is refused.
+  r = run();
+  const w = r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A) }], 44001));
+  t.is(r.send(b2a(0, [{ type: INIT, body: initBody(TAG_B) }], 44001)).state, 'established');
+  t.deepEqual([r.send(b2a(TAG_A, [{ type: INIT_ACK, body: initBody(TAG_B + 1) }], 44001)).reason], [sctp.R_VTAG]);
+  t.is(r.send(b2a(TAG_A, [{ type: INIT_ACK, body: initBody(TAG_B) }], 44001)).state, 'established');
+  t.is(sctpState(r, w.slot), 'COOKIE_WAIT');
+});
+
+test('SCTP: chunks after the first that change no state keep it; an ERROR in COOKIE_ECHOED from the reply side closes', (t) => {
+  const r = run();
+  const v = r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A) }]));
+  r.send(b2a(TAG_A, [{ type: INIT_ACK, body: initBody(TAG_B) }]));
+  r.send(a2b(TAG_B, [{ type: COOKIE_ECHO, body: new Uint8Array(8) }, { type: DATA, body: new Uint8Array(4) }]));
+  t.is(sctpState(r, v.slot), 'COOKIE_ECHOED');
+  t.is(r.left(v.slot), 3);
+  // The state table: reply ERROR in COOKIE_ECHOED -> CLOSED (a stale cookie).
+  t.is(r.send(b2a(TAG_A, [{ type: ERROR_CHUNK, body: new Uint8Array(4) }])).state, 'established');
+  t.is(sctpState(r, v.slot), 'CLOSED');
+  t.is(r.left(v.slot), 10);
+});
+
+test('SCTP state names are the kernel\'s (sctp_conntrack_names)', (t) => {
+  t.deepEqual(sctp.SCTP_STATE_NAMES, [
+    'NONE', 'CLOSED', 'COOKIE_WAIT', 'COOKIE_ECHOED', 'ESTABLISHED', 'SHUTDOWN_SENT',
+    'SHUTDOWN_RECD', 'SHUTDOWN_ACK_SENT', 'HEARTBEAT_SENT',
+  ]);
+});
+
+test('SCTP: a truncated INIT or INIT ACK chunk is invalid; an INIT on a live association must carry tag 0', (t) => {
+  // sctp_new / nf_conntrack_sctp_packet: skb_header_pointer for the 16-byte init header fails on
+  // a shorter chunk: invalid. 8.5.1 (A) holds for every INIT, not only the first.
+  const r = run();
+  let v = r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A).subarray(0, 12) }], 45000));
+  t.deepEqual([v.state, v.reason], ['invalid', sctp.R_INIT_SHORT]);
+  const s = associate(r, t);
+  v = r.send(b2a(TAG_A, [{ type: INIT_ACK, body: initBody(TAG_B).subarray(0, 12) }]));
+  t.deepEqual([v.state, v.reason], ['invalid', sctp.R_INIT_SHORT]);
+  v = r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A).subarray(0, 12) }]));
+  t.deepEqual([v.state, v.reason], ['invalid', sctp.R_INIT_SHORT]);
+  v = r.send(a2b(TAG_B, [{ type: INIT, body: initBody(TAG_A) }]));
+  t.deepEqual([v.state, v.reason], ['invalid', sctp.R_INIT_VTAG]);
+  t.is(sctpState(r, s), 'ESTABLISHED');
+  // A full INIT with tag 0 on the live association passes (state kept: ESTABLISHED row INIT).
+  t.is(r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A) }])).state, 'established');
+  t.is(sctpState(r, s), 'ESTABLISHED');
+});
+
+test('SCTP: bytes after the last chunk too few for a chunk header are not a chunk', (t) => {
+  // for_each_sctp_chunk stops when skb_header_pointer cannot read a 4-byte chunk header.
+  const r = run();
+  const s = associate(r, t);
+  const ok = sctpPayload(40000, 5000, TAG_B, [{ type: DATA, body: new Uint8Array(4) }]);
+  const p = new Uint8Array(ok.length + 2);
+  p.set(ok);
+  new DataView(p.buffer).setUint32(8, 0);
+  new DataView(p.buffer).setUint32(8, crc32cSlow(p), true);
+  const v = r.send(ipv4(sctp.IPPROTO_SCTP, p, { src: A, dst: B }));
+  t.deepEqual([v.state, v.reason, v.slot], ['established', null, s]);
+  // The same after an INIT that opens a connection (sctp_new walks the chunks too).
+  const init = sctpPayload(46000, 5000, 0, [{ type: INIT, body: initBody(TAG_A) }]);
+  const q = new Uint8Array(init.length + 2);
+  q.set(init);
+  new DataView(q.buffer).setUint32(8, 0);
+  new DataView(q.buffer).setUint32(8, crc32cSlow(q), true);
+  t.is(r.send(ipv4(sctp.IPPROTO_SCTP, q, { src: A, dst: B })).state, 'new');
+});
+
+test('SCTP do_basic_checks: INIT ACK and SHUTDOWN COMPLETE must be alone, COOKIE ACK first; an odd HEARTBEAT ACK with DATA is invalid', (t) => {
+  const r = run();
+  associate(r, t);
+  const bad = (v: { state: string; reason: string | null }) => t.deepEqual([v.state, v.reason], ['invalid', sctp.R_CHUNKS]);
+  bad(r.send(b2a(TAG_A, [{ type: INIT_ACK, body: initBody(TAG_B) }, { type: DATA, body: new Uint8Array(4) }])));
+  bad(r.send(b2a(TAG_A, [{ type: SHUTDOWN_COMPLETE }, { type: DATA, body: new Uint8Array(4) }])));
+  bad(r.send(b2a(TAG_A, [{ type: DATA, body: new Uint8Array(4) }, { type: COOKIE_ACK }])));
+  // A HEARTBEAT ACK answering a failed HEARTBEAT is let through alone, never bundled with DATA.
+  r.send(a2b(0x9999, [{ type: HEARTBEAT, body: new Uint8Array(8) }]));
+  const v = r.send(b2a(0xaaaa, [{ type: HEARTBEAT_ACK, body: new Uint8Array(8) }, { type: DATA, body: new Uint8Array(4) }]));
+  t.deepEqual([v.state, v.reason], ['invalid', sctp.R_VTAG]);
+});

@@ -1,6 +1,6 @@
 import test from 'ava';
 
-import { IPS_ASSURED, IPS_SEEN_REPLY, TD_END, TD_MAXACK, TD_MAXEND, TD_MAXWIN } from '../src/table/layout.js';
+import { E_TIMEOUT, IPS_ASSURED, IPS_SEEN_REPLY, TD_END, TD_MAXACK, TD_MAXEND, TD_MAXWIN } from '../src/table/layout.js';
 import { EV_ASSURED, EV_PROTOINFO } from '../src/track/proto/l4proto.js';
 import { NFPROTO_IPV4, Packet, IPPROTO_TCP, TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST, TH_SYN, TH_URG } from '../src/input/packet/packet.js';
 import {
@@ -8,7 +8,10 @@ import {
   S_TCP_BE_LIBERAL,
   S_TCP_IGNORE_INVALID_RST,
   S_TCP_LOOSE,
+  S_TCP_TIMEOUT_ESTABLISHED,
   S_TCP_TIMEOUT_MAX_RETRANS,
+  S_TCP_TIMEOUT_SYN_SENT,
+  S_TCP_TIMEOUT_UNACKNOWLEDGED,
 } from '../src/table/sysctl.js';
 import {
   IP_CT_TCP_FLAG_BE_LIBERAL,
@@ -708,4 +711,222 @@ test('RST answering an ignored segment: after the sender\'s own SYN it is window
   r = h.step(Y, seg(R | A, SV + 1, SV + 1));
   t.is(r.verdict, 'established');
   t.is(h.state, TCP_CONNTRACK_CLOSE);
+});
+
+// The reasons carry the kernel's own log messages (nf_conntrack_proto_tcp.c, 6.x: tcp_error,
+// tcp_in_window, nf_conntrack_tcp_packet), so a verdict's reason says which rule fired.
+test('reason texts name the kernel\'s check, each one distinct', (t) => {
+  const kernel: [string, RegExp][] = [
+    [R_TRUNCATED, /truncated/],
+    [R_CHECKSUM, /checksum/],
+    [R_FLAGS, /^invalid tcp flag combination$/],
+    [R_INVALID_NEW, /invalid new/],
+    [R_NO_PICKUP, /loose/],
+    [R_INVALID_STATE, /^invalid state$/],
+    [R_IGNORED, /ignored/],
+    [R_CHALLENGE_ACK, /challenge ACK/i],
+    [R_INVALID_RST, /invalid RST/i],
+    [R_OVERSHOT, /more bytes than expected/],
+    [R_SEQ_OVER, /^SEQ is over the upper bound \(over the window of the receiver\)$/],
+    [R_ACK_OVER, /^ACK is over the upper bound \(ACKed data not seen yet\)$/],
+    [R_SEQ_UNDER, /^SEQ is under the lower bound \(already ACKed data retransmitted\)$/],
+    [R_ACK_UNDER, /^ACK is under the lower bound \(possible overly delayed/],
+  ];
+  for (const [text, re] of kernel) t.regex(text, re);
+  t.is(new Set(kernel.map(([s]) => s)).size, kernel.length);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Rules the mutation run found unchecked (docs/mutation.md); expected values from the kernel's
+// nf_conntrack_proto_tcp.c (6.x), computed by hand.
+
+test('a segment captured short counts with its IP length: the kernel had the whole datagram', (t) => {
+  // segment_seq_plus_len uses skb->len: a 100-byte segment whose capture kept only the headers
+  // still ends at seq + 100. Ethernet (l3off 14), IPv4 header 20, TCP header 20.
+  const h = new TcpHarness();
+  handshake(h);
+  const p = seg(A | P, C + 1, SV + 1, { len: 100 });
+  p.complete = false;
+  p.l3off = 14;
+  p.l4off = 34;
+  p.l4len = 20;
+  p.dataLen = 0;
+  p.ipLen = 20 + 20 + 100;
+  t.is(tcpError(h.ctx, p), null);
+  const r = h.step(O, p);
+  t.is(r.verdict, 'established');
+  t.is(h.td(O, TD_END), C + 1 + 100);
+  t.is(r.timeout, 300, 'unacknowledged data');
+});
+
+test('a newer SYN restarts the sender keeping its options when it has none; scales clamp at 14', (t) => {
+  // tcp_options: an option-less header (doff 5) leaves td_scale and flags alone; a window scale
+  // above 14 counts as 14 (RFC 7323). tcp_init_sender zeroes both scales only for the reply
+  // direction when one side did not offer scaling. The restart (a SYN with a higher sequence in
+  // SYN_SENT) then goes on with the window checks: the receiver's td_maxend becomes sack + win
+  // = 0 + 3000 (no ACK: sack is the receiver's td_end, 0).
+  const h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000, wscale: 15, sackPerm: true }));
+  t.is(h.scale(O), 14);
+  t.is(h.td(Y, TD_MAXEND), 1000);
+  const r = h.step(O, seg(S, C + 100, 0, { win: 3000 }));
+  t.is(r.verdict, 'new');
+  t.is(h.td(O, TD_END), C + 101);
+  t.is(h.td(Y, TD_MAXEND), 3000);
+  t.is(h.scale(O), 14);
+  t.is(h.flags(O), IP_CT_TCP_FLAG_WINDOW_SCALE | IP_CT_TCP_FLAG_SACK_PERM);
+  h.step(Y, seg(S | A, SV, C + 101, { win: 2000, wscale: 3 }));
+  t.is(h.state, TCP_CONNTRACK_SYN_RECV);
+  t.deepEqual([h.scale(O), h.scale(Y)], [14, 3]);
+});
+
+test('an ignored SYN\'s options are taken on resync: a scale of 0 counts as offered, 15 as 14', (t) => {
+  // The IGNORE case notes the SYN's options in last_flags / last_wscale (tcp_options on a
+  // zeroed state); the SYN/ACK that answers it restores that side from them.
+  for (const [ws, scale] of [[0, 0], [15, 14]] as const) {
+    const h = new TcpHarness();
+    handshake(h);
+    t.is(h.step(O, seg(S, 50000, 0, { win: 1500, wscale: ws })).reason, R_IGNORED);
+    h.step(Y, seg(S | A, 80000, 50001, { win: 2000, wscale: 2 }));
+    t.is(h.state, TCP_CONNTRACK_SYN_RECV);
+    t.is(h.flags(O), IP_CT_TCP_FLAG_WINDOW_SCALE, `wscale ${ws}`);
+    t.is(h.scale(O), scale, `wscale ${ws}`);
+    t.is(h.td(O, TD_END), 50001);
+    t.is(h.td(O, TD_MAXEND), 50001 + 2000, 'then the SYN/ACK\'s window: sack + win');
+    t.is(h.td(O, TD_MAXWIN), 1500, 'the ignored SYN\'s window');
+  }
+});
+
+test('simultaneous open: the reply SYN changes nothing but its own side; ignored SYN/ACKs keep the flag', (t) => {
+  // tcp_in_window returns at once for a SYN without ACK from the side not seen yet (simultaneous
+  // open): the original side's bounds stay. Ignored segments other than an original SYN leave
+  // last_flags (IP_CT_TCP_SIMULTANEOUS_OPEN) alone, so the reply ACK still establishes.
+  const h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  const before = [h.td(O, TD_END), h.td(O, TD_MAXEND), h.td(O, TD_MAXWIN)];
+  h.step(Y, seg(S, SV, 0, { win: 2000 }));
+  t.deepEqual([h.td(O, TD_END), h.td(O, TD_MAXEND), h.td(O, TD_MAXWIN)], before);
+  h.step(O, seg(S | A, C, SV + 1, { win: 1000 }));
+  t.is(h.state, TCP_CONNTRACK_SYN_RECV);
+  t.is(h.step(Y, seg(S | A, SV, C + 1, { win: 2000 })).reason, R_IGNORED);
+  h.step(Y, seg(A, SV + 1, C + 1, { win: 2000 }));
+  t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+});
+
+test('picked up mid-stream: the peer\'s first segment acking one past the known end answers a keepalive', (t) => {
+  // tcp_in_window, sender unseen and not a SYN: if sack == receiver->td_end + 1, td_end++.
+  const h = new TcpHarness();
+  h.step(O, seg(A, C, SV, { win: 1000, len: 10 }));
+  t.is(h.td(O, TD_END), C + 10);
+  h.step(Y, seg(A, SV, C + 11, { win: 2000 }));
+  t.is(h.td(O, TD_END), C + 11);
+  // Any other ack leaves it.
+  const g = new TcpHarness();
+  g.step(O, seg(A, C, SV, { win: 1000, len: 10 }));
+  g.step(Y, seg(A, SV, C + 10, { win: 2000 }));
+  t.is(g.td(O, TD_END), C + 10);
+});
+
+test('a RST with sequence 0 answering our SYN is taken at the sender\'s end (large ISN)', (t) => {
+  // tcp_in_window: RST, seq 0, state SYN_SENT: seq = end = sender->td_end. With an ISN above
+  // 2^31, seq 0 is "after" td_maxend + 1 and would be out of window without that rule. The
+  // packet is accepted; no reply yet, so the entry goes (nf_ct_kill).
+  const isn = 3_000_000_000;
+  const h = new TcpHarness();
+  h.step(O, seg(S, isn, 0, { win: 1000 }));
+  const r = h.step(O, seg(R, 0, 0, { win: 0 }));
+  t.is(r.verdict, 'new');
+  t.true(r.killed);
+  // The same RST in another state gets no such help: after a SYN/ACK it is out of window.
+  const g = new TcpHarness();
+  g.step(O, seg(S, isn, 0, { win: 1000 }));
+  g.step(Y, seg(S | A, SV, isn + 1, { win: 2000 }));
+  t.is(g.state, TCP_CONNTRACK_SYN_RECV);
+  t.is(g.step(O, seg(R, 0, 0, { win: 0 })).verdict, 'invalid');
+});
+
+test('before a reply only ESTABLISHED is capped at the unacknowledged timeout', (t) => {
+  // nf_conntrack_tcp_packet: without SEEN_REPLY, new_state ESTABLISHED and timeout > UNACK ->
+  // UNACK; other states keep theirs (a long syn_sent stays long), a short established too.
+  // (A first SYN has no recorded window, last_win 0: its timeout is capped at max_retrans
+  // first, so max_retrans is raised here.)
+  let h = new TcpHarness({ [S_TCP_TIMEOUT_SYN_SENT]: 600, [S_TCP_TIMEOUT_MAX_RETRANS]: 1000 });
+  t.is(h.step(O, seg(S, C, 0, { win: 1000 })).timeout, 600);
+  h = new TcpHarness({ [S_TCP_TIMEOUT_ESTABLISHED]: 100 });
+  t.is(h.step(O, seg(A, C, SV, { win: 1000 })).timeout, 100);
+  h = new TcpHarness();
+  t.is(h.step(O, seg(A, C, SV, { win: 1000 })).timeout, 300);
+});
+
+test('handleInvalid: only a long remaining timeout (120 s or more) is lowered, and only when above UNACK', (t) => {
+  // nf_tcp_handle_invalid: expires < 120 s: nothing; else if expires > timeouts[UNACK]: UNACK.
+  const lower = (leftMs: number, unack = 300): number => {
+    const h = new TcpHarness({ [S_TCP_TIMEOUT_UNACKNOWLEDGED]: unack });
+    handshake(h);
+    h.step(O, seg(F | A, C + 500000, SV + 1));
+    const rst = seg(R, SV + 600000, 0, { win: 0 });
+    rst.now = h.now;
+    h.i32[h.e + E_TIMEOUT] = (h.now + leftMs) | 0;
+    return h.step(Y, rst).timeout;
+  };
+  t.is(lower(119_999, 100), -1, 'under 120 s left');
+  t.is(lower(120_000, 100), 100, 'exactly 120 s left, UNACK 100 s');
+  t.is(lower(120_000, 120), -1, 'left == UNACK: not lowered');
+  t.is(lower(120_001, 120), 120);
+  t.is(lower(200_000), -1, 'below UNACK 300');
+});
+
+test('window bounds at their edges: a zero window opens one byte, ACK and SEQ lower bounds are inclusive', (t) => {
+  // tcp_in_window: receiver->td_maxend = sack + win, plus one when win == 0; IV: sack >=
+  // receiver->td_end - MAXACKWINDOW (66000 here); II: end >= sender->td_end - receiver->td_maxwin.
+  let h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  h.step(Y, seg(S | A, SV, C + 1, { win: 10 }));
+  h.step(O, seg(A, C + 1, SV + 1, { win: 1000 }));
+  t.is(h.td(O, TD_MAXEND), C + 11);
+  h.step(O, seg(A | P, C + 1, SV + 1, { win: 1000, len: 10 }));
+  h.step(Y, seg(A, SV + 1, C + 11, { win: 0 }));
+  t.is(h.td(O, TD_MAXEND), C + 12);
+  // IV: the server's td_end is SV + 1; an ACK exactly 66000 below passes, one more is ignored.
+  h = new TcpHarness();
+  handshake(h);
+  let r = h.step(O, seg(A, C + 1, SV + 1 - 66000, { win: 1000 }));
+  t.deepEqual([r.verdict, r.reason], ['established', null]);
+  r = h.step(O, seg(A, C + 1, SV + 1 - 66001, { win: 1000 }));
+  t.deepEqual([r.verdict, r.reason], ['established', R_ACK_UNDER]);
+  // II: after 2000 bytes (the server's whole window) the client's td_end is C + 2001; a
+  // segment ending at C + 1 = td_end - 2000 passes, one ending a byte earlier is ignored.
+  h = new TcpHarness();
+  handshake(h);
+  h.step(O, seg(A | P, C + 1, SV + 1, { win: 1000, len: 2000 }));
+  t.is(h.td(O, TD_END), C + 2001);
+  t.is(h.td(Y, TD_MAXWIN), 2000);
+  r = h.step(O, seg(A, C + 1, SV + 1, { win: 1000 }));
+  t.deepEqual([r.verdict, r.reason], ['established', null]);
+  r = h.step(O, seg(A, C, SV + 1, { win: 1000 }));
+  t.deepEqual([r.verdict, r.reason], ['established', R_SEQ_UNDER]);
+});
+
+test('retransmission counting needs the same seq and the same ack, not just the same end', (t) => {
+  // nf_conntrack_tcp_packet counts a segment as a retransmission only when dir, seq, ack, end
+  // and window all equal the last one; max_retrans (3) of them cap the timeout at
+  // timeouts[RETRANS] (200 s here, so it differs from UNACK's 300 s).
+  const run = (segs: [number, number, number][]): number => {
+    const h = new TcpHarness({ [S_TCP_TIMEOUT_MAX_RETRANS]: 200 });
+    handshake(h);
+    let last = 0;
+    for (const [seq, ack, len] of segs) last = h.step(O, seg(A | P, seq, ack, { win: 1000, len })).timeout;
+    return last;
+  };
+  const same: [number, number, number] = [C + 1, SV + 1, 10];
+  t.is(run([same, same, same, same]), 200, 'four identical: retransmissions');
+  // Same end (C + 11), sequence moving: new data each time, never a retransmission.
+  t.is(run([[C + 1, SV + 1, 10], [C + 2, SV + 1, 9], [C + 3, SV + 1, 8], [C + 4, SV + 1, 7]]), 300);
+  // Same seq and end, ack moving (the server sent data meanwhile): not retransmissions either.
+  const h = new TcpHarness({ [S_TCP_TIMEOUT_MAX_RETRANS]: 200 });
+  handshake(h);
+  h.step(Y, seg(A | P, SV + 1, C + 1, { win: 2000, len: 100 }));
+  let to = 0;
+  for (let k = 0; k < 4; k++) to = h.step(O, seg(A | P, C + 1, SV + 1 + k, { win: 1000, len: 10 })).timeout;
+  t.is(to, 300);
 });
