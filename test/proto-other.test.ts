@@ -499,6 +499,21 @@ test('SCTP: an out-of-the-blue SHUTDOWN ACK expects SHUTDOWN COMPLETE back with 
   t.is(sctpState(r, v.slot), 'CLOSED');
 });
 
+test('SCTP: an out-of-the-blue HEARTBEAT ACK sets the reply tag to its own (sctp_new\'s last branch)', (t) => {
+  // sctp_new: not INIT (initiate tag) nor HEARTBEAT (original tag), so vtag[REPLY] = the
+  // packet's vtag. Of the openers that pass the tag check with a non-zero tag, only SHUTDOWN ACK
+  // and HEARTBEAT ACK reach that branch. HEARTBEAT ACK: NONE -> CLOSED, and its own rule then
+  // sets vtag[ORIGINAL] (it was 0). A reply DATA chunk (no special tag rule) must carry the tag.
+  const r = run();
+  const v = r.send(a2b(0x5555, [{ type: HEARTBEAT_ACK, body: new Uint8Array(8) }], 43100));
+  t.is(v.state, 'new');
+  t.is(sctpState(r, v.slot), 'CLOSED');
+  t.deepEqual([r.send(b2a(0x5556, [{ type: DATA, body: new Uint8Array(4) }], 43100)).reason], [sctp.R_VTAG]);
+  t.is(r.send(b2a(0x5555, [{ type: DATA, body: new Uint8Array(4) }], 43100)).state, 'established');
+  t.is(r.send(a2b(0x5555, [{ type: DATA, body: new Uint8Array(4) }], 43100)).state, 'established');
+  t.deepEqual([r.send(a2b(0x5556, [{ type: DATA, body: new Uint8Array(4) }], 43100)).reason], [sctp.R_VTAG]);
+});
+
 test('SCTP HEARTBEAT with an unexpected tag passes unrefreshed; the peer\'s ACK with a new tag adopts it', (t) => {
   // A HEARTBEAT whose vtag differs from vtag[dir]: HEARTBEAT_VTAG_FAILED, last_dir = dir, accepted
   // without a timeout refresh. A HEARTBEAT ACK from the other side with a new tag then becomes

@@ -233,8 +233,10 @@ function sctpNew(b: Uint8Array, q: number, end: number, vtag: number): string | 
       sVtag1 = u32(b, o + CHUNK_HDR); // the peer will use our initiate tag
     } else if (type === CID_HEARTBEAT) {
       sVtag0 = vtag;
-    } else if (type === CID_SHUTDOWN_ACK) {
-      sVtag1 = vtag; // out of the blue: expect SHUTDOWN COMPLETE (or ABORT) with this tag back
+    } else {
+      // Any other opener is out of the blue: its tag is expected back (a SHUTDOWN ACK's
+      // SHUTDOWN COMPLETE, else an ABORT), so it becomes the reply direction's tag.
+      sVtag1 = vtag;
     }
   }
   return null;
