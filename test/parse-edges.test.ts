@@ -1,0 +1,177 @@
+// Edges of the frame parser that the mutation run (docs/mutation.md) found untested: every
+// bad-input reason by its exact text (what a verdict and the CLI show), link-header lengths at
+// the boundary, frames that do not start at offset 0 of their buffer, and the loopback, VLAN
+// and NFLOG header variants. Frames are written out byte by byte; expectations are worked out by
+// hand from the header formats (pcap LINKTYPE_* definitions, RFC 791/8200/768/793, the
+// kernel's nfnetlink_log TLVs), not taken from the parser.
+import test from 'ava';
+import { parseFrame, LINKTYPE_NULL, LINKTYPE_LOOP } from '../src/input/packet/parse.js';
+import {
+  LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NFLOG, LINKTYPE_RAW,
+  NFPROTO_IPV4, NFPROTO_IPV6, Packet,
+} from '../src/input/packet/packet.js';
+import { concat, fixIpv4Checksum, hex, nflog } from './helpers/frames.js';
+
+const pkt = new Packet();
+
+/** Parse `frame` placed at offset `at` of a buffer with 0xee garbage before and after it. */
+function parseAt(linktype: number, frame: Uint8Array, at: number, len = frame.length): Packet {
+  const buf = new Uint8Array(at + frame.length + 7).fill(0xee);
+  buf.set(frame, at);
+  parseFrame(linktype, buf, at, len, pkt);
+  return pkt;
+}
+
+/** Both at offset 0 and inside a bigger buffer: the results must be the same. */
+function reasonOf(t: { is: (a: unknown, b: unknown, m?: string) => void }, linktype: number, frame: Uint8Array, want: string | null, what: string): void {
+  for (const at of [0, 6]) t.is(parseAt(linktype, frame, at).reason, want, `${what} (at offset ${at})`);
+}
+
+// 10.0.0.1:5000 -> 10.0.0.2:53 UDP, 4 bytes of data (IPv4 checksum filled in by fixIpv4Checksum).
+const UDP4 = fixIpv4Checksum(hex('45000020 00000000 40110000 0a000001 0a000002 13880035 000c0000 61626364'));
+// fd00::1 -> fd00::2 UDP 5000 -> 53, 4 bytes of data.
+const UDP6 = hex('60000000 000c1140 fd000000000000000000000000000001 fd000000000000000000000000000002 13880035 000c0000 61626364');
+const withIp4 = (hdr: string, l4: string): Uint8Array => fixIpv4Checksum(concat(hex(hdr), hex(l4)));
+
+test('every bad-input reason has its text, also for a frame inside a larger buffer', (t) => {
+  const cases: [string, number, Uint8Array, string][] = [
+    ['unknown link type', 9999, UDP4, 'unsupported link type'],
+    ['Ethernet of 13 bytes', LINKTYPE_ETHERNET, hex('02000000000202000000000108'), 'truncated Ethernet header'],
+    ['ARP over Ethernet', LINKTYPE_ETHERNET, concat(hex('020000000002020000000001 0806'), new Uint8Array(28)), 'not an IP packet'],
+    ['802.1Q tag cut after 3 bytes', LINKTYPE_ETHERNET, hex('020000000002020000000001 8100 000a08'), 'truncated VLAN tag'],
+    ['SLL of 15 bytes', LINKTYPE_LINUX_SLL, hex('000000010006020000000001000008'), 'truncated Linux cooked (SLL) header'],
+    ['SLL2 of 19 bytes', LINKTYPE_LINUX_SLL2, hex('08000000000000020001000602000000000100'), 'truncated Linux cooked (SLL2) header'],
+    ['loopback of 3 bytes', LINKTYPE_NULL, hex('020000'), 'truncated loopback header'],
+    ['loopback family 7', LINKTYPE_NULL, concat(hex('07000000'), UDP4), 'not an IP packet'],
+    ['NFLOG of 3 bytes', LINKTYPE_NFLOG, hex('020000'), 'truncated NFLOG header'],
+    ['NFLOG TLV of length 2', LINKTYPE_NFLOG, hex('02000001 0200 0100'), 'bad NFLOG TLV length'],
+    ['NFLOG without payload TLV', LINKTYPE_NFLOG, hex('02000001 0800 0100 08000100'), 'NFLOG record without payload'],
+    ['raw, empty', LINKTYPE_RAW, new Uint8Array(0), 'truncated IP header'],
+    ['raw, version 5', LINKTYPE_RAW, hex('55000020000000004011'), 'bad IP version'],
+    ['raw IPv4 of 19 bytes', LINKTYPE_RAW, UDP4.subarray(0, 19), 'truncated IPv4 header'],
+    ['IHL 4', LINKTYPE_RAW, withIp4('44000020 00000000 40110000 0a000001 0a000002', '13880035 000c0000 61626364'), 'bad IPv4 header length'],
+    ['IHL 6 in a 20-byte frame', LINKTYPE_RAW, withIp4('46000018 00000000 40110000 0a000001 0a000002', ''), 'truncated IPv4 header'],
+    ['total length 19', LINKTYPE_RAW, withIp4('45000013 00000000 40110000 0a000001 0a000002', '13880035 000c0000 61626364'), 'bad IPv4 total length'],
+    ['bad header checksum', LINKTYPE_RAW, hex('45000020 00000000 40110000 0a000001 0a000002 13880035 000c0000 61626364'), 'bad IPv4 header checksum'],
+    ['non-first fragment', LINKTYPE_RAW, withIp4('45000020 00000001 40110000 0a000001 0a000002', '13880035 000c0000 61626364'), 'fragment'],
+    ['IPv6 of 39 bytes', LINKTYPE_RAW, UDP6.subarray(0, 39), 'truncated IPv6 header'],
+    ['IPv6 next header 59', LINKTYPE_RAW, hex('60000000 00003b40 fd000000000000000000000000000001 fd000000000000000000000000000002'), 'IPv6 no next header'],
+    ['IPv6 hop-by-hop cut after 1 byte', LINKTYPE_RAW, hex('60000000 00010040 fd000000000000000000000000000001 fd000000000000000000000000000002 11'), 'truncated IPv6 extension header'],
+    ['TCP of 19 bytes', LINKTYPE_RAW, withIp4('45000027 00000000 40060000 0a000001 0a000002', '13880050 00000001 00000000 5002ffff 000000'), 'truncated TCP header'],
+    ['TCP data offset 4', LINKTYPE_RAW, withIp4('45000028 00000000 40060000 0a000001 0a000002', '13880050 00000001 00000000 4002ffff 00000000'), 'bad TCP data offset'],
+    ['UDP of 7 bytes', LINKTYPE_RAW, withIp4('4500001b 00000000 40110000 0a000001 0a000002', '13880035 000700'), 'truncated UDP header'],
+    ['UDP length 7', LINKTYPE_RAW, withIp4('45000020 00000000 40110000 0a000001 0a000002', '13880035 00070000 61626364'), 'bad UDP length'],
+    ['ICMP of 7 bytes', LINKTYPE_RAW, withIp4('4500001b 00000000 40010000 0a000001 0a000002', '08000000 000100'), 'truncated ICMP header'],
+    ['SCTP of 3 bytes', LINKTYPE_RAW, withIp4('45000017 00000000 40840000 0a000001 0a000002', '138800'), 'layer-4 header too short for the ports'],
+    ['PPTP GRE carrying IPv4', LINKTYPE_RAW, withIp4('4500001c 00000000 402f0000 0a000001 0a000002', '20010800 00000007'), 'GRE version 1 (PPTP) packet not carrying PPP'],
+  ];
+  for (const [what, lt, frame, want] of cases) reasonOf(t, lt, frame, want, what);
+  // Offsets and lengths outside the buffer.
+  for (const [off, len] of [[-1, 4], [0, -1], [UDP4.length + 1, 0], [Number.NaN, 4], [0, Number.NaN]]) {
+    parseFrame(LINKTYPE_RAW, UDP4, off!, len!, pkt);
+    t.is(pkt.reason, 'frame offset/length out of range', `off ${off} len ${len}`);
+  }
+});
+
+test('ICMP error reasons about the quoted packet have their text', (t) => {
+  // ICMPv4 port unreachable (3/3) quoting ... ; the outer checksum is not looked at by the parser.
+  const icmp4 = (quoted: string): Uint8Array => {
+    const q = hex(quoted);
+    const total = 20 + 8 + q.length;
+    return withIp4(`4500${total.toString(16).padStart(4, '0')} 00000000 40010000 0a000002 0a000001`, `03030000 00000000 ${quoted}`);
+  };
+  const icmp6 = (quoted: string): Uint8Array => {
+    const q = hex(quoted);
+    return concat(hex(`60000000 ${(8 + q.length).toString(16).padStart(4, '0')}3a40 fd000000000000000000000000000002 fd000000000000000000000000000001 01040000 00000000`), q);
+  };
+  const inner4 = (proto: string, frag: string, l4: string): string => `45000030 0000${frag} 40${proto}0000 0a000001 0a000002 ${l4}`;
+  const cases: [string, Uint8Array, string | null][] = [
+    ['19 bytes of the inner header', icmp4('45000030 00000000 40110000 0a000001 0a0000'), 'truncated inner IP header'],
+    ['inner non-first fragment', icmp4(inner4('11', '0001', '13880035')), 'inner packet is a non-first fragment'],
+    ['inner UDP of 3 bytes', icmp4(inner4('11', '0000', '138800')), 'truncated inner layer-4 header'],
+    ['inner UDP ports', icmp4(inner4('11', '0000', '13880035')), null],
+    ['inner PPTP GRE carrying IPv4', icmp4(inner4('2f', '0000', '20010800 00000007')), 'inner GRE version 1 (PPTP) packet not carrying PPP'],
+    ['inner IPv6 of 39 bytes', icmp6('60000000 00081140 fd000000000000000000000000000001 fd0000000000000000000000000000'), 'truncated inner IP header'],
+    ['inner IPv6 next header 59', icmp6('60000000 00003b40 fd000000000000000000000000000001 fd000000000000000000000000000002'), 'inner IPv6 no next header'],
+    ['inner IPv6 hop-by-hop cut', icmp6('60000000 00080040 fd000000000000000000000000000001 fd000000000000000000000000000002 11'), 'truncated inner IPv6 extension header'],
+  ];
+  for (const [what, frame, want] of cases) {
+    for (const at of [0, 6]) {
+      const p = parseAt(LINKTYPE_RAW, frame, at);
+      t.is(p.reason, null, `${what}: the error itself is well formed`);
+      t.true(p.icmpError, what);
+      t.is(p.innerReason, want, `${what} (at offset ${at})`);
+    }
+  }
+});
+
+test('link headers exactly as long as the minimum hand the rest to the IP parser', (t) => {
+  // Header only: the IP parser then finds 0 bytes, so the reason is about IP, not the link.
+  reasonOf(t, LINKTYPE_LINUX_SLL, hex('00000001000602000000000100000800'), 'truncated IPv4 header', 'SLL of 16 bytes');
+  reasonOf(t, LINKTYPE_LINUX_SLL2, hex('0800000000000002000100060200000000010000'), 'truncated IPv4 header', 'SLL2 of 20 bytes');
+  reasonOf(t, LINKTYPE_NULL, hex('02000000'), 'truncated IPv4 header', 'loopback of 4 bytes');
+  reasonOf(t, LINKTYPE_RAW, hex('45'), 'truncated IPv4 header', 'raw, 1 byte of IPv4');
+  reasonOf(t, LINKTYPE_RAW, hex('60'), 'truncated IPv6 header', 'raw, 1 byte of IPv6');
+  // A bad version is no family at all, whatever follows.
+  parseAt(LINKTYPE_RAW, hex('55000020000000004011'), 6);
+  t.is(pkt.family, 0);
+});
+
+test('loopback headers: the address family in either byte order, every BSD value of AF_INET6', (t) => {
+  // LINKTYPE_NULL: host byte order (little-endian here); LINKTYPE_LOOP: big-endian.
+  // AF_INET6 is 10 (Linux), 24 (NetBSD, OpenBSD), 28 (FreeBSD), 30 (macOS).
+  for (const at of [0, 1, 2, 6]) {
+    for (const [lt, order] of [[LINKTYPE_NULL, 'le'], [LINKTYPE_LOOP, 'be'], [LINKTYPE_NULL, 'be']] as const) {
+      const fam = (v: number): Uint8Array => (order === 'le' ? Uint8Array.of(v, 0, 0, 0) : Uint8Array.of(0, 0, 0, v));
+      let p = parseAt(lt, concat(fam(2), UDP4), at);
+      t.is(p.reason, null);
+      t.is(p.family, NFPROTO_IPV4);
+      t.is(p.dport, 53, `IPv4 over ${order} loopback at ${at}`);
+      for (const af6 of [10, 24, 28, 30]) {
+        p = parseAt(lt, concat(fam(af6), UDP6), at);
+        t.is(p.family, NFPROTO_IPV6, `AF_INET6 ${af6} ${order} at ${at}`);
+        t.is(p.reason, null);
+        t.is(p.dport, 53);
+      }
+      p = parseAt(lt, concat(fam(17), UDP4), at);
+      t.true(p.notIp);
+    }
+  }
+});
+
+test('every VLAN ethertype is skipped, 0x9200 included', (t) => {
+  for (const tpid of ['8100', '88a8', '9100', '9200']) {
+    const f = concat(hex(`020000000002020000000001 ${tpid} 0005 0800`), UDP4);
+    const p = parseAt(LINKTYPE_ETHERNET, f, 3);
+    t.is(p.reason, null, tpid);
+    t.is(p.l3off, 3 + 18, tpid);
+    t.is(p.dport, 53, tpid);
+  }
+});
+
+test('a length past the end of the buffer is cut to the buffer', (t) => {
+  // IPv4 total length 100, but only the 32 bytes of UDP4 exist: a snaplen-cut capture.
+  const cut = fixIpv4Checksum(concat(hex('45000064'), UDP4.subarray(4)));
+  parseFrame(LINKTYPE_RAW, cut, 0, 1000, pkt);
+  t.is(pkt.reason, null);
+  t.is(pkt.ipLen, 100);
+  t.false(pkt.complete);
+  t.is(pkt.l4len, 12);
+});
+
+test('NFLOG: a big-endian record of log group 300, and a flag bit on the first TLV type', (t) => {
+  // Group 300 is 0x012c in the header's resource id (always big-endian).
+  const be = nflog(UDP4, { bigEndian: true });
+  be[2] = 0x01;
+  be[3] = 0x2c;
+  let p = parseAt(LINKTYPE_NFLOG, be, 0);
+  t.is(p.reason, null);
+  t.is(p.dport, 53);
+  // Little-endian, NFULA_PACKET_HDR with NLA_F_NESTED (0x8000) set: the type is 0x8001.
+  const le = nflog(UDP4);
+  t.is(le[6], 1);
+  le[7] = 0x80;
+  p = parseAt(LINKTYPE_NFLOG, le, 0);
+  t.is(p.reason, null);
+  t.is(p.dport, 53);
+});
