@@ -5,9 +5,9 @@
 // hand from the header formats (pcap LINKTYPE_* definitions, RFC 791/8200/768/793, the
 // kernel's nfnetlink_log TLVs), not taken from the parser.
 import test from 'ava';
-import { parseFrame, LINKTYPE_NULL, LINKTYPE_LOOP } from '../src/input/packet/parse.js';
+import { parseFrame, nflogPrefix, nflogTimestampMs, LINKTYPE_NULL, LINKTYPE_LOOP } from '../src/input/packet/parse.js';
 import {
-  LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NFLOG, LINKTYPE_RAW,
+  LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_NFLOG, LINKTYPE_RAW,
   NFPROTO_IPV4, NFPROTO_IPV6, Packet,
 } from '../src/input/packet/packet.js';
 import { concat, fixIpv4Checksum, hex, nflog } from './helpers/frames.js';
@@ -174,4 +174,119 @@ test('NFLOG: a big-endian record of log group 300, and a flag bit on the first T
   p = parseAt(LINKTYPE_NFLOG, le, 0);
   t.is(p.reason, null);
   t.is(p.dport, 53);
+});
+
+/** One NFLOG TLV, little-endian length and type, padded to 4 bytes. */
+function tlvLe(type: number, value: Uint8Array): Uint8Array {
+  const len = 4 + value.length;
+  const b = new Uint8Array((len + 3) & ~3);
+  b.set([len & 255, len >> 8, type & 255, type >> 8]);
+  b.set(value, 4);
+  return b;
+}
+const HW = tlvLe(1, hex('08000100')); // NFULA_PACKET_HDR: hw protocol IPv4, hook 1
+const NFHEAD = (fam: number): Uint8Array => Uint8Array.of(fam, 0, 0, 1);
+
+test('NFLOG: empty and short TLVs, the family byte decides the IP version', (t) => {
+  // An empty payload TLV (length 4) as the last 4 bytes: found, and IPv4 of 0 bytes.
+  reasonOf(t, LINKTYPE_NFLOG, concat(NFHEAD(2), HW, tlvLe(9, new Uint8Array(0))), 'truncated IPv4 header', 'empty payload TLV');
+  // A header-only record: no TLV at all.
+  reasonOf(t, LINKTYPE_NFLOG, NFHEAD(2), 'NFLOG record without payload', 'NFLOG of 4 bytes');
+  // The family is the hook's (nfgenmsg): IPv4 for 2 and IPv6 for 10 whatever the payload says;
+  // any other family (7, bridge) goes by the packet's version nibble.
+  reasonOf(t, LINKTYPE_NFLOG, concat(NFHEAD(2), HW, tlvLe(9, UDP6)), 'bad IP version', 'family 2, IPv6 payload');
+  reasonOf(t, LINKTYPE_NFLOG, concat(NFHEAD(10), HW, tlvLe(9, UDP4)), 'bad IP version', 'family 10, IPv4 payload');
+  const br = parseAt(LINKTYPE_NFLOG, concat(NFHEAD(7), HW, tlvLe(9, UDP4)), 6);
+  t.is(br.reason, null);
+  t.is(br.family, NFPROTO_IPV4);
+  const br6 = parseAt(LINKTYPE_NFLOG, concat(NFHEAD(7), HW, tlvLe(9, UDP6)), 6);
+  t.is(br6.reason, null);
+  t.is(br6.family, NFPROTO_IPV6);
+  // A payload cut by the copy range, followed by more TLVs: the IP parser sees only the TLV.
+  const cut = fixIpv4Checksum(concat(hex('45000064'), UDP4.subarray(4)));
+  const f = concat(NFHEAD(2), HW, tlvLe(9, cut), tlvLe(10, hex('6162630000000000000000000000')), tlvLe(3, new Uint8Array(16)));
+  const p = parseAt(LINKTYPE_NFLOG, f, 6);
+  t.is(p.reason, null);
+  t.false(p.complete);
+  t.is(p.l4len, 12);
+});
+
+test('NFLOG prefix and timestamp: bounds, unterminated and invalid prefixes, 64-bit fields', (t) => {
+  const ts = tlvLe(3, hex('00000001 00000005 00000001 00000007')); // 2^32 + 5 s, 2^32 + 7 µs
+  const f = concat(NFHEAD(2), HW, tlvLe(10, hex('6869 00')), ts, tlvLe(9, UDP4));
+  t.is(nflogPrefix(f, 0, f.length), 'hi');
+  t.is(nflogTimestampMs(f, 0, f.length), (2 ** 32 + 5) * 1000 + (2 ** 32 + 7) / 1000);
+  // The frame's length bounds the search: the first 12 bytes hold no prefix or timestamp.
+  t.is(nflogPrefix(f, 0, 12), null);
+  t.is(nflogTimestampMs(f, 0, 12), null);
+  // Inside a bigger buffer.
+  const buf = concat(hex('eeeeee'), f, hex('eeee'));
+  t.is(nflogPrefix(buf, 3, f.length), 'hi');
+  t.is(nflogTimestampMs(buf, 3, f.length), (2 ** 32 + 5) * 1000 + (2 ** 32 + 7) / 1000);
+  // A negative offset is refused, not read from the buffer's start (which holds a prefix TLV).
+  const lure = concat(tlvLe(10, hex('6869 00')), tlvLe(3, new Uint8Array(16)), f);
+  for (const off of [-4, -8, Number.NaN]) {
+    t.is(nflogPrefix(lure, off, 64), null, `offset ${off}`);
+    t.is(nflogTimestampMs(lure, off, 64), null, `offset ${off}`);
+  }
+  for (const [off, len] of [[0, 3], [0, Number.NaN], [f.length + 1, 8]]) {
+    t.is(nflogPrefix(f, off!, len!), null);
+    t.is(nflogTimestampMs(f, off!, len!), null);
+  }
+  // A prefix without its NUL ends with its TLV (the next TLV's bytes are not part of it).
+  const open = concat(NFHEAD(2), HW, tlvLe(10, hex('61626364')), tlvLe(3, new Uint8Array(16)));
+  t.is(nflogPrefix(open, 0, open.length), 'abcd');
+  // Bytes that are not UTF-8 are replaced, never thrown on.
+  const bad = concat(NFHEAD(2), HW, tlvLe(10, hex('61ff62 00')));
+  t.is(nflogPrefix(bad, 0, bad.length), 'a\ufffdb');
+  // A timestamp TLV of 8 bytes is too short to read.
+  const short = concat(NFHEAD(2), HW, tlvLe(3, new Uint8Array(8).fill(1)), tlvLe(9, UDP4));
+  t.is(nflogTimestampMs(short, 0, short.length), null);
+});
+
+test('LINKTYPE_IPV4 / IPV6 frames shorter than a header: version first, then truncation', (t) => {
+  reasonOf(t, LINKTYPE_IPV4, new Uint8Array(0), 'truncated IPv4 header', 'IPv4, empty');
+  reasonOf(t, LINKTYPE_IPV4, hex('65'), 'bad IP version', 'IPv4 link type, 1 byte of version 6');
+  reasonOf(t, LINKTYPE_IPV4, hex('44000020 00000000 4011'), 'truncated IPv4 header', 'IPv4, 10 bytes, IHL 4');
+  reasonOf(t, LINKTYPE_IPV6, new Uint8Array(0), 'truncated IPv6 header', 'IPv6, empty');
+  reasonOf(t, LINKTYPE_IPV6, hex('45'), 'bad IP version', 'IPv6 link type, 1 byte of version 4');
+  reasonOf(t, LINKTYPE_IPV6, UDP4, 'bad IP version', 'IPv6 link type, an IPv4 packet');
+});
+
+test('IPv4 header with no payload; IPv6 addresses, extension headers and fragments', (t) => {
+  // Total length 20 = the header: valid, protocol 253 has nothing to read.
+  reasonOf(t, LINKTYPE_RAW, withIp4('45000014 00000000 40fd0000 0a000001 0a000002', ''), null, 'IPv4 header only');
+  const a6 = '20010db8 00010002 00030004 00050006';
+  const b6 = '20010db8 000a000b 000c000d 000e000f';
+  const v6 = (plen: number, nh: string, rest: string): Uint8Array =>
+    hex(`60000000 ${plen.toString(16).padStart(4, '0')}${nh}40 ${a6} ${b6} ${rest}`);
+  // Every address word (read at a non-zero offset).
+  let p = parseAt(LINKTYPE_RAW, v6(12, '11', '13880035 000c0000 61626364'), 6);
+  t.deepEqual([...p.src], [0x20010db8, 0x00010002, 0x00030004, 0x00050006]);
+  t.deepEqual([...p.dst], [0x20010db8, 0x000a000b, 0x000c000d, 0x000e000f]);
+  // AH (RFC 4302): its length field is the length in 4-byte words minus 2; 24 bytes here.
+  p = parseAt(LINKTYPE_RAW, v6(36, '33', `1104 0000 00000100 00000001 ${'00'.repeat(12)} 13880035 000c0000 61626364`), 6);
+  t.is(p.reason, null);
+  t.is(p.l4proto, 17);
+  t.is(p.l4off, 6 + 40 + 24);
+  t.is(p.dport, 53);
+  // A hop-by-hop header of which only its first 2 bytes are there: read, and the UDP header is
+  // missing (the kernel's ipv6_skip_exthdr needs those 2 bytes only).
+  reasonOf(t, LINKTYPE_RAW, v6(2, '00', '1100'), 'truncated UDP header', 'hop-by-hop, 2 bytes');
+  // A fragment header needs 4 bytes (its offset field): 3 are not enough, 4 are.
+  reasonOf(t, LINKTYPE_RAW, v6(3, '2c', '110000'), 'truncated IPv6 extension header', 'fragment header, 3 bytes');
+  p = parseAt(LINKTYPE_RAW, v6(4, '2c', '11000001'), 6);
+  t.is(p.reason, 'truncated UDP header');
+  t.true(p.fragment);
+  // A non-first fragment: layer 4 starts after the 8-byte fragment header.
+  p = parseAt(LINKTYPE_RAW, v6(16, '2c', '11000009 00000001 13880035 000c0000'), 6);
+  t.is(p.reason, 'fragment');
+  t.is(p.l4proto, 17);
+  t.is(p.l4off, 6 + 48);
+  t.is(p.l4len, 8);
+  // No next header: layer 4 would start right after the fixed header, with the payload length.
+  p = parseAt(LINKTYPE_RAW, v6(4, '3b', 'eeeeeeee'), 6);
+  t.is(p.reason, 'IPv6 no next header');
+  t.is(p.l4off, 6 + 40);
+  t.is(p.l4len, 4);
 });
