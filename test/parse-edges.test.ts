@@ -190,6 +190,8 @@ const NFHEAD = (fam: number): Uint8Array => Uint8Array.of(fam, 0, 0, 1);
 test('NFLOG: empty and short TLVs, the family byte decides the IP version', (t) => {
   // An empty payload TLV (length 4) as the last 4 bytes: found, and IPv4 of 0 bytes.
   reasonOf(t, LINKTYPE_NFLOG, concat(NFHEAD(2), HW, tlvLe(9, new Uint8Array(0))), 'truncated IPv4 header', 'empty payload TLV');
+  // Big-endian, and that empty TLV is the only one: 4 bytes left are enough to tell the order.
+  reasonOf(t, LINKTYPE_NFLOG, concat(NFHEAD(2), hex('00040009')), 'truncated IPv4 header', 'big-endian, only an empty payload TLV');
   // A header-only record: no TLV at all.
   reasonOf(t, LINKTYPE_NFLOG, NFHEAD(2), 'NFLOG record without payload', 'NFLOG of 4 bytes');
   // The family is the hook's (nfgenmsg): IPv4 for 2 and IPv6 for 10 whatever the payload says;
@@ -289,4 +291,139 @@ test('IPv4 header with no payload; IPv6 addresses, extension headers and fragmen
   t.is(p.reason, 'IPv6 no next header');
   t.is(p.l4off, 6 + 40);
   t.is(p.l4len, 4);
+});
+
+test('layer 4 at its edges: ports at exactly 4 bytes, GRE keys, headers past the packet', (t) => {
+  const at = 6;
+  // A hop-by-hop header claiming 16 bytes of which 8 are there, then protocol 253: layer 4
+  // starts at the packet's end, with 0 bytes (not a negative count).
+  let p = parseAt(LINKTYPE_RAW, hex(`60000000 0008 0040 ${'fd00'.padEnd(32, '0')} ${'fd00'.padEnd(31, '0')}1 fd010000 00000000`), at);
+  t.is(p.reason, null);
+  t.is(p.l4proto, 253);
+  t.is(p.l4off, at + 48);
+  t.is(p.l4len, 0);
+  // UDP-Lite with exactly its 4 port bytes: the ports, no reason.
+  p = parseAt(LINKTYPE_RAW, withIp4('45000018 00000000 40880000 0a000001 0a000002', '13880035'), at);
+  t.is(p.reason, null);
+  t.is(p.sport, 5000);
+  t.is(p.dport, 53);
+  // PPTP GRE of exactly 8 bytes carrying PPP: the call id is the key.
+  p = parseAt(LINKTYPE_RAW, withIp4('4500001c 00000000 402f0000 0a000001 0a000002', '3001880b 0000 0007'), at);
+  t.is(p.reason, null);
+  t.is(p.dport, 7);
+  // 6 bytes of it (the call id cut off): key 0, nothing read past the packet.
+  p = parseAt(LINKTYPE_RAW, withIp4('4500001a 00000000 402f0000 0a000001 0a000002', '3001880b 0000'), at);
+  t.is(p.reason, null);
+  t.is(p.dport, 0);
+  // The same bytes under protocol 253 are not a GRE header.
+  p = parseAt(LINKTYPE_RAW, withIp4('4500001c 00000000 40fd0000 0a000001 0a000002', '3001880b 0000 0007'), at);
+  t.is(p.reason, null);
+  t.is(p.dport, 0);
+  p = parseAt(LINKTYPE_RAW, withIp4('4500001c 00000000 40fd0000 0a000001 0a000002', '30010800 0000 0007'), at);
+  t.is(p.reason, null);
+  // Truncated TCP / UDP: the ports when their 4 bytes are there, else none; ICMP type and code
+  // when their 2 bytes are.
+  for (const [proto, trunc] of [['06', 'truncated TCP header'], ['11', 'truncated UDP header']] as const) {
+    p = parseAt(LINKTYPE_RAW, withIp4(`45000018 00000000 40${proto}0000 0a000001 0a000002`, '13880035'), at);
+    t.is(p.reason, trunc);
+    t.is(p.sport, 5000);
+    t.is(p.dport, 53);
+    p = parseAt(LINKTYPE_RAW, withIp4(`45000017 00000000 40${proto}0000 0a000001 0a000002`, '138800'), at);
+    t.is(p.reason, trunc);
+    t.is(p.sport, 0);
+    t.is(p.dport, 0);
+  }
+  p = parseAt(LINKTYPE_RAW, withIp4('45000016 00000000 40010000 0a000001 0a000002', '030d'), at);
+  t.is(p.reason, 'truncated ICMP header');
+  t.is(p.icmpType, 3);
+  t.is(p.icmpCode, 13);
+  p = parseAt(LINKTYPE_RAW, withIp4('45000015 00000000 40010000 0a000001 0a000002', '03'), at);
+  t.is(p.icmpType, 0);
+  t.is(p.icmpCode, 0);
+  const six = (plen: number, rest: string): Uint8Array => hex(`60000000 ${plen.toString(16).padStart(4, '0')}3a40 ${'fd00'.padEnd(31, '0')}1 ${'fd00'.padEnd(31, '0')}2 ${rest}`);
+  p = parseAt(LINKTYPE_RAW, six(2, '8101'), at);
+  t.is(p.reason, 'truncated ICMPv6 header');
+  t.is(p.icmpType, 129);
+  t.is(p.icmpCode, 1);
+  p = parseAt(LINKTYPE_RAW, six(1, '81'), at);
+  t.is(p.icmpType, 0);
+});
+
+test('TCP options: EOL, bad lengths, a last 2-byte option, only the first well-formed SACK', (t) => {
+  // SYN from 10.0.0.1:5000 to :80 with the given options (padded with EOL to 4 bytes), 4 data bytes.
+  const syn = (opts: string, flags = '02'): Packet => {
+    const o = hex(opts);
+    const ol = (o.length + 3) & ~3;
+    const optHex = opts.replace(/\s+/g, '') + '00'.repeat(ol - o.length);
+    const doff = ((20 + ol) / 4) << 4;
+    const tot = 20 + 20 + ol + 4;
+    return parseAt(LINKTYPE_RAW, withIp4(`4500${tot.toString(16).padStart(4, '0')} 00000000 40060000 0a000001 0a000002`,
+      `13880050 00000001 00001000 ${doff.toString(16)}${flags} ffff 0000 0000 ${optHex} 03030707`), 6);
+  };
+  // After EOL nothing is an option (the window scale behind it is not read).
+  let p = syn('00 030307');
+  t.is(p.reason, null);
+  t.is(p.wscale, -1);
+  // An option of length 0 or 1 ends the walk (no endless loop), as does one running past the list.
+  t.is(syn('04 00 030307').wscale, -1);
+  t.is(syn('04 01 030307').wscale, -1);
+  t.is(syn('0101 0303').wscale, -1); // window scale needing 3 bytes, 2 left: the data's 0x03 is not its value
+  // SACK-permitted as the list's last 2 bytes.
+  p = syn('02040578 0101 0402');
+  t.true(p.sackPerm);
+  // SACK: a length of 2 or 12 is not 2 + 8n with n >= 1: ignored; of two good ones only the
+  // first counts (the kernel's tcp_sack returns after it). ack = 0x1000.
+  p = syn('0101 0502', '10');
+  t.false(p.hasSack);
+  p = syn('0101 050c 00002000 00003000 0000', '10');
+  t.false(p.hasSack);
+  p = syn('0101 050a 00001800 00002000 0101 050a 00003000 00004000', '10');
+  t.true(p.hasSack);
+  t.is(p.sackMax, 0x2000);
+});
+
+test('ICMP errors: the quoted header, its addresses and length, its layer-4 bytes', (t) => {
+  const at = 6;
+  const icmp4 = (quoted: string): Packet => {
+    const q = hex(quoted);
+    return parseAt(LINKTYPE_RAW, withIp4(`4500${(28 + q.length).toString(16).padStart(4, '0')} 00000000 40010000 0a000002 0a000001`, `0303 0000 00000000 ${quoted}`), at);
+  };
+  // 19 bytes quoted whose fragment field says non-first: the header is incomplete first.
+  let p = icmp4('45000030 00000001 40110000 0a000001 0a0000');
+  t.is(p.innerReason, 'truncated inner IP header');
+  // A quoted IHL of 60 bytes, 28 quoted: incomplete.
+  p = icmp4('4f000030 00000000 40110000 0a000001 0a000002 13880035 000c0000');
+  t.is(p.innerReason, 'truncated inner IP header');
+  // Whole: addresses and ports.
+  p = icmp4('45000030 00000000 40110000 c0a80101 0a000002 13880035 000c0000');
+  t.is(p.innerReason, null);
+  t.deepEqual([p.innerSrc[0], p.innerDst[0], p.innerSport, p.innerDport], [0xc0a80101, 0x0a000002, 5000, 53]);
+  p = icmp4('45000030 00000000 40060000 c0a80101 0a000002 13880050 00000001');
+  t.deepEqual([p.innerProto, p.innerSport, p.innerDport], [6, 5000, 80]);
+  // A quoted echo request with 7 of its 8 header bytes: incomplete; with 8: id and type/code.
+  p = icmp4('45000030 00000000 40010000 0a000001 0a000002 08000000 000700');
+  t.is(p.innerReason, 'truncated inner layer-4 header');
+  p = icmp4('45000030 00000000 40010000 0a000001 0a000002 08000000 00070001');
+  t.is(p.innerReason, null);
+  t.is(p.innerSport, 7);
+  t.is(p.innerDport, 0x0800);
+  // Quoted PPTP GRE carrying PPP: the call id is the key; protocol 253 has no key.
+  p = icmp4('45000030 00000000 402f0000 0a000001 0a000002 3001880b 0000 0009');
+  t.is(p.innerReason, null);
+  t.is(p.innerDport, 9);
+  p = icmp4('45000030 00000000 40fd0000 0a000001 0a000002 3001880b 0000 0009');
+  t.is(p.innerReason, null);
+  t.is(p.innerDport, 0);
+  p = icmp4('45000030 00000000 40fd0000 0a000001 0a000002 30010800 0000 0009');
+  t.is(p.innerReason, null);
+  // ICMPv6 quoting IPv6 UDP: every address word.
+  const a = '20010db8 00010002 00030004 00050006';
+  const b = '20010db8 000a000b 000c000d 000e000f';
+  const quoted = hex(`60000000 00081140 ${a} ${b} 13880035 00080000`);
+  const outer = concat(hex(`60000000 ${(8 + quoted.length).toString(16).padStart(4, '0')}3a40 ${b} ${a} 01040000 00000000`), quoted);
+  p = parseAt(LINKTYPE_RAW, outer, at);
+  t.is(p.innerReason, null);
+  t.deepEqual([...p.innerSrc], [0x20010db8, 0x00010002, 0x00030004, 0x00050006]);
+  t.deepEqual([...p.innerDst], [0x20010db8, 0x000a000b, 0x000c000d, 0x000e000f]);
+  t.is(p.innerDport, 53);
 });

@@ -30,7 +30,7 @@ function ask() {
 let r = await ask();
 if (r.result === 'noserver') {
   const log = openSync(`/tmp/ctsab-mut-${key}.log`, 'a');
-  const s = spawn(process.execPath, [new URL('./server.mjs', import.meta.url).pathname, sock, ...files], { detached: true, stdio: ['ignore', log, log], env: { ...process.env, __STRYKER_ACTIVE_MUTANT__: '' } });
+  const s = spawn(process.execPath, ['--max-old-space-size=1536', new URL('./server.mjs', import.meta.url).pathname, sock, ...files], { detached: true, stdio: ['ignore', log, log], env: { ...process.env, __STRYKER_ACTIVE_MUTANT__: '' } });
   s.unref();
   const t0 = Date.now();
   while (r.result === 'noserver' && Date.now() - t0 < 120000) {

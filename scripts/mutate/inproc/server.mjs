@@ -81,6 +81,7 @@ const server = createServer((c) => {
     const id = JSON.parse(buf).id ?? undefined;
     arm();
     let reply;
+    const t0 = performance.now();
     if (id !== undefined && staticIds.has(id)) reply = { result: 'fallback' };
     else {
       activate(id);
@@ -93,6 +94,7 @@ const server = createServer((c) => {
       }
     }
     c.end(JSON.stringify(reply) + '\n');
+    console.log(`${id} ${reply.result} ${(performance.now() - t0).toFixed(0)} ms${reply.restart ? ' (restart)' : ''}${reply.why ? ' ' + reply.why.slice(0, 120) : ''}`);
     if (reply.restart) { server.close(); try { unlinkSync(sock); } catch {} process.exit(0); }
   });
 });
