@@ -97,6 +97,14 @@ test('l4ChecksumOk: bounds, minimum lengths, families, and UDP zero checksums', 
   t.true(l4ChecksumOk(pk(NFPROTO_IPV4, 17, zero)));
   t.false(l4ChecksumOk(pk(NFPROTO_IPV6, 17, zero)));
   t.false(l4ChecksumOk(pk(NFPROTO_IPV4, 17, hex('13880035 000c0012 61626364'))));
+  t.false(l4ChecksumOk(pk(NFPROTO_IPV4, 17, hex('13880035 000c1200 61626364'))));
+  // Offsets or lengths below zero (a Packet not from the parser): cannot verify.
+  const neg = pk(NFPROTO_IPV4, 17, bad);
+  neg.l4len = -1;
+  t.true(l4ChecksumOk(neg));
+  neg.l4len = 12;
+  neg.l4off = -1;
+  t.true(l4ChecksumOk(neg));
   // ICMP is checked over IPv4 only, ICMPv6 over IPv6 only; both need 4 bytes.
   const icmp = sealed(new Uint8Array(0), hex('08000000 00070001'), 2);
   t.true(l4ChecksumOk(pk(NFPROTO_IPV4, 1, icmp)));
@@ -125,6 +133,10 @@ test('l4ChecksumCheck tells an offloaded (partial) checksum from a wrong one, pe
   const icmp = hex('08000000 00070001');
   icmp[2] = 0x12;
   t.is(l4ChecksumCheck(pk(NFPROTO_IPV4, 1, icmp)), CSUM_BAD);
+  const ps1 = fold(pseudo(false, 1, 8));
+  icmp[6] = ps1 >> 8;
+  icmp[7] = ps1 & 255;
+  t.is(l4ChecksumCheck(pk(NFPROTO_IPV4, 1, icmp)), CSUM_BAD, 'even where UDP would keep its checksum');
 });
 
 test('partialChecksumOk / Check (UDP-Lite coverage): bounds, families, offload with either protocol', (t) => {
@@ -150,6 +162,11 @@ test('partialChecksumOk / Check (UDP-Lite coverage): bounds, families, offload w
   t.true(partialChecksumOk(pk(NFPROTO_IPV4, 136, hex('13880035 00081234 61626364'), { complete: false }), 8, 12, 17));
   t.true(partialChecksumOk(wrong, 13, 12, 17));
   t.true(partialChecksumOk(wrong, -1, 12, 17));
+  t.true(partialChecksumOk(pk(NFPROTO_IPV4, 136, hex('13880035 00081234 61626364'), { len: 10 }), 12, 12, 17), 'coverage past l4len');
+  t.is(partialChecksumOk(wrong, 0, 12, 17), inetChecksum(pseudo(false, 17, 12)) === 0, 'coverage 0: the pseudo-header alone');
+  const negq = pk(NFPROTO_IPV4, 136, hex('13880035 00081234 61626364'));
+  negq.l4off = -1;
+  t.true(partialChecksumOk(negq, 8, 12, 17));
   t.true(partialChecksumOk(pk(NFPROTO_IPV4, 136, hex('13880035 00081234 61626364'), { len: 40 }), 20, 12, 17));
   t.true(partialChecksumOk(pk(0, 136, hex('13880035 00081234 61626364')), 8, 12, 17));
 });
@@ -179,6 +196,14 @@ test('sctpChecksumOk: the 12-byte common header at least; bounds; CRC stored lea
   t.false(sctpChecksumOk(pk(NFPROTO_IPV4, 132, bad)));
   t.false(sctpChecksumOk(pk(NFPROTO_IPV4, 132, bad, { lead: 0 })));
   t.false(sctpChecksumOk(pk(NFPROTO_IPV4, 132, good.subarray(0, 11))));
+  // 11 bytes whose CRC (field bytes as zero) sits in bytes 8-11, the last one past l4len: too short.
+  const eleven = hex('13880050 00000007 00000000');
+  const c11 = crc32cRef(eleven.subarray(0, 11));
+  eleven.set([c11 & 255, (c11 >>> 8) & 255, (c11 >>> 16) & 255, c11 >>> 24], 8);
+  t.false(sctpChecksumOk(pk(NFPROTO_IPV4, 132, eleven, { len: 11 })));
+  const negs = pk(NFPROTO_IPV4, 132, bad);
+  negs.l4off = -1;
+  t.true(sctpChecksumOk(negs));
   t.true(sctpChecksumOk(pk(NFPROTO_IPV4, 132, bad, { complete: false })));
   t.true(sctpChecksumOk(pk(NFPROTO_IPV4, 132, sctp('01000004'), { len: 20 })), 'past the buffer: cannot verify');
 });

@@ -360,8 +360,9 @@ test('TCP options: EOL, bad lengths, a last 2-byte option, only the first well-f
     return parseAt(LINKTYPE_RAW, withIp4(`4500${tot.toString(16).padStart(4, '0')} 00000000 40060000 0a000001 0a000002`,
       `13880050 00000001 00001000 ${doff.toString(16)}${flags} ffff 0000 0000 ${optHex} 03030707`), 6);
   };
-  // After EOL nothing is an option (the window scale behind it is not read).
-  let p = syn('00 030307');
+  // After EOL nothing is an option (the window scale behind it is not read, even where the
+  // byte after EOL would make a valid length).
+  let p = syn('00 02 030307');
   t.is(p.reason, null);
   t.is(p.wscale, -1);
   // An option of length 0 or 1 ends the walk (no endless loop), as does one running past the list.
@@ -400,6 +401,12 @@ test('ICMP errors: the quoted header, its addresses and length, its layer-4 byte
   t.deepEqual([p.innerSrc[0], p.innerDst[0], p.innerSport, p.innerDport], [0xc0a80101, 0x0a000002, 5000, 53]);
   p = icmp4('45000030 00000000 40060000 c0a80101 0a000002 13880050 00000001');
   t.deepEqual([p.innerProto, p.innerSport, p.innerDport], [6, 5000, 80]);
+  // SCTP and UDP-Lite: the ports are their first 4 bytes too (4 quoted are enough).
+  for (const proto of ['84', '88']) {
+    p = icmp4(`45000030 00000000 40${proto}0000 c0a80101 0a000002 13880050`);
+    t.is(p.innerReason, null);
+    t.deepEqual([p.innerSport, p.innerDport], [5000, 80], proto);
+  }
   // A quoted echo request with 7 of its 8 header bytes: incomplete; with 8: id and type/code.
   p = icmp4('45000030 00000000 40010000 0a000001 0a000002 08000000 000700');
   t.is(p.innerReason, 'truncated inner layer-4 header');
@@ -420,7 +427,9 @@ test('ICMP errors: the quoted header, its addresses and length, its layer-4 byte
   const a = '20010db8 00010002 00030004 00050006';
   const b = '20010db8 000a000b 000c000d 000e000f';
   const quoted = hex(`60000000 00081140 ${a} ${b} 13880035 00080000`);
-  const outer = concat(hex(`60000000 ${(8 + quoted.length).toString(16).padStart(4, '0')}3a40 ${b} ${a} 01040000 00000000`), quoted);
+  const c = 'fd000000 00000000 00000000 00000001';
+  const d = 'fd000000 00000000 00000000 00000002';
+  const outer = concat(hex(`60000000 ${(8 + quoted.length).toString(16).padStart(4, '0')}3a40 ${c} ${d} 01040000 00000000`), quoted);
   p = parseAt(LINKTYPE_RAW, outer, at);
   t.is(p.innerReason, null);
   t.deepEqual([...p.innerSrc], [0x20010db8, 0x00010002, 0x00030004, 0x00050006]);
