@@ -41,10 +41,15 @@ const files = {};
 for (const f of inputs) {
   const r = JSON.parse(readFileSync(f, 'utf8'));
   base ??= r;
-  // Runs over line ranges of one file each hold part of its mutants: keep them all.
+  // Runs over line ranges of one file each hold part of its mutants: keep them all; a mutant in
+  // several inputs (a re-run of survivors) takes the result of the last one.
+  const key = (m) => `${m.location.start.line}:${m.location.start.column}:${m.location.end.line}:${m.location.end.column}:${m.mutatorName}:${m.replacement}`;
   for (const [path, f] of Object.entries(r.files)) {
-    if (files[path]) files[path] = { ...f, mutants: [...files[path].mutants, ...f.mutants] };
-    else files[path] = f;
+    if (files[path]) {
+      const byKey = new Map(files[path].mutants.map((m) => [key(m), m]));
+      for (const m of f.mutants) byKey.set(key(m), m);
+      files[path] = { ...f, mutants: [...byKey.values()] };
+    } else files[path] = f;
   }
 }
 if (merge) writeFileSync(merge, JSON.stringify({ ...base, files }));
