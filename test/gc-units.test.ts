@@ -6,6 +6,8 @@ import test from 'ava';
 import { gcConfig, idleLowerBound } from '../src/table/gc.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { ENTRY_WORDS, E_PROTO } from '../src/table/layout.js';
+import { Conntrack } from '../src/track/core.js';
+import { tcpEstablished } from './helpers/conns.js';
 
 test('gcConfig: defaults, every bound accepted, every value just outside refused', (t) => {
   t.deepEqual(gcConfig(), {
@@ -54,4 +56,27 @@ test('idleLowerBound: the smallest default timeout that covers the remaining tim
   t.is(at(253, 12_000), 588_000);
   t.is(at(253, 600_000), 0);
   t.is(at(253, 600_001), 0);
+});
+
+test('idleLowerBound for TCP: the state timeout, the retransmission and unacknowledged caps, the close timeout', (t) => {
+  // Unacknowledged lowered to 200 s so the two caps differ: established 432,000 s, max_retrans
+  // 300 s, unacknowledged 200 s, close 10 s.
+  const table = ConntrackTable.create({ max: 64, sysctls: { nf_conntrack_tcp_timeout_unacknowledged: 200 } });
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const slot = tcpEstablished(ct, 1, 1_000_000);
+  ct.endBatch();
+  const e = ct.chains.entry(slot);
+  const ctx = { i32: table.i32, u32: table.u32, sys: table.sec.sysctl };
+  const at = (remaining: number): number => idleLowerBound(ctx, e, remaining, 0);
+  t.is(at(5_000), 5_000); // an RST's close timeout (10 s) covers it
+  t.is(at(10_000), 0);
+  t.is(at(10_001), 200_000 - 10_001); // then unacknowledged data (200 s)
+  t.is(at(150_000), 50_000);
+  t.is(at(200_000), 0);
+  t.is(at(250_000), 50_000); // then retransmissions (300 s)
+  t.is(at(300_000), 0);
+  t.is(at(300_001), 432_000_000 - 300_001); // then the established timeout itself
+  t.is(at(432_000_001), 0);
+  ct.close();
 });
