@@ -5,7 +5,7 @@
 import test from 'ava';
 import { gcConfig, idleLowerBound } from '../src/table/gc.js';
 import { ConntrackTable } from '../src/table/table.js';
-import { ENTRY_WORDS, E_PROTO } from '../src/table/layout.js';
+import { ENTRY_WORDS, E_PRIV, E_PROTO, GRE_STREAM_TIMEOUT, GRE_TIMEOUT, SCTP_STATE } from '../src/table/layout.js';
 import { Conntrack } from '../src/track/core.js';
 import { tcpEstablished } from './helpers/conns.js';
 
@@ -79,4 +79,29 @@ test('idleLowerBound for TCP: the state timeout, the retransmission and unacknow
   t.is(at(300_001), 432_000_000 - 300_001); // then the established timeout itself
   t.is(at(432_000_001), 0);
   ct.close();
+});
+
+test('idleLowerBound for UDP-Lite, GRE and SCTP: their own timeouts, not the generic 600 s', (t) => {
+  // Kernel defaults: UDP-Lite shares UDP's 30 s / 120 s; GRE 30 s unreplied, 180 s stream (copied
+  // into the entry at creation); SCTP per state (ESTABLISHED 210 s, CLOSED 10 s). Taking 600 s
+  // for these made an ASSURED entry refreshed seconds ago look idle past a soft timeout < 600 s.
+  const table = ConntrackTable.create({ max: 64 });
+  const ctx = { i32: table.i32, u32: table.u32, sys: table.sec.sysctl };
+  const e = table.sec.entries + 63 * ENTRY_WORDS; // a free slot's words, used as a scratch entry
+  const at = (l4: number, remaining: number): number => {
+    table.i32[e + E_PROTO] = 2 | (l4 << 8);
+    return idleLowerBound(ctx, e, remaining, 0);
+  };
+  t.is(at(136, 20_000), 10_000);
+  t.is(at(136, 100_000), 20_000);
+  table.i32[e + E_PRIV + GRE_TIMEOUT] = 30;
+  table.i32[e + E_PRIV + GRE_STREAM_TIMEOUT] = 180;
+  t.is(at(47, 20_000), 10_000);
+  t.is(at(47, 175_000), 5_000);
+  t.is(at(47, 180_001), 0);
+  table.i32[e + E_PRIV + SCTP_STATE] = 4; // ESTABLISHED
+  t.is(at(132, 200_000), 10_000);
+  table.i32[e + E_PRIV + SCTP_STATE] = 1; // CLOSED
+  t.is(at(132, 4_000), 6_000);
+  t.is(at(132, 10_001), 0);
 });

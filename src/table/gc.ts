@@ -31,12 +31,15 @@ import {
   ENTRY_WORDS, E_NEXT, E_PROTO, E_STATUS, E_TIMEOUT, H_CLOCK, H_GC_BUSY_US, H_GC_DEATHS,
   H_GC_CURSOR, H_GC_INTERVAL, H_GC_RUNS, H_GC_STOP, H_GC_SWEEPS, H_GC_WID, IPS_ASSURED,
   IPS_CONFIRMED, IPS_DYING, IPS_FIXED_TIMEOUT, IPS_OFFLOAD, ST_GC_EVICT, ST_SOFT_RECYCLE, W_ALIVE,
-  W_CACHE_COUNT, W_LIMBO_HEAD, W_STATE, WORKER_WORDS,
+  W_CACHE_COUNT, W_LIMBO_HEAD, W_STATE, WORKER_WORDS, E_PRIV, GRE_TIMEOUT, GRE_STREAM_TIMEOUT,
 } from './layout.js';
 import { SlotAllocator } from './alloc.js';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from '../input/packet/packet.js';
 import type { TrackerContext } from '../track/proto/l4proto.js';
 import { tcpIsClosing, tcpState, tcpStateTimeout } from '../track/proto/tcp.js';
+import { IPPROTO_UDPLITE } from '../track/proto/udp.js';
+import { IPPROTO_GRE } from '../track/proto/gre.js';
+import { IPPROTO_SCTP, sctpStateTimeout } from '../track/proto/sctp.js';
 import { EventProducer, reapSubscribers } from './ecache.js';
 import { Qsbr } from './rcu.js';
 import { reclaimOrphans, recoverDeadWorker, type RecoveryReport } from './recovery.js';
@@ -159,13 +162,20 @@ export function idleLowerBound(ctx: TrackerContext, e: number, remaining: number
     b = Math.min(tNew, i32[sys + S_TCP_TIMEOUT_MAX_RETRANS]!); // retransmissions or zero window
     c = Math.min(tNew, i32[sys + S_TCP_TIMEOUT_UNACKNOWLEDGED]!); // unacknowledged data
     d = i32[sys + S_TCP_TIMEOUT_CLOSE]!; // an RST that left the state as it was
-  } else if (l4 === IPPROTO_UDP) {
+  } else if (l4 === IPPROTO_UDP || l4 === IPPROTO_UDPLITE) {
+    // UDP-Lite shares UDP's timeouts (the kernel's udplite part of nf_conntrack_proto_udp).
     a = i32[sys + S_UDP_TIMEOUT]!;
     b = i32[sys + S_UDP_TIMEOUT_STREAM]!;
   } else if (l4 === IPPROTO_ICMP) {
     a = i32[sys + S_ICMP_TIMEOUT]!;
   } else if (l4 === IPPROTO_ICMPV6) {
     a = i32[sys + S_ICMPV6_TIMEOUT]!;
+  } else if (l4 === IPPROTO_GRE) {
+    // Copied into the entry at creation (gre.ts): unreplied, then stream.
+    a = i32[e + E_PRIV + GRE_TIMEOUT]!;
+    b = i32[e + E_PRIV + GRE_STREAM_TIMEOUT]!;
+  } else if (l4 === IPPROTO_SCTP) {
+    a = sctpStateTimeout(ctx, e);
   } else {
     a = i32[sys + S_GENERIC_TIMEOUT]!;
   }

@@ -379,6 +379,11 @@ export function sctpPacket(
   return PROTO_ACCEPT;
 }
 
+/** The timeout (seconds) the entry's state gives on a refresh (the state changes only with one). */
+export function sctpStateTimeout(ctx: TrackerContext, e: number): number {
+  return ctx.i32[ctx.sys + TIMEOUT_SYSCTL[sctpState(ctx, e)]!]!;
+}
+
 /** The state of an entry (SCTP_CONNTRACK_*). */
 export function sctpState(ctx: TrackerContext, e: number): number {
   return ctx.i32[e + E_PRIV + SCTP_STATE]! & STATE_MASK;
