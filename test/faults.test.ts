@@ -12,7 +12,7 @@ import { EVENT_DESTROY, eventStats, subscribeEvents, type ConnEvent } from '../s
 import { GcEngine, startGc } from '../src/table/gc.js';
 import { checkInvariants } from '../src/table/invariants.js';
 import {
-  E_GEN, E_ID, E_TIMEOUT, H_EVENTS, H_FREE_LOCK, H_GC_WID, REC_SEQ, REC_WORDS, W_EV_M, WORKER_WORDS, XC_EV_HEAD, XC_EV_PARK_LOCK,
+  E_GEN, E_ID, E_TIMEOUT, H_EVENTS, H_FREE_LOCK, H_GC_WID, REC_SEQ, REC_WORDS, W_EV_M, WORKER_WORDS, XC_EV_DHEAD, XC_EV_HEAD, XC_EV_PARK_LOCK,
   XC_EXT_LOCK, XC_POLICY_LOCK,
 } from '../src/table/layout.js';
 import { reclaimOrphans, recoverDeadWorker } from '../src/table/recovery.js';
@@ -154,6 +154,33 @@ test('a NEW whose producer died between reserving and publishing it is counted l
   t.is(sub.poll().length, 1);
   t.is(sub.lost, 1, 'the NEW it never published');
   ct.close();
+  sub.close();
+});
+
+test('a producer descheduled on a reserved DESTROY record: a subscriber overrun meanwhile is told exactly what it missed', (t) => {
+  // Its record holds every subscriber's tail; the ring and the park queue fill behind it, and the
+  // subscribers are overrun though they read every marker: what they got is not counted dropped.
+  const table = ConntrackTable.create({ max: 1024, events: { ring: 1024, destroyRing: 16 } });
+  const sub = subscribeEvents(table);
+  const xc = table.sec.xctl;
+  const d = Atomics.load(table.i32, xc + XC_EV_DHEAD);
+  t.is(Atomics.compareExchange(table.i32, xc + XC_EV_DHEAD, d, d + 1), d); // reserved, never published
+  const blocked: number[] = [];
+  sub.on('overrun', (_n, ms) => blocked.push(ms));
+  const ct = new Conntrack(table);
+  let got = 0;
+  for (let round = 0; round < 10; round++) {
+    churn(ct, 20, round * 20, 1000); // 200 removals: more than the ring (16) and the park queue (64)
+    got += sub.poll().filter((e) => e.type === EVENT_DESTROY).length;
+  }
+  for (let k = 0; k < 100 && ct.retryParkedEvents() > 0; k++) got += sub.poll().filter((e) => e.type === EVENT_DESTROY).length;
+  got += sub.poll().filter((e) => e.type === EVENT_DESTROY).length;
+  t.is(eventStats(table).parked, 0);
+  ct.close();
+  t.true(sub.overruns >= 1, 'overrun');
+  t.true(blocked[0]! > 0, 'and told its tail was held by an unpublished record');
+  // Every removal delivered or counted dropped, once; plus the reserved record it never got.
+  t.is(got + sub.dropped, 200 + 1, `delivered ${got}, dropped ${sub.dropped}`);
   sub.close();
 });
 

@@ -623,12 +623,15 @@ export interface SubscribeOptions {
 export interface EventSubscription {
   on(event: 'event', listener: (ev: ConnEvent) => void): this;
   on(event: 'stall', listener: (ev: StallEvent) => void): this;
-  on(event: 'overrun' | 'lost', listener: (count: number) => void): this;
+  /** `dropped`: DESTROY events it will not get; `tailBlockedMs`: how long its tail had waited on a producer's unpublished record (0: it was behind). */
+  on(event: 'overrun', listener: (dropped: number, tailBlockedMs: number) => void): this;
+  on(event: 'lost', listener: (count: number) => void): this;
   on(event: 'close', listener: () => void): this;
   on(event: string | symbol, listener: (...args: never[]) => void): this;
   once(event: 'event', listener: (ev: ConnEvent) => void): this;
   once(event: 'stall', listener: (ev: StallEvent) => void): this;
-  once(event: 'overrun' | 'lost', listener: (count: number) => void): this;
+  once(event: 'overrun', listener: (dropped: number, tailBlockedMs: number) => void): this;
+  once(event: 'lost', listener: (count: number) => void): this;
   once(event: 'close', listener: () => void): this;
   once(event: string | symbol, listener: (...args: never[]) => void): this;
 }
@@ -735,14 +738,30 @@ export class EventSubscription extends EventEmitter {
       this.emit('close');
       return false;
     }
-    const n = seqDiff(Atomics.load(i32, this.xc + XC_EV_DHEAD), this.dTail); // skipped unread
+    // Skipped unread: the records from our tail to the head, less those already delivered through
+    // their markers (our tail waits behind one not yet published, e.g. a descheduled producer's:
+    // that is how a subscriber that keeps up can be overrun, and those it got are not dropped).
+    // A tombstone (a dead producer's record) was no event either.
+    const ahead = seqDiff(Atomics.load(i32, this.xc + XC_EV_DHEAD), this.dTail);
+    const base = this.table.sec.destroys;
+    let n = ahead;
+    for (let k = 0, w = Math.min(ahead, this.delivered.length); k < w; k++) {
+      const d = (this.dTail + k) & SEQ_MASK;
+      const rec = base + (d & this.dmask) * REC_WORDS;
+      if (this.delivered[d & this.dmask] || (Atomics.load(i32, rec + REC_SEQ) === d && (i32[rec + REC_TYPE]! & REC_TOMB))) n--;
+    }
+    // How long our tail had waited on an unpublished record: a dead or descheduled producer held
+    // every subscriber's tail, so the ring and the park queue filled behind it.
+    const blockedMs = this.dWaitingSince === 0 ? 0 : Math.max(1, Math.round(performance.now() - this.dWaitingSince));
+    this.dWaitingSince = 0;
     this.dropped += n;
     this.overruns++;
     Atomics.add(i32, this.sb + SB_DROPPED, n);
     Atomics.add(i32, this.xc + XC_EV_DROPPED, n); // table-wide statistic
     this.attach(false, false); // still counted in XC_EV_SUBS while overrun
-    if (this.listenerCount('overrun') > 0) this.emit('overrun', n);
-    process.emitWarning(`conntrack-sab: event subscriber ${this.k} was overrun (stalled or too slow): ` +
+    if (this.listenerCount('overrun') > 0) this.emit('overrun', n, blockedMs);
+    process.emitWarning(`conntrack-sab: event subscriber ${this.k} was overrun (${blockedMs > 0
+      ? `its DESTROY tail waited ${blockedMs} ms on a producer's unpublished record` : 'stalled or too slow'}): ` +
       `${n} DESTROY events dropped`, { code: 'CTSAB_EVENTS_OVERRUN' });
     return true;
   }
