@@ -23,6 +23,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { median, takeOption } from './stats.js';
 
 const WORKER_SRC = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -114,10 +115,6 @@ function once(w: Worker): Promise<unknown> {
   });
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 interface FrameSetLike { data: SharedArrayBuffer; index: SharedArrayBuffer; count: number; bytes: Uint8Array; ix: Int32Array }
 interface TableLike { buffer: SharedArrayBuffer; clock: number; count?: number }
@@ -156,13 +153,7 @@ function feed(b: BuildMods, ct: InstanceType<BuildMods['Conntrack']>, fs: FrameS
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const opt = (name: string, def: string): string => {
-    const i = args.indexOf(name);
-    if (i < 0) return def;
-    const v = args[i + 1] ?? def;
-    args.splice(i, 2);
-    return v;
-  };
+  const opt = (name: string, def: string): string => takeOption(args, name, def);
   const rounds = Number(opt('--rounds', '7'));
   const only = opt('--only', 'zones,mixed').split(',');
   const here = fileURLToPath(new URL('../', import.meta.url));

@@ -12,6 +12,7 @@
  * a few processes: the JIT's inlining differs from one process to the next.
  */
 import { fileURLToPath } from 'node:url';
+import { median, takeOption } from './stats.js';
 
 interface Build {
   Table: { create(o: { max: number }): { clock: number } };
@@ -52,20 +53,10 @@ async function load(dist: string): Promise<Build> {
   } as Build;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const opt = (name: string, def: string): string => {
-    const i = args.indexOf(name);
-    if (i < 0) return def;
-    const v = args[i + 1] ?? def;
-    args.splice(i, 2);
-    return v;
-  };
+  const opt = (name: string, def: string): string => takeOption(args, name, def);
   const rounds = Number(opt('--rounds', '5'));
   const flushN = Number(opt('--flush-n', '100000'));
   const only = opt('--only', 'hot,zones').split(',');

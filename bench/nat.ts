@@ -22,6 +22,7 @@ import { setNatPlacement } from '../src/track/nat/bysource.js';
 import { FrameSet } from './frames.js';
 import type { BenchPool, RunResult } from './harness.js';
 import type { Job } from './engine.js';
+import { median } from './stats.js';
 
 const T0 = 1_000_000;
 
@@ -65,10 +66,6 @@ function dnatFrames(n: number): FrameSet {
   return fs;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 function p99(rs: RunResult): number {
   const all: number[] = [];

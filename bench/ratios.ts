@@ -17,6 +17,7 @@ import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { median } from './stats.js';
 
 // ---------------------------------------------------------------------------------------------
 // Open vSwitch's ovstest
@@ -77,10 +78,6 @@ export interface ReplayScaling {
   rounds: number[];
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 /**
  * Replay a synthetic capture of about `bytes` with 1 and with 2 workers, alternately, `runs`

@@ -23,11 +23,8 @@ import { Worker } from 'node:worker_threads';
 import { replay, ReplayGc } from '../src/ops/replay.js';
 import { ConntrackPool } from '../src/pool/pool.js';
 import { ConntrackTable } from '../src/table/table.js';
+import { median } from './stats.js';
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 const args = process.argv.slice(2);
 let runs = -1;

@@ -42,6 +42,7 @@ import { formatRatios, ovsHot, ovsProblem, ovsZones, replayScaling, type ReplayS
 import {
   T0, ZONE_A, hotFrames, mixedFrames, prefillFlood, prefillMixed, synFlood, tcpConnFrames, zoneFrames,
 } from './workloads.js';
+import { median } from './stats.js';
 
 export interface BenchOptions {
   quick: boolean;
@@ -115,10 +116,6 @@ export interface BenchReport {
 
 // ---------------------------------------------------------------------------------------------
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 function pct(xs: Float64Array, p: number): number {
   const s = Float64Array.from(xs).sort();
   return s.length ? s[Math.min(s.length - 1, Math.floor(p * s.length))]! : 0;
