@@ -9,14 +9,15 @@ import test from 'ava';
 import { Conntrack } from '../src/track/core.js';
 import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import {
-  COUNT_BATCH, E_GEN, E_STATUS, ENTRY_WORDS, IPS_ASSURED, MARKER_WORDS, MK_LIST, NS_COUNT, NS_WORDS,
+  COUNT_BATCH, E_GEN, E_STATUS, E_TIMEOUT, ENTRY_WORDS, IPS_ASSURED, MARKER_WORDS, MK_LIST, NS_COUNT, NS_WORDS,
   ZA_COUNT, ZA_HEAD, ZA_WORDS, ZC_NS, ZC_SLOTS, ZC_ZONE, zoneRec,
 } from '../src/table/layout.js';
+import { CtOps } from '../src/ops/ops.js';
 import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { lock, lockOwner } from '../src/table/locks.js';
 import {
-  CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, LIST_NS, LIST_ZONE, ZONE_DIR_REPL, cachedDelta, isNamespaceHandle,
+  CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, LIST_NS, LIST_ZONE, ZONE_DIR_REPL, cachedDelta, cachedDeltas, isNamespaceHandle,
   rebuildZoneAccounting, zoneWord,
 } from '../src/table/zones.js';
 import { udp4 } from './helpers/frames.js';
@@ -294,4 +295,57 @@ test('zoneWord / isNamespaceHandle', (t) => {
   t.false(isNamespaceHandle({ buffer: table.buffer, ns: '1' }));
   t.true(CONFIRM_NS_LIMIT < 0);
   t.true(CONFIRM_ZONE_LIMIT < 0);
+});
+
+test('dropCandidate: an ASSURED entry is a candidate from the instant its timeout is reached, not one ms before', (t) => {
+  const table = ConntrackTable.create({ max: 64, namespaces: 2 });
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const B = assured(ct, '10.8.0.1', 12, 1);
+  ct.endBatch();
+  const to = table.i32[table.sec.entries + B * ENTRY_WORDS + E_TIMEOUT]!;
+  t.is(ct.chains.zones.dropCandidate(LIST_NS, 1, 0, to - 1), -1);
+  t.is(ct.chains.zones.dropCandidate(LIST_NS, 1, 0, to), B);
+  t.is(ct.chains.zones.dropCandidate(LIST_ZONE, 12, 1, to), B);
+  ct.close();
+});
+
+test('entries of a namespace without a record (id = namespaces): on their zone list only, no namespace word written', (t) => {
+  const NSN = 4;
+  const table = ConntrackTable.create({ max: 128, namespaces: NSN });
+  const i32 = table.i32;
+  // The words just past the namespace records and heads: nothing may count into or link through them.
+  const past = [table.sec.ns + NSN * NS_WORDS + NS_COUNT, table.sec.nsHeads + NSN];
+  const before = past.map((w) => i32[w]);
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const a = oneWay(ct, '10.9.0.1', 13, NSN);
+  const b = oneWay(ct, '10.9.0.2', 13, NSN);
+  oneWay(ct, '10.9.0.3', 13, 1);
+  t.deepEqual([...cachedDeltas(table, ZC_NS).keys()], [1]);
+  ct.endBatch();
+  t.deepEqual(past.map((w) => i32[w]), before);
+  t.is(table.zoneCount(13), 3);
+  t.is(ct.chains.zones.listCount(LIST_NS, NSN), 0);
+  t.is(ct.chains.zones.dropCandidate(LIST_ZONE, 13, NSN, NOW), a, 'early_drop in zone 13 for that namespace: its oldest');
+  // Deleting them gives nothing back to a namespace word either.
+  const ops = new CtOps(table);
+  t.is(ops.flush({ ns: NSN }), 2);
+  ops.close();
+  t.deepEqual(past.map((w) => i32[w]), before);
+  t.is(table.zoneCount(13), 1);
+  t.not(a, b);
+  inv(t, table);
+  ct.close();
+});
+
+test('rebuildZoneAccounting for dead worker 0 frees its list stripes', (t) => {
+  const table = ConntrackTable.create({ max: 64, namespaces: 2, maxWorkers: 4 });
+  const i32 = table.i32;
+  lock(i32, table.sec.zlocks + 3, 0);
+  lock(i32, table.sec.zlocks + 140, 0);
+  rebuildZoneAccounting(table, 0);
+  t.is(lockOwner(i32[table.sec.zlocks + 3]!), -1);
+  t.is(lockOwner(i32[table.sec.zlocks + 140]!), -1);
+  inv(t, table);
 });
