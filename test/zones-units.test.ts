@@ -319,21 +319,29 @@ test('entries of a namespace without a record (id = namespaces): on their zone l
   const before = past.map((w) => i32[w]);
   const ct = new Conntrack(table);
   ct.beginBatch();
+  oneWay(ct, '10.9.0.3', 13, 1);
+  oneWay(ct, '10.9.0.4', 14, 1);
+  oneWay(ct, '10.9.0.5', 14, 1);
   const a = oneWay(ct, '10.9.0.1', 13, NSN);
   const b = oneWay(ct, '10.9.0.2', 13, NSN);
-  oneWay(ct, '10.9.0.3', 13, 1);
   t.deepEqual([...cachedDeltas(table, ZC_NS).keys()], [1]);
   ct.endBatch();
   t.deepEqual(past.map((w) => i32[w]), before);
-  t.is(table.zoneCount(13), 3);
-  t.is(ct.chains.zones.listCount(LIST_NS, NSN), 0);
   t.is(ct.chains.zones.dropCandidate(LIST_ZONE, 13, NSN, NOW), a, 'early_drop in zone 13 for that namespace: its oldest');
+  // (The rebuild below relinks in bucket order: list age order is not kept across it.)
+  rebuildZoneAccounting(table); // crash recovery's rebuild: the same lists, nothing past the records
+  t.deepEqual(past.map((w) => i32[w]), before);
+  t.is(table.namespaceCount(1), 3);
+  t.is(table.zoneCount(13), 3);
+  inv(t, table);
+  t.is(ct.chains.zones.listCount(LIST_NS, NSN), 0);
   // Deleting them gives nothing back to a namespace word either.
   const ops = new CtOps(table);
   t.is(ops.flush({ ns: NSN }), 2);
   ops.close();
   t.deepEqual(past.map((w) => i32[w]), before);
   t.is(table.zoneCount(13), 1);
+  t.is(table.namespaceCount(1), 3);
   t.not(a, b);
   inv(t, table);
   ct.close();
@@ -348,4 +356,44 @@ test('rebuildZoneAccounting for dead worker 0 frees its list stripes', (t) => {
   t.is(lockOwner(i32[table.sec.zlocks + 3]!), -1);
   t.is(lockOwner(i32[table.sec.zlocks + 140]!), -1);
   inv(t, table);
+});
+
+test('charge / uncharge called at a limit (the race atLimit cannot see): refused with nothing kept, given back exactly', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 4 });
+  table.setNamespaceLimit(1, 2);
+  table.setZoneLimit(15, 1);
+  const ct = new Conntrack(table);
+  const za = ct.chains.zones;
+  ct.beginBatch();
+  oneWay(ct, '10.10.0.1', 15, 3); // zone 15 full (1 of 1); namespace 3 has no limit
+  oneWay(ct, '10.10.0.2', 16, 1);
+  oneWay(ct, '10.10.0.3', 16, 1); // namespace 1 full (2 of 2)
+  t.is(za.charge(3, 15), CONFIRM_ZONE_LIMIT);
+  t.is(table.namespaceCount(3), 1, 'the cached namespace charge was given back');
+  t.is(table.zoneCount(15), 1);
+  t.is(za.charge(1, 16), CONFIRM_NS_LIMIT);
+  t.is(table.namespaceCount(1), 2);
+  t.is(table.zoneCount(16), 2);
+  table.setNamespaceLimit(2, 5);
+  t.is(za.charge(2, 15), CONFIRM_ZONE_LIMIT);
+  t.is(table.namespaceCount(2), 0, 'the CAS-charged namespace count was given back');
+  t.is(za.charge(2, 17), 0);
+  t.is(table.namespaceCount(2), 1);
+  t.is(table.zoneCount(17), 1);
+  za.uncharge(2, 17);
+  t.is(table.namespaceCount(2), 0);
+  t.is(table.zoneCount(17), 0);
+  // A limited zone's counter is charged and given back in its word, never through a delta.
+  const zw15 = table.sec.zacct + zoneRec(15) * ZA_WORDS + ZA_COUNT;
+  t.is(table.i32[zw15], 1);
+  za.uncharge(3, 15);
+  t.is(table.i32[zw15], 0);
+  t.is(cachedDelta(table, ZC_ZONE, 15), 0);
+  t.is(za.charge(3, 15), 0); // the entry is still linked: charge it again
+  t.is(table.i32[zw15], 1);
+  ct.endBatch();
+  t.is(table.namespaceCount(3), 1);
+  t.is(table.zoneCount(15), 1);
+  inv(t, table);
+  ct.close();
 });
