@@ -121,18 +121,21 @@ test('confirm caps a chain at maxChain tuplehashes; an entry with both tuplehash
   t.true(single.length >= 4 && both.length >= 1, 'found frames for the bucket');
   const ct = new Conntrack(table);
   ct.beginBatch();
-  // Chain TARGET: 0, then 1, then 2 tuplehashes: a both-in-one-bucket entry needs len + 2 <= 3.
-  t.false(send(ct, single[0]!).drop);
-  t.false(send(ct, single[1]!).drop); // chain at 2
+  // Chain TARGET counts tuplehashes: a both-in-one-bucket entry needs len + 2 <= 3.
+  t.false(send(ct, single[0]!).drop); // 1
   const vb = send(ct, both[0]!);
-  t.is(vb.reason, 'hash chain too long', '2 + 2 > 3');
+  t.false(vb.drop, '1 + 2 = 3: fits'); // 3
+  const bslot = vb.slot; // the verdict object is reused by the next frame
+  t.is(send(ct, single[1]!).reason, 'hash chain too long', 'at the cap');
+  t.true(ct.chains.kill(bslot, KILL_DELETE)); // 1
+  t.false(send(ct, single[1]!).drop); // 2
+  t.is(send(ct, both[0]!).reason, 'hash chain too long', '2 + 2 > 3');
   t.false(send(ct, single[2]!).drop, 'a single tuplehash still fits: 3 of 3');
-  const v4 = send(ct, single[3]!);
-  t.is(v4.reason, 'hash chain too long', 'the chain is at the cap');
+  t.is(send(ct, single[3]!).reason, 'hash chain too long', 'the chain is at the cap');
   ct.endBatch();
   t.is(table.count, 3);
-  t.is(stat(table, 'chaintoolong'), 2);
-  t.is(stat(table, 'insert_failed'), 2);
+  t.is(stat(table, 'chaintoolong'), 3);
+  t.is(stat(table, 'insert_failed'), 3);
   inv(t, table);
   ct.close();
 });
@@ -159,6 +162,12 @@ test('early_drop within a namespace limit: an expired victim counts as expired, 
   t.is(stat(table, 'early_drop'), 1);
   t.is(stat(table, 'expired'), 1);
   t.false(ct.chains.earlyDropWithin(CONFIRM_NS_LIMIT, 1, 0, NOW), 'only ASSURED live ones left');
+  // The namespace's list is searched whatever zone the new connection is in.
+  const q = udp4({ src: addr(13), dst: '192.0.2.2', sport: 6000, dport: 53 });
+  t.false(ct.frame(LT, q, 0, q.length, NOW, 9, 1).drop); // zone 9, namespace 1
+  t.is(table.namespaceCount(1), 2, 'at its limit again');
+  t.true(ct.chains.earlyDropWithin(CONFIRM_NS_LIMIT, 1, 3, NOW), 'zone 3 is empty; namespace 1 has a one-way entry');
+  t.is(stat(table, 'early_drop'), 2);
   ct.endBatch();
   inv(t, table);
   ct.close();
