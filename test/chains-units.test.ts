@@ -108,17 +108,21 @@ test('confirm caps a chain at maxChain tuplehashes; an entry with both tuplehash
   const single: number[] = []; // original in TARGET, reply elsewhere, each reply bucket once
   const both: number[] = []; // both tuplehashes in TARGET
   const replyUsed = new Set<number>();
-  for (let i = 1; i < 3000 && (single.length < 4 || both.length < 1); i++) {
+  const replyOnly: [number, number][] = []; // [frame, original bucket]: reply tuplehash in TARGET
+  for (let i = 1; i < 3000 && (single.length < 4 || both.length < 1 || replyOnly.length < 8); i++) {
     const s = send(pc, i).slot;
     const h0 = probe.i32[probe.sec.entries + s * ENTRY_WORDS + E_HASH]! & 15;
     const h1 = probe.i32[probe.sec.entries + s * ENTRY_WORDS + E_HASH + 1]! & 15;
-    if (h0 !== TARGET) continue;
+    if (h0 !== TARGET) { if (h1 === TARGET) replyOnly.push([i, h0]); continue; }
     if (h1 === TARGET) both.push(i);
     else if (!replyUsed.has(h1)) { replyUsed.add(h1); single.push(i); }
   }
   pc.endBatch();
   pc.close();
   t.true(single.length >= 4 && both.length >= 1, 'found frames for the bucket');
+  // One whose original bucket holds none of the above's reply tuplehashes.
+  const viaReply = replyOnly.find(([, b]) => !replyUsed.has(b));
+  t.truthy(viaReply);
   const ct = new Conntrack(table);
   ct.beginBatch();
   // Chain TARGET counts tuplehashes: a both-in-one-bucket entry needs len + 2 <= 3.
@@ -132,10 +136,11 @@ test('confirm caps a chain at maxChain tuplehashes; an entry with both tuplehash
   t.is(send(ct, both[0]!).reason, 'hash chain too long', '2 + 2 > 3');
   t.false(send(ct, single[2]!).drop, 'a single tuplehash still fits: 3 of 3');
   t.is(send(ct, single[3]!).reason, 'hash chain too long', 'the chain is at the cap');
+  t.is(send(ct, viaReply![0]).reason, 'hash chain too long', 'its reply chain is at the cap');
   ct.endBatch();
   t.is(table.count, 3);
-  t.is(stat(table, 'chaintoolong'), 3);
-  t.is(stat(table, 'insert_failed'), 3);
+  t.is(stat(table, 'chaintoolong'), 4);
+  t.is(stat(table, 'insert_failed'), 4);
   inv(t, table);
   ct.close();
 });
