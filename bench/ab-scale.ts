@@ -21,9 +21,10 @@
  * Prints medians and per-round ratios.
  */
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { median, takeOption } from './stats.js';
+import { distModuleUrl, median, takeOption } from './stats.js';
 
 const WORKER_SRC = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -130,7 +131,7 @@ interface BuildMods {
 }
 
 async function load(dist: string): Promise<BuildMods> {
-  const u = (p: string): string => new URL(p, `file://${dist.replace(/\/?$/, '/')}`).href;
+  const u = (p: string): string => distModuleUrl(dist, p);
   return {
     Table: (await import(u('src/table/table.js'))).ConntrackTable,
     Conntrack: (await import(u('src/track/core.js'))).Conntrack,
@@ -157,7 +158,8 @@ async function main(): Promise<void> {
   const rounds = Number(opt('--rounds', '7'));
   const only = opt('--only', 'zones,mixed').split(',');
   const here = fileURLToPath(new URL('../', import.meta.url));
-  const [baseDir, newDir = here] = args;
+  // Absolute folders: ab-scale's worker threads build their module URLs from them too.
+  const [baseDir, newDir = here] = args.map((a) => resolve(a));
   if (!baseDir || !Number.isInteger(rounds) || rounds < 1 || only.some((w) => w !== 'zones' && w !== 'mixed')) {
     process.stderr.write('usage: node dist/bench/ab-scale.js BASE_DIST [NEW_DIST] [--rounds N] [--only zones,mixed]\n');
     process.exitCode = 2;

@@ -11,8 +11,9 @@
  * (a descheduled thread does not count). Prints the medians and the per-round ratios. Repeat in
  * a few processes: the JIT's inlining differs from one process to the next.
  */
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { median, takeOption } from './stats.js';
+import { distModuleUrl, median, takeOption } from './stats.js';
 
 interface Build {
   Table: { create(o: { max: number }): { clock: number } };
@@ -43,7 +44,7 @@ const LOOP_SRC = `return function loop(b, ct, fs, from, to, repeat) {
 }`;
 
 async function load(dist: string): Promise<Build> {
-  const u = (p: string): string => new URL(p, `file://${dist.replace(/\/?$/, '/')}`).href;
+  const u = (p: string): string => distModuleUrl(dist, p);
   return {
     Table: (await import(u('src/table/table.js'))).ConntrackTable,
     Conntrack: (await import(u('src/track/core.js'))).Conntrack,
@@ -61,7 +62,8 @@ async function main(): Promise<void> {
   const flushN = Number(opt('--flush-n', '100000'));
   const only = opt('--only', 'hot,zones').split(',');
   const here = fileURLToPath(new URL('../', import.meta.url));
-  const [baseDir, newDir = here] = args;
+  // Absolute folders: ab-scale's worker threads build their module URLs from them too.
+  const [baseDir, newDir = here] = args.map((a) => resolve(a));
   if (!baseDir || !Number.isInteger(rounds) || rounds < 1) {
     process.stderr.write('usage: node dist/bench/ab.js BASE_DIST [NEW_DIST] [--rounds N] [--only hot,zones,flush] [--flush-n N]\n');
     process.exitCode = 2;

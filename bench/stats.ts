@@ -1,4 +1,6 @@
-/** Small helpers shared by the bench scripts: medians and `--name value` options. */
+/** Small helpers shared by the bench scripts: medians, `--name value` options, build folders. */
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 /** The median (the mean of the two middle values for an even count). */
 export function median(xs: readonly number[]): number {
@@ -13,4 +15,9 @@ export function takeOption(args: string[], name: string, def: string): string {
   const v = args[i + 1] ?? def;
   args.splice(i, 2);
   return v;
+}
+
+/** The file: URL of module `p` inside build folder `dist` (a relative folder is taken from the cwd). */
+export function distModuleUrl(dist: string, p: string): string {
+  return pathToFileURL(resolve(dist, p)).href;
 }
