@@ -24,7 +24,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { distModuleUrl, median, takeOption } from './stats.js';
+import { distModuleUrl, importBuild, median, takeOption } from './stats.js';
 
 const WORKER_SRC = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -131,14 +131,7 @@ interface BuildMods {
 }
 
 async function load(dist: string): Promise<BuildMods> {
-  const u = (p: string): string => distModuleUrl(dist, p);
-  return {
-    Table: (await import(u('src/table/table.js'))).ConntrackTable,
-    Conntrack: (await import(u('src/track/core.js'))).Conntrack,
-    startGc: (await import(u('src/table/gc.js'))).startGc,
-    W: await import(u('bench/workloads.js')),
-    F: await import(u('bench/frames.js')),
-  } as BuildMods;
+  return { ...(await importBuild(dist)), startGc: (await import(distModuleUrl(dist, 'src/table/gc.js'))).startGc } as BuildMods;
 }
 
 /** Feed a frame set through a Conntrack on this thread (prefill). */

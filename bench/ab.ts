@@ -13,7 +13,7 @@
  */
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { distModuleUrl, median, takeOption } from './stats.js';
+import { distModuleUrl, importBuild, median, takeOption } from './stats.js';
 
 interface Build {
   Table: { create(o: { max: number }): { clock: number } };
@@ -44,14 +44,7 @@ const LOOP_SRC = `return function loop(b, ct, fs, from, to, repeat) {
 }`;
 
 async function load(dist: string): Promise<Build> {
-  const u = (p: string): string => distModuleUrl(dist, p);
-  return {
-    Table: (await import(u('src/table/table.js'))).ConntrackTable,
-    Conntrack: (await import(u('src/track/core.js'))).Conntrack,
-    Ops: (await import(u('src/ops/ops.js'))).CtOps,
-    W: await import(u('bench/workloads.js')),
-    F: await import(u('bench/frames.js')),
-  } as Build;
+  return { ...(await importBuild(dist)), Ops: (await import(distModuleUrl(dist, 'src/ops/ops.js'))).CtOps } as Build;
 }
 
 

@@ -21,3 +21,14 @@ export function takeOption(args: string[], name: string, def: string): string {
 export function distModuleUrl(dist: string, p: string): string {
   return pathToFileURL(resolve(dist, p)).href;
 }
+
+/** The modules every paired bench loads from a build folder (callers add their own and type them). */
+export async function importBuild(dist: string): Promise<Record<string, unknown>> {
+  const u = (p: string): string => distModuleUrl(dist, p);
+  return {
+    Table: (await import(u('src/table/table.js'))).ConntrackTable,
+    Conntrack: (await import(u('src/track/core.js'))).Conntrack,
+    W: await import(u('bench/workloads.js')),
+    F: await import(u('bench/frames.js')),
+  };
+}

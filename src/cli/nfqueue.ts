@@ -190,50 +190,48 @@ function collect(value: string, previous: string[]): string[] {
   return previous.concat([value]);
 }
 
+/** Output options shared by `nfqueue` and `monitor`. */
+function withOutputOptions(cmd: Command): Command {
+  return cmd
+    .option('-E, --event', 'print the event stream like conntrack -E')
+    .option('-S, --stats', 'print statistics like conntrack -S at exit')
+    .option('-L, --dump', 'print the table like conntrack -L at exit')
+    .option('--json', 'print one JSON object at exit')
+    .addOption(new Option('-o, --output <fmt>', 'output format for -L/-E: extended, timestamp, id'));
+}
+
+/** Table options and the action shared by `nfqueue` and `monitor` (`zone`/`netns`: their help). */
+function withTableOptions(cmd: Command, zone: string, netns: string): Command {
+  return cmd
+    .option('--zone <n>', zone)
+    .option('--netns <name>', netns)
+    .option('--max <n>', 'nf_conntrack_max of the table')
+    .option('--sysctl <name=value>', 'set a sysctl', collect, [])
+    .option('--duration <s>', 'stop after this many seconds')
+    .option('-w, --write <file>', 'save the table as a snapshot at exit')
+    .action(async (opts: Record<string, unknown>) => {
+      process.exitCode = await runNfqueue(opts);
+    });
+}
+
 /** The `nfqueue` and `monitor` commands. */
 export function registerLiveCommands(program: Command): void {
-  program
+  const nfqueue = withOutputOptions(program
     .command('nfqueue')
     .description('decide live traffic from NFQUEUE queues, one packet worker per queue (Linux, CAP_NET_ADMIN, koffi)')
     .option('--queues <list>', 'queue numbers, e.g. 0-1 or 0,2 (default 0)')
     .option('--shadow', 'the kernel decides; compare its conntrack state with ours per packet (default)')
     .option('--enforce', 'our decision is the verdict (kernel tracking bypassed by raw notrack)')
-    .option('--policy <file>', 'firewall policy (JSON) for --enforce')
-    .option('-E, --event', 'print the event stream like conntrack -E')
-    .option('-S, --stats', 'print statistics like conntrack -S at exit')
-    .option('-L, --dump', 'print the table like conntrack -L at exit')
-    .option('--json', 'print one JSON object at exit')
-    .addOption(new Option('-o, --output <fmt>', 'output format for -L/-E: extended, timestamp, id'))
+    .option('--policy <file>', 'firewall policy (JSON) for --enforce'))
     .option('--copy-range <bytes>', 'bytes of each packet copied (default 65535)')
     .option('--queue-maxlen <n>', 'packets the kernel holds per queue (default 4096)')
     .option('--no-fail-open', 'drop, rather than accept, packets when a queue is full')
-    .option('--rcvbuf <bytes>', 'socket receive buffer (default 8 MiB)')
-    .option('--zone <n>', 'conntrack zone of the queued packets')
-    .option('--netns <name>', 'bind the queues of this network namespace (ip netns name)')
-    .option('--max <n>', 'nf_conntrack_max of the table')
-    .option('--sysctl <name=value>', 'set a sysctl', collect, [])
-    .option('--duration <s>', 'stop after this many seconds')
-    .option('-w, --write <file>', 'save the table as a snapshot at exit')
-    .action(async (opts: Record<string, unknown>) => {
-      process.exitCode = await runNfqueue(opts);
-    });
+    .option('--rcvbuf <bytes>', 'socket receive buffer (default 8 MiB)');
+  withTableOptions(nfqueue, 'conntrack zone of the queued packets', 'bind the queues of this network namespace (ip netns name)');
 
-  program
+  const monitor = withOutputOptions(program
     .command('monitor')
     .description('track the traffic of interfaces passively (AF_PACKET, e.g. a mirror port), one worker per interface')
-    .requiredOption('--interface <list>', 'interface names, comma separated')
-    .option('-E, --event', 'print the event stream like conntrack -E')
-    .option('-S, --stats', 'print statistics like conntrack -S at exit')
-    .option('-L, --dump', 'print the table like conntrack -L at exit')
-    .option('--json', 'print one JSON object at exit')
-    .addOption(new Option('-o, --output <fmt>', 'output format for -L/-E: extended, timestamp, id'))
-    .option('--zone <n>', 'conntrack zone of the packets')
-    .option('--netns <name>', 'read the interfaces of this network namespace (ip netns name)')
-    .option('--max <n>', 'nf_conntrack_max of the table')
-    .option('--sysctl <name=value>', 'set a sysctl', collect, [])
-    .option('--duration <s>', 'stop after this many seconds')
-    .option('-w, --write <file>', 'save the table as a snapshot at exit')
-    .action(async (opts: Record<string, unknown>) => {
-      process.exitCode = await runNfqueue(opts);
-    });
+    .requiredOption('--interface <list>', 'interface names, comma separated'));
+  withTableOptions(monitor, 'conntrack zone of the packets', 'read the interfaces of this network namespace (ip netns name)');
 }
