@@ -109,13 +109,16 @@ test('confirm caps a chain at maxChain tuplehashes; an entry with both tuplehash
   const both: number[] = []; // both tuplehashes in TARGET
   const replyUsed = new Set<number>();
   const replyOnly: [number, number][] = []; // [frame, original bucket]: reply tuplehash in TARGET
-  for (let i = 1; i < 3000 && (single.length < 4 || both.length < 1 || replyOnly.length < 8); i++) {
+  // Searched until every kind is found: the hash keys are random, so a fixed count of frames
+  // (or of reply-only candidates) sometimes left none whose original bucket was free.
+  const replyFree = (): boolean => replyOnly.some(([, b]) => !replyUsed.has(b));
+  for (let i = 1; i < 50_000 && (single.length < 4 || both.length < 1 || !replyFree()); i++) {
     const s = send(pc, i).slot;
     const h0 = probe.i32[probe.sec.entries + s * ENTRY_WORDS + E_HASH]! & 15;
     const h1 = probe.i32[probe.sec.entries + s * ENTRY_WORDS + E_HASH + 1]! & 15;
     if (h0 !== TARGET) { if (h1 === TARGET) replyOnly.push([i, h0]); continue; }
     if (h1 === TARGET) both.push(i);
-    else if (!replyUsed.has(h1)) { replyUsed.add(h1); single.push(i); }
+    else if (single.length < 4 && !replyUsed.has(h1)) { replyUsed.add(h1); single.push(i); }
   }
   pc.endBatch();
   pc.close();
