@@ -434,7 +434,9 @@ export class Conntrack {
     const slot = ref >>> 1;
     const dir = ref & 1;
     const e = c.entry(slot);
-    const status = Atomics.load(i32, e + E_STATUS); // set by other threads too
+    // Set by other threads with Atomics.or; read plainly, as the kernel's test_bit: a plain read
+    // may miss a bit set concurrently, as an Atomics.load racing with that or could.
+    const status = i32[e + E_STATUS]!;
     let state: number;
     if (dir === DIR_REPLY) state = CT_ESTABLISHED;
     else if (status & IPS_SEEN_REPLY) state = CT_ESTABLISHED;

@@ -210,7 +210,9 @@ export class Nat {
     if (v.slot < 0 || v.state === CT_INVALID || v.dir < 0) return 0;
     const i32 = this.i32;
     const e = this.chains.entry(v.slot);
-    const status = Atomics.load(i32, e + E_STATUS); // NAT bits are set before the entry is published
+    // NAT bits are set before the entry is published and never change after: a plain read
+    // (ordered by the lookup's Atomics.load of the bucket head that found it).
+    const status = i32[e + E_STATUS]!;
     if ((status & IPS_NAT_MASK) === 0) return 0;
     const dir = v.dir;
     const other = e + E_TUPLE + (1 - dir) * TUPLE_WORDS;

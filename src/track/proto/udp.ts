@@ -37,8 +37,10 @@ export function udpPacket(
   ctx: TrackerContext, e: number, _dir: number, pkt: Packet, res: ProtoResult,
 ): number {
   const i32 = ctx.i32;
-  // Status bits change from several threads: read them atomically.
-  const status = Atomics.load(i32, e + E_STATUS);
+  // Status bits change from several threads (Atomics.or); read plainly: CONFIRMED was set before
+  // the entry was published, and a racy read of SEEN_REPLY / ASSURED could as well have come just
+  // before the or (ASSURED's report is decided by the test-and-set below).
+  const status = i32[e + E_STATUS]!;
   if ((status & IPS_CONFIRMED) === 0) {
     // A fresh entry, private to this thread: remember when the flow began.
     i32[e + E_PRIV + UDP_STREAM_TS] = (pkt.now + 2000) | 0;
