@@ -744,3 +744,29 @@ test('sum16: the wide (32-bit load) sum equals the byte-by-byte sum at every ali
   }
   t.is(checked, 2 * 8 * 3 * 60);
 });
+
+test('a reused Packet: fields of the previous frame (TCP, ICMP error) never leak into the next', (t) => {
+  // parseFrame clears the TCP and ICMP groups only when the parser wrote them (Packet.dirty).
+  const fresh = (f: Uint8Array): Record<string, unknown> => {
+    const q = new Packet();
+    parseFrame(LINKTYPE_RAW, f, 0, f.length, q);
+    return { ...q, buf: null, src: [...q.src], dst: [...q.dst], innerSrc: [...q.innerSrc], innerDst: [...q.innerDst], dirty: 0 };
+  };
+  const seen = (p: Packet): Record<string, unknown> =>
+    ({ ...p, buf: null, src: [...p.src], dst: [...p.dst], innerSrc: [...p.innerSrc], innerDst: [...p.innerDst], dirty: 0 });
+  const syn = tcp4({ flags: 'S', seq: 7, ack: 9, win: 100, options: { wscale: 7, sackPerm: true } });
+  const sack = tcp4({ flags: 'A', seq: 7, ack: 9, options: { raw: [1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 20] } });
+  const err = icmpError4(3, 1, tcp4({ src: '10.0.0.1', dst: '198.51.100.7', sport: 33000, dport: 443, flags: 'S' }),
+    { src: '192.0.2.254', dst: '10.0.0.1' });
+  const err6 = icmpError6(1, 4, udp6({ sport: 5000, dport: 53 }));
+  const u = udp4({ sport: 1234, dport: 53, payload: 'x' });
+  const frames = [syn, u, sack, u, err, u, syn, err, u, err6, udp6({ sport: 1, dport: 2 }), icmp4({ type: 8, id: 77 }), u];
+  for (let i = 1; i < frames.length; i++) {
+    parseFrame(LINKTYPE_RAW, frames[i - 1]!, 0, frames[i - 1]!.length, pkt);
+    const f = frames[i]!;
+    t.deepEqual(seen(raw(f)), fresh(f), `frame ${i} after frame ${i - 1}`);
+  }
+  // The previous frames did set what must be cleared.
+  t.is(raw(syn).wscale, 7);
+  t.true(raw(err).icmpError);
+});

@@ -37,6 +37,10 @@ export const LINKTYPE_NFLOG = 239;
 /** pcap link type: Linux cooked capture v2. */
 export const LINKTYPE_LINUX_SLL2 = 276;
 
+/** Packet.dirty bits: the parser wrote TCP fields (seq .. hasSack) / ICMP and inner-packet fields. */
+export const PKT_DIRTY_TCP = 1;
+export const PKT_DIRTY_ICMP = 2;
+
 /** A parsed frame (layer 3 and 4 fields); reused, filled by parseFrame(). */
 export class Packet {
   /** null when the frame parsed; else why it is invalid (a constant string, not built per packet). */
@@ -103,8 +107,25 @@ export class Packet {
   /** Why the inner packet could not give a tuple (null when it did). */
   innerReason: string | null = null;
 
+  /**
+   * Which optional groups of fields the parser wrote since the last reset (PKT_DIRTY_*): parseFrame
+   * clears only those (resetParsed), so a UDP packet does not pay for the TCP and ICMP fields.
+   * @internal
+   */
+  dirty = 0;
+
   /** Reset every field before parsing a new frame. */
   reset(): void {
+    this.dirty = PKT_DIRTY_TCP | PKT_DIRTY_ICMP;
+    this.resetParsed();
+  }
+
+  /**
+   * parseFrame's reset: the fields every parse may set, and the TCP and ICMP groups only when the
+   * parser wrote them since (the `dirty` bits; a Packet filled by hand should be reset()).
+   * @internal
+   */
+  resetParsed(): void {
     this.reason = null;
     this.notIp = false;
     this.family = 0;
@@ -123,16 +144,27 @@ export class Packet {
     this.complete = true;
     this.fragment = false;
     this.csumPartial = false;
+    this.dataLen = 0;
+    const dirty = this.dirty;
+    if (dirty === 0) return;
+    this.dirty = 0;
+    if (dirty & PKT_DIRTY_TCP) this.resetTcp();
+    if (dirty & PKT_DIRTY_ICMP) this.resetIcmp();
+  }
+
+  private resetTcp(): void {
     this.seq = 0;
     this.ack = 0;
     this.tcpFlags = 0;
     this.window = 0;
     this.doff = 0;
-    this.dataLen = 0;
     this.wscale = -1;
     this.sackPerm = false;
     this.sackMax = 0;
     this.hasSack = false;
+  }
+
+  private resetIcmp(): void {
     this.icmpType = 0;
     this.icmpCode = 0;
     this.icmpId = 0;

@@ -26,6 +26,8 @@ import {
   LINKTYPE_RAW,
   NFPROTO_IPV4,
   NFPROTO_IPV6,
+  PKT_DIRTY_ICMP,
+  PKT_DIRTY_TCP,
   TH_SYN,
   type Packet,
 } from './packet.js';
@@ -132,7 +134,7 @@ function after(a: number, b: number): boolean {
  * Never throws; on any problem pkt.reason names it (and pkt.notIp is set for non-IP frames).
  */
 export function parseFrame(linktype: number, buf: Uint8Array, off: number, len: number, pkt: Packet): void {
-  pkt.reset();
+  pkt.resetParsed();
   pkt.buf = buf;
   if (!(off >= 0) || !(len >= 0) || off > buf.length) {
     pkt.reason = R_BAD_BOUNDS;
@@ -536,6 +538,7 @@ function greKey(buf: Uint8Array, q: number, end: number): number {
 }
 
 function tcp(buf: Uint8Array, q: number, end: number, ipL4: number, pkt: Packet): void {
+  pkt.dirty |= PKT_DIRTY_TCP; // resetParsed clears the TCP fields before the next parse
   const cap = end - q;
   if (cap >= 4) {
     pkt.sport = u16(buf, q);
@@ -622,6 +625,7 @@ function icmp4IsError(t: number): boolean {
 }
 
 function icmp4(buf: Uint8Array, q: number, end: number, pkt: Packet): void {
+  pkt.dirty |= PKT_DIRTY_ICMP; // resetParsed clears the ICMP and inner fields before the next parse
   const cap = end - q;
   if (cap >= 2) {
     pkt.icmpType = buf[q];
@@ -644,6 +648,7 @@ function icmp4(buf: Uint8Array, q: number, end: number, pkt: Packet): void {
 }
 
 function icmp6(buf: Uint8Array, q: number, end: number, pkt: Packet): void {
+  pkt.dirty |= PKT_DIRTY_ICMP; // resetParsed clears the ICMP and inner fields before the next parse
   const cap = end - q;
   if (cap >= 2) {
     pkt.icmpType = buf[q];
