@@ -22,7 +22,7 @@ import {
   H_COUNT, H_ID_EPOCH, H_REC_HWM, H_KEY0, H_KEY1, H_MAX_CHAIN, H_NEXT_ID, ID_RANGE, INTENT_INSERT,
   INTENT_NONE, INTENT_UNCOUNTED, IPS_ALLOCATED, IPS_ASSURED, IPS_CONFIRMED,
   IPS_DYING, KILL_STEP_DROPPING, KILL_STEP_LOCKED, KILL_STEP_UNLINKED, PRIV_WORDS, ST_CHAIN_TOOLONG, ST_EARLY_DROP, ST_EXPIRED,
-  ST_INSERT_FAILED, ST_SEARCH_RESTART, STAT_WORDS, TUPLE_WORDS, W_CNT, W_RES, W_HELD, W_INTENT, W_INTENT_SLOT,
+  ST_INSERT_FAILED, ST_SEARCH_RESTART, STAT_WORDS, T_DST, T_PORTS, T_SRC, TUPLE_WORDS, W_CNT, W_RES, W_HELD, W_INTENT, W_INTENT_SLOT,
   W_KILL, W_KILL_WHY, W_RELEASE, WORKER_WORDS, ZC_ZORIG, KILL_STEP_EMITTED, KILL_STEP_EMITTING, H_EPOCH, ST_EXPEDITED, W_EV_D, W_EV_M, W_EV_PARK,
 } from './layout.js';
 import { lock, unlock } from './locks.js';
@@ -132,7 +132,13 @@ export class Chains {
     // linked (in 'refcount' mode a recycled slot is caught by the caller's re-check).
     if (i32[e + E_HASH + dir] !== (h | 0)) return false;
     const to = e + E_TUPLE + dir * TUPLE_WORDS;
-    for (let k = 0; k < TUPLE_WORDS; k++) if (i32[to + k] !== t[off + k]) return false;
+    // The tuple's words written out (a loop measured slower here): ports and IPv4 words first.
+    const o = off;
+    if (i32[to + T_PORTS] !== t[o + T_PORTS] || i32[to + T_SRC] !== t[o + T_SRC] || i32[to + T_DST] !== t[o + T_DST] ||
+      i32[to + T_SRC + 1] !== t[o + T_SRC + 1] || i32[to + T_SRC + 2] !== t[o + T_SRC + 2] || i32[to + T_SRC + 3] !== t[o + T_SRC + 3] ||
+      i32[to + T_DST + 1] !== t[o + T_DST + 1] || i32[to + T_DST + 2] !== t[o + T_DST + 2] || i32[to + T_DST + 3] !== t[o + T_DST + 3]) {
+      return false;
+    }
     if (i32[e + E_PROTO] !== proto || i32[e + E_NS] !== ns) return false;
     const z = i32[e + E_ZONE]!;
     return dir === DIR_ORIGINAL ? (z & 0xffff) === (zones & 0xffff) : (z >>> 16) === (zones >>> 16);
