@@ -770,3 +770,34 @@ test('a reused Packet: fields of the previous frame (TCP, ICMP error) never leak
   t.is(raw(syn).wscale, 7);
   t.true(raw(err).icmpError);
 });
+
+test('a fresh Packet: its first frame sees the documented empty TCP fields (no window scale: -1)', (t) => {
+  // The first parse of a new Packet starts from the field initialisers (nothing is dirty yet).
+  const q = new Packet();
+  const f = tcp4({ flags: 'S', seq: 1, win: 100 });
+  parseFrame(LINKTYPE_RAW, f, 0, f.length, q);
+  t.is(q.reason, null);
+  t.is(q.wscale, -1);
+  t.false(q.sackPerm);
+  t.false(q.hasSack);
+  t.is(q.sackMax, 0);
+});
+
+test('Packet.reset() empties a Packet filled by hand', (t) => {
+  const q = new Packet();
+  Object.assign(q, {
+    reason: 'x', notIp: true, family: 10, l4proto: 6, sport: 1, dport: 2, l3off: 3, l4off: 4, l4len: 5, ipLen: 6,
+    complete: false, fragment: true, csumPartial: true, seq: 7, ack: 8, tcpFlags: 9, window: 10, doff: 20, dataLen: 11,
+    wscale: 3, sackPerm: true, sackMax: 12, hasSack: true, icmpType: 3, icmpCode: 1, icmpId: 13, icmpError: true,
+    innerFamily: 2, innerProto: 17, innerSport: 14, innerDport: 15, innerL4off: 16, innerReason: 'y',
+  });
+  q.src.fill(1); q.dst.fill(2); q.innerSrc.fill(3); q.innerDst.fill(4);
+  q.reset();
+  t.like(q, {
+    reason: null, notIp: false, family: 0, l4proto: 0, sport: 0, dport: 0, l3off: 0, l4off: 0, l4len: 0, ipLen: 0,
+    complete: true, fragment: false, csumPartial: false, seq: 0, ack: 0, tcpFlags: 0, window: 0, doff: 0, dataLen: 0,
+    wscale: -1, sackPerm: false, sackMax: 0, hasSack: false, icmpType: 0, icmpCode: 0, icmpId: 0, icmpError: false,
+    innerFamily: 0, innerProto: 0, innerSport: 0, innerDport: 0, innerL4off: 0, innerReason: null,
+  });
+  t.deepEqual([...q.src, ...q.dst, ...q.innerSrc, ...q.innerDst], new Array(16).fill(0));
+});
