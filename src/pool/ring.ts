@@ -2,13 +2,15 @@
  * The replay ring: how ConntrackPool.replay() keeps its workers busy without a message or a
  * barrier per batch. The layout is declared here, once.
  *
- * The dispatching thread fills `depth` batches (PacketBatch, batch.ts) in turn and publishes
- * each by bumping RG_PUB; batch number s lives in slot s % depth. Every worker runs one long
- * 'stream' task: it takes the batches in order, computes the flow hash of every packet
- * (Dispatcher.flows: the same partitions on every worker), decides the packets of its own
- * partition, and publishes its progress (its RT_DONE word, the slot's counter; the last one to
- * finish a batch bumps RG_FIN). The dispatcher reports a batch, and refills its slot, once every
- * worker finished it.
+ * The dispatching thread fills `depth` batches (PacketBatch, batch.ts) in turn, computes the flow
+ * hash of every packet as it walks the batch (Dispatcher.flows) and writes the packet's party
+ * (IX_PART, ringParty below) and the batch's fragment count (BH_FRAGS), then publishes the batch
+ * by bumping RG_PUB; batch number s lives in slot s % depth. The parties are the pool's workers
+ * (one long 'stream' task each) and, with a caller share, the dispatching thread itself (the last
+ * party): each takes the batches in order, decides the packets marked with its number, and
+ * publishes its progress (its RT_DONE word, the slot's counter; the last one to finish a batch
+ * bumps RG_FIN). The dispatcher reports a batch, and refills its slot, once every party
+ * finished it.
  *
  * Order per connection: a flow hashes to one worker, which takes batches in order. A batch with
  * fragments groups packets by address pair instead (dispatch.ts), which may move a flow to
@@ -58,6 +60,29 @@ export const RT_EXTRA_LEN = 3;
 export const RT_WORDS = 4;
 /** Per task: a byte area for that JSON list (rare: tests require registered reasons). */
 export const RG_EXTRA_BYTES = 4096;
+
+/**
+ * Shares of the flow-hash space: party p decides the flows whose unsigned hash h has
+ * bounds[p - 1] <= h < bounds[p]. The workers get equal shares; a caller share (the dispatching
+ * thread deciding too: the last party) gets `callerShare` of the space. A flow keeps its party
+ * for the whole ring, so each connection's packets are decided in capture order.
+ */
+export function ringBounds(workers: number, callerShare: number): Float64Array {
+  const parts = workers + (callerShare > 0 ? 1 : 0);
+  const b = new Float64Array(parts);
+  const space = 2 ** 32;
+  const perWorker = (space * (1 - callerShare)) / workers;
+  for (let p = 0; p < workers; p++) b[p] = Math.floor(perWorker * (p + 1));
+  b[parts - 1] = space; // above every hash
+  return b;
+}
+
+/** The party of a flow hash (unsigned 32-bit) under ringBounds. */
+export function ringParty(h: number, bounds: Float64Array): number {
+  let p = 0;
+  while (h >= bounds[p]!) p++;
+  return p;
+}
 
 export function ringWords(tasks: number): number {
   return RG_TASK0 + tasks * RT_WORDS;
