@@ -27,6 +27,7 @@ import { parseFrame } from '../input/packet/parse.js';
 import { formatAddr } from '../track/tuple.js';
 import { banner, CliError, EXIT_DATA, EXIT_OK, EXIT_USAGE, inputError, isInputError, Progress, TableFullWarning } from './common.js';
 import { mark } from '../pool/timeline.js';
+import { callerShareFor } from '../pool/ring.js';
 
 export interface ReplayCliOptions {
   perPacket?: string;
@@ -296,8 +297,9 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
   try {
     if (workers > 1) {
       // The ring (flow dispatch, no -E, no NAT: pool.ts) lets this thread decide a share of the
-      // flows between reading and reporting: N deciding threads are N - 1 workers and this one.
-      const callerShare = dispatch === 'flow' && !ringEvents && !natOn ? 1 / workers : 0;
+      // flows between reading and reporting: N deciding threads are N - 1 workers and this one
+      // (one worker isolate fewer to start and warm up), as long as its share is not nil.
+      const callerShare = dispatch === 'flow' && !ringEvents && !natOn ? callerShareFor(workers) : 0;
       const pool = new ConntrackPool({ table, workers: callerShare > 0 ? workers - 1 : workers, dispatch });
       mark('cli: pool created');
       const sub: EventSubscription | null = ringEvents ? subscribeEvents(table) : null;

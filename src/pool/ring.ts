@@ -77,6 +77,24 @@ export function ringBounds(workers: number, callerShare: number): Float64Array {
   return b;
 }
 
+/**
+ * The reading thread's own work per packet (reading the file, the flow key, the lists,
+ * reporting) relative to deciding one: about 0.4 (CTSAB_TIMELINE per-thread CPU of
+ * `replay --workers 2`, 1 GiB synthetic capture, bench/README.md).
+ */
+export const READER_COST = 0.4;
+
+/**
+ * The caller share that balances `deciders` threads (the reading thread and deciders - 1
+ * workers): the reader's share plus its reading work equals each worker's share. 0 when the
+ * reading alone is a worker's load (then every decider should be a worker).
+ */
+export function callerShareFor(deciders: number): number {
+  if (deciders < 2) return 0;
+  const w = deciders - 1;
+  return Math.max(0, (1 / w - READER_COST) / (1 + 1 / w));
+}
+
 /** The party of a flow hash (unsigned 32-bit) under ringBounds. */
 export function ringParty(h: number, bounds: Float64Array): number {
   let p = 0;

@@ -49,7 +49,7 @@ if (TIMELINE && isMainThread) {
       for (const t of readdirSync('/proc/self/task')) {
         const comm = readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim().replace(/\s+/g, '_');
         const ns = Number(readFileSync(`/proc/self/task/${t}/schedstat`, 'utf8').split(' ')[0]);
-        writeSync(2, `ctsab-timeline os-thread ${t} ${(ns / 1e6).toFixed(1)} ${comm}\n`);
+        writeSync(2, `ctsab-timeline os-thread ${t === String(process.pid) ? 'main' : t} ${(ns / 1e6).toFixed(1)} ${comm}\n`);
       }
     } catch {
       // not Linux
