@@ -79,8 +79,11 @@ export function ringBounds(workers: number, callerShare: number): Float64Array {
 
 /**
  * The reading thread's own work per packet (reading the file, the flow key, the lists,
- * reporting) relative to deciding one: about 0.4 (CTSAB_TIMELINE per-thread CPU of
- * `replay --workers 2`, 1 GiB synthetic capture, bench/README.md).
+ * reporting) relative to deciding one, as it shows with two deciding threads: 0.4 puts the
+ * balance for two at a caller share of 0.3, where `replay --workers 2` of a 1 GiB synthetic
+ * capture measured 1.14 s of CPU on the reading thread and 1.15 s on the worker
+ * (CTSAB_TIMELINE, bench/README.md). Alone the reading costs ~0.22 of deciding; with two
+ * deciders every decision costs ~20 % more, which the fit absorbs.
  */
 export const READER_COST = 0.4;
 
