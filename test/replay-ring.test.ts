@@ -133,3 +133,24 @@ for (const callerShare of [0, 0.3]) test(`a worker that dies in the ring: the re
     await pool.close();
   }
 });
+
+test('a caller share: an abort stops the ring cleanly, and the caller\'s table record is given back', async (t) => {
+  const path = capture('abort.pcap', 2 << 20);
+  // Records: 1 worker + the caller's tracker + 1 spare; a record not given back would run out.
+  const table = ConntrackTable.create({ max: 8192, maxWorkers: 3 });
+  const pool = new ConntrackPool({ table, workers: 1 });
+  try {
+    const ac = new AbortController();
+    let seen = 0;
+    const e = await t.throwsAsync(pool.replay(path, { batch: 128, callerShare: 0.3, signal: ac.signal, onPacket: () => { if (++seen === 700) ac.abort(); } }));
+    t.is((e as { code?: string }).code, 'ABORT_ERR');
+    for (let k = 0; k < 3; k++) {
+      let n = 0;
+      const r = await pool.replay(path, { batch: 128, callerShare: 0.3, onPacket: () => { n++; } });
+      t.is(n, r.packets);
+      t.true(r.packets > seen, `${r.packets} packets`);
+    }
+  } finally {
+    await pool.close();
+  }
+});

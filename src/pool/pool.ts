@@ -624,7 +624,7 @@ export class ConntrackPool {
       Atomics.store(rg, RG_WANT, want); // before reading RG_FIN: a party past it notifies
       for (;;) {
         if (failure !== null) throw failure;
-        const fin = Atomics.load(rg, RG_FIN);
+        const fin = Atomics.load(rg, RG_FIN); // acquire: the finished batches' results
         if (fin >= want) return fin;
         const w = waitAsync(rg, RG_FIN, fin, 1000);
         if (w.async) await Promise.race([w.value, failed]);
