@@ -7,7 +7,8 @@
  *     every packet; not timed: allocating each empty table.
  *
  *   node dist/bench/replay-speed.js --pool FILE [--runs N] [--workers 2]
- *     `replay --workers 1` (the single-thread streamed replay) against `--workers N` (the pool)
+ *     `replay --workers 1` (the single-thread streamed replay) against `--workers N` (the pool:
+ *     N - 1 workers and this thread's share, as the command runs it)
  *     on one capture file, in this one process, alternately (the order swapped every round), N
  *     rounds (3) after a warm-up round; each run creates its table (and pool) and closes them,
  *     as the command does. Prints the medians of wall time and of the process's CPU time, the
@@ -21,6 +22,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { replay, ReplayGc } from '../src/ops/replay.js';
 import { ConntrackPool } from '../src/pool/pool.js';
+import { callerShareFor } from '../src/pool/ring.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { median } from './stats.js';
 import { ceilingRatio } from './ceiling.js';
@@ -91,9 +93,11 @@ async function replayOnce(file: string, w: number): Promise<Run> {
     r.conntrack.close();
   } else {
     const gc = new ReplayGc(table);
-    const p = new ConntrackPool({ table, workers: w, dispatch: 'flow' });
+    // As the command does: N - 1 workers and this thread's share (ring.ts callerShareFor).
+    const share = callerShareFor(w);
+    const p = new ConntrackPool({ table, workers: share > 0 ? w - 1 : w, dispatch: 'flow' });
     try {
-      const r = await p.replay(file, { onPacket: () => { seen++; }, sweep: { due: (x) => gc.due(x), run: () => gc.maybeRun() } });
+      const r = await p.replay(file, { onPacket: () => { seen++; }, callerShare: share, sweep: { due: (x) => gc.due(x), run: () => gc.maybeRun() } });
       packets = r.packets;
       threads = threadsSince(th0); // before close: the workers' threads still exist
     } finally {
