@@ -79,13 +79,13 @@ export function ringBounds(workers: number, callerShare: number): Float64Array {
 
 /**
  * The reading thread's own work per packet (reading the file, the flow key, the lists,
- * reporting) relative to deciding one, as it shows with two deciding threads: 0.4 puts the
- * balance for two at a caller share of 0.3, where `replay --workers 2` of a 1 GiB synthetic
- * capture measured 1.14 s of CPU on the reading thread and 1.15 s on the worker
- * (CTSAB_TIMELINE, bench/README.md). Alone the reading costs ~0.22 of deciding; with two
- * deciders every decision costs ~20 % more, which the fit absorbs.
+ * reporting) relative to deciding one, as it shows with two deciding threads: 0.34 puts the
+ * balance for two at a caller share of 0.33. At 0.3, `replay --workers 2` of synthetic
+ * captures measured (CTSAB_TIMELINE, bench/README.md) 0.99 s of CPU on the reading thread
+ * against 1.07 s on the worker (1 GiB) and 2.78 s against 3.14 s (3 GiB). Alone the reading
+ * costs ~0.22 of deciding; the fit absorbs what two deciders add to every decision.
  */
-export const READER_COST = 0.4;
+export const READER_COST = 0.34;
 
 /**
  * The caller share that balances `deciders` threads (the reading thread and deciders - 1
