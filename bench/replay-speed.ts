@@ -7,7 +7,8 @@
  *     every packet; not timed: allocating each empty table.
  *
  *   node dist/bench/replay-speed.js --pool FILE [--runs N] [--workers 2]
- *     `replay --workers 1` (the single-thread streamed replay) against `--workers N` (the pool)
+ *     `replay --workers 1` (the single-thread streamed replay) against `--workers N` (the pool:
+ *     N - 1 workers and this thread's share, as the command runs it)
  *     on one capture file, in this one process, alternately (the order swapped every round), N
  *     rounds (3) after a warm-up round; each run creates its table (and pool) and closes them,
  *     as the command does. Prints the medians of wall time and of the process's CPU time, the
@@ -19,11 +20,12 @@
  */
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
 import { replay, ReplayGc } from '../src/ops/replay.js';
 import { ConntrackPool } from '../src/pool/pool.js';
+import { callerShareFor } from '../src/pool/ring.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { median } from './stats.js';
+import { ceilingRatio } from './ceiling.js';
 
 
 const args = process.argv.slice(2);
@@ -40,33 +42,6 @@ for (let i = 0; i < args.length; i++) {
 if (runs === -1) runs = pool !== null ? 3 : 5;
 if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs needs a positive integer');
 if (!Number.isInteger(workers) || workers < 1) throw new Error('--workers needs a positive integer');
-
-/**
- * A pure compute loop on `threads` threads at once: iterations per second. About a second per
- * thread on a quiet machine, as long as a replay: on a loaded one, short bursts of two threads
- * were served far better than seconds of them.
- */
-async function ceiling(threads: number, iters = 300_000_000): Promise<number> {
-  const code = `
-    const { parentPort, workerData } = require('node:worker_threads');
-    let h = workerData.seed | 0;
-    const t0 = performance.now();
-    for (let i = 0; i < workerData.iters; i++) { h ^= h >>> 15; h = Math.imul(h, 0x2c1b3c6d) + i | 0; }
-    parentPort.postMessage({ ms: performance.now() - t0, h });`;
-  const ws = Array.from({ length: threads }, (_, k) => new Worker(code, { eval: true, workerData: { iters, seed: k + 1 } }));
-  const ms = await Promise.all(ws.map((w) => new Promise<number>((res, rej) => {
-    w.once('message', (m: { ms: number }) => res(m.ms));
-    w.once('error', rej);
-  })));
-  await Promise.all(ws.map((w) => w.terminate()));
-  return (threads * iters) / (Math.max(...ms) / 1000);
-}
-
-async function ceilingRatio(n: number): Promise<number> {
-  const a: number[] = [], b: number[] = [];
-  for (let k = 0; k < 2; k++) { a.push(await ceiling(1)); b.push(await ceiling(n)); }
-  return median(b) / median(a);
-}
 
 interface Run { wall: number; cpu: number; packets: number; threads: Threads | null }
 
@@ -118,9 +93,11 @@ async function replayOnce(file: string, w: number): Promise<Run> {
     r.conntrack.close();
   } else {
     const gc = new ReplayGc(table);
-    const p = new ConntrackPool({ table, workers: w, dispatch: 'flow' });
+    // As the command does: N - 1 workers and this thread's share (ring.ts callerShareFor).
+    const share = callerShareFor(w);
+    const p = new ConntrackPool({ table, workers: share > 0 ? w - 1 : w, dispatch: 'flow' });
     try {
-      const r = await p.replay(file, { onPacket: () => { seen++; }, sweep: { due: (x) => gc.due(x), run: () => gc.maybeRun() } });
+      const r = await p.replay(file, { onPacket: () => { seen++; }, callerShare: share, sweep: { due: (x) => gc.due(x), run: () => gc.maybeRun() } });
       packets = r.packets;
       threads = threadsSince(th0); // before close: the workers' threads still exist
     } finally {

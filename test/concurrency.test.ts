@@ -12,7 +12,7 @@ import test from 'ava';
 import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import { connAcct } from '../src/table/ext.js';
 import { lock, unlock } from '../src/table/locks.js';
-import { E_STATUS, E_TIMEOUT, IPS_ASSURED, W_INTENT_SLOT, WORKER_WORDS, TD_END, TD_MAXEND, TD_MAXWIN, E_PRIV, TCP_DIR, TCP_DIR_WORDS } from '../src/table/layout.js';
+import { E_STATUS, E_TIMEOUT, IPS_ASSURED, W_INTENT_SLOT, WORKER_WORDS, TD_END, TD_MAXEND, TD_MAXWIN, E_PRIV, TCP_DIR, TCP_DIR_WORDS, LOCK_STRIDE } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { ConntrackPool } from '../src/pool/pool.js';
 import { BatchVerdict } from '../src/pool/batch.js';
@@ -69,7 +69,7 @@ test('a forced clash: two workers confirm the same new tuple, exactly one clash_
     const before = table.stats().total;
     const base = table.count;
     // Hold every stripe: lookups still run (they take no lock), confirms cannot.
-    for (let s = 0; s < table.locks; s++) lock(i32, table.sec.locks + s, me.wid);
+    for (let s = 0; s < table.locks; s++) lock(i32, table.sec.locks + s * LOCK_STRIDE, me.wid);
     const done = pool.process(batch);
     // Both have looked the tuple up (found nothing) and allocated: each worker record names its
     // private entry (W_INTENT_SLOT) until confirm links it.
@@ -79,7 +79,7 @@ test('a forced clash: two workers confirm the same new tuple, exactly one clash_
       return n;
     };
     const both = await waitFor(() => allocating() === 2, 10_000);
-    for (let s = 0; s < table.locks; s++) unlock(i32, table.sec.locks + s);
+    for (let s = 0; s < table.locks; s++) unlock(i32, table.sec.locks + s * LOCK_STRIDE);
     held = false;
     t.true(both, 'both workers allocated an entry for the tuple within 10 s');
     await bounded(done, 20_000, 'the clashing batch');
@@ -93,7 +93,7 @@ test('a forced clash: two workers confirm the same new tuple, exactly one clash_
     // The winner saw a new connection; the loser joined it (the kernel: both are NEW until a reply).
     t.deepEqual(verdicts, ['new/original', 'new/original']);
   } finally {
-    if (held) for (let s = 0; s < table.locks; s++) unlock(i32, table.sec.locks + s);
+    if (held) for (let s = 0; s < table.locks; s++) unlock(i32, table.sec.locks + s * LOCK_STRIDE);
     await pool.close();
   }
   invariantsHold(t, table);

@@ -59,13 +59,14 @@ function singleThread(bytes: Uint8Array, opts: TableOptions): Outcome {
   return { packets, ...tableOutcome(r.table, r.now), error: r.error?.message ?? null };
 }
 
-async function pooled(bytes: Uint8Array, opts: TableOptions, workers: number): Promise<Outcome> {
+/** `callerShare`: the replaying thread decides that share of the flows too (ring.ts). */
+async function pooled(bytes: Uint8Array, opts: TableOptions, workers: number, callerShare = 0): Promise<Outcome> {
   const table = ConntrackTable.create(opts);
   const pool = new ConntrackPool({ table, workers, dispatch: 'flow' });
   const packets: string[] = [];
   try {
     // Small batches so that connections straddle batch boundaries.
-    const r = await pool.replay(bytes, { batch: 64, onPacket: (i, v) => { packets.push(line(i, v, v.l4proto)); } });
+    const r = await pool.replay(bytes, { batch: 64, callerShare, onPacket: (i, v) => { packets.push(line(i, v, v.l4proto)); } });
     if (r.unregisteredReasons.length) throw new Error(`unregistered reasons: ${r.unregisteredReasons.join(', ')}`);
     return { packets, ...tableOutcome(table, r.now), error: r.error?.message ?? null };
   } finally {
@@ -91,6 +92,8 @@ for (const name of fixtures) {
     const two = await pooled(bytes, opts, 2);
     t.true(one.packets.length > 0);
     t.deepEqual(two, one);
+    // Fragments (a batch decided alone) and ICMP errors with the replaying thread as a party too.
+    if (/frag|icmp|ipv6|mixed/.test(name)) t.deepEqual(await pooled(bytes, opts, 1, 0.5), one, 'one worker and a caller share');
   });
 }
 
@@ -109,6 +112,7 @@ for (const [label, n, seed, gap, sysctls] of generated) {
     t.is(one.packets.length, n);
     if (sysctls['nf_conntrack_udp_timeout']) t.true(one.stats['expired']! > 0, 'connections expire mid-capture');
     t.deepEqual(two, one);
+    t.deepEqual(await pooled(bytes, opts, 2, 0.3), one, 'two workers and a caller share');
   });
 }
 

@@ -26,6 +26,8 @@ import { Packet } from '../input/packet/packet.js';
 import { parseFrame } from '../input/packet/parse.js';
 import { formatAddr } from '../track/tuple.js';
 import { banner, CliError, EXIT_DATA, EXIT_OK, EXIT_USAGE, inputError, isInputError, Progress, TableFullWarning } from './common.js';
+import { mark } from '../pool/timeline.js';
+import { callerShareFor } from '../pool/ring.js';
 
 export interface ReplayCliOptions {
   perPacket?: string;
@@ -179,6 +181,7 @@ export async function runReplay(capture: string, raw: Record<string, unknown>): 
 }
 
 async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<number> {
+  mark('cli: replay command');
   const { sysctls, fmt, max, workers, dispatch, checksum } = checkOptions(opts);
   if ((capture === '-' || capture === '/dev/stdin') && process.stdin.isTTY) {
     throw new CliError('refusing to read a capture from a terminal (pipe one in)', EXIT_USAGE);
@@ -216,7 +219,9 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
   } catch (e) {
     throw new CliError((e as Error).message, EXIT_USAGE);
   }
+  mark('cli: table created');
   // NAT rules (nat/rules.ts): --nat, --nat-rules FILE.
+  let natOn = false;
   {
     let text: string | null = null;
     if (opts.natRules) {
@@ -239,7 +244,10 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
           rules.push(...parseNatRules(text));
         }
       }
-      if (rules.length > 0) table.setNatRules({ rules, interfaces });
+      if (rules.length > 0) {
+        table.setNatRules({ rules, interfaces });
+        natOn = true;
+      }
     } catch (e) {
       throw new CliError(`NAT rules: ${(e as Error).message}`, EXIT_USAGE);
     }
@@ -288,7 +296,12 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
   let lister: Conntrack;
   try {
     if (workers > 1) {
-      const pool = new ConntrackPool({ table, workers, dispatch });
+      // The ring (flow dispatch, no -E, no NAT: pool.ts) lets this thread decide a share of the
+      // flows between reading and reporting: N deciding threads are N - 1 workers and this one
+      // (one worker isolate fewer to start and warm up), as long as its share is not nil.
+      const callerShare = dispatch === 'flow' && !ringEvents && !natOn ? callerShareFor(workers) : 0;
+      const pool = new ConntrackPool({ table, workers: callerShare > 0 ? workers - 1 : workers, dispatch });
+      mark('cli: pool created');
       const sub: EventSubscription | null = ringEvents ? subscribeEvents(table) : null;
       const pkt = pp ? new Packet() : null;
       const printEvents = (list: ConnEvent[], b: PacketBatch | null, times: Float64Array | null): void => {
@@ -320,11 +333,14 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
           } : {}),
           // Sweeps with no batch in flight (pool.ts keeps several in flight without -E).
           sweep: { due: (extra: number) => gc.due(extra), run: () => gc.maybeRun() },
+          callerShare,
           ...(sub ? { onBatch: (b: PacketBatch, times: Float64Array) => printEvents(sub.poll(), b, times) } : {}),
           onProgress,
         });
       } finally {
+        mark('cli: replay done');
         await pool.close();
+        mark('cli: pool closed');
       }
       lister = new Conntrack(table);
       if (sub) {
@@ -359,6 +375,7 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
       });
       res = r;
       lister = r.conntrack;
+      mark('cli: replay done');
       // Datagrams never completed: one closing line (no "i") naming their fragments.
       if (pp && r.fragmentsIncomplete && r.fragmentsIncomplete.length > 0) {
         pp.write(JSON.stringify({ end: true, fragDropped: r.fragmentsIncomplete.map((d) => ({ reason: d.reason, fragments: d.tags })) }) + '\n');
@@ -401,6 +418,7 @@ async function replayCommand(capture: string, opts: ReplayCliOptions): Promise<n
     });
     c.endBatch();
   }
+  mark('cli: table listed');
   const stats = res.table.stats();
   if (json) {
     out.write(JSON.stringify({

@@ -13,6 +13,7 @@ import { CTSTATE_NAMES, type Verdict } from '../track/verdict.js';
 import type { Packet } from '../input/packet/packet.js';
 import { abortError, checkAbort } from '../errors.js';
 import type { FragDropped } from '../input/defrag/defrag.js';
+import { mark } from '../pool/timeline.js';
 
 /** Options of replay(). */
 export interface ReplayOptions {
@@ -89,6 +90,7 @@ class Replayer {
     for (const n of CTSTATE_NAMES) this.counts[n] = 0;
     this.section = opts.batch ?? 256;
     if (opts.onEngine) opts.onEngine(this.ct);
+    mark('replay: tracker ready (first chunk read)');
   }
 
   /** Decide every complete record the reader holds; false once the capture ended or broke. */

@@ -29,6 +29,7 @@ export const BH_DATA_BYTES = 3; // size of the batch's own data area (0 when dat
 export const BH_DATA_USED = 4; // bytes of the own data area in use
 export const BH_DONE = 5; // packets decided since dispatch; Atomics.add by each worker at task end
 export const BH_TASKS = 6; // task records in use for the current dispatch
+export const BH_FRAGS = 7; // replay ring: fragments in the batch (then it is decided alone, ring.ts)
 export const BATCH_HEADER_WORDS = 16;
 
 // ---------------------------------------------------------------------------------------------

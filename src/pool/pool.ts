@@ -24,15 +24,21 @@ import { once } from 'node:events';
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import {
-  BatchVerdict, BH_DATA_BYTES, BH_DATA_USED, DEFAULT_BATCH_PACKETS, IX_LEN, IX_LINKTYPE, IX_OFF, IX_WORDS, MAX_TASKS, PacketBatch, TASK_WORDS, TK_PROGRESS, TK_THREAD, TK_WID,
+  BatchVerdict, BH_DATA_BYTES, BH_DATA_USED, BH_FRAGS, DEFAULT_BATCH_PACKETS, IX_FLOW, IX_LEN, IX_LINKTYPE, IX_OFF, IX_PART, IX_WORDS, MAX_TASKS, PacketBatch, TASK_WORDS, TK_FROM, TK_PROGRESS, TK_THREAD, TK_TO, TK_WID,
   type BatchHandle, type BatchOptions,
 } from './batch.js';
 import { CaptureError, CaptureStream, GzipError, MAX_CAPLEN, type CaptureReader, type CaptureRecord, type CaptureSource } from '../input/capture/reader.js';
 import { Dispatcher, type DispatchMode } from './dispatch.js';
 import { NatDispatchKey } from '../track/nat/dispatch-key.js';
 import { DirectPcapFeeder } from './direct-pcap.js';
-import { RG_END, RG_FIN, RG_PUB, RG_SLOT0, RG_STOP, RG_TASK0, RG_WANT, RING_DATA_BYTES, RING_DEPTH, RT_DONE, RT_EXTRA_LEN, RT_THREAD, RT_WORDS, ringBytes, ringExtraAt } from './ring.js';
+import {
+  RG_END, RG_EXTRA_BYTES, RG_FIN, RG_PUB, RG_SLOT0, RG_STOP, RG_TASK0, RG_WANT, RING_DATA_BYTES, RING_DEPTH, RT_DONE, RT_EXTRA_LEN, RT_THREAD,
+  RT_WID, RT_WORDS, ringBounds, ringBytes, ringExtraAt, ringParty,
+} from './ring.js';
+import { BatchDecider } from './decide.js';
+import { Conntrack } from '../track/core.js';
 import { W_ALIVE, W_PID, WORKER_WORDS } from '../table/layout.js';
+import { mark } from './timeline.js';
 import { LINKTYPE_NFLOG } from '../input/packet/packet.js';
 import { nflogTimestampMs } from '../input/packet/parse.js';
 import { clockFromEpochMs, type ReplayOutcome } from '../ops/replay.js';
@@ -170,6 +176,13 @@ export interface PoolReplayOptions {
   signal?: AbortSignal;
   /** @internal Test hook: with the ring, the first worker exits after deciding this many packets. */
   crashAfter?: number;
+  /**
+   * With the ring: the share of the flows (0..1) that the calling thread decides itself, between
+   * reading the capture and reporting, as one more party (ring.ts). 0 (default): only the pool's
+   * workers decide. `replay --workers N` runs N - 1 workers and gives this thread its share:
+   * one worker isolate fewer to start and warm up.
+   */
+  callerShare?: number;
 }
 
 /** What ConntrackPool.replay() returns. */
@@ -244,7 +257,7 @@ export class ConntrackPool {
       concurrentTasksPerWorker: 1,
       workerData: data,
     });
-    this.piscina.on('workerCreate', () => this.watchThreads());
+    this.piscina.on('workerCreate', () => { mark('pool: a worker is online'); this.watchThreads(); });
     // Errors outside any task (a worker dying idle): handled through the thread's exit.
     this.piscina.on('error', () => {});
   }
@@ -400,6 +413,7 @@ export class ConntrackPool {
   async replay(source: CaptureSource, opts: PoolReplayOptions = {}): Promise<PoolReplayResult> {
     // A classic pcap file is read straight into the batches (no copy on this thread); any other
     // source is streamed through CaptureStream.
+    mark('pool.replay: start');
     const direct = typeof source === 'string' ? DirectPcapFeeder.open(source) : null;
     const cs = direct === null ? new CaptureStream(source) : null;
     const cap = opts.batch ?? DEFAULT_BATCH_PACKETS;
@@ -513,7 +527,7 @@ export class ConntrackPool {
         const r = await this.replayRing(batches, fill, (k) => {
           report(k);
           if (opts.onProgress) opts.onProgress(bytesRead(), totalBytes, packets);
-        }, sweep, opts.signal, opts.crashAfter);
+        }, sweep, opts.signal, opts.crashAfter, opts.callerShare ?? 0);
         for (const e of r) unregistered.add(e);
       } else {
         let cur = 0;
@@ -549,18 +563,23 @@ export class ConntrackPool {
 
   /**
    * The ring (ring.ts): one long 'stream' task per worker; this thread fills slot after slot
-   * (`fill`) while fewer than `batches.length` are in flight, and hands each batch that every
-   * worker finished to `report`, in order, before refilling its slot. Resolves with the reason
-   * strings the registry lacked; rejects with an AbortError (the batches in flight finish
-   * first), a WorkerDeathError (after recovery) or a worker's error.
+   * (`fill`), marks each packet's party, publishes, and hands each batch that every party
+   * finished to `report`, in order, before refilling its slot. With `callerShare` > 0 this thread
+   * is a party too (the last one): between fills and reports it decides its own flows of the
+   * oldest batch it has not decided, on its own tracker (a table worker record of its own).
+   * Resolves with the reason strings the registry lacked; rejects with an AbortError (the
+   * batches in flight finish first), a WorkerDeathError (after recovery) or a worker's error.
    */
   private async replayRing(
     batches: PacketBatch[], fill: (k: number) => Promise<number>, report: (k: number) => void,
-    sweep: { due(extra: number): boolean; run(): void } | null, signal: AbortSignal | undefined, crashAfter?: number,
+    sweep: { due(extra: number): boolean; run(): void } | null, signal: AbortSignal | undefined, crashAfter: number | undefined,
+    callerShare: number,
   ): Promise<string[]> {
     if (this.closing || this.closed) throw stateError('the pool is closed');
     const depth = batches.length;
-    const parts = this.workers;
+    const nw = this.workers;
+    const parts = nw + (callerShare > 0 ? 1 : 0);
+    const bounds = ringBounds(nw, callerShare);
     const ctl = new SharedArrayBuffer(ringBytes(parts));
     const rg = new Int32Array(ctl);
     // Queued behind any batch of process() still in flight; close() waits for the ring.
@@ -571,11 +590,12 @@ export class ConntrackPool {
     await prev;
     const slots = batches.map((b) => b.handle());
     const tasks: Promise<TaskSummary>[] = [];
-    for (let t = 0; t < parts; t++) {
+    for (let t = 0; t < nw; t++) {
       const task: PoolTask = { kind: 'stream', batch: ctl, data: ctl, task: t, parties: parts, ring: ctl, slots };
       if (t === 0 && crashAfter !== undefined) task.crashAfter = crashAfter;
       tasks.push(this.piscina.run(task));
     }
+    mark('ring: tasks posted');
     // Settles (never resolves) when a task failed: every wait below races it.
     let failure: unknown = null;
     const failed = new Promise<never>((_, reject) => {
@@ -589,7 +609,7 @@ export class ConntrackPool {
     const extraLen = new Int32Array(parts);
     const readExtras = (): void => {
       for (let w = 0; w < parts; w++) {
-        const len = Atomics.load(rg, RG_TASK0 + w * RT_WORDS + RT_EXTRA_LEN); // stored before the worker's RT_DONE
+        const len = Atomics.load(rg, RG_TASK0 + w * RT_WORDS + RT_EXTRA_LEN); // stored before the party's RT_DONE
         if (len === extraLen[w]) continue;
         extraLen[w] = len;
         extras[w] = JSON.parse(new TextDecoder().decode(new Uint8Array(ctl, ringExtraAt(parts, w), len))) as string[];
@@ -599,9 +619,56 @@ export class ConntrackPool {
       Atomics.store(rg, RG_END, 1); // nothing after RG_PUB
       Atomics.notify(rg, RG_PUB);
     };
+    /** Sleep until RG_FIN (batches every party finished) reaches `want`; returns it. */
+    const waitFin = async (want: number): Promise<number> => {
+      Atomics.store(rg, RG_WANT, want); // before reading RG_FIN: a party past it notifies
+      for (;;) {
+        if (failure !== null) throw failure;
+        const fin = Atomics.load(rg, RG_FIN); // acquire: the finished batches' results
+        if (fin >= want) return fin;
+        const w = waitAsync(rg, RG_FIN, fin, 1000);
+        if (w.async) await Promise.race([w.value, failed]);
+      }
+    };
+    // Each packet's party, from its flow hash (the same walk the dispatcher's split does), and
+    // each party's list of its packets (task record p: [TK_FROM, TK_TO) of the batch's lists).
+    const hashes = new Int32Array(batches[0]!.capacity);
+    const counts = new Int32Array(parts + 1);
+    const partition = (b: PacketBatch): void => {
+      const frags = this.dispatcher.flows(b, hashes);
+      const i32 = b.i32;
+      const { index, lists, tasks: tk } = b.sec;
+      const n = b.count;
+      counts.fill(0);
+      for (let i = 0; i < n; i++) {
+        const h = hashes[i]! >>> 0;
+        const x = index + i * IX_WORDS;
+        const p = ringParty(h, bounds);
+        i32[x + IX_FLOW] = h | 0;
+        i32[x + IX_PART] = p;
+        counts[p + 1]!++;
+      }
+      for (let p = 0; p < parts; p++) {
+        counts[p + 1]! += counts[p]!;
+        i32[tk + p * TASK_WORDS + TK_FROM] = counts[p]!;
+        i32[tk + p * TASK_WORDS + TK_TO] = counts[p + 1]!;
+      }
+      for (let i = 0; i < n; i++) i32[lists + counts[i32[index + i * IX_WORDS + IX_PART]!]!++] = i; // capture order per party
+      i32[BH_FRAGS] = frags;
+    };
+    // The caller share: this thread's tracker and its party number.
+    const me = nw;
+    const decider = callerShare > 0 ? new BatchDecider(new Conntrack(this.table, { defragStores: this.defragStores })) : null;
+    const callerExtras = decider !== null ? new Uint8Array(ctl, ringExtraAt(parts, me), RG_EXTRA_BYTES) : null;
+    if (decider !== null) Atomics.store(rg, RG_TASK0 + me * RT_WORDS + RT_WID, decider.ct.wid); // RT_THREAD stays 0: no pool thread
     let filled = 0;
     let published = 0;
     let reported = 0;
+    /** Batches this thread decided its share of (caller share). */
+    let mine = 0;
+    let minePackets = 0;
+    /** The last batch this thread decided held fragments: the next waits for every party. */
+    let mineAfterFrags = false;
     /** Packets of the batches published and not reported. */
     let inFlight = 0;
     let ended = false;
@@ -613,31 +680,48 @@ export class ConntrackPool {
           const b = batches[published % depth]!;
           if (published > reported && sweep !== null && sweep.due(inFlight + b.count)) break;
           inFlight += b.count;
-          Atomics.store(rg, RG_SLOT0 + (published % depth), 0); // every worker finished its last use
+          Atomics.store(rg, RG_SLOT0 + (published % depth), 0); // every party finished its last use
           published++;
-          Atomics.store(rg, RG_PUB, published); // release: the batch's frames and index
+          Atomics.store(rg, RG_PUB, published); // release: the batch's frames, index and parties
           Atomics.notify(rg, RG_PUB);
         }
         if (ended && published === filled) end();
         // Read ahead into a free slot.
         if (!ended && filled - reported < depth) {
-          if (await fill(filled % depth) === 0) ended = true;
-          else filled++;
+          const k = filled % depth;
+          if (await fill(k) === 0) ended = true;
+          else {
+            partition(batches[k]!);
+            filled++;
+          }
+          if (filled === 1 && published === 0) mark('ring: first batch filled');
           continue;
         }
-        if (reported === published) break; // (then everything was filled and published)
-        // Wait until every worker finished batch `reported`: with the ring full, until a quarter
-        // of it is (then report and refill those), so this thread wakes once per few batches.
-        if (Atomics.load(rg, RG_FIN) <= reported) {
-          const want = reported + (published - reported === depth ? depth >> 2 : 1);
-          Atomics.store(rg, RG_WANT, want); // before reading RG_FIN: a worker past it notifies
-          for (;;) {
-            if (failure !== null) throw failure;
-            const fin = Atomics.load(rg, RG_FIN); // batches every worker finished (in order)
-            if (fin >= want) break;
-            const w = waitAsync(rg, RG_FIN, fin, 1000);
-            if (w.async) await Promise.race([w.value, failed]);
+        let fin = Atomics.load(rg, RG_FIN); // batches every party finished (in order)
+        // This thread's share of the oldest batch it has not decided; a batch with fragments (or
+        // the one after it) only once every party finished the batches before it.
+        let blocked = false;
+        if (decider !== null && mine < published) {
+          const b = batches[mine % depth]!;
+          const frags = b.i32[BH_FRAGS]! > 0;
+          blocked = (frags || mineAfterFrags) && fin < mine;
+          if (!blocked && fin <= reported) {
+            minePackets += decider.decideShare(b, me, minePackets, -1);
+            decider.finishRingBatch(rg, callerExtras!, me, mine, parts, depth);
+            mineAfterFrags = frags;
+            mine++;
+            if (mine === 1) mark('ring: caller share of the first batch decided');
+            continue;
           }
+        }
+        if (reported === published) break; // (then everything was filled and published)
+        // Wait until every party finished batch `reported`: with the ring full and nothing of its
+        // own to decide, until a quarter of it is (then report and refill those), so this thread
+        // wakes once per few batches.
+        if (fin <= reported) {
+          // (With a share of its own left, this thread waits only at a fragment barrier.)
+          fin = await waitFin(blocked ? mine : reported + (published - reported === depth ? depth >> 2 : 1));
+          if (fin <= reported) continue; // (a fragment barrier: decide now)
         }
         const k = reported % depth;
         const b = batches[k]!;
@@ -652,7 +736,9 @@ export class ConntrackPool {
         report(k);
       }
       end();
+      mark('ring: every batch reported');
       out = await Promise.allSettled(tasks); // every task returns once the ring ended
+      mark('ring: tasks returned');
     } catch (e) {
       // Let the workers finish what was published (an abort: "the batch in flight finishes"),
       // or leave at once when one died.
@@ -661,17 +747,34 @@ export class ConntrackPool {
         Atomics.store(rg, RG_STOP, 1); // leave, even from a fragment batch's wait
         Atomics.notify(rg, RG_PUB);
         for (let w = 0; w < parts; w++) Atomics.notify(rg, RG_TASK0 + w * RT_WORDS + RT_DONE);
+      } else if (decider !== null) {
+        // An abort: this thread's share of what was published, so that every batch in flight
+        // finishes as it would without the caller share (fragment barriers: the workers wait).
+        try {
+          while (mine < published) {
+            const b = batches[mine % depth]!;
+            const frags = b.i32[BH_FRAGS]! > 0;
+            if (frags || mineAfterFrags) await waitFin(mine);
+            minePackets += decider.decideShare(b, me, minePackets, -1);
+            decider.finishRingBatch(rg, callerExtras!, me, mine, parts, depth);
+            mineAfterFrags = frags;
+            mine++;
+          }
+        } catch {
+          // a worker failed meanwhile: reported below
+        }
       }
       const settled = await Promise.allSettled(tasks);
-      if (failure !== null) throw await this.ringFailure(settled, rg, parts, failure, reported, published, batches);
+      if (failure !== null) throw await this.ringFailure(settled, rg, nw, failure, reported, published, batches);
       throw e;
     } finally {
+      decider?.ct.close(); // gives its table worker record back
       this.active--;
       settle(); // after the tasks returned: close() may run its own tasks now
     }
-    const unregistered = new Set<string>();
+    const unregistered = new Set<string>(decider?.extras ?? []);
     for (const r of out) {
-      if (r.status === 'rejected') throw await this.ringFailure(out, rg, parts, r.reason, reported, published, batches);
+      if (r.status === 'rejected') throw await this.ringFailure(out, rg, nw, r.reason, reported, published, batches);
       this.wids.set(r.value.threadId, r.value.wid);
       for (const x of r.value.extras ?? []) unregistered.add(x);
     }
@@ -680,11 +783,11 @@ export class ConntrackPool {
 
   /** The error of a ring whose task failed: a WorkerDeathError when a worker died (after recovery). */
   private async ringFailure(
-    out: PromiseSettledResult<TaskSummary>[], rg: Int32Array, parts: number, first: unknown,
+    out: PromiseSettledResult<TaskSummary>[], rg: Int32Array, workers: number, first: unknown,
     reported: number, published: number, batches: PacketBatch[],
   ): Promise<unknown> {
     const deaths: WorkerDeath[] = [];
-    for (let t = 0; t < parts; t++) {
+    for (let t = 0; t < workers; t++) {
       if (out[t]!.status !== 'rejected') continue;
       const tid = Atomics.load(rg, RG_TASK0 + t * RT_WORDS + RT_THREAD); // stored by the worker first
       const d = tid !== 0 ? await this.deathOf(tid) : null;

@@ -2,13 +2,15 @@
  * The replay ring: how ConntrackPool.replay() keeps its workers busy without a message or a
  * barrier per batch. The layout is declared here, once.
  *
- * The dispatching thread fills `depth` batches (PacketBatch, batch.ts) in turn and publishes
- * each by bumping RG_PUB; batch number s lives in slot s % depth. Every worker runs one long
- * 'stream' task: it takes the batches in order, computes the flow hash of every packet
- * (Dispatcher.flows: the same partitions on every worker), decides the packets of its own
- * partition, and publishes its progress (its RT_DONE word, the slot's counter; the last one to
- * finish a batch bumps RG_FIN). The dispatcher reports a batch, and refills its slot, once every
- * worker finished it.
+ * The dispatching thread fills `depth` batches (PacketBatch, batch.ts) in turn, computes the flow
+ * hash of every packet as it walks the batch (Dispatcher.flows) and writes the packet's party
+ * (IX_PART, ringParty below) and the batch's fragment count (BH_FRAGS), then publishes the batch
+ * by bumping RG_PUB; batch number s lives in slot s % depth. The parties are the pool's workers
+ * (one long 'stream' task each) and, with a caller share, the dispatching thread itself (the last
+ * party): each takes the batches in order, decides the packets marked with its number, and
+ * publishes its progress (its RT_DONE word, the slot's counter; the last one to finish a batch
+ * bumps RG_FIN). The dispatcher reports a batch, and refills its slot, once every party
+ * finished it.
  *
  * Order per connection: a flow hashes to one worker, which takes batches in order. A batch with
  * fragments groups packets by address pair instead (dispatch.ts), which may move a flow to
@@ -58,6 +60,50 @@ export const RT_EXTRA_LEN = 3;
 export const RT_WORDS = 4;
 /** Per task: a byte area for that JSON list (rare: tests require registered reasons). */
 export const RG_EXTRA_BYTES = 4096;
+
+/**
+ * Shares of the flow-hash space: party p decides the flows whose unsigned hash h has
+ * bounds[p - 1] <= h < bounds[p]. The workers get equal shares; a caller share (the dispatching
+ * thread deciding too: the last party) gets `callerShare` of the space. A flow keeps its party
+ * for the whole ring, so each connection's packets are decided in capture order.
+ */
+export function ringBounds(workers: number, callerShare: number): Float64Array {
+  const parts = workers + (callerShare > 0 ? 1 : 0);
+  const b = new Float64Array(parts);
+  const space = 2 ** 32;
+  const perWorker = (space * (1 - callerShare)) / workers;
+  for (let p = 0; p < workers; p++) b[p] = Math.floor(perWorker * (p + 1));
+  b[parts - 1] = space; // above every hash
+  return b;
+}
+
+/**
+ * The reading thread's own work per packet (reading the file, the flow key, the lists,
+ * reporting) relative to deciding one, as it shows with two deciding threads: 0.34 puts the
+ * balance for two at a caller share of 0.33. At 0.3, `replay --workers 2` of synthetic
+ * captures measured (CTSAB_TIMELINE, bench/README.md) 0.99 s of CPU on the reading thread
+ * against 1.07 s on the worker (1 GiB) and 2.78 s against 3.14 s (3 GiB). Alone the reading
+ * costs ~0.22 of deciding; the fit absorbs what two deciders add to every decision.
+ */
+export const READER_COST = 0.34;
+
+/**
+ * The caller share that balances `deciders` threads (the reading thread and deciders - 1
+ * workers): the reader's share plus its reading work equals each worker's share. 0 when the
+ * reading alone is a worker's load (then every decider should be a worker).
+ */
+export function callerShareFor(deciders: number): number {
+  if (deciders < 2) return 0;
+  const w = deciders - 1;
+  return Math.max(0, (1 / w - READER_COST) / (1 + 1 / w));
+}
+
+/** The party of a flow hash (unsigned 32-bit) under ringBounds. */
+export function ringParty(h: number, bounds: Float64Array): number {
+  let p = 0;
+  while (h >= bounds[p]!) p++;
+  return p;
+}
 
 export function ringWords(tasks: number): number {
   return RG_TASK0 + tasks * RT_WORDS;

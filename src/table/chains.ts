@@ -29,7 +29,7 @@ import { lock, unlock } from './locks.js';
 import { Qsbr } from './rcu.js';
 import { S_MAX } from './sysctl.js';
 import { CONFIRM_NS_LIMIT, LIST_NS, LIST_ZONE, ZoneAccounting, zoneKey } from './zones.js';
-import { IPS_SRC_NAT_DONE } from './layout.js';
+import { IPS_SRC_NAT_DONE, LOCK_STRIDE } from './layout.js';
 import { bysourceAdd, bysourceRemove } from '../track/nat/bysource.js';
 import type { ConntrackTable } from './table.js';
 
@@ -364,7 +364,7 @@ export class Chains {
     const i32 = this.i32;
     const c = i32[this.W + W_CNT]!;
     if (c === 0 && !this.zones.pending) return;
-    const l = this.L + (this.wid & this.lockMask);
+    const l = this.L + (this.wid & this.lockMask) * LOCK_STRIDE;
     lock(i32, l, this.wid);
     if (c !== 0) {
       i32[this.W + W_CNT] = 0;
@@ -422,21 +422,21 @@ export class Chains {
     const l0 = b0 & this.lockMask;
     const l1 = b1 & this.lockMask;
     // Fixed order (lower stripe first) so two writers never wait on each other in a cycle.
-    if (l0 === l1) lock(this.i32, this.L + l0, this.wid);
-    else if (l0 < l1) { lock(this.i32, this.L + l0, this.wid); lock(this.i32, this.L + l1, this.wid); }
-    else { lock(this.i32, this.L + l1, this.wid); lock(this.i32, this.L + l0, this.wid); }
+    if (l0 === l1) lock(this.i32, this.L + l0 * LOCK_STRIDE, this.wid);
+    else if (l0 < l1) { lock(this.i32, this.L + l0 * LOCK_STRIDE, this.wid); lock(this.i32, this.L + l1 * LOCK_STRIDE, this.wid); }
+    else { lock(this.i32, this.L + l1 * LOCK_STRIDE, this.wid); lock(this.i32, this.L + l0 * LOCK_STRIDE, this.wid); }
   }
 
   private unlockStripes(b0: number, b1: number): void {
     const l0 = b0 & this.lockMask;
     const l1 = b1 & this.lockMask;
-    unlock(this.i32, this.L + l0);
-    if (l1 !== l0) unlock(this.i32, this.L + l1);
+    unlock(this.i32, this.L + l0 * LOCK_STRIDE);
+    if (l1 !== l0) unlock(this.i32, this.L + l1 * LOCK_STRIDE);
   }
 
   /** Lock stripe word guarding the original tuple's bucket of entry `e` (TCP state lock). */
   stateLock(e: number): number {
-    return this.L + ((this.i32[e + E_HASH]! & this.mask) & this.lockMask);
+    return this.L + ((this.i32[e + E_HASH]! & this.mask) & this.lockMask) * LOCK_STRIDE;
   }
 
   /**

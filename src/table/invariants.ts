@@ -304,7 +304,7 @@ export function checkInvariants(table: ConntrackTable, opts: InvariantOptions = 
   const locks = new Problems();
   for (const k of lockRegistry(table.sec, table.locks)) {
     for (let l = 0; l < k.count; l++) {
-      const v = i32[k.base + l]!;
+      const v = i32[k.base + l * k.stride]!;
       if (v !== 0) locks.add(`${k.name}${k.count > 1 ? ` ${l}` : ''} word ${v} (worker ${(v >>> 2) - 1})`);
     }
   }

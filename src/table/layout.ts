@@ -11,7 +11,7 @@
  */
 
 export const MAGIC = 0x43545342; // 'CTSB'
-export const LAYOUT_VERSION = 3; // 3: per-record entry counts (W_CNT) and id ranges; 2: worker records of 80 words (liveness, event recovery), 48 header words, the park queue
+export const LAYOUT_VERSION = 4; // 4: bucket lock stripes a cache line apart (LOCK_STRIDE); 3: per-record entry counts (W_CNT) and id ranges; 2: worker records of 80 words (liveness, event recovery), 48 header words, the park queue
 
 // ---------------------------------------------------------------------------------------------
 // Header (word offsets from 0).
@@ -20,6 +20,12 @@ export const H_VERSION = 1;
 export const H_CAPACITY = 2; // entry slots in the slab (nf_conntrack_max upper bound)
 export const H_BUCKETS = 3; // hash buckets, a power of two
 export const H_LOCKS = 4; // lock stripes, a power of two
+/**
+ * Words from one bucket lock stripe to the next (section `locks`): one cache line each. Every TCP
+ * packet takes its stripe; packed 16 to a line, two threads taking different stripes still
+ * bounced the line between their cores (replay --workers 2: ~0.1 s of 2 s of CPU, bench/README.md).
+ */
+export const LOCK_STRIDE = 16;
 export const H_MAX_WORKERS = 5; // worker records
 // Confirmed (hashed) entries, the global part of a percpu_counter: each worker record keeps its
 // own unfolded part in W_CNT, so the count is H_COUNT + the sum of every record's W_CNT (exact
@@ -546,7 +552,8 @@ export function sections(s: LayoutSizes): Sections {
   const workers = off; off += WORKER_WORDS * s.maxWorkers;
   const zones = off; off += ZONES;
   const ns = off; off += NS_WORDS * s.namespaces;
-  const locks = off; off += s.locks;
+  off = (off + 15) & ~15;
+  const locks = off; off += s.locks * LOCK_STRIDE;
   // Keep each lock stripe run and the slab on their own cache lines.
   off = (off + 15) & ~15;
   const buckets = off; off += s.buckets;
@@ -590,6 +597,8 @@ export interface LockWords {
   name: string;
   base: number;
   count: number;
+  /** Words from one lock of the kind to the next. */
+  stride: number;
 }
 
 /**
@@ -598,11 +607,11 @@ export interface LockWords {
  */
 export function lockRegistry(sec: Sections, locks: number): LockWords[] {
   return [
-    { name: 'free-list lock', base: H_FREE_LOCK, count: 1 },
-    { name: 'bucket lock', base: sec.locks, count: locks },
-    { name: 'zone-list lock', base: sec.zlocks, count: ZL_LOCKS },
-    { name: 'extension lock', base: sec.xctl + XC_EXT_LOCK, count: 1 },
-    { name: 'timeout-policy lock', base: sec.xctl + XC_POLICY_LOCK, count: 1 },
-    { name: 'parked-DESTROY lock', base: sec.xctl + XC_EV_PARK_LOCK, count: 1 },
+    { name: 'free-list lock', base: H_FREE_LOCK, count: 1, stride: 1 },
+    { name: 'bucket lock', base: sec.locks, count: locks, stride: LOCK_STRIDE },
+    { name: 'zone-list lock', base: sec.zlocks, count: ZL_LOCKS, stride: 1 },
+    { name: 'extension lock', base: sec.xctl + XC_EXT_LOCK, count: 1, stride: 1 },
+    { name: 'timeout-policy lock', base: sec.xctl + XC_POLICY_LOCK, count: 1, stride: 1 },
+    { name: 'parked-DESTROY lock', base: sec.xctl + XC_EV_PARK_LOCK, count: 1, stride: 1 },
   ];
 }

@@ -77,7 +77,7 @@ import { EventProducer, recoverProducer } from './ecache.js';
 import { extRelease } from './ext.js';
 import { rebuildZoneAccounting, ZoneAccounting } from './zones.js';
 import { forceUnlock, lockOwner, tryLock, unlock } from './locks.js';
-import { NAT_LOCK_COUNT } from './layout.js';
+import { LOCK_STRIDE, NAT_LOCK_COUNT } from './layout.js';
 import type { ConntrackTable } from './table.js';
 import { rangeError } from '../errors.js';
 
@@ -399,7 +399,7 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   const inInsert = insertSlot >= 0;
   // A bucket stripe it held may have been held for a fold of its W_CNT (chains.ts foldCount).
   let heldStripe = false;
-  for (let l = 0; l < table.locks && !heldStripe; l++) heldStripe = lockOwner(Atomics.load(i32, L + l)) === wid; // lock words: CAS'd by owners
+  for (let l = 0; l < table.locks && !heldStripe; l++) heldStripe = lockOwner(Atomics.load(i32, L + l * LOCK_STRIDE)) === wid; // lock words: CAS'd by owners
   const repair = kill !== 0 || inInsert || heldStripe;
   const zonesToRecount = new Set<number>();
   const zoneDelta = new Map<number, number>(); // fallback when the recount cannot be done
@@ -481,7 +481,7 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   // 4. Counters. Release the dead worker's bucket locks (live workers may wait on them while
   // holding a lower stripe), then take every bucket lock in ascending order, as writers do:
   // with all of them held no link, unlink or zone count moves, and the counters are recounted.
-  for (let l = 0; l < table.locks; l++) if (forceUnlock(i32, L + l, wid)) report.locksReleased++;
+  for (let l = 0; l < table.locks; l++) if (forceUnlock(i32, L + l * LOCK_STRIDE, wid)) report.locksReleased++;
   // Its zone/namespace list locks too: a live writer may wait on one while holding a bucket
   // stripe we are about to take. The lists it may have left half-linked are rebuilt below.
   for (let l = 0; l < ZL_LOCKS; l++) if (forceUnlock(i32, table.sec.zlocks + l, wid)) report.locksReleased++;
@@ -492,12 +492,12 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   let all = false;
   if (repair) {
     try {
-      for (let l = 0; l < table.locks; l++) lockWithin(i32, L + l, wid, lockWaitMs, `bucket lock ${l}`);
+      for (let l = 0; l < table.locks; l++) lockWithin(i32, L + l * LOCK_STRIDE, wid, lockWaitMs, `bucket lock ${l}`);
       all = true;
     } catch (err) {
       if (!(err instanceof RecoveryBlocked)) throw err;
       // Another dead worker holds a bucket lock: fall back to the deltas of this one's record.
-      for (let l = 0; l < table.locks; l++) forceUnlock(i32, L + l, wid);
+      for (let l = 0; l < table.locks; l++) forceUnlock(i32, L + l * LOCK_STRIDE, wid);
     }
   }
   if (repair && !all) {
@@ -543,7 +543,7 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
     // Namespace/zone counts and lists change only inside confirm/kill, which our locks exclude:
     // rebuild them from the chains, and release the dead worker's list locks.
     rebuildZoneAccounting(table, wid);
-    for (let l = 0; l < table.locks; l++) unlock(i32, L + l);
+    for (let l = 0; l < table.locks; l++) unlock(i32, L + l * LOCK_STRIDE);
   }
 
   // 5. A slot whose last reference it dropped, and a limbo slot it was freeing.
@@ -559,7 +559,7 @@ export function recoverDeadWorker(table: ConntrackTable, wid: number, opts: Reco
   // 7. Every lock word it still owns, of every kind (layout.ts lockRegistry; the repairs above
   // are published first by the CAS).
   for (const k of lockRegistry(table.sec, table.locks)) {
-    for (let l = 0; l < k.count; l++) if (forceUnlock(i32, k.base + l, wid)) report.locksReleased++;
+    for (let l = 0; l < k.count; l++) if (forceUnlock(i32, k.base + l * k.stride, wid)) report.locksReleased++;
   }
 
   // 8. Free list and orphan limbo, under H_FREE_LOCK taken in the dead worker's name.

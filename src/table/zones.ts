@@ -39,7 +39,7 @@
  * chains and releases the dead worker's list locks and marker.
  */
 import {
-  COUNT_BATCH, W_ZC, WORKER_WORDS, ZC_NS, ZC_SLOTS, ZC_ZONE, ZC_ZORIG, type Sections,
+  COUNT_BATCH, LOCK_STRIDE, W_ZC, WORKER_WORDS, ZC_NS, ZC_SLOTS, ZC_ZONE, ZC_ZORIG, type Sections,
 } from './layout.js';
 import {
   DIR_ORIGINAL, ENTRY_WORDS, E_GEN, E_NEXT, E_NPREV, E_NS, E_STATUS, E_TIMEOUT, E_ZONE,
@@ -143,12 +143,12 @@ export function dropAllCaches(table: ConntrackTable, kinds: readonly number[]): 
  */
 export function foldForLimit(table: ConntrackTable, owner: number, set: () => void): void {
   const i32 = table.i32;
-  for (let l = 0; l < table.locks; l++) lock(i32, table.sec.locks + l, owner); // ascending, as writers
+  for (let l = 0; l < table.locks; l++) lock(i32, table.sec.locks + l * LOCK_STRIDE, owner); // ascending, as writers
   try {
     foldAllCaches(table, [ZC_NS, ZC_ZONE]);
     set();
   } finally {
-    for (let l = 0; l < table.locks; l++) unlock(i32, table.sec.locks + l);
+    for (let l = 0; l < table.locks; l++) unlock(i32, table.sec.locks + l * LOCK_STRIDE);
   }
 }
 
