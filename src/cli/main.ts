@@ -43,7 +43,7 @@ program
   .option('--max <n>', 'nf_conntrack_max of the table', intOpt('--max'))
   .option('--head <n>', 'with -L: print only the first n entries (the count says how many there are)', intOpt('--head'))
   .option('--no-progress', 'never show a progress bar (shown only on a terminal, for replays over a second)')
-  .option('--workers <n>', 'decide packets on n worker threads sharing the table (default 1: this thread)', intOpt('--workers'))
+  .option('--workers <n>', 'decide packets on n threads sharing the table: n - 1 workers and this thread (n workers with -E, NAT or --dispatch free; default 1: this thread alone)', intOpt('--workers'))
   .addOption(new Option('--dispatch <mode>', 'with --workers: flow (decisions as on one thread) or free').choices(['flow', 'free']).default('flow'))
   .addOption(new Option('--checksum <mode>', 'offload: accept checksums left to offload (pseudo-header sums), as the kernel does; strict: invalid').choices(['offload', 'strict']))
   .option('--nat <rule>', 'a NAT rule in nft syntax, e.g. "ip saddr 10.0.0.0/8 snat to 203.0.113.1" (repeatable)', collect, [])
