@@ -750,3 +750,14 @@ test('SCTP HEARTBEAT ACK with the expected tag clears a failed HEARTBEAT: a late
   t.deepEqual([r.send(b2a(0xaaaa, [{ type: HEARTBEAT_ACK, body: new Uint8Array(8) }])).reason], [sctp.R_VTAG]);
   t.is(sctpState(r, s), 'ESTABLISHED');
 });
+
+test('SCTP: an out-of-the-blue INIT ACK with common tag 0 opens (vtag[!dir] 0 is no constraint)', (t) => {
+  // sctp_new sets vtag[REPLY] = the packet's vtag; the INIT ACK rule refuses only when
+  // !init[!dir] && vtag[!dir] != 0 && vtag[!dir] != init_tag. From NONE an INIT ACK goes to CLOSED.
+  const r = run();
+  const v = r.send(a2b(0, [{ type: INIT_ACK, body: initBody(0x1234) }], 49000));
+  t.deepEqual([v.state, v.reason], ['new', null]);
+  t.is(sctpState(r, v.slot), 'CLOSED');
+  const w = r.send(a2b(0x7777, [{ type: INIT_ACK, body: initBody(0x1234) }], 49001));
+  t.deepEqual([w.state, w.reason], ['invalid', sctp.R_VTAG]); // vtag[ORIGINAL] is 0: the plain tag check
+});
