@@ -129,6 +129,34 @@ test('UDP clash with NAT: the later packet joins the winner (UDP may clash)', (t
 });
 
 
+test('NAT: another worker takes our NAT reply tuple between our NAT choice and our confirm: dropped, insert_failed', (t) => {
+  // One translated port: B's query from port 5001 is given 203.0.113.5:40000; before B confirms,
+  // A's query from port 5002 (another original tuple) is given the same port, as B's choice is
+  // not in the table yet, and confirms. B's confirm then clashes on the reply tuple only: no
+  // entry has B's original tuple to join (nf_ct_resolve_clash fails): the packet is dropped.
+  const table = ConntrackTable.create({ max: 64 });
+  table.setNatRules(['ip saddr 10.0.0.0/8 snat to 203.0.113.5:40000']);
+  const a = new Conntrack(table);
+  const b = new Conntrack(table);
+  const from = (sport: number): Uint8Array => udp4({ src: '10.6.0.1', dst: '10.6.1.1', sport, dport: 53, payload: 'q' });
+  const nat = b.nat as unknown as { setup: (e: number, now: number) => string | null };
+  const own = nat.setup;
+  nat.setup = function (this: unknown, e: number, now: number): string | null {
+    nat.setup = own;
+    const r = own.call(this, e, now);
+    t.is(a.decide(from(5002), { linktype: LINKTYPE_RAW, now: NOW }).ctstate, 'new');
+    return r;
+  };
+  const v = b.decide(from(5001), { linktype: LINKTYPE_RAW, now: NOW });
+  t.deepEqual([v.ctstate, v.drop, v.reason], ['invalid', true, R_NAT_CLASH]);
+  t.is(stat(table, 'insert_failed'), 1);
+  t.is(stat(table, 'nat_failed'), 1);
+  t.is(stat(table, 'clash_resolve'), 0);
+  t.is(table.count, 1);
+  a.close();
+  b.close();
+});
+
 /** A TCP handshake of flow i by `ct`: ESTABLISHED and ASSURED. */
 function assured(ct: Conntrack, i: number, opts: { zone?: number; ns?: number }): number {
   const c = { src: `10.4.0.${i}`, dst: '10.4.1.1', sport: 7000 + i, dport: 80 };
