@@ -218,3 +218,30 @@ for (const kind of ['zone', 'namespace'] as const) {
     b.close();
   });
 }
+
+test('a tracker on the table itself is bound to no namespace (boundNs -1)', (t) => {
+  const table = ConntrackTable.create({ max: 64, namespaces: 4 });
+  const ct = new Conntrack(table);
+  t.is(ct.boundNs, -1);
+  t.is(new Conntrack(table.namespace(2).handle()).boundNs, 2);
+  ct.close();
+});
+
+test('at a zone limit of ASSURED entries a first packet is refused for the limit before its tracker looks at it', (t) => {
+  // The room is checked before the entry is allocated (as the kernel's nf_conntrack_alloc comes
+  // before tcp_new): a SYN/ACK, which tcp_new refuses as a first packet, gets the limit's verdict.
+  const table = ConntrackTable.create({ max: 64 });
+  table.setZoneLimit(12, 1);
+  const ct = new Conntrack(table);
+  assured(ct, 1, { zone: 12 });
+  const synack = tcp4({ src: '10.4.0.9', dst: '10.4.1.1', sport: 7009, dport: 80, flags: 'SA', seq: 1, ack: 1, win: 1000 });
+  const v = ct.decide(synack, { linktype: LINKTYPE_RAW, now: NOW + 1, zone: 12 });
+  t.deepEqual([v.ctstate, v.drop, v.reason], ['invalid', true, R_ZONE_LIMIT]);
+  t.is(stat(table, 'zone_limit'), 1);
+  // Without the limit the same SYN/ACK is tcp_new's to refuse (not dropped).
+  const w = ct.decide(synack, { linktype: LINKTYPE_RAW, now: NOW + 1, zone: 13 });
+  t.is(w.ctstate, 'invalid');
+  t.false(w.drop);
+  t.not(w.reason, R_ZONE_LIMIT);
+  ct.close();
+});
