@@ -33,7 +33,8 @@ const stat = (table: ConntrackTable, name: string): number => table.stats().tota
 /** A UDP query of flow i (zone / namespace given to decide). */
 const flow = (i: number): Uint8Array => udp4({ src: `10.3.0.${i}`, dst: '10.3.1.1', sport: 6000 + i, dport: 53, payload: 'q' });
 
-const q = udp4({ src: '10.1.0.1', dst: '10.1.0.2', sport: 5000, dport: 53, payload: 'q' });
+/** A fresh query each time: NAT rewrites the frames it translates in place. */
+const query = (): Uint8Array => udp4({ src: '10.1.0.1', dst: '10.1.0.2', sport: 5000, dport: 53, payload: 'q' });
 
 for (const discipline of ['noref', 'refcount'] as const) {
   test(`UDP clash (${discipline}): the later confirm joins the winner (clash_resolve), its own entry given back`, (t) => {
@@ -42,12 +43,12 @@ for (const discipline of ['noref', 'refcount'] as const) {
     const b = new Conntrack(table);
     let won = -1;
     pauseBeforeConfirm(b, () => {
-      const v = a.decide(q, { linktype: LINKTYPE_RAW, now: NOW });
+      const v = a.decide(query(), { linktype: LINKTYPE_RAW, now: NOW });
       t.is(v.ctstate, 'new');
       won = v.slot;
     });
     const free0 = table.count;
-    const v = b.decide(q, { linktype: LINKTYPE_RAW, now: NOW });
+    const v = b.decide(query(), { linktype: LINKTYPE_RAW, now: NOW });
     // __nf_ct_resolve_clash: the packet is attached to the entry that won (still NEW, original).
     t.deepEqual([v.ctstate, v.direction, v.drop, v.slot], ['new', 'original', false, won]);
     t.is(stat(table, 'clash_resolve'), 1);
@@ -78,9 +79,9 @@ test('UDP clash (refcount) when the winner is in slot 0: its lookup result 0 is 
   for (let i = 0; i < n; i++) a.decide(flow(i + 10), { linktype: LINKTYPE_RAW, now: NOW });
   let won = -1;
   pauseBeforeConfirm(b, () => {
-    won = a.decide(q, { linktype: LINKTYPE_RAW, now: NOW }).slot;
+    won = a.decide(query(), { linktype: LINKTYPE_RAW, now: NOW }).slot;
   });
-  const v = b.decide(q, { linktype: LINKTYPE_RAW, now: NOW });
+  const v = b.decide(query(), { linktype: LINKTYPE_RAW, now: NOW });
   t.is(won, 0);
   t.deepEqual([v.ctstate, v.slot], ['new', 0]);
   t.is(stat(table, 'clash_resolve'), 1);
@@ -117,9 +118,9 @@ test('UDP clash with NAT: the later packet joins the winner (UDP may clash)', (t
   const b = new Conntrack(table);
   let won = -1;
   pauseBeforeConfirm(b, () => {
-    won = a.decide(q, { linktype: LINKTYPE_RAW, now: NOW }).slot;
+    won = a.decide(query(), { linktype: LINKTYPE_RAW, now: NOW }).slot;
   });
-  const v = b.decide(q, { linktype: LINKTYPE_RAW, now: NOW });
+  const v = b.decide(query(), { linktype: LINKTYPE_RAW, now: NOW });
   t.deepEqual([v.ctstate, v.drop, v.slot], ['new', false, won]);
   t.is(stat(table, 'clash_resolve'), 1);
   t.is(stat(table, 'insert_failed'), 0);
