@@ -9,7 +9,7 @@
 import test from 'ava';
 
 import { Conntrack, LINKTYPE_RAW } from '../src/index.js';
-import { E_REFCNT, IPS_ASSURED, E_STATUS } from '../src/table/layout.js';
+import { E_REFCNT, E_STATUS, E_TIMEOUT, IPS_ASSURED } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { R_NS_LIMIT, R_ZONE_LIMIT } from '../src/track/core.js';
 import { R_NAT_CLASH } from '../src/track/nat/nat.js';
@@ -244,5 +244,31 @@ test('at a zone limit of ASSURED entries a first packet is refused for the limit
   t.is(w.ctstate, 'invalid');
   t.false(w.drop);
   t.not(w.reason, R_ZONE_LIMIT);
+  ct.close();
+});
+
+test('a timeout sysctl of 0 refreshes to now: an accepted packet and an invalid FIN (nf_tcp_handle_invalid) alike', (t) => {
+  // nf_ct_refresh(ct, 0) and WRITE_ONCE(ct->timeout, now + 0): the entry expires now.
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  const left = (slot: number, now: number): number => ((table.i32[ct.chains.entry(slot) + E_TIMEOUT]! - now) | 0) / 1000;
+  const u = ct.decide(query(), { linktype: LINKTYPE_RAW, now: 1000 }).slot;
+  t.is(left(u, 1000), 30);
+  table.setSysctl('nf_conntrack_udp_timeout', 0);
+  t.is(ct.decide(query(), { linktype: LINKTYPE_RAW, now: 2000 }).ctstate, 'new');
+  t.is(left(u, 2000), 0);
+  // ESTABLISHED and ASSURED, then invalid FINs from both sides: 5 days lowered to UNACK = 0.
+  table.setSysctl('nf_conntrack_tcp_timeout_unacknowledged', 0);
+  const c = { src: '10.0.0.1', dst: '10.0.0.2', sport: 4000, dport: 80 };
+  const s = { src: '10.0.0.2', dst: '10.0.0.1', sport: 80, dport: 4000 };
+  const o = (now: number) => ({ linktype: LINKTYPE_RAW, now });
+  const slot = ct.decide(tcp4({ ...c, flags: 'S', seq: 100, win: 1000 }), o(1000)).slot;
+  ct.decide(tcp4({ ...s, flags: 'SA', seq: 500, ack: 101, win: 1000 }), o(1000));
+  ct.decide(tcp4({ ...c, flags: 'A', seq: 101, ack: 501, win: 1000 }), o(1000));
+  ct.decide(tcp4({ ...s, flags: 'A', seq: 501, ack: 101, win: 1000 }), o(1000));
+  t.is(left(slot, 1000), 432000);
+  t.is(ct.decide(tcp4({ ...c, flags: 'FA', seq: 900000, ack: 501, win: 1000 }), o(2000)).ctstate, 'invalid');
+  t.is(ct.decide(tcp4({ ...s, flags: 'FA', seq: 900000, ack: 101, win: 1000 }), o(3000)).ctstate, 'invalid');
+  t.is(left(slot, 3000), 0);
   ct.close();
 });
