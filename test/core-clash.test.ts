@@ -130,12 +130,12 @@ test('UDP clash with NAT: the later packet joins the winner (UDP may clash)', (t
 });
 
 
-test('NAT: another worker takes our NAT reply tuple between our NAT choice and our confirm: dropped, insert_failed', (t) => {
+for (const discipline of ['noref', 'refcount'] as const) test(`NAT (${discipline}): another worker takes our NAT reply tuple between our NAT choice and our confirm: dropped, insert_failed`, (t) => {
   // One translated port: B's query from port 5001 is given 203.0.113.5:40000; before B confirms,
   // A's query from port 5002 (another original tuple) is given the same port, as B's choice is
   // not in the table yet, and confirms. B's confirm then clashes on the reply tuple only: no
   // entry has B's original tuple to join (nf_ct_resolve_clash fails): the packet is dropped.
-  const table = ConntrackTable.create({ max: 64 });
+  const table = ConntrackTable.create({ max: 64, discipline });
   table.setNatRules(['ip saddr 10.0.0.0/8 snat to 203.0.113.5:40000']);
   const a = new Conntrack(table);
   const b = new Conntrack(table);
