@@ -225,6 +225,7 @@ test('a tracker on the table itself is bound to no namespace (boundNs -1)', (t) 
   const ct = new Conntrack(table);
   t.is(ct.boundNs, -1);
   t.is(new Conntrack(table.namespace(2).handle()).boundNs, 2);
+  t.is(new Conntrack(table.handle()).boundNs, -1, 'a handle of the whole table');
   ct.close();
 });
 
