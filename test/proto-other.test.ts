@@ -650,3 +650,114 @@ test('SCTP do_basic_checks: INIT ACK and SHUTDOWN COMPLETE must be alone, COOKIE
   const v = r.send(b2a(0xaaaa, [{ type: HEARTBEAT_ACK, body: new Uint8Array(8) }, { type: DATA, body: new Uint8Array(4) }]));
   t.deepEqual([v.state, v.reason], ['invalid', sctp.R_VTAG]);
 });
+
+// ---------------------------------------------------------------------------------------------
+// Mutation gaps of sctp.ts (docs/mutation/mutcore.md), each from nf_conntrack_proto_sctp.c (6.x):
+// do_basic_checks' chunk map (a 256-bit map: set_bit(type)), the per-chunk loops, init[dir],
+// the retransmitted-INIT rule and the HEARTBEAT ACK flag.
+
+test('SCTP chunk types 32 and above are their own bits in the chunk map (no alias of ABORT or DATA)', (t) => {
+  const r = run();
+  const s = associate(r, t);
+  // Type 38 is not ABORT (6): the plain verification-tag check applies, a wrong tag is invalid.
+  t.deepEqual([r.send(a2b(0x9999, [{ type: 38, body: new Uint8Array(4) }])).reason], [sctp.R_VTAG]);
+  t.is(r.send(a2b(TAG_B, [{ type: 38, body: new Uint8Array(4) }])).state, 'established');
+  // Type 32 is not DATA (0): a HEARTBEAT with an unexpected tag beside it is a possible restart
+  // (passed, ignored), not refused as a HEARTBEAT bundled with DATA.
+  const v = r.send(a2b(0x9999, [{ type: HEARTBEAT, body: new Uint8Array(8) }, { type: 32, body: new Uint8Array(4) }]));
+  t.deepEqual([v.state, v.reason], ['established', null]);
+  t.is(sctpState(r, s), 'ESTABLISHED');
+});
+
+test('SCTP: every chunk of a packet is walked by its own length, on the first packet and after', (t) => {
+  // sctp_new: every chunk must be able to open: a HEARTBEAT followed by an unknown type is refused.
+  const r = run();
+  let v = r.send(a2b(0x5555, [{ type: HEARTBEAT, body: new Uint8Array(8) }, { type: 64, body: new Uint8Array(4) }], 46000));
+  t.deepEqual([v.state, v.reason], ['invalid', sctp.R_NEW]);
+  v = r.send(a2b(0x5555, [{ type: HEARTBEAT, body: new Uint8Array(8) }, { type: HEARTBEAT, body: new Uint8Array(12) }], 46001));
+  t.is(v.state, 'new');
+  t.is(sctpState(r, v.slot), 'HEARTBEAT_SENT');
+  // A DATA chunk and then a SHUTDOWN: the second chunk moves ESTABLISHED to SHUTDOWN_SENT.
+  const s = associate(r, t);
+  t.is(r.send(a2b(TAG_B, [{ type: DATA, body: new Uint8Array(12) }, { type: SHUTDOWN, body: new Uint8Array(4) }])).state, 'established');
+  t.is(sctpState(r, s), 'SHUTDOWN_SENT');
+});
+
+test('SCTP init[dir]: an INIT ACK after the peer\'s INIT may name a new tag; collisions and repeated INITs', (t) => {
+  // A's HEARTBEAT sets vtag[ORIGINAL] = 0x5555; A's INIT then sets init[ORIGINAL]; B's INIT ACK
+  // with another tag passes (init[!dir] set) and is adopted.
+  let r = run();
+  const v = r.send(a2b(0x5555, [{ type: HEARTBEAT, body: new Uint8Array(8) }], 47000));
+  t.is(r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A) }], 47000)).state, 'new');
+  t.deepEqual([r.send(b2a(TAG_A, [{ type: INIT_ACK, body: initBody(TAG_B) }], 47000)).reason], [null]);
+  t.is(r.send(a2b(TAG_B, [{ type: COOKIE_ECHO, body: new Uint8Array(8) }], 47000)).reason, null);
+  t.deepEqual([r.send(a2b(0x5555, [{ type: DATA, body: new Uint8Array(4) }], 47000)).reason], [sctp.R_VTAG]);
+  t.is(sctpState(r, v.slot), 'COOKIE_ECHOED');
+  // Both sent INIT: an INIT ACK from A must carry the tag B's INIT gave (collision rule).
+  r = run();
+  const w = r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A) }], 47001));
+  r.send(b2a(0, [{ type: INIT, body: initBody(TAG_B) }], 47001));
+  t.deepEqual([r.send(a2b(TAG_B, [{ type: INIT_ACK, body: initBody(TAG_A + 1) }], 47001)).reason], [sctp.R_VTAG]);
+  t.is(r.send(a2b(TAG_B, [{ type: INIT_ACK, body: initBody(TAG_A) }], 47001)).reason, null);
+  t.is(sctpState(r, w.slot), 'CLOSED'); // an original INIT ACK from CLOSED stays CLOSED (sctp_conntracks)
+  // Both sent INIT, then A's INIT again: init[REPLY] is cleared (init[dir] && init[!dir]), so
+  // B's INIT ACK may then carry a new tag.
+  r = run();
+  r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A) }], 47002));
+  r.send(b2a(0, [{ type: INIT, body: initBody(TAG_B) }], 47002));
+  r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A) }], 47002));
+  t.deepEqual([r.send(b2a(TAG_A, [{ type: INIT_ACK, body: initBody(0x3333) }], 47002)).reason], [null]);
+  // COOKIE ACK clears both flags: after a full association B's INIT ACK must name A's tag again.
+  r = run();
+  associate(r, t, 47003);
+  t.deepEqual([r.send(b2a(TAG_A, [{ type: INIT_ACK, body: initBody(0x4444) }], 47003)).reason], [sctp.R_VTAG]);
+  t.is(r.send(b2a(TAG_A, [{ type: INIT_ACK, body: initBody(TAG_B) }], 47003)).reason, null);
+});
+
+test('SCTP: an INIT does not refresh a closed association, but one that closes it does', (t) => {
+  // Closed by ABORT at T0 (10 s); an INIT 5 s later: CLOSED -> CLOSED on a confirmed entry is
+  // ignored, so 5 s are left, not 10.
+  let r = run();
+  let s = associate(r, t, 48000);
+  r.send(a2b(TAG_B, [{ type: ABORT }], 48000));
+  t.is(sctpState(r, s), 'CLOSED');
+  t.is(r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A) }], 48000), T0 + 5000).state, 'established');
+  t.is(r.left(s, T0 + 5000), 5);
+  // SHUTDOWN_SENT (3 s) -> CLOSED by an INIT 1 s later: a state change, refreshed to 10 s.
+  r = run();
+  s = associate(r, t, 48001);
+  r.send(a2b(TAG_B, [{ type: SHUTDOWN, body: new Uint8Array(4) }], 48001));
+  t.is(sctpState(r, s), 'SHUTDOWN_SENT');
+  r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A) }], 48001), T0 + 1000);
+  t.is(sctpState(r, s), 'CLOSED');
+  t.is(r.left(s, T0 + 1000), 10);
+  // ESTABLISHED -> ESTABLISHED by an INIT: refreshed to 210 s.
+  r = run();
+  s = associate(r, t, 48002);
+  r.send(a2b(0, [{ type: INIT, body: initBody(TAG_A) }], 48002), T0 + 1000);
+  t.is(sctpState(r, s), 'ESTABLISHED');
+  t.is(r.left(s, T0 + 1000), 210);
+});
+
+test('SCTP HEARTBEAT ACK with the expected tag clears a failed HEARTBEAT: a later odd ACK is invalid', (t) => {
+  const r = run();
+  const s = associate(r, t);
+  // A's HEARTBEAT with an odd tag: HEARTBEAT_VTAG_FAILED, last_dir ORIGINAL.
+  t.is(r.send(a2b(0x9999, [{ type: HEARTBEAT, body: new Uint8Array(8) }])).reason, null);
+  // B's HEARTBEAT ACK with its expected tag clears the flag ...
+  t.is(r.send(b2a(TAG_A, [{ type: HEARTBEAT_ACK, body: new Uint8Array(8) }])).reason, null);
+  // ... so B's odd HEARTBEAT ACK is no longer the answer to that HEARTBEAT.
+  t.deepEqual([r.send(b2a(0xaaaa, [{ type: HEARTBEAT_ACK, body: new Uint8Array(8) }])).reason], [sctp.R_VTAG]);
+  t.is(sctpState(r, s), 'ESTABLISHED');
+});
+
+test('SCTP: an out-of-the-blue INIT ACK with common tag 0 opens (vtag[!dir] 0 is no constraint)', (t) => {
+  // sctp_new sets vtag[REPLY] = the packet's vtag; the INIT ACK rule refuses only when
+  // !init[!dir] && vtag[!dir] != 0 && vtag[!dir] != init_tag. From NONE an INIT ACK goes to CLOSED.
+  const r = run();
+  const v = r.send(a2b(0, [{ type: INIT_ACK, body: initBody(0x1234) }], 49000));
+  t.deepEqual([v.state, v.reason], ['new', null]);
+  t.is(sctpState(r, v.slot), 'CLOSED');
+  const w = r.send(a2b(0x7777, [{ type: INIT_ACK, body: initBody(0x1234) }], 49001));
+  t.deepEqual([w.state, w.reason], ['invalid', sctp.R_VTAG]); // vtag[ORIGINAL] is 0: the plain tag check
+});

@@ -1,6 +1,20 @@
 import test from 'ava';
 
-import { E_TIMEOUT, IPS_ASSURED, IPS_SEEN_REPLY, TD_END, TD_MAXACK, TD_MAXEND, TD_MAXWIN } from '../src/table/layout.js';
+import {
+  E_PRIV,
+  E_TIMEOUT,
+  IPS_ASSURED,
+  IPS_SEEN_REPLY,
+  TCP_LAST_ACK,
+  TCP_LAST_END,
+  TCP_LAST_SEQ,
+  TCP_LAST_WIN,
+  TCP_SCALE_FLAGS,
+  TD_END,
+  TD_MAXACK,
+  TD_MAXEND,
+  TD_MAXWIN,
+} from '../src/table/layout.js';
 import { EV_ASSURED, EV_PROTOINFO } from '../src/track/proto/l4proto.js';
 import { NFPROTO_IPV4, Packet, IPPROTO_TCP, TH_ACK, TH_CWR, TH_ECE, TH_FIN, TH_PSH, TH_RST, TH_SYN, TH_URG } from '../src/input/packet/packet.js';
 import {
@@ -929,4 +943,239 @@ test('retransmission counting needs the same seq and the same ack, not just the 
   let to = 0;
   for (let k = 0; k < 4; k++) to = h.step(O, seg(A | P, C + 1, SV + 1 + k, { win: 1000, len: 10 })).timeout;
   t.is(to, 300);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Mutation gaps (docs/mutation/mutcore.md): each expectation worked out by hand from the kernel's
+// nf_conntrack_proto_tcp.c (tcp_in_window, nf_conntrack_tcp_packet, tcp_new), not from our code.
+
+/** A ct->proto.tcp.last_* word (TCP_LAST_SEQ / ACK / END / WIN). */
+function last(h: TcpHarness, word: number): number {
+  return h.u32[h.e + E_PRIV + word];
+}
+
+test('overshoot rule at its receiver-window edge: end must be after sender end - receiver maxwin - 1', (t) => {
+  // The receiver's td_maxwin made huge the kernel's way: swin = win + (sack - ack) with a SACK
+  // block below an ack far ahead (tcp_in_window checks sack, not ack).
+  const h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000, sackPerm: true }));
+  h.step(Y, seg(S | A, SV, C + 1, { win: 2000, sackPerm: true }));
+  h.step(O, seg(A, C + 1, SV + 1, { win: 1000 }));
+  t.is(h.td(O, TD_END), C + 1);
+  t.is(h.td(O, TD_MAXEND), C + 2001);
+  let r = h.step(Y, seg(A, SV + 1, C + 4002, { win: 2000, sack: C + 1 }));
+  t.is(r.verdict, 'established');
+  t.is(h.td(Y, TD_MAXWIN), 2 ** 32 - 2001); // 2000 + (C + 1) - (C + 4002), as u32
+  // seq = td_maxend + 1: overshot = 2 <= maxwin; td_end - maxwin - 1 = C + 1 + 2001 - 1 = C + 2001,
+  // and end C + 2002 is after it by exactly one: in the receive window, so ignored (accepted).
+  r = h.step(O, seg(A, C + 2002, SV + 1, { win: 1000 }));
+  t.is(r.verdict, 'established');
+  t.is(r.reason, R_OVERSHOT);
+  t.is(h.td(O, TD_END), C + 2002);
+  // Now td_end - maxwin - 1 = C + 2002 + 2001 - 1 = C + 4002: end C + 4002 is not after it.
+  r = h.step(O, seg(A, C + 4002, SV + 1, { win: 1000 }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_SEQ_OVER);
+  r = h.step(O, seg(A, C + 4003, SV + 1, { win: 1000 }));
+  t.is(r.verdict, 'established');
+  t.is(r.reason, R_OVERSHOT);
+  t.is(h.td(O, TD_END), C + 4003);
+});
+
+test('identical ACKs from the two sides are not retransmissions (last_dir must match)', (t) => {
+  // Both ISNs 1000, so each side's ACK has seq 1001, ack 1001, window 1000: same numbers.
+  const h = new TcpHarness({ [S_TCP_TIMEOUT_MAX_RETRANS]: 200 });
+  h.step(O, seg(S, 1000, 0, { win: 1000 }));
+  h.step(Y, seg(S | A, 1000, 1001, { win: 1000 }));
+  h.step(O, seg(A, 1001, 1001, { win: 1000 }));
+  const timeouts: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    timeouts.push(h.step(Y, seg(A, 1001, 1001, { win: 1000 })).timeout);
+    timeouts.push(h.step(O, seg(A, 1001, 1001, { win: 1000 })).timeout);
+  }
+  t.deepEqual(timeouts, Array(8).fill(432000));
+  // The same side four times does count (the 4th reaches max_retrans 3).
+  const same: number[] = [];
+  for (let i = 0; i < 4; i++) same.push(h.step(O, seg(A, 1001, 1001, { win: 1000 })).timeout);
+  t.deepEqual(same, [432000, 432000, 200, 200]);
+});
+
+test('tcp_new clears the whole tcp state of a recycled slot', (t) => {
+  const h = new TcpHarness();
+  h.u32.fill(0xdeadbeef, h.e + E_PRIV, h.e + E_PRIV + TCP_SCALE_FLAGS + 1);
+  const r = h.step(O, seg(S, C, 0, { win: 1000 }));
+  t.is(r.verdict, 'new');
+  t.is(h.state, TCP_CONNTRACK_SYN_SENT);
+  // The reply side is unseen: td_end, td_maxwin, td_maxack 0; td_maxend = 0 + the SYN's window.
+  t.is(h.td(Y, TD_END), 0);
+  t.is(h.td(Y, TD_MAXWIN), 0);
+  t.is(h.td(Y, TD_MAXACK), 0);
+  t.is(h.td(Y, TD_MAXEND), 1000);
+  t.is(h.td(O, TD_MAXACK), 0);
+  for (const w of [TCP_LAST_SEQ, TCP_LAST_ACK, TCP_LAST_END, TCP_LAST_WIN]) t.is(last(h, w), 0);
+  t.is(h.scale(O) | h.scale(Y) | h.flags(Y), 0);
+  t.is(h.step(Y, seg(S | A, SV, C + 1, { win: 2000 })).verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_SYN_RECV);
+});
+
+test('last_ack is written by an ignored segment only for a reply ACK in SYN_SENT', (t) => {
+  // An original SYN ignored in ESTABLISHED: last_ack keeps the handshake ACK's ack.
+  let h = new TcpHarness();
+  handshake(h);
+  t.is(last(h, TCP_LAST_ACK), SV + 1);
+  t.is(h.step(O, seg(S, 70000, 777)).reason, R_IGNORED);
+  t.is(last(h, TCP_LAST_ACK), SV + 1);
+  t.is(last(h, TCP_LAST_SEQ), 70000);
+  // A reply SYN/ACK ignored in ESTABLISHED: the same.
+  h = new TcpHarness();
+  handshake(h);
+  t.is(h.step(Y, seg(S | A, 90000, 777, { win: 2000 })).reason, R_IGNORED);
+  t.is(last(h, TCP_LAST_ACK), SV + 1);
+  // A reply ACK ignored in SYN_SENT2 (simultaneous open): not SYN_SENT, so still 0.
+  h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  h.step(Y, seg(S, SV, 0, { win: 2000 }));
+  t.is(h.state, TCP_CONNTRACK_SYN_SENT2);
+  t.is(h.step(Y, seg(A, SV + 1, 777, { win: 2000 })).reason, R_IGNORED);
+  t.is(last(h, TCP_LAST_ACK), 0);
+  // A reply ACK ignored in SYN_SENT: recorded (its RST answer is matched by it).
+  h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  t.is(h.step(Y, seg(A, 33333, 777, { win: 2000 })).reason, R_IGNORED);
+  t.is(last(h, TCP_LAST_ACK), 777);
+});
+
+/** Both FINs sent: LAST_ACK, waiting for the original side's last ACK (seq C + 2, ack SV + 2). */
+function toLastAck(h: TcpHarness): void {
+  handshake(h);
+  h.step(O, seg(F | A, C + 1, SV + 1));
+  h.step(Y, seg(F | A, SV + 1, C + 2, { win: 2000 }));
+}
+
+test('RFC 5961 challenge ACK in LAST_ACK: only from the other side, right after the ignored SYN, once', (t) => {
+  // The ACK from the SYN's own side is the last ACK: TIME_WAIT.
+  let h = new TcpHarness();
+  toLastAck(h);
+  t.is(h.state, TCP_CONNTRACK_LAST_ACK);
+  t.is(h.step(O, seg(S, 70000, 0)).reason, R_IGNORED);
+  let r = h.step(O, seg(A, C + 2, SV + 2));
+  t.is(r.reason, null);
+  t.is(h.state, TCP_CONNTRACK_TIME_WAIT);
+  // A segment in between (a retransmitted FIN, LAST_ACK stays) makes last_index FIN: the
+  // reply's ACK then is no challenge ACK and moves to TIME_WAIT.
+  h = new TcpHarness();
+  toLastAck(h);
+  t.is(h.step(O, seg(S, 70000, 0)).reason, R_IGNORED);
+  r = h.step(O, seg(F | A, C + 1, SV + 2));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_LAST_ACK);
+  r = h.step(Y, seg(A, SV + 2, C + 2, { win: 2000 }));
+  t.is(r.reason, null);
+  t.is(h.state, TCP_CONNTRACK_TIME_WAIT);
+  // The flag is cleared by the first challenge ACK: a second reply ACK is a normal one.
+  h = new TcpHarness();
+  toLastAck(h);
+  t.is(h.step(O, seg(S, 70000, 0)).reason, R_IGNORED);
+  r = h.step(Y, seg(A, SV + 2, C + 2, { win: 2000 }));
+  t.is(r.reason, R_CHALLENGE_ACK);
+  t.is(h.state, TCP_CONNTRACK_LAST_ACK);
+  r = h.step(Y, seg(A, SV + 2, C + 2, { win: 2000 }));
+  t.is(r.reason, null);
+  t.is(h.state, TCP_CONNTRACK_TIME_WAIT);
+});
+
+test('RST checks use nf_conntrack_tcp_established: ESTABLISHED and ASSURED both', (t) => {
+  // ASSURED but back in SYN_RECV (an ignored SYN resynced by the SYN/ACK answering it): an RST
+  // above td_maxack with an inexact seq is not "established", so it closes.
+  let h = new TcpHarness();
+  handshake(h);
+  t.is(h.step(O, seg(S, 70000, 0)).reason, R_IGNORED);
+  h.step(Y, seg(S | A, 90000, 70001, { win: 2000 }));
+  t.is(h.state, TCP_CONNTRACK_SYN_RECV);
+  t.not(h.status & IPS_ASSURED, 0);
+  t.is(h.td(Y, TD_MAXACK), 70001);
+  let r = h.step(O, seg(R, 70011, 0, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_CLOSE);
+  // ESTABLISHED but not ASSURED (picked up; one reply): the same RST closes, and seq 0 is
+  // taken for an answer to a SYN, not refused as below td_maxack.
+  for (const seq of [1500, 0]) {
+    h = new TcpHarness();
+    h.step(O, seg(A, 1000, 2000, { win: 500 }));
+    h.step(Y, seg(A, 2000, 1000, { win: 500 }));
+    t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+    t.is(h.status & IPS_ASSURED, 0);
+    r = h.step(O, seg(R, seq, 0, { win: 0 }));
+    t.is(r.verdict, 'established', `seq ${seq}`);
+    t.is(r.reason, null);
+    t.is(h.state, TCP_CONNTRACK_CLOSE, `seq ${seq}`);
+  }
+  // Established: seq 0 is below td_maxack, an invalid RST.
+  h = new TcpHarness();
+  handshake(h);
+  r = h.step(O, seg(R, 0, 0, { win: 0 }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_INVALID_RST);
+});
+
+test('RST train rule: last_index ACK, last_dir the RST\'s side, seq = last_end, all three', (t) => {
+  // Reference: the same side's data ended at the RST's seq: closes.
+  let h = new TcpHarness();
+  handshake(h);
+  h.step(O, seg(A | P, C + 1, SV + 1, { len: 10 }));
+  let r = h.step(O, seg(R, C + 11, 0, { win: 0 }));
+  t.is(h.state, TCP_CONNTRACK_CLOSE);
+  // seq != last_end: state kept.
+  h = new TcpHarness();
+  handshake(h);
+  h.step(O, seg(A | P, C + 1, SV + 1, { len: 10 }));
+  r = h.step(O, seg(R, C + 5, 0, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+  // last segment from the other side with last_end = the RST's seq (equal ISNs): state kept.
+  h = new TcpHarness();
+  h.step(O, seg(S, 1000, 0, { win: 1000 }));
+  h.step(Y, seg(S | A, 1000, 1001, { win: 1000 }));
+  h.step(O, seg(A, 1001, 1001, { win: 1000 }));
+  h.step(O, seg(A | P, 1001, 1001, { len: 10, win: 1000 }));
+  t.is(last(h, TCP_LAST_END), 1011);
+  r = h.step(Y, seg(R, 1011, 0, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+  // last segment an ignored SYN/ACK of the RST's side ending at its seq: not an ACK, state kept.
+  h = new TcpHarness();
+  handshake(h);
+  t.is(h.step(Y, seg(S | A, SV + 1, 777, { win: 2000 })).reason, R_IGNORED);
+  t.is(last(h, TCP_LAST_END), SV + 2);
+  r = h.step(Y, seg(R, SV + 2, 0, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_ESTABLISHED);
+});
+
+test('RST after a challenge ACK skips the window check only in SYN_SENT and only with seq = that ACK', (t) => {
+  // SYN_SENT, the reply's ACK ignored (last_ack 44444): an RST+ACK with an ack over the window
+  // and seq 44444 passes unchecked; with another seq it is window-checked and invalid.
+  let h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  h.step(Y, seg(A, 33333, 44444, { win: 2000 }));
+  let r = h.step(O, seg(R | A, 44444, 12345, { win: 0 }));
+  t.is(r.verdict, 'established');
+  t.is(h.state, TCP_CONNTRACK_CLOSE);
+  h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  h.step(Y, seg(A, 33333, 44444, { win: 2000 }));
+  r = h.step(O, seg(R | A, C + 1, 12345, { win: 0 }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_ACK_OVER);
+  t.is(h.state, TCP_CONNTRACK_SYN_SENT);
+  // SYN_SENT2: the reply's ignored ACK leaves last_ack 0; an RST+ACK with seq 0 is still
+  // window-checked (not SYN_SENT): its ack beyond the reply's end is invalid.
+  h = new TcpHarness();
+  h.step(O, seg(S, C, 0, { win: 1000 }));
+  h.step(Y, seg(S, SV, 0, { win: 2000 }));
+  t.is(h.step(Y, seg(A, SV + 1, 777, { win: 2000 })).reason, R_IGNORED);
+  r = h.step(O, seg(R | A, 0, SV + 100, { win: 0 }));
+  t.is(r.verdict, 'invalid');
+  t.is(r.reason, R_ACK_OVER);
+  t.is(h.state, TCP_CONNTRACK_SYN_SENT2);
 });

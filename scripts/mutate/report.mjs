@@ -6,7 +6,8 @@
 // --merge writes the union of the inputs' mutants as one incremental file (reports/stryker-incremental.json).
 // --equivalent names survivors judged equivalent or unreachable, each with its reason:
 //   [{ "file": "src/...", "line": 12, "mutator": "EqualityOperator", "replacement": "a <= b", "why": "..." }]
-// (replacement: the mutant's replacement text with whitespace collapsed; mutator optional). They
+// (replacement: the mutant's replacement text with whitespace collapsed; mutator optional; column
+// optional, Stryker's start column, for a line with several mutants of the same replacement). They
 // are left out of the score (killed / (mutants - equivalent)) and listed apart.
 import { readFileSync, writeFileSync } from 'node:fs';
 
@@ -25,7 +26,7 @@ const norm = (x) => (x ?? '').replace(/\s+/g, ' ').trim();
 function equivalentOf(path, m) {
   for (let i = 0; i < equivalents.length; i++) {
     const q = equivalents[i];
-    if (q.file === path && q.line === m.location.start.line && (!q.mutator || q.mutator === m.mutatorName) && norm(q.replacement) === norm(m.replacement)) {
+    if (q.file === path && q.line === m.location.start.line && (q.column === undefined || q.column === m.location.start.column) && (!q.mutator || q.mutator === m.mutatorName) && norm(q.replacement) === norm(m.replacement)) {
       eqUsed.add(i);
       return q;
     }

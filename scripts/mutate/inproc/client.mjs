@@ -46,6 +46,12 @@ if (r.result === 'timeout') {
 }
 if (r.result === 'killed') { console.log(r.why); process.exit(1); }
 if (r.result === 'survived') process.exit(0);
-// fallback (mutant reached at module load), or no server: real ava in a fresh process.
+// fallback (mutant reached at module load): the same tests in a fresh process that loads the
+// modules with the mutant active (server.mjs, MUTATE_INPROC_ONCE); no server: real ava.
+if (r.result === 'fallback' && id) {
+  const once = spawnSync(process.execPath, ['--max-old-space-size=1536', new URL('./server.mjs', import.meta.url).pathname, '-', ...files],
+    { stdio: 'inherit', timeout: TIMEOUT_MS * 2, env: { ...process.env, MUTATE_INPROC_ONCE: id } });
+  process.exit(once.status ?? 1); // killed by the timeout: status null, a timed-out mutant
+}
 const res = spawnSync('sh', [new URL('../fast-tests.sh', import.meta.url).pathname], { stdio: 'inherit', env: { ...process.env, MUTATE_INPROC: '' } });
 process.exit(res.status ?? 1);

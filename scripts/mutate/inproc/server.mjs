@@ -19,8 +19,12 @@ const EXCLUDE = ['several threads', 'rogue namespace', 'while packet workers', '
 register(new URL('./hooks.mjs', import.meta.url));
 const shim = await import(new URL('./ava-shim.mjs', import.meta.url).href);
 const ns = (globalThis.__stryker__ ??= {});
-delete process.env.__STRYKER_ACTIVE_MUTANT__;
-ns.activeMutant = undefined;
+// MUTATE_INPROC_ONCE=ID (client.mjs, for a mutant reached while the modules load): load the
+// modules with that mutant active, run every test once, exit 1 if one fails (killed), else 0.
+const once = process.env.MUTATE_INPROC_ONCE || null;
+if (once === null) delete process.env.__STRYKER_ACTIVE_MUTANT__;
+else process.env.__STRYKER_ACTIVE_MUTANT__ = once;
+ns.activeMutant = once ?? undefined;
 
 for (const f of files) {
   shim.setFile(f);
@@ -60,6 +64,12 @@ function activate(id) {
   else process.env.__STRYKER_ACTIVE_MUTANT__ = id; // for worker threads the tests start
 }
 
+if (once !== null) {
+  activate(once);
+  const r = await runAll();
+  console.log(r ? `${once} killed (fresh process): ${r}` : `${once} survived (fresh process)`);
+  process.exit(r ? 1 : 0);
+}
 const base = await runAll();
 if (profile) {
   for (const [ms, name] of profile.sort((a, b) => b[0] - a[0]).slice(0, 25)) console.log(ms.toFixed(0).padStart(6), name);
