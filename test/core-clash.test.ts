@@ -11,7 +11,7 @@ import test from 'ava';
 import { Conntrack, LINKTYPE_RAW } from '../src/index.js';
 import { E_REFCNT, E_STATUS, E_TIMEOUT, IPS_ASSURED } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
-import { R_NS_LIMIT, R_ZONE_LIMIT } from '../src/track/core.js';
+import { R_CLASH, R_NS_LIMIT, R_ZONE_LIMIT } from '../src/track/core.js';
 import { R_NAT_CLASH } from '../src/track/nat/nat.js';
 import { tcp4, udp4 } from './helpers/frames.js';
 
@@ -110,6 +110,28 @@ test('TCP clash with NAT: the later SYN is dropped (TCP has no allow_clash), ins
   a.close();
   b.close();
 });
+
+for (const discipline of ['noref', 'refcount'] as const) {
+  test(`TCP clash without NAT (${discipline}): the later SYN is dropped, insert_failed (nf_ct_resolve_clash: TCP has no allow_clash)`, (t) => {
+    const table = ConntrackTable.create({ max: 64, discipline });
+    const a = new Conntrack(table);
+    const b = new Conntrack(table);
+    const syn = tcp4({ src: '10.2.0.1', dst: '10.2.0.2', sport: 4000, dport: 80, flags: 'S', seq: 100, win: 1000 });
+    let won = -1;
+    pauseBeforeConfirm(b, () => {
+      won = a.decide(syn, { linktype: LINKTYPE_RAW, now: NOW }).slot;
+    });
+    const v = b.decide(syn, { linktype: LINKTYPE_RAW, now: NOW });
+    t.deepEqual([v.ctstate, v.drop, v.reason], ['invalid', true, R_CLASH]);
+    t.deepEqual([stat(table, 'insert_failed'), stat(table, 'drop'), stat(table, 'clash_resolve'), stat(table, 'insert')], [1, 1, 0, 1]);
+    t.is(table.count, 1, 'the loser\'s entry was given back');
+    if (discipline === 'refcount') t.is(Atomics.load(table.i32, a.chains.entry(won) + E_REFCNT), 1, 'only the table\'s reference');
+    // The retransmitted SYN finds the winner's entry (still SYN_SENT: a SYN in the original direction).
+    t.is(b.decide(syn, { linktype: LINKTYPE_RAW, now: NOW + 1 }).slot, won);
+    a.close();
+    b.close();
+  });
+}
 
 test('UDP clash with NAT: the later packet joins the winner (UDP may clash)', (t) => {
   const table = ConntrackTable.create({ max: 64 });

@@ -25,6 +25,7 @@ import { genericPacket } from './proto/generic.js';
 import { ICMP_ERROR, ICMP_INVALID, ICMP_UNTRACKED, icmpError, icmpPacket } from './proto/icmp.js';
 import {
   EV_ASSURED, EV_DESTROY, EV_PROTOINFO, EV_REPLY, PROTO_ACCEPT, PROTO_REPEAT, ProtoResult, type TrackerContext,
+  allowClash,
 } from './proto/l4proto.js';
 import { tcpError, tcpNew, tcpPacket, tcpState } from './proto/tcp.js';
 import { IPPROTO_GRE, grePacket } from './proto/gre.js';
@@ -44,7 +45,7 @@ import { S_DEFRAG } from '../table/sysctl.js';
 import { ST_NS_LIMIT, ST_ZONE_LIMIT } from '../table/layout.js';
 import { CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, ZONE_DIR_BOTH, isNamespaceHandle, zoneKey, zoneWord } from '../table/zones.js';
 import { IPS_SRC_NAT_DONE, ST_INSERT_FAILED, ST_NAT_FAILED } from '../table/layout.js';
-import { Nat, R_NAT_CLASH, R_NAT_REDIRECT, natAllowsClash } from './nat/nat.js';
+import { Nat, R_NAT_CLASH, R_NAT_REDIRECT } from './nat/nat.js';
 
 export const R_TABLE_FULL = 'table full';
 export const R_CHAIN_TOOLONG = 'hash chain too long';
@@ -58,6 +59,7 @@ export const R_REPEAT = 'connection reopened twice';
 export const R_NS_LIMIT = 'namespace limit';
 export const R_ZONE_LIMIT = 'zone limit';
 export const R_ZONE_CLASH = 'tuple clashes with a connection of another directional zone';
+export const R_CLASH = 'another thread confirmed the same connection first (the protocol allows no clash resolution)';
 
 /** Options of new Conntrack(). */
 export interface ConntrackOptions {
@@ -644,13 +646,15 @@ export class Conntrack {
       if (k === CONFIRM_DYING) return this.track(pkt, zone, ns, v, repeats);
       // Clash: another thread confirmed the same tuple first. Join its entry.
       if (!c.noref) c.put(k >>> 1);
-      if (natd && !natAllowsClash(l4)) {
-        // With NAT, as the kernel's nf_ct_resolve_clash: only UDP, UDP-Lite, ICMP and DCCP may
-        // join the winner; others are dropped (insert_failed), and the client retransmits.
+      if (!allowClash(l4)) {
+        // As the kernel's nf_ct_resolve_clash: only protocols with allow_clash (UDP, UDP-Lite,
+        // ICMP, ICMPv6, DCCP) may join the winner; others (TCP, SCTP, GRE, ...) are dropped
+        // (insert_failed), NAT or not, and the client retransmits onto the winner's entry.
         this.stat(ST_DROP);
         this.stat(ST_INSERT_FAILED);
-        this.stat(ST_NAT_FAILED);
         v.drop = true;
+        if (!natd) return this.invalid(v, R_CLASH);
+        this.stat(ST_NAT_FAILED);
         return this.invalid(v, R_NAT_CLASH);
       }
       // With directional zones the clashing entry may hold our reply tuple under a zone our

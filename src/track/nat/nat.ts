@@ -33,15 +33,6 @@ export const R_NAT_CLASH = 'NAT: reply tuple taken by another connection at conf
 export const R_NAT_REDIRECT = 'NAT: ICMP redirect for a NAT\'d connection';
 export const R_NAT_NO_EXT = 'NAT: extension area full (placement experiment)';
 
-/**
- * May a new NAT'd connection that lost a confirm race join the winner (the kernel's l4proto
- * allow_clash: UDP, UDP-Lite, ICMP, ICMPv6, DCCP)? Others are dropped. (Where the winner's
- * mapping differs, the kernel inserts the loser for its reply direction only, for a second,
- * nf_ct_resolve_clash_harder; we join the winner: the packet takes the winner's mapping.)
- */
-export function natAllowsClash(l4: number): boolean {
-  return l4 === 17 || l4 === 136 || l4 === 1 || l4 === 58 || l4 === 33;
-}
 
 /** Verdict.nat bits: what apply() rewrote. */
 export const NAT_REWROTE_SRC = 1;

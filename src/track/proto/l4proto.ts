@@ -15,6 +15,17 @@
  *      TCP connection the caller holds the bucket lock of the entry's original tuple.
  */
 
+/**
+ * May a new connection that lost a confirm race join the winner (the kernel's l4proto
+ * allow_clash: UDP, UDP-Lite, ICMP, ICMPv6, DCCP)? Others (TCP, SCTP, GRE, unknown protocols)
+ * are dropped with insert_failed, NAT or not. (Where a NAT'd winner's mapping differs, the kernel
+ * inserts the loser for its reply direction only, for a second, nf_ct_resolve_clash_harder; we
+ * join the winner: the packet takes the winner's mapping.)
+ */
+export function allowClash(l4: number): boolean {
+  return l4 === 17 || l4 === 136 || l4 === 1 || l4 === 58 || l4 === 33;
+}
+
 /** Result of a tracker's packet() call. */
 export const PROTO_ACCEPT = 0;
 export const PROTO_INVALID = 1;
