@@ -1,0 +1,431 @@
+/**
+ * GcEngine.run() driven directly on one thread, with the table clock (H_CLOCK) set by the test
+ * and, for the slice budget, a stand-in for performance.now: every expectation is worked out by
+ * hand from the kernel's gc_worker rules (an entry is expired when deadline - now <= 0; under
+ * pressure it evicts entries that are not ASSURED or are TCP connections closing, never offloaded
+ * ones; ORIGINAL tuplehashes only), the GC's documented rules (pressure mark =
+ * floor(max * pressurePercent / 100); soft recycling only in a sweep after one that ended above
+ * the mark, for an idle time >= nf_conntrack_soft_timeout; interval = the sweep's smallest
+ * remaining lifetime clamped to [minIntervalMs, maxIntervalMs], the minimum while over the mark)
+ * and the connections' default timeouts (UDP 30 s one-way, TCP ESTABLISHED 5 days).
+ */
+import test from 'ava';
+
+import { KILL_EXPIRED, KILL_GC_EVICT, KILL_SOFT_RECYCLE } from '../src/table/chains.js';
+import { EVENT_DESTROY, subscribeEvents } from '../src/table/ecache.js';
+import { GcEngine, type GcOptions } from '../src/table/gc.js';
+import {
+  E_HASH, E_ID, E_REFCNT, E_STATUS, H_COUNT, H_FREE_COUNT, H_GC_BUSY_US, H_GC_CURSOR,
+  H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, H_GC_WID, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING,
+  IPS_FIXED_TIMEOUT, IPS_OFFLOAD, W_ALIVE, W_CACHE_COUNT, W_LIMBO_COUNT, WORKER_WORDS,
+} from '../src/table/layout.js';
+import { ConntrackTable, type TableOptions } from '../src/table/table.js';
+import { Conntrack } from '../src/track/core.js';
+import { tcpClosing, tcpEstablished, tcpSyn, udpAssured, udpOneWay } from './helpers/conns.js';
+
+/** A budget no loaded machine exhausts on these small tables (slicing has its own test). */
+const WHOLE: GcOptions = { budgetMs: 60_000 };
+
+function setup(opts: TableOptions): { table: ConntrackTable; ct: Conntrack; i32: Int32Array } {
+  const table = ConntrackTable.create(opts);
+  return { table, ct: new Conntrack(table), i32: table.i32 };
+}
+
+function count(table: ConntrackTable): number {
+  return Atomics.load(table.i32, H_COUNT);
+}
+
+function stat(table: ConntrackTable, name: string): number {
+  return table.stats().total[name]!;
+}
+
+function live(ct: Conntrack, slot: number): boolean {
+  const s = Atomics.load(ct.table.i32, ct.chains.entry(slot) + E_STATUS);
+  return (s & (IPS_CONFIRMED | IPS_DYING)) === IPS_CONFIRMED;
+}
+
+function bucketOf(ct: Conntrack, slot: number): number {
+  return ct.table.i32[ct.chains.entry(slot) + E_HASH]! & (ct.table.buckets - 1);
+}
+
+/** Slots on the shared free list or in a worker cache. */
+function freeSlots(table: ConntrackTable): number {
+  let n = Atomics.load(table.i32, H_FREE_COUNT);
+  for (let w = 0; w < table.maxWorkers; w++) n += Atomics.load(table.i32, table.sec.workers + w * WORKER_WORDS + W_CACHE_COUNT);
+  return n;
+}
+
+const expiry = test.macro((t, discipline: 'noref' | 'refcount') => {
+  const { table, ct, i32 } = setup({ max: 64, discipline });
+  ct.beginBatch();
+  const early = [0, 1, 2].map((i) => udpOneWay(ct, i, 0).slot); // deadline 30,000
+  const late = [3, 4].map((i) => udpOneWay(ct, i, 5000).slot); // deadline 35,000
+  ct.endBatch();
+  const ids = early.map((s) => i32[ct.chains.entry(s) + E_ID]!);
+  const why = new Map<number, number>();
+  const gc = new GcEngine(table, { ...WHOLE, wallPerClock: 0.5 });
+  gc.onDestroy = (e, w) => why.set(i32[e + E_ID]!, w);
+
+  // 1 ms before the first deadline: nothing is due; the interval is the smallest remaining time.
+  table.clock = 29_999;
+  let r = gc.run();
+  t.true(r.sweepDone);
+  t.is(r.buckets, table.buckets);
+  t.is(r.entries, 5, 'each entry visited once, through its ORIGINAL tuplehash');
+  t.is(r.expired, 0);
+  t.is(r.intervalMs, 1000, '1 ms left: clamped to minIntervalMs');
+  t.is(r.sleepWallMs, 500, 'interval x wallPerClock');
+
+  // At the deadline itself the entry is expired (deadline - now <= 0).
+  table.clock = 30_000;
+  r = gc.run();
+  t.is(r.entries, 5);
+  t.is(r.expired, 3);
+  t.is(r.evicted + r.recycled, 0);
+  t.is(r.reclaimed, discipline === 'noref' ? 3 : 0, 'noref: no other worker online, the grace period ends in the run');
+  t.is(r.intervalMs, 5000);
+  t.is(r.sleepWallMs, 2500);
+  t.is(count(table), 2, 'the GC\'s part of the count is folded into H_COUNT');
+  t.is(stat(table, 'expired'), 3);
+  for (const s of early) t.false(live(ct, s));
+  for (const s of late) t.true(live(ct, s));
+  t.deepEqual(ids.map((id) => why.get(id)), [KILL_EXPIRED, KILL_EXPIRED, KILL_EXPIRED]);
+  t.is(why.size, 3);
+
+  // A new sweep forgets the last one's smallest remaining time: nothing left, so the maximum.
+  table.clock = 35_000;
+  r = gc.run();
+  t.is(r.expired, 2);
+  t.is(r.entries, 2);
+  t.is(r.intervalMs, 60_000);
+  t.is(Atomics.load(i32, H_GC_INTERVAL), 60_000);
+  t.is(Atomics.load(i32, H_GC_SWEEPS), 3);
+  t.is(Atomics.load(i32, H_GC_RUNS), 3);
+  t.is(Atomics.load(i32, H_GC_CURSOR), 0, 'a finished sweep leaves the cursor at bucket 0');
+  t.is(count(table), 0);
+  // Every slot is reusable again: no reference left behind ('refcount'), no limbo ('noref').
+  for (const s of [...early, ...late]) t.is(Atomics.load(i32, ct.chains.entry(s) + E_REFCNT), 0);
+  gc.close();
+  t.is(freeSlots(table), table.capacity);
+  ct.close();
+});
+test('a run expires exactly the entries due at the table clock and adapts the interval (noref)', expiry, 'noref');
+test('a run expires exactly the entries due at the table clock and adapts the interval (refcount)', expiry, 'refcount');
+
+test('the interval: the smallest remaining lifetime within [minIntervalMs, maxIntervalMs]; the minimum while over the mark', (t) => {
+  const { table, ct } = setup({ max: 64 });
+  ct.beginBatch();
+  udpOneWay(ct, 1, 0); // deadline 30,000
+  tcpEstablished(ct, 2, 0); // deadline 432,000,000
+  ct.endBatch();
+  const gc = new GcEngine(table, { ...WHOLE, minIntervalMs: 2000, maxIntervalMs: 7000 });
+  table.clock = 24_000;
+  t.is(gc.run().intervalMs, 6000);
+  table.clock = 18_000;
+  t.is(gc.run().intervalMs, 7000, '12 s left: capped at maxIntervalMs');
+  table.clock = 28_500;
+  t.is(gc.run().intervalMs, 2000, '1.5 s left: raised to minIntervalMs');
+  gc.close();
+  ct.close();
+  // Over the mark (2 entries, max 2: mark 1) the next sweep comes after minIntervalMs, however
+  // long the entries have left.
+  const s = setup({ max: 2 });
+  s.ct.beginBatch();
+  tcpEstablished(s.ct, 1, 0);
+  tcpEstablished(s.ct, 2, 0);
+  s.ct.endBatch();
+  const g2 = new GcEngine(s.table, { ...WHOLE, minIntervalMs: 2000, maxIntervalMs: 7000, wallPerClock: 3 });
+  const r = g2.run();
+  t.is(count(s.table), 2, 'ASSURED, not closing: nothing evicted');
+  t.is(r.intervalMs, 2000);
+  t.is(r.sleepWallMs, 6000);
+  g2.close();
+  s.ct.close();
+});
+
+test('slices: the budget is checked every 32 buckets against the run\'s start; the cursor carries the sweep over', (t) => {
+  const { table, ct, i32 } = setup({ max: 128, buckets: 128 });
+  t.is(table.buckets, 128);
+  // Entries in buckets 0..31 have 20 s left at 10,000, all others 30 s: the sweep's interval is
+  // 20 s only if the first slice's smallest remaining time is kept across the slices.
+  ct.beginBatch();
+  let firstSlice = 0;
+  for (let i = 0; i < 100; i++) {
+    const slot = udpOneWay(ct, i, 0).slot;
+    if (bucketOf(ct, slot) < 32) firstSlice++;
+    else udpOneWay(ct, i, 10_000); // refreshed: deadline 40,000
+  }
+  ct.endBatch();
+  t.true(firstSlice > 0);
+  table.clock = 10_000;
+  const gc = new GcEngine(table, { budgetMs: 3.5, sliceGapMs: 7 });
+  // The stand-in clock: a run's first reading (its start) is 100 ms, every later one 103.5 ms.
+  let calls = 0;
+  performance.now = () => (calls++ === 0 ? 100 : 103.5);
+  t.teardown(() => { delete (performance as { now?: unknown }).now; });
+  try {
+    const busy0 = Atomics.load(i32, H_GC_BUSY_US);
+    let r = gc.run();
+    t.is(r.buckets, 32, 'stopped at the first check: 3.5 ms >= the 3.5 ms budget');
+    t.false(r.sweepDone);
+    t.is(r.sleepWallMs, 7, 'inside a sweep: sliceGapMs');
+    t.is(r.intervalMs, 0);
+    t.is(Atomics.load(i32, H_GC_CURSOR), 32);
+    t.is(Atomics.load(i32, H_GC_SWEEPS), 0);
+    t.is(Atomics.load(i32, H_GC_RUNS), 1);
+    t.is(Atomics.load(i32, H_GC_BUSY_US) - busy0, 3500, 'busy time: 3.5 ms in microseconds');
+    calls = 0;
+    r = gc.run();
+    t.is(r.buckets, 32);
+    t.is(Atomics.load(i32, H_GC_CURSOR), 64);
+    calls = 0;
+    gc.run();
+    calls = 0;
+    r = gc.run();
+    t.is(r.buckets, 32, 'the last slice ends at the last bucket');
+    t.true(r.sweepDone);
+    t.is(r.intervalMs, 20_000);
+    t.is(Atomics.load(i32, H_GC_CURSOR), 0);
+    t.is(Atomics.load(i32, H_GC_SWEEPS), 1);
+  } finally {
+    delete (performance as { now?: unknown }).now;
+  }
+  gc.close();
+  // A budget of 7 ms passes the check at 32 buckets (3.5 ms after the start) and every later one.
+  const whole = new GcEngine(table, { budgetMs: 7 });
+  calls = 0;
+  performance.now = () => (calls++ === 0 ? 100 : 103.5);
+  try {
+    const r = whole.run();
+    t.is(r.buckets, 128);
+    t.true(r.sweepDone);
+  } finally {
+    delete (performance as { now?: unknown }).now;
+  }
+  whole.close();
+  ct.close();
+});
+
+test('a cursor outside the table starts the sweep at bucket 0', (t) => {
+  const { table, i32 } = setup({ max: 64 });
+  const gc = new GcEngine(table, WHOLE);
+  for (const bad of [table.buckets, table.buckets + 5, -1]) {
+    Atomics.store(i32, H_GC_CURSOR, bad);
+    const r = gc.run();
+    t.is(r.buckets, table.buckets, `cursor ${bad}`);
+    t.true(r.sweepDone);
+  }
+  Atomics.store(i32, H_GC_CURSOR, table.buckets - 1);
+  t.is(gc.run().buckets, 1, 'a cursor inside the table is where the sweep goes on');
+  gc.close();
+});
+
+test('pressure: down to floor(max x pressurePercent / 100), not-ASSURED and closing TCP only, never offloaded', (t) => {
+  // max 40 at 90 %: mark 36. 24 ASSURED established TCP, 6 ASSURED UDP streams, 4 closing TCP
+  // (ASSURED, FIN_WAIT), 6 one-way UDP: 4 of the 10 evictable go.
+  const { table, ct } = setup({ max: 40 });
+  ct.beginBatch();
+  const keep: number[] = [];
+  for (let i = 0; i < 24; i++) keep.push(tcpEstablished(ct, i, 0));
+  for (let i = 24; i < 30; i++) keep.push(udpAssured(ct, i, 5000));
+  const evictable: number[] = [];
+  for (let i = 30; i < 34; i++) evictable.push(tcpClosing(ct, i, 0));
+  for (let i = 34; i < 40; i++) evictable.push(udpOneWay(ct, i, 0).slot);
+  ct.endBatch();
+  t.is(count(table), 40);
+  const why: number[] = [];
+  const gc = new GcEngine(table, { ...WHOLE, pressurePercent: 90 });
+  gc.onDestroy = (_e, w) => why.push(w);
+  table.clock = 1000;
+  let r = gc.run();
+  t.is(r.evicted, 4);
+  t.is(r.expired + r.recycled, 0);
+  t.is(count(table), 36);
+  t.is(stat(table, 'gc_evict'), 4);
+  t.deepEqual(why, [KILL_GC_EVICT, KILL_GC_EVICT, KILL_GC_EVICT, KILL_GC_EVICT]);
+  for (const s of keep) t.true(live(ct, s));
+  t.is(evictable.filter((s) => !live(ct, s)).length, 4);
+  r = gc.run();
+  t.is(r.evicted, 0, 'at the mark: nothing more');
+  gc.close();
+  ct.close();
+
+  // Offloaded entries are left alone (gc_worker_can_early_drop refuses offloaded TCP), even not
+  // ASSURED ones; the default mark of max 20 is 19.
+  const s = setup({ max: 20 });
+  s.ct.beginBatch();
+  const syns: number[] = [];
+  for (let i = 0; i < 20; i++) syns.push(tcpSyn(s.ct, i, 0).slot);
+  s.ct.endBatch();
+  for (const slot of syns) Atomics.or(s.i32, s.ct.chains.entry(slot) + E_STATUS, IPS_OFFLOAD);
+  const g2 = new GcEngine(s.table, WHOLE);
+  t.is(g2.run().evicted, 0);
+  t.is(count(s.table), 20);
+  // Without the flag on one of them: that one goes (20 > 19), and only one.
+  Atomics.and(s.i32, s.ct.chains.entry(syns[7]!) + E_STATUS, ~IPS_OFFLOAD);
+  t.is(g2.run().evicted, 1);
+  t.false(live(s.ct, syns[7]!));
+  t.is(count(s.table), 19);
+  g2.close();
+  s.ct.close();
+});
+
+test('soft recycling: armed by a sweep that ended over the mark; idle >= nf_conntrack_soft_timeout; never fixed-timeout entries or with the soft timeout 0', (t) => {
+  // 20 ASSURED ESTABLISHED entries, last packet at 0 (deadline 432,000,000 = 5 days); max 20,
+  // mark 19; soft timeout 100 s. Their idle time at clock c is exactly c (the bound is exact for
+  // ESTABLISHED beyond the 300 s retransmission cap: remaining > 300 s).
+  const { table, ct, i32 } = setup({ max: 20, sysctls: { nf_conntrack_soft_timeout: 100 } });
+  ct.beginBatch();
+  const slots: number[] = [];
+  for (let i = 0; i < 20; i++) slots.push(tcpEstablished(ct, i, 0));
+  ct.endBatch();
+  for (const s of slots) t.truthy(Atomics.load(i32, ct.chains.entry(s) + E_STATUS) & IPS_ASSURED);
+  const why: number[] = [];
+  const gc = new GcEngine(table, WHOLE);
+  gc.onDestroy = (_e, w) => why.push(w);
+
+  table.clock = 100_000;
+  let r = gc.run();
+  t.is(r.recycled, 0, 'the first sweep is not armed, however idle the entries are');
+  t.is(r.intervalMs, 1000, 'it ended over the mark');
+  r = gc.run();
+  t.is(r.recycled, 1, 'the next one recycles down to the mark');
+  t.is(count(table), 19);
+  t.is(stat(table, 'soft_recycle'), 1);
+  t.deepEqual(why, [KILL_SOFT_RECYCLE]);
+
+  // That sweep ended at the mark: disarmed. A 20th entry (new, idle 0) and all others idle
+  // 99,999 ms at 199,999: not recycled, armed again by this sweep; 1 ms later one goes.
+  ct.beginBatch();
+  const fresh = tcpEstablished(ct, 100, 100_000);
+  ct.endBatch();
+  t.is(count(table), 20);
+  table.clock = 199_999; // the 19 old entries: idle 199,999; the new one: 99,999
+  // Old entries only if idle >= 100 s: they are, but the sweep is not armed yet.
+  r = gc.run();
+  t.is(r.recycled, 0, 'disarmed by the sweep that ended at the mark');
+  // Mark every old entry fixed-timeout: only the new one is a candidate, 1 ms short of 100 s.
+  const old = slots.filter((s) => live(ct, s));
+  t.is(old.length, 19);
+  for (const s of old) Atomics.or(i32, ct.chains.entry(s) + E_STATUS, IPS_FIXED_TIMEOUT);
+  r = gc.run();
+  t.is(r.recycled, 0, 'fixed-timeout entries are never recycled; the new one is idle 99,999 ms');
+  table.clock = 200_000;
+  r = gc.run();
+  t.is(r.recycled, 1, 'idle exactly the soft timeout: recycled');
+  t.false(live(ct, fresh));
+  t.is(count(table), 19);
+
+  // Soft timeout 0 switches recycling off (an idle time of 0 would otherwise qualify).
+  for (const s of old) Atomics.and(i32, ct.chains.entry(s) + E_STATUS, ~IPS_FIXED_TIMEOUT);
+  ct.beginBatch();
+  tcpEstablished(ct, 101, 200_000);
+  ct.endBatch();
+  table.setSysctl('nf_conntrack_soft_timeout', 0);
+  gc.run();
+  r = gc.run();
+  t.is(r.recycled, 0);
+  t.is(count(table), 20);
+  gc.close();
+  ct.close();
+});
+
+test('DESTROY events of the GC: the reason, tag -1, the table clock as stop time; parked ones delivered by a later run', (t) => {
+  const { table, ct } = setup({ max: 64, events: { ring: 64, destroyRing: 16 }, sysctls: { nf_conntrack_timestamp: 1 } });
+  const sub = subscribeEvents(table);
+  ct.beginBatch();
+  for (let i = 0; i < 20; i++) udpOneWay(ct, i, 0);
+  ct.endBatch();
+  sub.poll(); // the NEW events
+  const gc = new GcEngine(table, WHOLE);
+  table.clock = 30_000;
+  t.is(gc.run().expired, 20);
+  // The DESTROY ring holds 16: 4 were parked. A run with nothing to kill delivers them once
+  // the subscriber has made room.
+  let got = sub.poll().filter((ev) => ev.type === EVENT_DESTROY);
+  t.is(got.length, 16);
+  table.clock = 31_000;
+  gc.run();
+  got = got.concat(sub.poll().filter((ev) => ev.type === EVENT_DESTROY));
+  t.is(got.length, 20);
+  t.is(sub.lost, 0);
+  for (const ev of got) {
+    t.is(ev.why, KILL_EXPIRED);
+    t.is(ev.tag, -1, 'not a packet\'s event: no tag');
+    t.is(ev.timestamps?.stop, 30_000, 'stopped at the clock of the run that removed it');
+  }
+  t.is(new Set(got.map((ev) => ev.id)).size, 20);
+  sub.close();
+  gc.close();
+  ct.close();
+});
+
+test('slots a departed worker left: its cache and its limbo are adopted and counted; live records are left alone', (t) => {
+  const { table, i32 } = setup({ max: 64 });
+  const cacheOf = (w: number): number => Atomics.load(i32, table.sec.workers + w * WORKER_WORDS + W_CACHE_COUNT);
+  const limboOf = (w: number): number => Atomics.load(i32, table.sec.workers + w * WORKER_WORDS + W_LIMBO_COUNT);
+  // Worker a: creates and kills 3 entries (limbo 3: its grace period is held by b, online), keeps
+  // its slot cache, and leaves without handing anything back.
+  const a = new Conntrack(table);
+  const b = new Conntrack(table);
+  // Worker c owns its record (alive) throughout: its cache is its own. The GC registers before a
+  // leaves, so it does not take over a's record.
+  const c = new Conntrack(table);
+  const gc = new GcEngine(table, WHOLE);
+  a.beginBatch();
+  const slots = [1, 2, 3].map((i) => udpOneWay(a, i, 0).slot);
+  a.endBatch();
+  b.beginBatch();
+  a.beginBatch();
+  for (const s of slots) t.true(a.chains.kill(s, KILL_EXPIRED));
+  a.endBatch();
+  const cached = cacheOf(a.wid);
+  t.true(cached > 0);
+  t.is(limboOf(a.wid), 3);
+  table.releaseWorker(a.wid);
+  c.beginBatch();
+  udpOneWay(c, 9, 0);
+  c.endBatch();
+  const cCached = cacheOf(c.wid);
+  t.true(cCached > 0);
+
+  table.clock = 1000;
+  let r = gc.run();
+  t.is(r.reclaimed, cached, 'the cache comes back at once; the limbo waits for b');
+  t.is(cacheOf(a.wid), 0);
+  t.is(limboOf(a.wid), 3);
+  t.is(Atomics.load(i32, table.sec.workers + a.wid * WORKER_WORDS + W_ALIVE), 0, 'record released again');
+  b.endBatch();
+  r = gc.run();
+  t.is(r.reclaimed, 3, 'b left its batch: the grace period is over');
+  t.is(limboOf(a.wid), 0);
+  t.is(cacheOf(c.wid), cCached, 'a live record is not touched');
+  // 1 entry (c's) in the table; every other slot is free somewhere.
+  t.is(freeSlots(table), table.capacity - 1);
+  gc.close();
+  b.close();
+  c.close();
+});
+
+test('close(): hands back the cache, clears the GC word and the record; twice is harmless', (t) => {
+  const { table, ct, i32 } = setup({ max: 64 });
+  ct.beginBatch();
+  for (let i = 0; i < 5; i++) udpOneWay(ct, i, 0);
+  ct.endBatch();
+  ct.close();
+  const gc = new GcEngine(table, WHOLE);
+  t.is(Atomics.load(i32, H_GC_WID), gc.wid + 1);
+  table.clock = 30_000;
+  t.is(gc.run().expired, 5);
+  gc.close();
+  t.is(Atomics.load(i32, H_GC_WID), 0);
+  t.is(Atomics.load(i32, table.sec.workers + gc.wid * WORKER_WORDS + W_ALIVE), 0);
+  t.is(freeSlots(table), table.capacity);
+  t.is(Atomics.load(i32, table.sec.workers + gc.wid * WORKER_WORDS + W_CACHE_COUNT), 0);
+  // A second GC now owns the word; closing the first again must not clear it.
+  const gc2 = new GcEngine(table, WHOLE);
+  gc.close();
+  t.is(Atomics.load(i32, H_GC_WID), gc2.wid + 1);
+  gc2.close();
+  t.is(Atomics.load(i32, H_GC_WID), 0);
+});
