@@ -1,0 +1,129 @@
+/**
+ * The GC worker thread's handle (startGc / GcHandle in src/table/gc.ts): options checked on the
+ * caller's thread, a destroy-hook module loaded in the GC thread, failures before and after the
+ * thread is ready, a thread killed abruptly (crash recovery, stop() reporting the death), a stale
+ * GC word, and bounded waits that fail with ERR_CT_TIMEOUT. A few short-lived threads, ~1 s.
+ */
+import test from 'ava';
+import { BroadcastChannel } from 'node:worker_threads';
+
+import { KILL_EXPIRED } from '../src/table/chains.js';
+import { startGc, type GcOptions } from '../src/table/gc.js';
+import { E_ID, H_GC_WID, W_ALIVE, WORKER_WORDS } from '../src/table/layout.js';
+import { ConntrackTable } from '../src/table/table.js';
+import { Conntrack } from '../src/track/core.js';
+import { HOOK_CHANNEL } from './helpers/gc-hook.js';
+import { udpOneWay } from './helpers/conns.js';
+
+const FAST: GcOptions = { wallPerClock: 0.001 };
+
+/** A table with `n` one-way UDP entries made at 0 (deadline 30,000); their ids. */
+function filled(n: number): { table: ConntrackTable; ids: number[] } {
+  const table = ConntrackTable.create({ max: 64 });
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const ids: number[] = [];
+  for (let i = 0; i < n; i++) ids.push(table.i32[ct.chains.entry(udpOneWay(ct, i, 0).slot) + E_ID]!);
+  ct.endBatch();
+  ct.close();
+  return { table, ids };
+}
+
+test('startGc refuses bad options on the calling thread, before any thread starts', (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  t.throws(() => startGc(table, { budgetMs: 0 }), { message: /^gc option budgetMs: 0 is out of range/ });
+  t.throws(() => startGc(table, { ...FAST, pressurePercent: 101 }), { message: /^gc option pressurePercent/ });
+  t.is(Atomics.load(table.i32, H_GC_WID), 0);
+});
+
+test('a hook module runs in the GC thread and sees every removed entry; onDestroy gets the same pairs', async (t) => {
+  const { table, ids } = filled(3);
+  const seen: { id: number; why: number }[] = [];
+  const ch = new BroadcastChannel(HOOK_CHANNEL);
+  ch.onmessage = (m: unknown) => { seen.push((m as { data: { id: number; why: number } }).data); };
+  const reported: [number, number][] = [];
+  table.clock = 30_000;
+  const gc = startGc(table, {
+    ...FAST, hookModule: new URL('./helpers/gc-hook.js', import.meta.url), onDestroy: (id, why) => reported.push([id, why]),
+  });
+  try {
+    await gc.ready;
+    await gc.sweep();
+    const until = Date.now() + 5000;
+    while (seen.length < 3 && Date.now() < until) await new Promise((ok) => setTimeout(ok, 5));
+  } finally {
+    await gc.stop();
+    ch.close();
+  }
+  t.deepEqual(seen.map((s) => s.id).sort((a, b) => a - b), [...ids].sort((a, b) => a - b));
+  t.true(seen.every((s) => s.why === KILL_EXPIRED));
+  t.deepEqual(reported.sort((a, b) => a[0] - b[0]), [...ids].sort((a, b) => a - b).map((id) => [id, KILL_EXPIRED]));
+  t.false(gc.running);
+  t.is(gc.death, null);
+});
+
+test('a hook module without createDestroyHook: ready rejects, stop() resolves, the GC word is free again', async (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  const gc = startGc(table, { ...FAST, hookModule: new URL('./helpers/conns.js', import.meta.url).href });
+  await t.throwsAsync(gc.ready, { message: /does not export createDestroyHook/ });
+  await gc.stop(); // it never ran: nothing to report
+  t.false(gc.running);
+  t.is(Atomics.load(table.i32, H_GC_WID), 0);
+  t.is(gc.death, null, 'it left the table itself');
+});
+
+test('a failure after the GC started is thrown by stop()', async (t) => {
+  const { table } = filled(2);
+  table.clock = 30_000;
+  const gc = startGc(table, { ...FAST, hookModule: new URL('./helpers/gc-hook-throws.js', import.meta.url) });
+  t.true(Number.isInteger(await gc.ready));
+  gc.wake();
+  await t.throwsAsync(gc.stop(), { message: /destroy hook failed on purpose/ });
+  t.false(gc.running);
+  t.is(gc.death, null, 'it left the table through close(): no crash recovery');
+  t.is(Atomics.load(table.i32, H_GC_WID), 0);
+});
+
+test('a GC thread killed abruptly is recovered, stop() reports the death; a stale GC word does not block the next one', async (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  const gc = startGc(table, FAST);
+  const wid = await gc.ready;
+  t.true(gc.running);
+  t.is(Atomics.load(table.i32, H_GC_WID), wid + 1);
+  await gc.terminate();
+  t.false(gc.running);
+  t.truthy(gc.death);
+  t.is(gc.counters.deaths, 1);
+  await t.throwsAsync(gc.stop(), { message: /^the GC worker died \(exit code 1\) without leaving the table; recovered: yes$/ });
+  t.is(Atomics.load(table.i32, H_GC_WID), 0);
+  t.is(Atomics.load(table.i32, table.sec.workers + wid * WORKER_WORDS + W_ALIVE), 0);
+
+  // A GC word naming a released record (its GC gone without clearing it) is stale: cleared.
+  Atomics.store(table.i32, H_GC_WID, 5 + 1);
+  const gc2 = startGc(table, FAST);
+  const wid2 = await gc2.ready;
+  t.is(Atomics.load(table.i32, H_GC_WID), wid2 + 1);
+  // One naming a live record is not: refused.
+  t.throws(() => startGc(table, FAST), { message: /already runs/ });
+  await gc2.untilRuns(gc2.counters.runs + 1);
+  await gc2.stop();
+  await gc2.stop(); // twice: the same stop
+  t.is(Atomics.load(table.i32, H_GC_WID), 0);
+});
+
+test('bounded waits: a count not reached in time fails with ERR_CT_TIMEOUT, naming it', async (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  const gc = startGc(table, { minIntervalMs: 60_000, maxIntervalMs: 60_000 });
+  try {
+    await gc.ready;
+    await gc.untilRuns(1);
+    const runs = gc.counters.runs;
+    t.true(runs >= 1);
+    const t0 = Date.now();
+    await t.throwsAsync(gc.untilSweeps(gc.counters.sweeps + 100, 40), { code: 'ERR_CT_TIMEOUT', message: /^GC did not reach \d+ \(counter \d+\) in 40 ms$/ });
+    t.true(Date.now() - t0 >= 39);
+    await t.throwsAsync(gc.untilRuns(runs + 100, 20), { code: 'ERR_CT_TIMEOUT' });
+  } finally {
+    await gc.stop();
+  }
+});
