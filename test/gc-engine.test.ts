@@ -15,7 +15,7 @@ import { KILL_EXPIRED, KILL_GC_EVICT, KILL_SOFT_RECYCLE } from '../src/table/cha
 import { EVENT_DESTROY, subscribeEvents } from '../src/table/ecache.js';
 import { GcEngine, type GcOptions } from '../src/table/gc.js';
 import {
-  E_HASH, E_ID, E_REFCNT, E_STATUS, H_COUNT, H_FREE_COUNT, H_GC_BUSY_US, H_GC_CURSOR,
+  E_HASH, E_ID, E_NEXT, E_REFCNT, E_STATUS, H_COUNT, H_FREE_COUNT, H_GC_BUSY_US, H_GC_CURSOR,
   H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, H_GC_WID, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING,
   IPS_FIXED_TIMEOUT, IPS_OFFLOAD, W_ALIVE, W_CACHE_COUNT, W_LIMBO_COUNT, WORKER_WORDS,
 } from '../src/table/layout.js';
@@ -428,4 +428,67 @@ test('close(): hands back the cache, clears the GC word and the record; twice is
   t.is(Atomics.load(i32, H_GC_WID), gc2.wid + 1);
   gc2.close();
   t.is(Atomics.load(i32, H_GC_WID), 0);
+});
+
+test('refcount: a walk that strays into another chain (the next slot was recycled meanwhile) walks its bucket again', (t) => {
+  // What another worker can do between two steps of the GC's walk in 'refcount' mode, done here
+  // from the GC's destroy hook: delete the entry the walk goes to next and reuse its slot for a
+  // connection of another bucket. The walk then ends in that bucket's chain; the entries of its
+  // own bucket after that point must still be expired in this run (the kernel's gc_worker skips
+  // them until the next scan; this GC walks the bucket once more).
+  const opts: TableOptions = { max: 64, buckets: 16, discipline: 'refcount', hashKey: [0x2545f491, 0x6a09e667] };
+  const { table, ct, i32 } = setup(opts);
+  const c = ct.chains;
+  ct.beginBatch();
+  for (let i = 0; i < 48; i++) udpOneWay(ct, i, 0);
+  ct.endBatch();
+  const refs = (b: number): number[] => {
+    const out: number[] = [];
+    for (let ref = Atomics.load(i32, c.B + b); ref >= 0; ref = i32[c.entry(ref >>> 1) + E_NEXT + (ref & 1)]!) out.push(ref);
+    return out;
+  };
+  // Where connection k's direction-d tuplehash would go, from a probe table with the same key.
+  const probe = setup(opts);
+  probe.ct.beginBatch();
+  const probeBucket = (k: number, d: number): number => {
+    const s = udpOneWay(probe.ct, k, 0).slot;
+    return probe.i32[probe.ct.chains.entry(s) + E_HASH + d]! & (table.buckets - 1);
+  };
+  // A bucket whose chain starts with an ORIGINAL ref X, then any ref Y, then at least one more
+  // ORIGINAL ref; and a new connection whose tuplehash of Y's direction lands elsewhere.
+  let b = -1;
+  for (let k = 0; k < table.buckets && b < 0; k++) {
+    const r = refs(k);
+    if (r.length >= 3 && (r[0]! & 1) === 0 && r.slice(2).some((x) => (x & 1) === 0)) b = k;
+  }
+  t.true(b >= 0, 'such a bucket exists with this key');
+  const chain = refs(b);
+  const x = chain[0]! >>> 1;
+  const y = chain[1]! >>> 1;
+  const yDir = chain[1]! & 1;
+  let k = 1000;
+  while (probeBucket(k, yDir) === b) k++;
+  probe.ct.endBatch();
+  probe.ct.close();
+  const behind = chain.slice(2).filter((r) => (r & 1) === 0).length;
+  t.true(behind >= 1);
+
+  const gc = new GcEngine(table, WHOLE);
+  let reused = -1;
+  gc.onDestroy = (e) => {
+    if (e !== c.entry(x) || reused >= 0) return;
+    ct.beginBatch();
+    t.true(c.kill(y, KILL_EXPIRED));
+    reused = udpOneWay(ct, k, 30_000).slot;
+    ct.endBatch();
+  };
+  table.clock = 30_000;
+  const r = gc.run();
+  t.is(reused, y, 'the slot was reused at once');
+  t.not(i32[c.entry(y) + E_HASH + yDir]! & (table.buckets - 1), b);
+  t.is(r.expired, 47, 'every old entry but the one the other worker deleted, in this run');
+  t.is(count(table), 1);
+  t.true(live(ct, y));
+  gc.close();
+  ct.close();
 });
