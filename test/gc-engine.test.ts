@@ -14,10 +14,11 @@ import test from 'ava';
 import { KILL_EXPIRED, KILL_GC_EVICT, KILL_SOFT_RECYCLE } from '../src/table/chains.js';
 import { EVENT_DESTROY, subscribeEvents } from '../src/table/ecache.js';
 import { GcEngine, type GcOptions } from '../src/table/gc.js';
+import { orphanCount, recoverDeadWorker } from '../src/table/recovery.js';
 import {
   E_HASH, E_ID, E_NEXT, E_REFCNT, E_STATUS, H_COUNT, H_FREE_COUNT, H_GC_BUSY_US, H_GC_CURSOR,
   H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, H_GC_WID, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING,
-  IPS_FIXED_TIMEOUT, IPS_OFFLOAD, W_ALIVE, W_CACHE_COUNT, W_LIMBO_COUNT, WORKER_WORDS,
+  IPS_FIXED_TIMEOUT, IPS_OFFLOAD, W_ALIVE, W_CACHE_COUNT, W_LIMBO_COUNT, W_LIMBO_HEAD, WORKER_WORDS,
 } from '../src/table/layout.js';
 import { ConntrackTable, type TableOptions } from '../src/table/table.js';
 import { Conntrack } from '../src/track/core.js';
@@ -86,6 +87,7 @@ const expiry = test.macro((t, discipline: 'noref' | 'refcount') => {
   t.is(r.intervalMs, 5000);
   t.is(r.sleepWallMs, 2500);
   t.is(count(table), 2, 'the GC\'s part of the count is folded into H_COUNT');
+  t.is(Atomics.load(i32, table.sec.workers + gc.wid * WORKER_WORDS + W_CACHE_COUNT), 0, 'freed slots go to the shared list');
   t.is(stat(table, 'expired'), 3);
   for (const s of early) t.false(live(ct, s));
   for (const s of late) t.true(live(ct, s));
@@ -373,18 +375,22 @@ test('slots a departed worker left: its cache and its limbo are adopted and coun
   const c = new Conntrack(table);
   const gc = new GcEngine(table, WHOLE);
   a.beginBatch();
-  const slots = [1, 2, 3].map((i) => udpOneWay(a, i, 0).slot);
+  const made = Array.from({ length: 30 }, (_, i) => udpOneWay(a, i, 0).slot);
   a.endBatch();
+  // Slot 0 first, so that it heads the limbo (slot numbers start at 0).
+  t.true(made.includes(0));
+  const slots = [0, ...made.filter((s) => s !== 0).slice(0, 2)];
   b.beginBatch();
   a.beginBatch();
   for (const s of slots) t.true(a.chains.kill(s, KILL_EXPIRED));
   a.endBatch();
+  t.is(i32[table.sec.workers + a.wid * WORKER_WORDS + W_LIMBO_HEAD], 0);
   const cached = cacheOf(a.wid);
   t.true(cached > 0);
   t.is(limboOf(a.wid), 3);
   table.releaseWorker(a.wid);
   c.beginBatch();
-  udpOneWay(c, 9, 0);
+  udpOneWay(c, 500, 0);
   c.endBatch();
   const cCached = cacheOf(c.wid);
   t.true(cCached > 0);
@@ -400,8 +406,8 @@ test('slots a departed worker left: its cache and its limbo are adopted and coun
   t.is(r.reclaimed, 3, 'b left its batch: the grace period is over');
   t.is(limboOf(a.wid), 0);
   t.is(cacheOf(c.wid), cCached, 'a live record is not touched');
-  // 1 entry (c's) in the table; every other slot is free somewhere.
-  t.is(freeSlots(table), table.capacity - 1);
+  // 27 of a's entries and c's 1 in the table; every other slot is free somewhere.
+  t.is(freeSlots(table), table.capacity - 28);
   gc.close();
   b.close();
   c.close();
@@ -490,5 +496,89 @@ test('refcount: a walk that strays into another chain (the next slot was recycle
   t.is(count(table), 1);
   t.true(live(ct, y));
   gc.close();
+  ct.close();
+});
+
+test('a record released while still online (a dead worker awaiting recovery) is not adopted; a recovered one\'s orphaned limbo is reclaimed', (t) => {
+  const { table, i32 } = setup({ max: 64 });
+  const cacheOf = (w: number): number => Atomics.load(i32, table.sec.workers + w * WORKER_WORDS + W_CACHE_COUNT);
+  const gc = new GcEngine(table, WHOLE);
+  const d = new Conntrack(table);
+  d.beginBatch();
+  udpOneWay(d, 1, 0);
+  const cached = cacheOf(d.wid);
+  t.true(cached > 0);
+  table.releaseWorker(d.wid); // gone inside its batch: its QSBR state still says online
+  const r = gc.run();
+  t.is(r.reclaimed, 0);
+  t.is(cacheOf(d.wid), cached, 'its cache is left for crash recovery');
+  t.is(Atomics.load(i32, table.sec.workers + d.wid * WORKER_WORDS + W_ALIVE), 0);
+  gc.close();
+
+  // Orphans: a worker dies with 2 slots in its limbo while b is online; recovery cannot finish
+  // their grace period and leaves them as orphans; the GC's next run after b leaves recycles them.
+  const s = setup({ max: 64 });
+  const g2 = new GcEngine(s.table, WHOLE);
+  const a = new Conntrack(s.table);
+  const b = new Conntrack(s.table);
+  a.beginBatch();
+  const slots = [1, 2].map((i) => udpOneWay(a, i, 0).slot);
+  a.endBatch();
+  b.beginBatch();
+  a.beginBatch();
+  for (const slot of slots) t.true(a.chains.kill(slot, KILL_EXPIRED));
+  const rep = recoverDeadWorker(s.table, a.wid, { graceWaitMs: 0 });
+  t.is(rep.orphansPending, 2);
+  t.is(orphanCount(s.table), 2);
+  t.is(g2.run().reclaimed, 0, 'b is still in its batch');
+  b.endBatch();
+  t.is(g2.run().reclaimed, 2);
+  t.is(orphanCount(s.table), 0);
+  t.is(freeSlots(s.table), s.table.capacity);
+  g2.close();
+  b.close();
+});
+
+test('pressure with only closing TCP connections evictable: they go (gc_worker_can_early_drop via the TCP state)', (t) => {
+  // max 20, mark 19: 16 ASSURED ESTABLISHED and 4 ASSURED in FIN_WAIT; one closing one goes.
+  const { table, ct } = setup({ max: 20 });
+  ct.beginBatch();
+  const est = Array.from({ length: 16 }, (_, i) => tcpEstablished(ct, i, 0));
+  const closing = Array.from({ length: 4 }, (_, i) => tcpClosing(ct, 100 + i, 0));
+  ct.endBatch();
+  const gc = new GcEngine(table, WHOLE);
+  table.clock = 1000;
+  t.is(gc.run().evicted, 1);
+  t.is(closing.filter((s) => !live(ct, s)).length, 1);
+  t.true(est.every((s) => live(ct, s)));
+  gc.close();
+  ct.close();
+});
+
+test('close() waits at most ~1 s for its limbo\'s grace period, then leaves it to be adopted', (t) => {
+  const { table, ct, i32 } = setup({ max: 64 });
+  ct.beginBatch();
+  for (let i = 0; i < 2; i++) udpOneWay(ct, i, 0);
+  ct.endBatch();
+  const b = new Conntrack(table);
+  const gc = new GcEngine(table, WHOLE);
+  b.beginBatch(); // a reader that stays in its batch: the GC's limbo cannot be recycled
+  table.clock = 30_000;
+  const r = gc.run();
+  t.is(r.expired, 2);
+  t.is(r.reclaimed, 0);
+  const t0 = performance.now();
+  gc.close();
+  const waited = performance.now() - t0;
+  t.true(waited >= 900, `waited ${waited.toFixed(0)} ms (1,000 waits of 1 ms)`);
+  t.is(Atomics.load(i32, table.sec.workers + gc.wid * WORKER_WORDS + W_LIMBO_COUNT), 2, 'left in its released record');
+  t.is(Atomics.load(i32, H_GC_WID), 0);
+  b.endBatch();
+  // The next owner of that record (here the next GC) or an adopter recycles it.
+  const g2 = new GcEngine(table, WHOLE);
+  t.is(g2.run().reclaimed, 2);
+  t.is(Atomics.load(i32, table.sec.workers + gc.wid * WORKER_WORDS + W_LIMBO_COUNT), 0);
+  g2.close();
+  b.close();
   ct.close();
 });
