@@ -8,8 +8,8 @@ import test from 'ava';
 import { BroadcastChannel } from 'node:worker_threads';
 
 import { KILL_EXPIRED } from '../src/table/chains.js';
-import { startGc, type GcOptions } from '../src/table/gc.js';
-import { E_ID, H_GC_WID, W_ALIVE, WORKER_WORDS } from '../src/table/layout.js';
+import { gcCounters, startGc, type GcOptions } from '../src/table/gc.js';
+import { E_ID, H_GC_BUSY_US, H_GC_DEATHS, H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, H_GC_WID, W_ALIVE, WORKER_WORDS } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { Conntrack } from '../src/track/core.js';
 import { HOOK_CHANNEL } from './helpers/gc-hook.js';
@@ -128,4 +128,26 @@ test('bounded waits: a count not reached in time fails with ERR_CT_TIMEOUT, nami
   } finally {
     await gc.stop();
   }
+});
+
+test('a GC thread ended before it was ready: ready rejects, stop() resolves, nothing to recover', async (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  const gc = startGc(table, FAST);
+  await gc.terminate();
+  await t.throwsAsync(gc.ready, { message: /^GC worker exited before it was ready$/ });
+  await gc.stop();
+  t.false(gc.running);
+  t.is(gc.death, null);
+  t.is(gc.counters.deaths, 0);
+});
+
+test('gcCounters reads the GC\'s shared words: runs and sweeps unsigned, busy time in ms', (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  const i32 = table.i32;
+  Atomics.store(i32, H_GC_RUNS, -1); // 2^32 - 1 after wrapping
+  Atomics.store(i32, H_GC_SWEEPS, -2);
+  Atomics.store(i32, H_GC_INTERVAL, 7000);
+  Atomics.store(i32, H_GC_BUSY_US, 2500);
+  Atomics.store(i32, H_GC_DEATHS, 3);
+  t.deepEqual(gcCounters(table), { runs: 4294967295, sweeps: 4294967294, intervalMs: 7000, busyMs: 2.5, deaths: 3 });
 });
