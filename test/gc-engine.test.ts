@@ -12,7 +12,7 @@
 import test from 'ava';
 
 import { KILL_EXPIRED, KILL_GC_EVICT, KILL_SOFT_RECYCLE } from '../src/table/chains.js';
-import { EVENT_DESTROY, subscribeEvents } from '../src/table/ecache.js';
+import { EVENT_DESTROY, eventStats, subscribeEvents } from '../src/table/ecache.js';
 import { GcEngine, type GcOptions } from '../src/table/gc.js';
 import { orphanCount, recoverDeadWorker } from '../src/table/recovery.js';
 import {
@@ -580,5 +580,33 @@ test('close() waits at most ~1 s for its limbo\'s grace period, then leaves it t
   t.is(Atomics.load(i32, table.sec.workers + gc.wid * WORKER_WORDS + W_LIMBO_COUNT), 0);
   g2.close();
   b.close();
+  ct.close();
+});
+
+test('each run reaps subscribers that were overrun and stayed silent for 10 stall times (dead threads that never closed)', (t) => {
+  // stallMs 1: a DESTROY parked for more than 10 ms overruns the subscriber that holds the ring
+  // up; an overrun subscriber silent for more than 10 ms is detached by the next GC run.
+  const { table, ct } = setup({ max: 64, events: { ring: 64, destroyRing: 16 }, stallMs: 1 });
+  const sub = subscribeEvents(table);
+  ct.beginBatch();
+  for (let i = 0; i < 20; i++) udpOneWay(ct, i, 0);
+  ct.endBatch();
+  sub.poll();
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const gc = new GcEngine(table, WHOLE);
+  table.clock = 30_000;
+  t.is(eventStats(table).subscribers, 1);
+  t.is(gc.run().expired, 20); // 16 DESTROYs in the ring, 4 parked
+  // Parked too long (a run, or the wait, passes 10 ms): the silent subscriber is overrun; silent
+  // 10 ms more: the next run detaches it. (When each step happens depends on the wall clock;
+  // two waits of 30 ms cover both.)
+  for (let k = 0; k < 2; k++) {
+    Atomics.wait(pause, 0, 0, 30);
+    gc.run();
+  }
+  t.true(eventStats(table).overruns >= 1);
+  t.is(eventStats(table).subscribers, 0, 'reaped');
+  sub.close();
+  gc.close();
   ct.close();
 });
