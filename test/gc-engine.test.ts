@@ -436,13 +436,15 @@ test('close(): hands back the cache, clears the GC word and the record; twice is
   t.is(Atomics.load(i32, H_GC_WID), 0);
 });
 
-test('refcount: a walk that strays into another chain (the next slot was recycled meanwhile) walks its bucket again', (t) => {
-  // What another worker can do between two steps of the GC's walk in 'refcount' mode, done here
-  // from the GC's destroy hook: delete the entry the walk goes to next and reuse its slot for a
-  // connection of another bucket. The walk then ends in that bucket's chain; the entries of its
-  // own bucket after that point must still be expired in this run (the kernel's gc_worker skips
-  // them until the next scan; this GC walks the bucket once more).
-  const opts: TableOptions = { max: 64, buckets: 16, discipline: 'refcount', hashKey: [0x2545f491, 0x6a09e667] };
+const strayWalk = test.macro((t, discipline: 'noref' | 'refcount') => {
+  // What another worker can do between two steps of the GC's walk, done here from the GC's
+  // destroy hook: delete the entry the walk goes to next and create a connection of another
+  // bucket. 'refcount': the slot is free at once and reused, the walk ends in that bucket's chain,
+  // and the entries of its own bucket after that point must still be expired in this run (the
+  // kernel's gc_worker skips them until the next scan; this GC walks the bucket once more).
+  // 'noref': the GC is online (inside a read-side section) while it walks, so the deleted slot
+  // stays in limbo and cannot be reused under it.
+  const opts: TableOptions = { max: 64, buckets: 16, discipline, hashKey: [0x2545f491, 0x6a09e667] };
   const { table, ct, i32 } = setup(opts);
   const c = ct.chains;
   ct.beginBatch();
@@ -485,19 +487,28 @@ test('refcount: a walk that strays into another chain (the next slot was recycle
     if (e !== c.entry(x) || reused >= 0) return;
     ct.beginBatch();
     t.true(c.kill(y, KILL_EXPIRED));
+    ct.endBatch(); // its grace period ('noref'): over unless the GC still reads
+    ct.beginBatch();
     reused = udpOneWay(ct, k, 30_000).slot;
     ct.endBatch();
   };
   table.clock = 30_000;
   const r = gc.run();
-  t.is(reused, y, 'the slot was reused at once');
-  t.not(i32[c.entry(y) + E_HASH + yDir]! & (table.buckets - 1), b);
+  if (discipline === 'refcount') {
+    t.is(reused, y, 'the slot was reused at once');
+    t.not(i32[c.entry(y) + E_HASH + yDir]! & (table.buckets - 1), b);
+  } else {
+    t.true(reused >= 0);
+    t.not(reused, y, 'not reused while the GC may still read it');
+  }
   t.is(r.expired, 47, 'every old entry but the one the other worker deleted, in this run');
   t.is(count(table), 1);
-  t.true(live(ct, y));
+  t.true(live(ct, reused));
   gc.close();
   ct.close();
 });
+test('refcount: a walk that strays into another chain (the next slot was recycled meanwhile) walks its bucket again', strayWalk, 'refcount');
+test('noref: a slot deleted ahead of the GC\'s walk is not reused under it (the GC walks online)', strayWalk, 'noref');
 
 test('a record released while still online (a dead worker awaiting recovery) is not adopted; a recovered one\'s orphaned limbo is reclaimed', (t) => {
   const { table, i32 } = setup({ max: 64 });
@@ -607,6 +618,36 @@ test('each run reaps subscribers that were overrun and stayed silent for 10 stal
   t.true(eventStats(table).overruns >= 1);
   t.is(eventStats(table).subscribers, 0, 'reaped');
   sub.close();
+  gc.close();
+  ct.close();
+});
+
+test('a GC expelled from its grace period for stalling re-enters before the next bucket', (t) => {
+  // stallMs 1: the destroy hook stalls 5 ms inside the walk, then another worker's grace period
+  // (its own delete) expels the GC; the GC must go online again before walking on.
+  const { table, ct } = setup({ max: 64, stallMs: 1 });
+  ct.beginBatch();
+  const slots = Array.from({ length: 10 }, (_, i) => udpOneWay(ct, i, 0).slot);
+  const other = udpOneWay(ct, 100, 20_000).slot; // not expired at 30,000
+  ct.endBatch();
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const gc = new GcEngine(table, WHOLE);
+  let fired = false;
+  gc.onDestroy = () => {
+    if (fired) return;
+    fired = true;
+    Atomics.wait(pause, 0, 0, 5);
+    ct.beginBatch();
+    t.true(ct.chains.kill(other, KILL_EXPIRED));
+    ct.endBatch();
+  };
+  table.clock = 30_000;
+  const r = gc.run(); // emits the CTSAB_WORKER_STALLED process warning
+  t.true(fired);
+  t.is(r.expired, 10);
+  t.is(stat(table, 'stall_expelled'), 1);
+  t.is(stat(table, 'stall_resumed'), 1);
+  t.false(live(ct, slots[0]!));
   gc.close();
   ct.close();
 });
