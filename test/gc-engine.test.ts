@@ -12,7 +12,7 @@
 import test from 'ava';
 
 import { KILL_EXPIRED, KILL_GC_EVICT, KILL_SOFT_RECYCLE } from '../src/table/chains.js';
-import { EVENT_DESTROY, eventStats, subscribeEvents } from '../src/table/ecache.js';
+import { EVENT_DESTROY, eventStats, subscribeEvents, type StallEvent } from '../src/table/ecache.js';
 import { GcEngine, type GcOptions } from '../src/table/gc.js';
 import { orphanCount, recoverDeadWorker } from '../src/table/recovery.js';
 import {
@@ -648,6 +648,34 @@ test('a GC expelled from its grace period for stalling re-enters before the next
   t.is(stat(table, 'stall_expelled'), 1);
   t.is(stat(table, 'stall_resumed'), 1);
   t.false(live(ct, slots[0]!));
+  gc.close();
+  ct.close();
+});
+
+test('a worker the GC expels from its grace period (stalled inside a batch) is reported to subscribers as a stall', (t) => {
+  const { table, ct } = setup({ max: 64, stallMs: 1 });
+  const sub = subscribeEvents(table);
+  const stalls: StallEvent[] = [];
+  sub.on('stall', (ev: StallEvent) => stalls.push(ev));
+  ct.beginBatch();
+  for (let i = 0; i < 2; i++) udpOneWay(ct, i, 0);
+  ct.endBatch();
+  sub.poll();
+  const b = new Conntrack(table);
+  b.beginBatch(); // and then silent for 5 ms: stalled
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+  const gc = new GcEngine(table, WHOLE);
+  table.clock = 30_000;
+  const r = gc.run(); // emits the CTSAB_WORKER_STALLED process warning
+  t.is(r.expired, 2);
+  t.is(r.reclaimed, 2, 'b no longer holds the grace period up');
+  sub.poll();
+  t.is(stalls.length, 1);
+  t.like(stalls[0]!.toJSON(), { kind: 'worker', id: b.wid, by: gc.wid, stallMs: 1 });
+  t.true(stalls[0]!.silentMs >= 5);
+  b.endBatch();
+  b.close();
+  sub.close();
   gc.close();
   ct.close();
 });
