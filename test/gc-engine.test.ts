@@ -14,6 +14,7 @@ import test from 'ava';
 import { KILL_EXPIRED, KILL_GC_EVICT, KILL_SOFT_RECYCLE } from '../src/table/chains.js';
 import { EVENT_DESTROY, eventStats, subscribeEvents, type StallEvent } from '../src/table/ecache.js';
 import { GcEngine, type GcOptions } from '../src/table/gc.js';
+import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import { orphanCount, recoverDeadWorker } from '../src/table/recovery.js';
 import {
   E_HASH, E_ID, E_NEXT, E_REFCNT, E_STATUS, H_COUNT, H_FREE_COUNT, H_GC_BUSY_US, H_GC_CURSOR,
@@ -678,4 +679,26 @@ test('a worker the GC expels from its grace period (stalled inside a batch) is r
   sub.close();
   gc.close();
   ct.close();
+});
+
+test('a destroy hook that throws leaves no delete half done: the run finishes, then throws the first error', (t) => {
+  const { table, ct } = setup({ max: 64 });
+  ct.beginBatch();
+  for (let i = 0; i < 3; i++) udpOneWay(ct, i, 0);
+  ct.endBatch();
+  ct.close();
+  const gc = new GcEngine(table, WHOLE);
+  let n = 0;
+  gc.onDestroy = () => { throw new Error(`hook failure ${n++}`); };
+  table.clock = 30_000;
+  t.throws(() => gc.run(), { message: 'hook failure 0' });
+  t.is(n, 3, 'the hook saw every removed entry');
+  t.is(count(table), 0);
+  t.is(stat(table, 'expired'), 3);
+  t.is(Atomics.load(table.i32, H_GC_RUNS), 1, 'the run was counted');
+  t.notThrows(() => gc.run(), 'the error is thrown once');
+  gc.close();
+  const inv = checkInvariants(table);
+  t.true(inv.ok, formatInvariants(inv));
+  t.is(freeSlots(table), table.capacity);
 });

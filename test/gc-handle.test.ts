@@ -9,7 +9,8 @@ import { BroadcastChannel } from 'node:worker_threads';
 
 import { KILL_EXPIRED } from '../src/table/chains.js';
 import { gcCounters, startGc, type GcOptions } from '../src/table/gc.js';
-import { E_ID, H_GC_BUSY_US, H_GC_DEATHS, H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, H_GC_WID, W_ALIVE, WORKER_WORDS } from '../src/table/layout.js';
+import { E_ID, H_COUNT, H_GC_BUSY_US, H_GC_DEATHS, H_GC_INTERVAL, H_GC_RUNS, H_GC_SWEEPS, H_GC_WID, W_ALIVE, WORKER_WORDS } from '../src/table/layout.js';
+import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { Conntrack } from '../src/track/core.js';
 import { HOOK_CHANNEL } from './helpers/gc-hook.js';
@@ -84,6 +85,10 @@ test('a failure after the GC started is thrown by stop()', async (t) => {
   await t.throwsAsync(gc.stop(), { message: /destroy hook failed on purpose/ });
   t.is(gc.death, null, 'it left the table through close(): no crash recovery');
   t.is(Atomics.load(table.i32, H_GC_WID), 0);
+  // The deletes the failing hook saw were finished: no half-done delete, no slot held back.
+  const inv = checkInvariants(table);
+  t.true(inv.ok, formatInvariants(inv));
+  t.is(Atomics.load(table.i32, H_COUNT), 0);
 });
 
 test('a GC thread killed abruptly is recovered, stop() reports the death; a stale GC word does not block the next one', async (t) => {
