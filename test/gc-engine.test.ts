@@ -702,3 +702,38 @@ test('a destroy hook that throws leaves no delete half done: the run finishes, t
   t.true(inv.ok, formatInvariants(inv));
   t.is(freeSlots(table), table.capacity);
 });
+
+test('departed workers with only cached slots, or only a limbo, are adopted too (records after the first)', (t) => {
+  const { table, i32 } = setup({ max: 64 });
+  const rec = (w: number, word: number): number => Atomics.load(i32, table.sec.workers + w * WORKER_WORDS + word);
+  const first = new Conntrack(table); // record 0 stays with a live owner
+  const a = new Conntrack(table); // leaves with cached slots only
+  const b = new Conntrack(table); // leaves with a limbo only
+  const gc = new GcEngine(table, WHOLE);
+  a.beginBatch();
+  udpOneWay(a, 1, 0);
+  a.endBatch();
+  b.beginBatch();
+  const bs = [2, 3].map((i) => udpOneWay(b, i, 0).slot);
+  b.endBatch();
+  first.beginBatch(); // holds b's grace period up for now
+  b.beginBatch();
+  for (const s of bs) t.true(b.chains.kill(s, KILL_EXPIRED));
+  b.endBatch();
+  b.chains.alloc.drain();
+  const aCached = rec(a.wid, W_CACHE_COUNT);
+  t.true(aCached > 0);
+  t.is(rec(a.wid, W_LIMBO_COUNT), 0);
+  t.is(rec(b.wid, W_CACHE_COUNT), 0);
+  t.is(rec(b.wid, W_LIMBO_COUNT), 2);
+  table.releaseWorker(a.wid);
+  table.releaseWorker(b.wid);
+  first.endBatch();
+  const r = gc.run();
+  t.is(r.reclaimed, aCached + 2);
+  t.is(rec(a.wid, W_CACHE_COUNT), 0);
+  t.is(rec(b.wid, W_LIMBO_COUNT), 0);
+  t.is(freeSlots(table), table.capacity - 1, 'only a\'s entry is left');
+  gc.close();
+  first.close();
+});

@@ -138,3 +138,17 @@ test('idleLowerBound: a timeout set to 0 is no candidate; the smallest covering 
   t.is(tcpAt({ nf_conntrack_tcp_timeout_unacknowledged: 400 }, 250_000, 0), 50_000);
   t.is(tcpAt({ nf_conntrack_tcp_timeout_close: 1000 }, 250_000, 0), 50_000);
 });
+
+test('idleLowerBound for TCP when only the close timeout covers the remaining time', (t) => {
+  // ESTABLISHED lowered to 5 s: the state timeout, the retransmission and unacknowledged caps
+  // are all 5 s; 8 s left can only come from an RST's close timeout (10 s): idle >= 2 s.
+  const table = ConntrackTable.create({ max: 64, sysctls: { nf_conntrack_tcp_timeout_established: 5 } });
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const slot = tcpEstablished(ct, 1, 0);
+  ct.endBatch();
+  const ctx = { i32: table.i32, u32: table.u32, sys: table.sec.sysctl };
+  t.is(idleLowerBound(ctx, ct.chains.entry(slot), 8000, 0), 2000);
+  t.is(idleLowerBound(ctx, ct.chains.entry(slot), 4000, 0), 1000, '5 s covers 4 s');
+  ct.close();
+});
