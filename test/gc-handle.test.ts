@@ -156,3 +156,20 @@ test('gcCounters reads the GC\'s shared words: runs and sweeps unsigned, busy ti
   Atomics.store(i32, H_GC_DEATHS, 3);
   t.deepEqual(gcCounters(table), { runs: 4294967295, sweeps: 4294967294, intervalMs: 7000, busyMs: 2.5, deaths: 3 });
 });
+
+test('wake() cuts the GC\'s sleep short: a run within the minimum interval, not the 3 s sleep', async (t) => {
+  // An empty table: the interval is maxIntervalMs (60 s of table clock = 3 wall s here); a wake
+  // brings the next run at minIntervalMs (1 s = 50 wall ms) after the last one.
+  const table = ConntrackTable.create({ max: 64 });
+  const gc = startGc(table, { minIntervalMs: 1000, maxIntervalMs: 60_000, wallPerClock: 0.05 });
+  try {
+    await gc.ready;
+    await gc.untilRuns(1);
+    const runs = gc.counters.runs;
+    gc.wake();
+    await gc.untilRuns(runs + 1, 2000); // throws ERR_CT_TIMEOUT if the wake was not seen
+    t.true(gc.counters.runs > runs);
+  } finally {
+    await gc.stop();
+  }
+});
