@@ -71,6 +71,15 @@ test('a hook module without createDestroyHook: ready rejects, stop() resolves, t
   t.false(gc.running);
   t.is(Atomics.load(table.i32, H_GC_WID), 0);
   t.is(gc.death, null, 'it left the table itself');
+  // stop() of a GC that never started must not leave a stop request for the next one.
+  const gc2 = startGc(table, FAST);
+  try {
+    await gc2.ready;
+    await gc2.untilRuns(1, 5000);
+    t.true(gc2.running);
+  } finally {
+    await gc2.stop();
+  }
 });
 
 test('a failure after the GC started is thrown by stop()', async (t) => {
