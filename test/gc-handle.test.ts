@@ -182,3 +182,18 @@ test('wake() cuts the GC\'s sleep short: a run within the minimum interval, not 
     await gc.stop();
   }
 });
+
+test('startGc refuses while a GC runs in a record other than 0 (its record, not record 0, is checked)', async (t) => {
+  const table = ConntrackTable.create({ max: 64 });
+  const holder = table.registerWorker(); // record 0 taken, so the GC gets record 1
+  const gc = startGc(table, FAST);
+  try {
+    const wid = await gc.ready;
+    t.is(wid, 1);
+    table.releaseWorker(holder); // record 0 free again: only record 1 tells that a GC runs
+    t.throws(() => startGc(table, FAST), { message: /already runs/ });
+    t.is(Atomics.load(table.i32, H_GC_WID), wid + 1, 'the running GC\'s word is kept');
+  } finally {
+    await gc.stop();
+  }
+});
