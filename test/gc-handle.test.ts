@@ -67,6 +67,10 @@ test('a hook module without createDestroyHook: ready rejects, stop() resolves, t
   const table = ConntrackTable.create({ max: 64 });
   const gc = startGc(table, { ...FAST, hookModule: new URL('./helpers/conns.js', import.meta.url).href });
   await t.throwsAsync(gc.ready, { message: /does not export createDestroyHook/ });
+  // Let the thread finish leaving (its exit clears H_GC_STOP) before stop(): a stop request
+  // written after that would stay for the next GC.
+  const until = Date.now() + 10_000;
+  while (gc.running && Date.now() < until) await new Promise((ok) => setTimeout(ok, 5));
   await gc.stop(); // it never ran: nothing to report
   t.false(gc.running);
   t.is(Atomics.load(table.i32, H_GC_WID), 0);
