@@ -737,3 +737,63 @@ test('departed workers with only cached slots, or only a limbo, are adopted too 
   gc.close();
   first.close();
 });
+
+test('refcount: a bucket is walked at most twice; what a second stray walk skipped is left to the next run', (t) => {
+  // As above, twice in one bucket: both walks end in other chains. The GC gives up after the
+  // second walk (bounded work per bucket, as the kernel's gc_worker never re-walks); the entries
+  // behind the second stray point are expired by the next run.
+  const opts: TableOptions = { max: 128, buckets: 16, discipline: 'refcount', hashKey: [0x2545f491, 0x6a09e667] };
+  const { table, ct, i32 } = setup(opts);
+  const c = ct.chains;
+  const mask = table.buckets - 1;
+  ct.beginBatch();
+  for (let i = 0; i < 64; i++) udpOneWay(ct, i, 0);
+  ct.endBatch();
+  const refsFrom = (ref: number): number[] => {
+    const out: number[] = [];
+    for (; ref >= 0; ref = i32[c.entry(ref >>> 1) + E_NEXT + (ref & 1)]!) out.push(ref);
+    return out;
+  };
+  // A bucket: ORIGINAL ref at the head, one more ref, then ORIGINAL, another ref, ORIGINAL.
+  let b = -1;
+  for (let k = 0; k < table.buckets && b < 0; k++) {
+    const r = refsFrom(Atomics.load(i32, c.B + k));
+    const i = r.findIndex((x, j) => j >= 2 && (x & 1) === 0);
+    if ((r[0]! & 1) === 0 && i >= 2 && r.slice(i + 2).some((x) => (x & 1) === 0)) b = k;
+  }
+  t.true(b >= 0, 'such a bucket exists with this key');
+  // New connections whose two tuplehashes both land outside b (from a probe table, same key).
+  const probe = setup(opts);
+  probe.ct.beginBatch();
+  const fresh: number[] = [];
+  for (let k = 1000; fresh.length < 2; k++) {
+    const pe = probe.ct.chains.entry(udpOneWay(probe.ct, k, 0).slot);
+    if ((probe.i32[pe + E_HASH]! & mask) !== b && (probe.i32[pe + E_HASH + 1]! & mask) !== b) fresh.push(k);
+  }
+  probe.ct.endBatch();
+  probe.ct.close();
+  const x1 = refsFrom(Atomics.load(i32, c.B + b))[0]! >>> 1;
+  let strays = 0;
+  let skipped = -1;
+  const gc = new GcEngine(table, WHOLE);
+  gc.onDestroy = (e) => {
+    // The first removal in b's first walk, then the first removal of b's own entries after it.
+    if (strays >= 2 || (strays === 0 && e !== c.entry(x1)) || (i32[e + E_HASH]! & mask) !== b) return;
+    const next = i32[e + E_NEXT]!; // the ORIGINAL ref after the removed entry (kept intact)
+    if (strays === 1) skipped = refsFrom(i32[c.entry(next >>> 1) + E_NEXT + (next & 1)]!).filter((x) => (x & 1) === 0).length;
+    ct.beginBatch();
+    t.true(c.kill(next >>> 1, KILL_EXPIRED));
+    t.is(udpOneWay(ct, fresh[strays]!, 30_000).slot, next >>> 1, 'reused at once');
+    ct.endBatch();
+    strays++;
+  };
+  table.clock = 30_000;
+  const r = gc.run();
+  t.is(strays, 2);
+  t.true(skipped >= 1, 'entries of b behind the second stray point');
+  t.is(r.expired, 64 - 2 - skipped);
+  t.is(gc.run().expired, skipped, 'the next run takes them');
+  t.is(count(table), 2);
+  gc.close();
+  ct.close();
+});
