@@ -105,3 +105,50 @@ test('idleLowerBound for UDP-Lite, GRE and SCTP: their own timeouts, not the gen
   t.is(at(132, 4_000), 6_000);
   t.is(at(132, 10_001), 0);
 });
+
+test('idleLowerBound: a timeout set to 0 is no candidate; the smallest covering one wins whatever its place', (t) => {
+  // A sysctl of 0 means that timeout was never applied to a living entry (it would have expired
+  // at once): the bound comes from the others. Remaining 5 s inside a 10 s skew allowance: every
+  // non-zero candidate covers it, and the smallest gives the bound.
+  const sysctlsOf = (s: Record<string, number>): { i32: Int32Array; u32: Uint32Array; sys: number; e: number } => {
+    const table = ConntrackTable.create({ max: 64, sysctls: s });
+    const ct = new Conntrack(table);
+    ct.beginBatch();
+    const slot = tcpEstablished(ct, 1, 0);
+    ct.endBatch();
+    return { i32: table.i32, u32: table.u32, sys: table.sec.sysctl, e: ct.chains.entry(slot) };
+  };
+  const udpAt = (s: Record<string, number>, remaining: number, skew: number): number => {
+    const table = ConntrackTable.create({ max: 64, sysctls: s });
+    const e = table.sec.entries + 63 * ENTRY_WORDS; // a free slot's words, used as a scratch entry
+    table.i32[e + E_PROTO] = 2 | (17 << 8);
+    return idleLowerBound({ i32: table.i32, u32: table.u32, sys: table.sec.sysctl }, e, remaining, skew);
+  };
+  t.is(udpAt({ nf_conntrack_udp_timeout: 0 }, 5000, 10_000), 120_000 - 5000, 'UDP 0 s: the stream timeout');
+  t.is(udpAt({ nf_conntrack_udp_timeout_stream: 0 }, 5000, 10_000), 30_000 - 5000, 'stream 0 s: the 30 s one');
+  const tcpAt = (s: Record<string, number>, remaining: number, skew: number): number => {
+    const x = sysctlsOf(s);
+    return idleLowerBound({ i32: x.i32, u32: x.u32, sys: x.sys }, x.e, remaining, skew);
+  };
+  // ESTABLISHED 432,000 s, max_retrans 300 s, unacknowledged 300 s, close 10 s by default.
+  t.is(tcpAt({ nf_conntrack_tcp_timeout_unacknowledged: 0 }, 5000, 10_000), 10_000 - 5000, 'unacknowledged 0 s: close 10 s');
+  t.is(tcpAt({ nf_conntrack_tcp_timeout_close: 0 }, 5000, 10_000), 300_000 - 5000, 'close 0 s: 300 s');
+  // Raised above max_retrans (300 s), unacknowledged (400 s) and close (1,000 s) are not the
+  // smallest: 250 s left is covered by 300 s first.
+  t.is(tcpAt({ nf_conntrack_tcp_timeout_unacknowledged: 400 }, 250_000, 0), 50_000);
+  t.is(tcpAt({ nf_conntrack_tcp_timeout_close: 1000 }, 250_000, 0), 50_000);
+});
+
+test('idleLowerBound for TCP when only the close timeout covers the remaining time', (t) => {
+  // ESTABLISHED lowered to 5 s: the state timeout, the retransmission and unacknowledged caps
+  // are all 5 s; 8 s left can only come from an RST's close timeout (10 s): idle >= 2 s.
+  const table = ConntrackTable.create({ max: 64, sysctls: { nf_conntrack_tcp_timeout_established: 5 } });
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const slot = tcpEstablished(ct, 1, 0);
+  ct.endBatch();
+  const ctx = { i32: table.i32, u32: table.u32, sys: table.sec.sysctl };
+  t.is(idleLowerBound(ctx, ct.chains.entry(slot), 8000, 0), 2000);
+  t.is(idleLowerBound(ctx, ct.chains.entry(slot), 4000, 0), 1000, '5 s covers 4 s');
+  ct.close();
+});

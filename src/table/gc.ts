@@ -202,7 +202,7 @@ export class GcEngine {
   readonly chains: Chains;
   readonly wid: number;
   readonly cfg: GcConfig;
-  /** Called for each entry the GC removes, with the entry's data intact (then `why`). */
+  /** Called for each entry the GC removes, with the entry's data intact (then `why`); if it throws, run() throws that after the run. */
   onDestroy: DestroyHook | null = null;
   private readonly i32: Int32Array;
   private readonly ctx: TrackerContext;
@@ -218,6 +218,8 @@ export class GcEngine {
   private mark = 0;
   private softMs = 0;
   private closed = false;
+  /** The first exception a destroy hook threw in the current run (thrown when the run ends). */
+  private hookError: { err: unknown } | null = null;
   /** DESTROY events of the entries this GC removes, and parked ones it retries (ecache.ts). */
   private readonly ring: EventProducer;
 
@@ -239,7 +241,15 @@ export class GcEngine {
     this.chains.qsbr.onStall = (kind, wid, ms) => this.ring.stall(kind, wid, ms); // stall events (liveness.ts)
     this.chains.onDestroy = (e, why) => {
       this.ring.destroyed(e, this.now, why, -1); // stop timestamp; DESTROY event (ecache.ts)
-      if (this.onDestroy) this.onDestroy(e, why);
+      if (this.onDestroy) {
+        // A hook that throws must not leave Chains.kill half done (the entry's slot would never
+        // be freed): the delete goes on, and run() throws the run's first hook error at its end.
+        try {
+          this.onDestroy(e, why);
+        } catch (err) {
+          if (this.hookError === null) this.hookError = { err };
+        }
+      }
     };
   }
 
@@ -247,7 +257,10 @@ export class GcEngine {
     this.i32[this.st + i] = (this.i32[this.st + i]! + 1) | 0; // single writer: the GC thread
   }
 
-  /** One bounded slice of the sweep. The result object is reused by the next call. */
+  /**
+   * One bounded slice of the sweep. The result object is reused by the next call. Throws the
+   * first error a destroy hook threw, once the slice is done (every delete finished).
+   */
   run(): GcRunResult {
     const i32 = this.i32;
     const cfg = this.cfg;
@@ -312,6 +325,11 @@ export class GcEngine {
     Atomics.add(i32, H_GC_BUSY_US, Math.round((performance.now() - t0) * 1000)); // busy time, for stats
     Atomics.add(i32, H_GC_RUNS, 1); // completed runs; then wake anyone waiting for one
     Atomics.notify(i32, H_GC_RUNS);
+    const failed = this.hookError;
+    if (failed !== null) {
+      this.hookError = null;
+      throw failed.err;
+    }
     return res;
   }
 

@@ -38,9 +38,10 @@ process.on('uncaughtException', (e) => { asyncError = e; });
 process.on('unhandledRejection', (e) => { asyncError = e; });
 
 const profile = process.env.MUTATE_INPROC_PROFILE ? [] : null;
-async function runAll() {
+async function runAll(only = null) {
   asyncError = null;
   for (const r of tests) {
+    if (only !== null && r.file !== only) continue;
     const t = shim.makeT(r.title);
     const t0 = performance.now();
     try {
@@ -101,7 +102,10 @@ const server = createServer((c) => {
       activate(undefined);
       reply = { result: why ? 'killed' : 'survived', why };
       if (why) {
-        const again = await runAll();
+        // MUTATE_INPROC_RECHECK=file: re-run only the killing test's file (state a mutant leaves
+        // behind shows there first; much cheaper per killed mutant than the whole set).
+        const only = process.env.MUTATE_INPROC_RECHECK === 'file' ? why.slice(0, why.indexOf(' › ')) : null;
+        const again = await runAll(only);
         if (again) reply.restart = again;
       }
     }
