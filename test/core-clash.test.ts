@@ -13,7 +13,7 @@ import { E_REFCNT, E_STATUS, E_TIMEOUT, IPS_ASSURED } from '../src/table/layout.
 import { ConntrackTable } from '../src/table/table.js';
 import { R_CLASH, R_NS_LIMIT, R_ZONE_LIMIT } from '../src/track/core.js';
 import { R_NAT_CLASH } from '../src/track/nat/nat.js';
-import { tcp4, udp4 } from './helpers/frames.js';
+import { icmp4, icmp6, ipv4, tcp4, udp4 } from './helpers/frames.js';
 
 const NOW = 1_000_000;
 
@@ -128,6 +128,40 @@ for (const discipline of ['noref', 'refcount'] as const) {
     if (discipline === 'refcount') t.is(Atomics.load(table.i32, a.chains.entry(won) + E_REFCNT), 1, 'only the table\'s reference');
     // The retransmitted SYN finds the winner's entry (still SYN_SENT: a SYN in the original direction).
     t.is(b.decide(syn, { linktype: LINKTYPE_RAW, now: NOW + 1 }).slot, won);
+    a.close();
+    b.close();
+  });
+}
+
+// The kernel's allow_clash per l4proto (6.18): UDP, UDP-Lite, ICMP, ICMPv6 and DCCP set it; TCP,
+// SCTP, GRE and the generic tracker do not. UDP-Lite with its checksum switched off (the frame
+// builder has no UDP-Lite checksum; 0 would be invalid in any case); DCCP and protocol 253 carry a bare 16-byte payload.
+const bare = (proto: number): Uint8Array => ipv4(proto, new Uint8Array(16).fill(7), { src: '10.4.0.1', dst: '10.4.0.2' });
+const lite = (): Uint8Array => ipv4(136, Uint8Array.of(0x13, 0x88, 0, 53, 0, 8, 0x12, 0x34), { src: '10.4.0.1', dst: '10.4.0.2' });
+for (const [name, frame, joins] of [
+  ['UDP-Lite', lite, true], ['ICMP echo', () => icmp4({ type: 8, id: 9 }), true], ['ICMPv6 echo', () => icmp6({ type: 128, id: 9 }), true],
+  ['DCCP', () => bare(33), true], ['GRE', () => bare(47), false], ['protocol 253 (generic)', () => bare(253), false],
+] as const) {
+  test(`clash of ${name}: ${joins ? 'joins the winner' : 'dropped with insert_failed'} (allow_clash ${joins})`, (t) => {
+    const table = ConntrackTable.create({ max: 64 });
+    table.setSysctl('nf_conntrack_checksum', 0);
+    const a = new Conntrack(table);
+    const b = new Conntrack(table);
+    let won = -1;
+    pauseBeforeConfirm(b, () => {
+      const w = a.decide(frame(), { linktype: LINKTYPE_RAW, now: NOW });
+      t.is(w.ctstate, 'new');
+      won = w.slot;
+    });
+    const v = b.decide(frame(), { linktype: LINKTYPE_RAW, now: NOW });
+    if (joins) {
+      t.deepEqual([v.ctstate, v.drop, v.slot], ['new', false, won]);
+      t.deepEqual([stat(table, 'clash_resolve'), stat(table, 'insert_failed')], [1, 0]);
+    } else {
+      t.deepEqual([v.ctstate, v.drop, v.reason], ['invalid', true, R_CLASH]);
+      t.deepEqual([stat(table, 'clash_resolve'), stat(table, 'insert_failed')], [0, 1]);
+    }
+    t.is(table.count, 1);
     a.close();
     b.close();
   });
