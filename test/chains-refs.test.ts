@@ -1,0 +1,457 @@
+/**
+ * Unit tests of src/table/chains.ts on one thread (several trackers as several workers), each
+ * against a hand-worked outcome: keyEquals' words past the full hash (protocol, namespace, the
+ * direction's zone, every tuple word), confirm's clash result (the clashing tuplehash, never
+ * mistaken for a status code; a reference taken and named in W_HELD in 'refcount'), the
+ * refcount discipline (find / getRef / put / W_HELD, the last reference freeing the slot, a
+ * killed entry still referenced never found), the bucket lock stripes held while confirm and
+ * kill change the chains, and the expedited grace periods of allocSlow (a free list emptied by
+ * slots waiting in limbo while another worker is inside its batch). Written for the survivors
+ * of the mutation run (docs/mutation/mutchains.md).
+ */
+import test from 'ava';
+import { Chains, CONFIRM_CHAIN_TOOLONG, CONFIRM_DYING, CONFIRM_OK, KILL_DELETE } from '../src/table/chains.js';
+import { Conntrack } from '../src/track/core.js';
+import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
+import {
+  E_HASH, E_NS, E_PRIV, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE, E_GEN, ENTRY_WORDS,
+  H_EPOCH, H_FREE_HEAD, E_LINK, IPS_CONFIRMED, IPS_DYING, PRIV_WORDS, TUPLE_WORDS, W_CACHE, W_CACHE_COUNT, W_HELD,
+  W_RELEASE, WORKER_WORDS,
+} from '../src/table/layout.js';
+import { lockOwner } from '../src/table/locks.js';
+import { ConntrackTable } from '../src/table/table.js';
+import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
+import { udp4 } from './helpers/frames.js';
+
+const NOW = 1_000_000;
+const P = 17 << 8 | 2; // E_PROTO of UDP over IPv4 (l4 << 8 | family); chains only compares it
+
+function inv(t: { true: (v: boolean, m?: string) => void }, table: ConntrackTable): void {
+  const r = checkInvariants(table);
+  t.true(r.ok, formatInvariants(r));
+}
+
+const stat = (table: ConntrackTable, name: string): number => table.stats().total[name] ?? 0;
+
+/** A tuple of 9 words (chains never interprets them): base, base+1, ... */
+function tup(base: number): Int32Array {
+  return Int32Array.from({ length: TUPLE_WORDS }, (_, k) => base + k);
+}
+
+interface Key { orig: Int32Array; reply: Int32Array; proto?: number; zone?: number; ns?: number; h0?: number; h1?: number }
+
+/**
+ * A private entry with this key, its hashes computed as the tracker does (or given, to force a
+ * full-hash match between different keys), 30 s to live. Returns the slot.
+ */
+function make(c: Chains, k: Key): number {
+  const i32 = c.i32;
+  const proto = k.proto ?? P;
+  const zone = k.zone ?? 0;
+  const ns = k.ns ?? 0;
+  const h0 = k.h0 ?? c.hash(k.orig, 0, proto, zone & 0xffff, ns);
+  const slot = c.newEntry(h0, NOW, ns);
+  if (slot < 0) return slot;
+  const e = c.entry(slot);
+  i32.set(k.orig, e + E_TUPLE);
+  i32.set(k.reply, e + E_TUPLE + TUPLE_WORDS);
+  i32[e + E_PROTO] = proto;
+  i32[e + E_ZONE] = zone;
+  i32[e + E_NS] = ns;
+  i32[e + E_HASH] = h0 | 0;
+  i32[e + E_HASH + 1] = (k.h1 ?? c.hash(k.reply, 0, proto, zone >>> 16, ns)) | 0;
+  i32[e + E_TIMEOUT] = NOW + 30_000;
+  return slot;
+}
+
+/** make() and confirm(); the slot (the test fails when confirm refuses). */
+function insert(t: { is: (a: unknown, b: unknown, m?: string) => void }, c: Chains, k: Key): number {
+  const s = make(c, k);
+  t.is(c.confirm(s), CONFIRM_OK, 'confirmed');
+  return s;
+}
+
+test('keyEquals: a full hash match is not a match unless the tuple, protocol, namespace and that direction\'s zone agree', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16, namespaces: 4 });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  const i32 = table.i32;
+  ct.beginBatch();
+  const T = tup(1000);
+  const R = tup(2000);
+  const a = insert(t, c, { orig: T, reply: R });
+  const ea = c.entry(a);
+  const h0 = i32[ea + E_HASH]!;
+  const h1 = i32[ea + E_HASH + 1]!;
+  // Each below carries a's two hashes (a forced full-hash match) and differs in one word.
+  const same = { orig: T, reply: R, h0, h1 };
+  const byProto = insert(t, c, { ...same, proto: P + 0x100 });
+  const byNs = insert(t, c, { ...same, ns: 1 });
+  const byBothZones = insert(t, c, { ...same, zone: 5 | 6 << 16 });
+  const lastWord = (x: Int32Array): Int32Array => { const y = x.slice(); y[TUPLE_WORDS - 1]! += 1; return y; };
+  const firstWord = (x: Int32Array): Int32Array => { const y = x.slice(); y[0]! += 1; return y; };
+  const byLast = insert(t, c, { orig: lastWord(T), reply: lastWord(R), h0, h1 });
+  const byFirst = insert(t, c, { orig: firstWord(T), reply: firstWord(R), h0, h1 });
+  t.is(table.count, 6, 'none of them clashed with a');
+  // Same original zone, another reply zone: the original tuplehash is a's (a clash there).
+  const z1 = make(c, { ...same, zone: 0 | 7 << 16 });
+  t.is(c.confirm(z1), a << 1, 'clash on a\'s original tuplehash');
+  c.discard(z1);
+  // Another original zone, the same reply zone: the reply tuplehash clashes.
+  const z2 = make(c, { ...same, zone: 8 | 0 << 16 });
+  t.is(c.confirm(z2), (a << 1) | 1, 'clash on a\'s reply tuplehash');
+  c.discard(z2);
+  // The same key under another full hash (same bucket: bits above the mask differ) is not a's.
+  const rehash = insert(t, c, { orig: T, reply: R, h0: h0 ^ 0x100, h1: h1 ^ 0x100 });
+  t.is(table.count, 7);
+  // Lookups find each by its own key.
+  t.is(c.find(T, 0, P, 0, 0, h0, NOW), a << 1, 'a by its key');
+  t.is(c.find(T, 0, P + 0x100, 0, 0, h0, NOW), byProto << 1);
+  t.is(c.find(T, 0, P, 0, 1, h0, NOW), byNs << 1);
+  t.is(c.find(T, 0, P, 5, 0, h0, NOW, 6), byBothZones << 1);
+  t.is(c.find(lastWord(T), 0, P, 0, 0, h0, NOW), byLast << 1);
+  t.is(c.find(firstWord(T), 0, P, 0, 0, h0, NOW), byFirst << 1);
+  t.is(c.find(T, 0, P, 0, 0, h0 ^ 0x100, NOW), rehash << 1);
+  t.is(c.find(R, 0, P, 0, 0, h1, NOW), (a << 1) | 1, 'a\'s reply tuplehash');
+  t.is(c.find(R, 0, P, 6, 0, h1, NOW, 6), (byBothZones << 1) | 1, 'reply zone 6 (the original zone of that packet is 6 too)');
+  t.is(c.find(T, 0, P + 0x200, 0, 0, h0, NOW), -1, 'an unknown protocol');
+  t.is(c.find(T, 0, P, 0, 2, h0, NOW), -1, 'an unknown namespace');
+  t.is(c.find(T, 0, P, 9, 0, h0, NOW), -1, 'an unknown zone');
+  // The forged hashes are not the tuples' own (the invariants would say so): remove those entries.
+  for (const s of [byProto, byNs, byBothZones, byLast, byFirst, rehash]) t.true(c.kill(s, KILL_DELETE));
+  t.is(table.count, 1);
+  ct.endBatch();
+  inv(t, table);
+  ct.close();
+});
+
+test('confirm: a clash returns the clashing tuplehash (slot << 1 | dir), never one of the status codes, and changes nothing', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16 });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  ct.beginBatch();
+  // Entries in slots 0 and 1: their tuplehashes are the references 0, 1 (slot 0) and 2, 3 (slot 1),
+  // the values a status code would have if its sign were lost.
+  const made: number[] = [];
+  const bySlot = new Map<number, { orig: Int32Array; reply: Int32Array }>();
+  for (let i = 0; i < 200 && !(bySlot.has(0) && bySlot.has(1)); i++) {
+    const k = { orig: tup(10_000 + i * 100), reply: tup(50_000 + i * 100) };
+    const s = insert(t, c, k);
+    made.push(s);
+    bySlot.set(s, k);
+  }
+  t.true(bySlot.has(0) && bySlot.has(1), 'slots 0 and 1 were handed out');
+  const n = table.count;
+  const cases: [Int32Array, Int32Array, number, number][] = [
+    [bySlot.get(0)!.reply, tup(90_000), 1, CONFIRM_OK],
+    [bySlot.get(1)!.orig, tup(91_000), 2, CONFIRM_CHAIN_TOOLONG],
+    [tup(92_000), bySlot.get(1)!.reply, 3, CONFIRM_DYING],
+  ];
+  for (const [orig, reply, want, code] of cases) {
+    const s = make(c, { orig, reply });
+    const r = c.confirm(s);
+    t.is(r, want, `clash with tuplehash ${want}`);
+    t.not(r, code, 'not a status code');
+    t.is(table.i32[c.entry(s) + E_STATUS]! & IPS_CONFIRMED, 0, 'the loser stays unconfirmed');
+    c.discard(s);
+  }
+  t.is(table.count, n);
+  ct.endBatch();
+  inv(t, table);
+  ct.close();
+});
+
+test('refcount: a clash takes a reference on the winner and names it in W_HELD; put gives it back', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16, discipline: 'refcount' });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  const i32 = table.i32;
+  const W = table.sec.workers + ct.wid * WORKER_WORDS;
+  ct.beginBatch();
+  const a = insert(t, c, { orig: tup(100), reply: tup(200) });
+  const b = insert(t, c, { orig: tup(300), reply: tup(400) });
+  t.is(i32[c.entry(a) + E_REFCNT], 1, 'the table\'s reference');
+  const s = make(c, { orig: tup(400), reply: tup(500) }); // its original is b's reply tuple
+  t.is(c.confirm(s), (b << 1) | 1);
+  t.is(i32[c.entry(b) + E_REFCNT], 2, 'the clash holds a reference');
+  t.is(i32[W + W_HELD], b + 1, 'named for recovery');
+  c.discard(s);
+  c.put(b);
+  t.is(i32[c.entry(b) + E_REFCNT], 1);
+  t.is(i32[W + W_HELD], 0);
+  ct.endBatch();
+  inv(t, table);
+  ct.close();
+});
+
+test('refcount: find takes a reference (W_HELD), put drops it; a killed entry lives until the last put, and is never found', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16, discipline: 'refcount' });
+  const A = new Conntrack(table);
+  const B = new Conntrack(table);
+  const C = new Conntrack(table);
+  const i32 = table.i32;
+  const WB = table.sec.workers + B.wid * WORKER_WORDS;
+  const ka = { orig: tup(100), reply: tup(200) };
+  const kb = { orig: tup(300), reply: tup(400) };
+  A.beginBatch();
+  const a = insert(t, A.chains, ka);
+  const b = insert(t, A.chains, kb);
+  A.endBatch();
+  const ea = A.chains.entry(a);
+  const ha = i32[ea + E_HASH]!;
+  const hb = i32[A.chains.entry(b) + E_HASH]!;
+  const hr = i32[ea + E_HASH + 1]!;
+  B.beginBatch();
+  t.is(B.chains.find(ka.orig, 0, P, 0, 0, ha, NOW), a << 1);
+  t.is(i32[ea + E_REFCNT], 2);
+  t.is(i32[WB + W_HELD], a + 1);
+  t.is(B.chains.find(kb.orig, 0, P, 0, 0, hb, NOW), b << 1);
+  t.is(i32[WB + W_HELD], b + 1, 'W_HELD names the newest reference');
+  B.chains.put(a);
+  t.is(i32[WB + W_HELD], b + 1, 'a put of another slot leaves it');
+  t.is(i32[ea + E_REFCNT], 1);
+  B.chains.put(b);
+  t.is(i32[WB + W_HELD], 0);
+  // By the reply tuplehash: the reference is on the same slot.
+  t.is(B.chains.find(ka.reply, 0, P, 0, 0, hr, NOW), (a << 1) | 1);
+  t.is(i32[ea + E_REFCNT], 2);
+  t.is(i32[WB + W_HELD], a + 1);
+  // A deletes it while B still holds its reference: the slot is not reused yet.
+  A.beginBatch();
+  t.true(A.chains.kill(a, KILL_DELETE));
+  t.is(i32[ea + E_REFCNT], 1, 'only B\'s reference left');
+  t.not(i32[ea + E_STATUS]! & IPS_DYING, 0);
+  t.is(A.chains.find(ka.orig, 0, P, 0, 0, ha, NOW), -1, 'not found once dying');
+  A.endBatch();
+  t.false(allocatable(table, a), 'still referenced');
+  B.chains.put(a);
+  t.is(i32[ea + E_REFCNT], 0);
+  t.is(i32[WB + W_HELD], 0);
+  t.is(i32[WB + W_RELEASE], 0, 'the release finished');
+  t.true(allocatable(table, a), 'the last put freed it');
+  t.false(B.chains.getRef(ea), 'no reference on a freed entry');
+  t.is(i32[ea + E_REFCNT], 0, 'never resurrected');
+  B.endBatch();
+
+  // A lookup that matches an entry, which is then killed (but still referenced by C) before the
+  // lookup's reference is taken: the re-check under the reference sees DYING and gives it back.
+  C.beginBatch();
+  t.is(C.chains.find(kb.orig, 0, P, 0, 0, hb, NOW), b << 1);
+  const eb = A.chains.entry(b);
+  let raced = false;
+  class Overtaken extends Chains {
+    override getRef(e: number): boolean {
+      if (!raced) {
+        raced = true;
+        A.beginBatch();
+        t.true(A.chains.kill(b, KILL_DELETE));
+        A.endBatch();
+      }
+      return super.getRef(e);
+    }
+  }
+  const wid = table.registerWorker();
+  const racy = new Overtaken(table, wid);
+  const restarts = (): number => stat(table, 'search_restart');
+  const r0 = restarts();
+  t.is(racy.find(kb.orig, 0, P, 0, 0, hb, NOW), -1, 'a dying entry is not returned');
+  t.true(raced);
+  t.is(restarts(), r0 + 1, 'one restart');
+  t.is(i32[eb + E_REFCNT], 1, 'the lookup gave its reference back; C\'s is left');
+  t.is(i32[table.sec.workers + wid * WORKER_WORDS + W_HELD], 0);
+  table.releaseWorker(wid);
+  C.chains.put(b);
+  C.endBatch();
+  t.true(allocatable(table, b));
+  inv(t, table);
+  A.close();
+  B.close();
+  C.close();
+});
+
+/** Is `slot` on the shared free list or in any worker's cache (allocatable)? */
+function allocatable(table: ConntrackTable, slot: number): boolean {
+  const i32 = table.i32;
+  for (let s = i32[H_FREE_HEAD]!, n = 0; s >= 0 && n <= table.capacity; s = i32[table.sec.entries + s * ENTRY_WORDS + E_LINK]!, n++) {
+    if (s === slot) return true;
+  }
+  for (let w = 0; w < table.maxWorkers; w++) {
+    const base = table.sec.workers + w * WORKER_WORDS;
+    const n = Atomics.load(i32, base + W_CACHE_COUNT);
+    for (let k = 0; k < n; k++) if (i32[base + W_CACHE + k] === slot) return true;
+  }
+  return false;
+}
+
+test('confirm and kill change the chains holding both buckets\' lock stripes (one stripe when they share it)', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16 });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  const i32 = table.i32;
+  const L = table.sec.locks;
+  const lockMask = table.locks - 1;
+  t.is(table.locks, 16, 'one stripe a bucket here');
+  let seen: number[] = [];
+  const z = c.zones;
+  const charge = z.charge.bind(z);
+  const unlink = z.unlink.bind(z);
+  const owners = (): number[] => {
+    const out: number[] = [];
+    for (let l = 0; l <= lockMask; l++) if (lockOwner(Atomics.load(i32, L + l)) === ct.wid) out.push(l);
+    return out;
+  };
+  z.charge = (ns, zk) => { seen = owners(); return charge(ns, zk); };
+  z.unlink = (s, ns, zk) => { seen = owners(); unlink(s, ns, zk); };
+  ct.beginBatch();
+  let lt = 0;
+  let gt = 0;
+  let eq = 0;
+  for (let i = 0; i < 400 && (lt < 2 || gt < 2 || eq < 1); i++) {
+    const k = { orig: tup(7000 + i * 20), reply: tup(90_000 + i * 20) };
+    const s = make(c, k);
+    const e = c.entry(s);
+    const l0 = i32[e + E_HASH]! & lockMask;
+    const l1 = i32[e + E_HASH + 1]! & lockMask;
+    const kind = l0 < l1 ? 'lt' : l0 > l1 ? 'gt' : 'eq';
+    if ((kind === 'lt' && lt >= 2) || (kind === 'gt' && gt >= 2) || (kind === 'eq' && eq >= 1)) { c.discard(s); continue; }
+    if (kind === 'lt') lt++; else if (kind === 'gt') gt++; else eq++;
+    const expect = l0 === l1 ? [l0] : [Math.min(l0, l1), Math.max(l0, l1)];
+    seen = [];
+    t.is(c.confirm(s), CONFIRM_OK);
+    t.deepEqual(seen, expect, `confirm holds stripes ${expect.join(',')}`);
+    t.deepEqual(owners(), [], 'released after confirm');
+    seen = [];
+    t.true(c.kill(s, KILL_DELETE));
+    t.deepEqual(seen, expect, `kill holds stripes ${expect.join(',')}`);
+    t.deepEqual(owners(), [], 'released after kill');
+  }
+  t.deepEqual([lt, gt, eq], [2, 2, 1]);
+  // stateLock: the stripe of the original tuple's bucket.
+  const s = make(c, { orig: tup(1), reply: tup(2) });
+  const e = c.entry(s);
+  t.is(c.stateLock(e), L + ((i32[e + E_HASH]! & table.buckets - 1) & lockMask));
+  c.discard(s);
+  ct.endBatch();
+  inv(t, table);
+  ct.close();
+});
+
+test('newEntry: a reused slot starts clean (private words zero, generation + 1, unlinked, one reference)', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16, discipline: 'refcount' });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  const i32 = table.i32;
+  ct.beginBatch();
+  const s = insert(t, c, { orig: tup(1), reply: tup(2) });
+  const e = c.entry(s);
+  const gen = i32[e + E_GEN]!;
+  i32.fill(-7, e + E_PRIV, e + E_PRIV + PRIV_WORDS); // a tracker's private words
+  t.true(c.kill(s, KILL_DELETE)); // refcount: freed at once, to our cache (reused first)
+  const s2 = c.newEntry(0, NOW, 0);
+  t.is(s2, s, 'the slot comes back');
+  t.is(i32[e + E_GEN], (gen + 1) | 0, 'generation bumped by one');
+  t.deepEqual([...i32.subarray(e + E_PRIV, e + E_PRIV + PRIV_WORDS)], new Array(PRIV_WORDS).fill(0));
+  t.is(i32[e + E_REFCNT], 1);
+  c.discard(s2);
+  ct.endBatch();
+  inv(t, table);
+  ct.close();
+});
+
+// allocSlow: every slot in the creator's limbo (deleted inside one batch, 'noref'), the shared
+// list and caches empty, count far below max. The creator's next insert must wait for a grace
+// period: with no other worker inside a batch it is there at once; with one that stays inside,
+// 8 expedited rounds fail ("table full"); one that leaves and re-enters during round r lets
+// round r succeed (it entered after that round's epoch bump).
+function exhaust(t: { is: (a: unknown, b: unknown, m?: string) => void }, table: ConntrackTable, A: Conntrack): void {
+  let n = 0;
+  for (let i = 0; i < table.capacity; i++) {
+    const q = udp4({ src: `10.9.${i >> 8}.${i & 255}`, dst: '192.0.2.2', sport: 6000, dport: 53 });
+    const v = A.frame(LINKTYPE_RAW, q, 0, q.length, NOW, 0, 0);
+    if (v.drop) break;
+    t.is(A.chains.kill(v.slot, KILL_DELETE), true);
+    n++;
+  }
+  t.is(n, table.capacity, 'every slot was used once');
+  t.is(table.count, 0);
+}
+
+function nextInsert(A: Conntrack): ReturnType<Conntrack['frame']> {
+  const q = udp4({ src: '10.8.0.1', dst: '192.0.2.2', sport: 6000, dport: 53 });
+  return A.frame(LINKTYPE_RAW, q, 0, q.length, NOW, 0, 0);
+}
+
+for (const at of [-1, 0, 1, 8] as const) {
+  const title = at < 0 ? 'allocSlow: no other worker in a batch: the limbo is reclaimed at once, no expedited grace period counted'
+    : at === 8 ? 'allocSlow: another worker stays in its batch: 8 expedited rounds, then table full'
+      : `allocSlow: the other worker re-enters its batch during round ${at}: that round gets the slot`;
+  test(title, (t) => {
+    const table = ConntrackTable.create({ max: 16, buckets: 16, maxWorkers: 2 });
+    const A = new Conntrack(table);
+    const B = new Conntrack(table);
+    if (at >= 0) B.beginBatch();
+    A.beginBatch();
+    exhaust(t, table, A);
+    const e0 = Atomics.load(table.i32, H_EPOCH);
+    let calls = 0;
+    const q = A.chains.qsbr;
+    const reclaim = q.reclaim.bind(q);
+    q.reclaim = () => {
+      if (calls++ === at) { B.endBatch(); B.beginBatch(); }
+      return reclaim();
+    };
+    const v = nextInsert(A);
+    if (at === 8) {
+      t.is(v.reason, 'table full');
+      t.is(calls, 8, 'eight rounds');
+      t.is(Atomics.load(table.i32, H_EPOCH) - e0, 16, 'one epoch step (2) a round');
+      t.is(stat(table, 'expedited_gp'), 1);
+      t.is(table.count, 0);
+    } else {
+      t.false(v.drop, 'inserted');
+      t.is(calls, at < 0 ? 1 : at + 1);
+      t.is(Atomics.load(table.i32, H_EPOCH) - e0, at < 0 ? 2 : 2 * (at + 1));
+      t.is(stat(table, 'expedited_gp'), at > 0 ? 1 : 0, 'counted only when a round had to wait');
+      t.is(table.count, 1);
+    }
+    A.endBatch();
+    if (at >= 0) B.endBatch();
+    inv(t, table);
+    A.close();
+    B.close();
+  });
+}
+
+test('allocSlow in \'refcount\': nothing waits for a grace period; an empty free list fails at once', (t) => {
+  const table = ConntrackTable.create({ max: 16, buckets: 16, maxWorkers: 2, discipline: 'refcount' });
+  const A = new Conntrack(table);
+  const B = new Conntrack(table);
+  const i32 = table.i32;
+  A.beginBatch();
+  B.beginBatch();
+  // Every slot held by a lookup reference of B after its deletion: none free, count 0.
+  const held: number[] = [];
+  for (let i = 0; i < table.capacity; i++) {
+    const k = { orig: tup(100_000 + i * 20), reply: tup(300_000 + i * 20) };
+    const s = make(A.chains, k);
+    if (s < 0) break;
+    t.is(A.chains.confirm(s), CONFIRM_OK);
+    const h = i32[A.chains.entry(s) + E_HASH]!;
+    t.is(B.chains.find(k.orig, 0, P, 0, 0, h, NOW), s << 1);
+    t.true(A.chains.kill(s, KILL_DELETE));
+    held.push(s);
+  }
+  t.is(held.length, table.capacity);
+  const e0 = Atomics.load(i32, H_EPOCH);
+  const v = nextInsert(A);
+  t.is(v.reason, 'table full');
+  t.is(Atomics.load(i32, H_EPOCH), e0, 'no epoch bump in refcount');
+  t.is(stat(table, 'expedited_gp'), 0);
+  for (const s of held) B.chains.put(s);
+  t.false(nextInsert(A).drop, 'the puts freed the slots');
+  A.endBatch();
+  B.endBatch();
+  inv(t, table);
+  A.close();
+  B.close();
+});
