@@ -11,7 +11,7 @@ import { Chains, CONFIRM_OK, KILL_DELETE } from '../src/table/chains.js';
 import { Conntrack } from '../src/track/core.js';
 import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import {
-  E_HASH, E_ID, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE, H_ID_EPOCH, ID_RANGE, IPS_ASSURED,
+  E_HASH, E_ID, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE, H_ID_EPOCH, ID_RANGE, IPS_ASSURED, IPS_DYING,
   TUPLE_WORDS,
 } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
@@ -250,4 +250,32 @@ test('conntrack ids: consecutive within a worker\'s range of ID_RANGE, disjoint 
   inv(t, table);
   A.close();
   B.close();
+});
+
+test('an entry another thread is deleting (DYING, still linked) is not found, not early-dropped, not visited', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: NB });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  const i32 = table.i32;
+  ct.beginBatch();
+  const s = insert(c, 77);
+  const k = key(c, 77);
+  const e = c.entry(s);
+  const h = c.hash(k.orig, 0, P, 0, 0);
+  t.is(c.find(k.orig, 0, P, 0, 0, h, NOW), s << 1);
+  // As a kill on another thread leaves it between setting DYING and unlinking (its locks held).
+  Atomics.or(i32, e + E_STATUS, IPS_DYING);
+  t.is(c.find(k.orig, 0, P, 0, 0, h, NOW), -1, 'not found');
+  t.false(c.earlyDrop(k.b0, NOW), 'no victim');
+  t.false(c.earlyDrop(k.b0, NOW + 60_000), 'not expired either: it is on its way out already');
+  let n = 0;
+  c.forEach(() => { n++; });
+  t.is(n, 0, 'not visited');
+  t.is(stat(table, 'expired') + stat(table, 'early_drop'), 0);
+  Atomics.and(i32, e + E_STATUS, ~IPS_DYING);
+  t.is(c.find(k.orig, 0, P, 0, 0, h, NOW), s << 1, 'found again once the flag is gone');
+  t.true(c.earlyDrop(k.b0, NOW));
+  ct.endBatch();
+  inv(t, table);
+  ct.close();
 });
