@@ -15,8 +15,8 @@ import { Conntrack } from '../src/track/core.js';
 import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import {
   E_HASH, E_NS, E_PRIV, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE, E_GEN, ENTRY_WORDS,
-  H_EPOCH, H_FREE_HEAD, E_LINK, IPS_CONFIRMED, IPS_DYING, PRIV_WORDS, TUPLE_WORDS, W_CACHE, W_CACHE_COUNT, W_HELD,
-  W_RELEASE, WORKER_WORDS,
+  H_COUNT, H_EPOCH, H_FREE_HEAD, H_GC_WAKE, E_LINK, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, PRIV_WORDS, TUPLE_WORDS, W_CACHE,
+  W_CACHE_COUNT, W_CNT, W_HELD, W_RELEASE, W_RES, WORKER_WORDS, E_MARK, E_EXT,
 } from '../src/table/layout.js';
 import { lockOwner } from '../src/table/locks.js';
 import { ConntrackTable } from '../src/table/table.js';
@@ -346,11 +346,14 @@ test('newEntry: a reused slot starts clean (private words zero, generation + 1, 
   const e = c.entry(s);
   const gen = i32[e + E_GEN]!;
   i32.fill(-7, e + E_PRIV, e + E_PRIV + PRIV_WORDS); // a tracker's private words
+  i32[e + E_MARK] = 0x55; // a ct mark the old connection had
   t.true(c.kill(s, KILL_DELETE)); // refcount: freed at once, to our cache (reused first)
   const s2 = c.newEntry(0, NOW, 0);
   t.is(s2, s, 'the slot comes back');
   t.is(i32[e + E_GEN], (gen + 1) | 0, 'generation bumped by one');
   t.deepEqual([...i32.subarray(e + E_PRIV, e + E_PRIV + PRIV_WORDS)], new Array(PRIV_WORDS).fill(0));
+  t.is(i32[e + E_MARK], 0, 'no mark carried over');
+  t.is(i32[e + E_EXT], 0, 'no extension block');
   t.is(i32[e + E_REFCNT], 1);
   c.discard(s2);
   ct.endBatch();
@@ -454,4 +457,157 @@ test('allocSlow in \'refcount\': nothing waits for a grace period; an empty free
   inv(t, table);
   A.close();
   B.close();
+});
+
+test('confirm finds a clash with slot 0\'s original tuplehash (reference 0) in either chain', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16 });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  ct.beginBatch();
+  const priv: number[] = [];
+  for (let s = c.newEntry(0, NOW, 0); s !== 0 && priv.length < table.capacity; s = c.newEntry(0, NOW, 0)) priv.push(s);
+  // Slot 0 is ours (private); fill and confirm it, then give the others back.
+  const k0 = { orig: tup(4000), reply: tup(5000) };
+  const i32 = table.i32;
+  const e0 = c.entry(0);
+  i32.set(k0.orig, e0 + E_TUPLE);
+  i32.set(k0.reply, e0 + E_TUPLE + TUPLE_WORDS);
+  i32[e0 + E_PROTO] = P;
+  i32[e0 + E_ZONE] = 0;
+  i32[e0 + E_NS] = 0;
+  i32[e0 + E_HASH] = c.hash(k0.orig, 0, P, 0, 0) | 0;
+  i32[e0 + E_HASH + 1] = c.hash(k0.reply, 0, P, 0, 0) | 0;
+  i32[e0 + E_TIMEOUT] = NOW + 30_000;
+  t.is(c.confirm(0), CONFIRM_OK);
+  for (const s of priv) c.discard(s);
+  const viaOrig = make(c, { orig: k0.orig, reply: tup(6000) });
+  t.is(c.confirm(viaOrig), 0, 'its original tuple is slot 0\'s original');
+  c.discard(viaOrig);
+  const viaReply = make(c, { orig: tup(7000), reply: k0.orig });
+  t.is(c.confirm(viaReply), 0, 'its reply tuple is slot 0\'s original');
+  c.discard(viaReply);
+  t.is(c.find(k0.orig, 0, P, 0, 0, i32[e0 + E_HASH]!, NOW), 0, 'and a lookup finds reference 0');
+  ct.endBatch();
+  t.is(table.count, 1);
+  inv(t, table);
+  ct.close();
+});
+
+test('refcount: a lookup of slot 0\'s original tuplehash (reference 0) takes its reference too', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16, discipline: 'refcount' });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  const i32 = table.i32;
+  ct.beginBatch();
+  const priv: number[] = [];
+  for (let s = c.newEntry(0, NOW, 0); s !== 0 && priv.length < table.capacity; s = c.newEntry(0, NOW, 0)) priv.push(s);
+  const k0 = { orig: tup(4000), reply: tup(5000) };
+  const e0 = c.entry(0);
+  i32.set(k0.orig, e0 + E_TUPLE);
+  i32.set(k0.reply, e0 + E_TUPLE + TUPLE_WORDS);
+  i32[e0 + E_PROTO] = P;
+  i32[e0 + E_HASH] = c.hash(k0.orig, 0, P, 0, 0) | 0;
+  i32[e0 + E_HASH + 1] = c.hash(k0.reply, 0, P, 0, 0) | 0;
+  i32[e0 + E_TIMEOUT] = NOW + 30_000;
+  t.is(c.confirm(0), CONFIRM_OK);
+  for (const s of priv) c.discard(s);
+  t.is(c.find(k0.orig, 0, P, 0, 0, i32[e0 + E_HASH]!, NOW), 0);
+  t.is(i32[e0 + E_REFCNT], 2, 'the table\'s and ours');
+  t.is(i32[table.sec.workers + ct.wid * WORKER_WORDS + W_HELD], 1);
+  c.put(0);
+  t.is(i32[e0 + E_REFCNT], 1);
+  ct.endBatch();
+  inv(t, table);
+  ct.close();
+});
+
+test('kill re-checks the buckets under the locks: a slot whose hashes changed meanwhile (recycled) is left alone', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16, discipline: 'refcount' });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  const i32 = table.i32;
+  ct.beginBatch();
+  const s = insert(t, c, { orig: tup(100), reply: tup(200) });
+  const e = c.entry(s);
+  const lk = c as unknown as { lockStripes: (b0: number, b1: number) => void };
+  const orig = lk.lockStripes;
+  for (const dir of [0, 1]) {
+    const saved = i32[e + E_HASH + dir]!;
+    let once = true;
+    // Between the caller's read of the hashes and its locks, the slot "became" another entry.
+    lk.lockStripes = function (this: Chains, b0: number, b1: number): void {
+      orig.call(this, b0, b1);
+      if (once) { once = false; i32[e + E_HASH + dir] = saved ^ 1; }
+    };
+    t.false(c.kill(s, KILL_DELETE), `tuplehash ${dir} moved to another bucket`);
+    i32[e + E_HASH + dir] = saved;
+    t.is(i32[e + E_STATUS]! & IPS_DYING, 0, 'not touched');
+    t.is(table.count, 1);
+  }
+  lk.lockStripes = orig;
+  t.true(c.kill(s, KILL_DELETE));
+  ct.endBatch();
+  inv(t, table);
+  ct.close();
+});
+
+test('nf_conntrack_max holds across workers whose counts are not folded yet; a refusal wakes the GC', (t) => {
+  const table = ConntrackTable.create({ max: 16, buckets: 16, maxWorkers: 4 });
+  const A = new Conntrack(table);
+  const B = new Conntrack(table);
+  const i32 = table.i32;
+  const assuredInsert = (c: Chains, n: number): number => {
+    const s = make(c, { orig: tup(10_000 + n * 20), reply: tup(40_000 + n * 20) });
+    if (s < 0) return s;
+    i32[c.entry(s) + E_STATUS] = i32[c.entry(s) + E_STATUS]! | IPS_ASSURED; // never early-dropped
+    t.is(c.confirm(s), CONFIRM_OK);
+    return s;
+  };
+  A.beginBatch();
+  B.beginBatch();
+  for (let n = 0; n < 10; n++) t.true(assuredInsert(A.chains, n) >= 0);
+  t.is(i32[H_COUNT], 0, 'A\'s 10 are in its own unfolded part');
+  let b = 0;
+  while (assuredInsert(B.chains, 100 + b) >= 0) b++;
+  t.is(b, 6, 'B stops at 16 in all');
+  t.is(table.count, 16);
+  const wake = Atomics.load(i32, H_GC_WAKE);
+  t.is(A.chains.newEntry(0, NOW, 0), -1, 'A is refused too');
+  t.is(Atomics.load(i32, H_GC_WAKE), wake + 1, 'the GC was woken');
+  for (let w = 0; w < table.maxWorkers; w++) t.is(i32[table.sec.workers + w * WORKER_WORDS + W_RES], 0, `no reservation left (worker ${w})`);
+  A.endBatch();
+  B.endBatch();
+  // At rest the count is folded: H_COUNT alone is exact, every W_CNT 0.
+  t.is(i32[H_COUNT], 16);
+  for (let w = 0; w < table.maxWorkers; w++) t.is(i32[table.sec.workers + w * WORKER_WORDS + W_CNT], 0);
+  // Deletes fold too.
+  A.beginBatch();
+  let k = 0;
+  A.chains.forEach((_e, s) => { if (k++ < 5) A.chains.kill(s, KILL_DELETE); });
+  A.endBatch();
+  t.is(i32[H_COUNT], 11);
+  t.is(i32[table.sec.workers + A.wid * WORKER_WORDS + W_CNT], 0);
+  inv(t, table);
+  A.close();
+  B.close();
+});
+
+test('foldCount takes the worker\'s own bucket stripe for the fold', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16, maxWorkers: 4 });
+  const cts = [new Conntrack(table), new Conntrack(table), new Conntrack(table)];
+  const i32 = table.i32;
+  for (const ct of cts) {
+    let owner = -2;
+    const z = ct.chains.zones;
+    const foldAll = z.foldAll.bind(z);
+    z.foldAll = () => { owner = lockOwner(Atomics.load(i32, table.sec.locks + (ct.wid & (table.locks - 1)))); foldAll(); };
+    ct.beginBatch();
+    insert(t, ct.chains, { orig: tup(1000 + ct.wid * 100), reply: tup(2000 + ct.wid * 100) });
+    ct.endBatch();
+    t.is(owner, ct.wid, `worker ${ct.wid} held stripe ${ct.wid}`);
+    t.is(lockOwner(Atomics.load(i32, table.sec.locks + ct.wid)), -1, 'released');
+  }
+  t.is(i32[H_COUNT], 3);
+  inv(t, table);
+  for (const ct of cts) ct.close();
 });
