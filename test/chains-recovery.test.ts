@@ -19,6 +19,7 @@ import {
 } from '../src/table/layout.js';
 import { recoverDeadWorker, reclaimOrphans } from '../src/table/recovery.js';
 import { ConntrackTable } from '../src/table/table.js';
+import { EVENT_DESTROY, subscribeEvents } from '../src/table/ecache.js';
 
 const NOW = 1_000_000;
 const P = 17 << 8 | 2;
@@ -277,5 +278,25 @@ test('refcount: a last put that dies handing the slot on (W_RELEASE) leaves it t
   t.is(r.referencesDropped, 0, 'nothing dropped twice');
   t.true(reusable(table, victim));
   inv(t, table);
+  B.close();
+});
+
+test('a delete that dies in its DESTROY gets its event from recovery, though the worker\'s previous DESTROY got out', (t) => {
+  const { table, A, B, slots } = setup('noref');
+  const sub = subscribeEvents(table, { types: EVENT_DESTROY });
+  // A's first delete publishes its DESTROY (its record keeps that event's words until the next one).
+  A.beginBatch();
+  t.true(A.chains.kill(slots[0]!, KILL_DELETE));
+  A.endBatch();
+  t.is(sub.poll().length, 1);
+  // Its second dies inside the DESTROY: recovery must not take the first one's words for it.
+  A.chains.onDestroy = () => { throw new Died(); };
+  const r = dieIn(t, table, A, () => A.chains.kill(slots[1]!, KILL_DELETE));
+  t.is(r.killStep, KILL_STEP_EMITTING);
+  t.true(r.destroyEmitted, 'written by recovery');
+  t.is(sub.poll().length, 1, 'the second DESTROY arrives');
+  t.is(table.count, 1);
+  inv(t, table);
+  sub.close();
   B.close();
 });
