@@ -302,6 +302,14 @@ test('confirm and kill change the chains holding both buckets\' lock stripes (on
   };
   z.charge = (ns, zk) => { seen = owners(); return charge(ns, zk); };
   z.unlink = (s, ns, zk) => { seen = owners(); unlink(s, ns, zk); };
+  // The order stripes are taken in: every compare-exchange taking a free stripe word.
+  let taken: number[] = [];
+  const cas = Atomics.compareExchange;
+  (Atomics as { compareExchange: typeof cas }).compareExchange = ((a: Int32Array, idx: number, expected: number, v: number): number => {
+    if (a === i32 && idx >= L && idx <= L + lockMask && expected === 0) taken.push(idx - L);
+    return cas(a, idx, expected, v);
+  }) as typeof cas;
+  t.teardown(() => { (Atomics as { compareExchange: typeof cas }).compareExchange = cas; });
   ct.beginBatch();
   let lt = 0;
   let gt = 0;
@@ -317,14 +325,19 @@ test('confirm and kill change the chains holding both buckets\' lock stripes (on
     if (kind === 'lt') lt++; else if (kind === 'gt') gt++; else eq++;
     const expect = l0 === l1 ? [l0] : [Math.min(l0, l1), Math.max(l0, l1)];
     seen = [];
+    taken = [];
     t.is(c.confirm(s), CONFIRM_OK);
     t.deepEqual(seen, expect, `confirm holds stripes ${expect.join(',')}`);
+    t.deepEqual(taken, expect, 'taken in ascending order (the double lock\'s rule against deadlock)');
     t.deepEqual(owners(), [], 'released after confirm');
     seen = [];
+    taken = [];
     t.true(c.kill(s, KILL_DELETE));
     t.deepEqual(seen, expect, `kill holds stripes ${expect.join(',')}`);
+    t.deepEqual(taken, expect, 'ascending order');
     t.deepEqual(owners(), [], 'released after kill');
   }
+  (Atomics as { compareExchange: typeof cas }).compareExchange = cas;
   t.deepEqual([lt, gt, eq], [2, 2, 1]);
   // stateLock: the stripe of the original tuple's bucket.
   const s = make(c, { orig: tup(1), reply: tup(2) });
