@@ -624,3 +624,50 @@ test('foldCount takes the worker\'s own bucket stripe for the fold', (t) => {
   inv(t, table);
   for (const ct of cts) ct.close();
 });
+
+test('refcount: discarding a private entry a stale lookup still holds leaves the slot to that lookup\'s put', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16, discipline: 'refcount' });
+  const A = new Conntrack(table);
+  const B = new Conntrack(table);
+  const i32 = table.i32;
+  A.beginBatch();
+  B.beginBatch();
+  const s = make(A.chains, { orig: tup(100), reply: tup(200) });
+  const e = A.chains.entry(s);
+  // B's lookup matched the slot's previous entry and takes its reference now (getRef succeeds:
+  // the creator's reference is there), before its re-check fails.
+  t.true(B.chains.getRef(e));
+  A.chains.discard(s);
+  t.is(i32[e + E_REFCNT], 1, 'B\'s reference');
+  t.false(allocatable(table, s), 'not freed under B');
+  B.chains.put(s);
+  t.is(i32[e + E_REFCNT], 0);
+  t.true(allocatable(table, s), 'B\'s put freed it');
+  A.endBatch();
+  B.endBatch();
+  inv(t, table);
+  A.close();
+  B.close();
+});
+
+test('early_drop with a namespace (0 included) and newEntry without one (any namespace)', (t) => {
+  const table = ConntrackTable.create({ max: 4, buckets: 16, namespaces: 4 });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  ct.beginBatch();
+  // Four not-ASSURED entries of namespace 1: the table is full.
+  const keys = [0, 1, 2, 3].map((n) => ({ orig: tup(100 + n * 20), reply: tup(900 + n * 20), ns: 1 }));
+  for (const k of keys) insert(t, c, k);
+  // From the first one's bucket: its window holds it.
+  const h0 = c.hash(keys[0]!.orig, 0, P, 0, 1);
+  t.false(c.earlyDrop(h0, NOW, 0), 'namespace 0 has no entry to give');
+  t.false(c.earlyDrop(h0, NOW, 2), 'nor namespace 2');
+  t.is(c.newEntry(h0, NOW, 0), -1, 'an insert of namespace 0 is refused');
+  const s = c.newEntry(h0, NOW);
+  t.true(s >= 0, 'without a namespace any not-ASSURED entry may go');
+  t.is(table.count, 3);
+  c.discard(s);
+  ct.endBatch();
+  inv(t, table);
+  ct.close();
+});
