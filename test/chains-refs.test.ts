@@ -671,3 +671,51 @@ test('early_drop with a namespace (0 included) and newEntry without one (any nam
   inv(t, table);
   ct.close();
 });
+
+test('the count reads the claimed worker records only (every record claimed, entries in zones 1120 and 1136)', (t) => {
+  // With every record claimed, the words past the last record are the per-zone counters
+  // (layout.ts: zone z at word zoneRec(z); W_CNT 70 and W_RES 71 fall on zones 1120 and 1136):
+  // the count must not read them as a record's part.
+  const table = ConntrackTable.create({ max: 64, buckets: 16, maxWorkers: 1 });
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  for (let n = 0; n < 5; n++) insert(t, ct.chains, { orig: tup(100 + n * 20), reply: tup(900 + n * 20), zone: 1120 | 1120 << 16 });
+  for (let n = 0; n < 3; n++) insert(t, ct.chains, { orig: tup(3100 + n * 20), reply: tup(3900 + n * 20), zone: 1136 | 1136 << 16 });
+  ct.endBatch();
+  t.is(table.zoneCount(1120), 5);
+  t.is(table.zoneCount(1136), 3);
+  t.is(table.count, 8);
+  t.is(ct.chains.count, 8);
+  t.is(ct.chains.approxCount, 8);
+  inv(t, table);
+  ct.close();
+});
+
+test('near nf_conntrack_max the reservations are read from the claimed records only (zone 1136 holds entries)', (t) => {
+  const table = ConntrackTable.create({ max: 16, buckets: 16, maxWorkers: 2 });
+  const A = new Conntrack(table);
+  const B = new Conntrack(table);
+  const i32 = table.i32;
+  A.beginBatch();
+  for (let n = 0; n < 3; n++) {
+    const s = make(A.chains, { orig: tup(100 + n * 20), reply: tup(900 + n * 20), zone: 1136 | 1136 << 16 });
+    i32[A.chains.entry(s) + E_STATUS] = i32[A.chains.entry(s) + E_STATUS]! | IPS_ASSURED;
+    t.is(A.chains.confirm(s), CONFIRM_OK);
+  }
+  A.endBatch();
+  t.is(table.zoneCount(1136), 3);
+  B.beginBatch();
+  let n = 0;
+  for (;; n++) {
+    const s = make(B.chains, { orig: tup(5000 + n * 20), reply: tup(9000 + n * 20) });
+    if (s < 0) break;
+    i32[B.chains.entry(s) + E_STATUS] = i32[B.chains.entry(s) + E_STATUS]! | IPS_ASSURED;
+    t.is(B.chains.confirm(s), CONFIRM_OK);
+  }
+  B.endBatch();
+  t.is(n, 13, '3 + 13 = 16');
+  t.is(table.count, 16);
+  inv(t, table);
+  A.close();
+  B.close();
+});
