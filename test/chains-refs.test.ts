@@ -719,3 +719,33 @@ test('near nf_conntrack_max the reservations are read from the claimed records o
   A.close();
   B.close();
 });
+
+test('an entry another worker is creating close to nf_conntrack_max is counted (W_RES): two inserts never pass max together', (t) => {
+  const table = ConntrackTable.create({ max: 16, buckets: 16, maxWorkers: 2 });
+  const A = new Conntrack(table);
+  const B = new Conntrack(table);
+  const i32 = table.i32;
+  const assured = (c: Chains, s: number): number => { i32[c.entry(s) + E_STATUS] = i32[c.entry(s) + E_STATUS]! | IPS_ASSURED; return s; };
+  A.beginBatch();
+  B.beginBatch();
+  for (let n = 0; n < 10; n++) t.is(A.chains.confirm(assured(A.chains, make(A.chains, { orig: tup(100 + n * 20), reply: tup(900 + n * 20) }))), CONFIRM_OK);
+  // A allocates its 11th and has not confirmed it yet.
+  const pending = assured(A.chains, make(A.chains, { orig: tup(3000), reply: tup(3100) }));
+  t.true(pending >= 0);
+  t.is(i32[table.sec.workers + A.wid * WORKER_WORDS + W_RES], 1, 'announced');
+  let n = 0;
+  for (;; n++) {
+    const s = make(B.chains, { orig: tup(5000 + n * 20), reply: tup(9000 + n * 20) });
+    if (s < 0) break;
+    t.is(B.chains.confirm(assured(B.chains, s)), CONFIRM_OK);
+  }
+  t.is(n, 5, '10 + A\'s pending one + 5 = 16');
+  t.is(A.chains.confirm(pending), CONFIRM_OK);
+  t.is(i32[table.sec.workers + A.wid * WORKER_WORDS + W_RES], 0, 'counted: no longer announced');
+  t.is(table.count, 16, 'never past max');
+  A.endBatch();
+  B.endBatch();
+  inv(t, table);
+  A.close();
+  B.close();
+});
