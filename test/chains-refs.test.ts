@@ -749,3 +749,33 @@ test('an entry another worker is creating close to nf_conntrack_max is counted (
   A.close();
   B.close();
 });
+
+test('a worker\'s count part folds into H_COUNT at +COUNT_BATCH and at -COUNT_BATCH (deletes), exactly', (t) => {
+  const table = ConntrackTable.create({ max: 256, buckets: 64 });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  const i32 = table.i32;
+  const W = table.sec.workers + ct.wid * WORKER_WORDS;
+  ct.beginBatch();
+  const slots: number[] = [];
+  for (let n = 0; n < 40; n++) {
+    slots.push(insert(t, c, { orig: tup(100 + n * 20), reply: tup(5000 + n * 20) }));
+    if (n === 30) t.deepEqual([i32[H_COUNT], i32[W + W_CNT]], [0, 31], '31 unfolded');
+    if (n === 31) t.deepEqual([i32[H_COUNT], i32[W + W_CNT]], [32, 0], 'folded at 32');
+  }
+  t.deepEqual([i32[H_COUNT], i32[W + W_CNT]], [32, 8]);
+  ct.endBatch();
+  t.deepEqual([i32[H_COUNT], i32[W + W_CNT]], [40, 0], 'folded at the batch end');
+  ct.beginBatch();
+  for (let n = 0; n < 33; n++) {
+    t.true(c.kill(slots[n]!, KILL_DELETE));
+    if (n === 30) t.deepEqual([i32[H_COUNT], i32[W + W_CNT]], [40, -31], '-31 unfolded');
+    if (n === 31) t.deepEqual([i32[H_COUNT], i32[W + W_CNT]], [8, 0], 'folded at -32');
+  }
+  t.deepEqual([i32[H_COUNT], i32[W + W_CNT]], [8, -1]);
+  t.is(table.count, 7);
+  ct.endBatch();
+  t.deepEqual([i32[H_COUNT], i32[W + W_CNT]], [7, 0]);
+  inv(t, table);
+  ct.close();
+});
