@@ -779,3 +779,62 @@ test('a worker\'s count part folds into H_COUNT at +COUNT_BATCH and at -COUNT_BA
   inv(t, table);
   ct.close();
 });
+
+test('allocSlow: a round that frees only part of the limbo returns the slot it got (the rest waits)', (t) => {
+  const table = ConntrackTable.create({ max: 16, buckets: 16, maxWorkers: 2 });
+  const A = new Conntrack(table);
+  const B = new Conntrack(table);
+  B.beginBatch();
+  A.beginBatch();
+  // Half the slots retired while B is in its batch from before; then B re-enters (after an epoch
+  // step) and the other half is retired: a grace period frees the first half only.
+  const half = Math.floor(table.capacity / 2);
+  const cycle = (i: number): void => {
+    const q = udp4({ src: `10.9.${i >> 8}.${i & 255}`, dst: '192.0.2.2', sport: 6000, dport: 53 });
+    const v = A.frame(LINKTYPE_RAW, q, 0, q.length, NOW, 0, 0);
+    t.false(v.drop);
+    t.true(A.chains.kill(v.slot, KILL_DELETE));
+  };
+  for (let i = 0; i < half; i++) cycle(i);
+  A.endBatch(); // an epoch step (it retired slots); B holds them in limbo
+  A.beginBatch();
+  B.endBatch();
+  B.beginBatch(); // B now holds only what is retired from here on
+  for (let i = half; i < table.capacity; i++) cycle(i);
+  const e0 = Atomics.load(table.i32, H_EPOCH);
+  const v = nextInsert(A);
+  t.false(v.drop, 'the first round found a slot');
+  t.is(Atomics.load(table.i32, H_EPOCH) - e0, 2, 'one round');
+  t.true(A.chains.qsbr.pending > 0, 'the second half still waits');
+  t.is(stat(table, 'expedited_gp'), 0);
+  A.endBatch();
+  B.endBatch();
+  inv(t, table);
+  A.close();
+  B.close();
+});
+
+test('allocSlow: no free slot and nothing in limbo (the free slots sit in another worker\'s cache): -1 at once', (t) => {
+  const table = ConntrackTable.create({ max: 16, buckets: 16, maxWorkers: 2 });
+  const A = new Conntrack(table);
+  const B = new Conntrack(table);
+  A.beginBatch();
+  B.beginBatch();
+  // B takes a cache refill; A holds every other slot as a private (uncounted) entry.
+  const b = B.chains.newEntry(0, NOW, 0);
+  B.chains.discard(b);
+  const held: number[] = [];
+  for (let s = A.chains.newEntry(0, NOW, 0); s >= 0; s = A.chains.newEntry(0, NOW, 0)) held.push(s);
+  t.true(held.length > 0 && held.length < table.capacity, `A got ${held.length} of ${table.capacity}`);
+  t.is(A.chains.qsbr.pending, 0);
+  const e0 = Atomics.load(table.i32, H_EPOCH);
+  t.is(A.chains.newEntry(0, NOW, 0), -1);
+  t.is(Atomics.load(table.i32, H_EPOCH) - e0, 2, 'one round, no waiting');
+  t.is(stat(table, 'expedited_gp'), 0);
+  for (const s of held) A.chains.discard(s);
+  A.endBatch();
+  B.endBatch();
+  inv(t, table);
+  A.close();
+  B.close();
+});
