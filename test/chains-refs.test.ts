@@ -499,6 +499,16 @@ test('confirm finds a clash with slot 0\'s original tuplehash (reference 0) in e
   const viaReply = make(c, { orig: tup(7000), reply: k0.orig });
   t.is(c.confirm(viaReply), 0, 'its reply tuple is slot 0\'s original');
   c.discard(viaReply);
+  // Both tuples taken, by different entries: the original direction's clash is the one
+  // reported (the kernel's __nf_conntrack_confirm searches that chain first and stops there).
+  const other = insert(t, c, { orig: tup(8000), reply: tup(8100) });
+  const both = make(c, { orig: k0.orig, reply: tup(8000) });
+  t.is(c.confirm(both), 0, 'slot 0\'s tuplehash, not the reply clash');
+  c.discard(both);
+  const both2 = make(c, { orig: tup(8100), reply: k0.orig });
+  t.is(c.confirm(both2), (other << 1) | 1, 'the original clash with the other entry\'s reply tuplehash');
+  c.discard(both2);
+  t.true(c.kill(other, KILL_DELETE));
   t.is(c.find(k0.orig, 0, P, 0, 0, i32[e0 + E_HASH]!, NOW), 0, 'and a lookup finds reference 0');
   ct.endBatch();
   t.is(table.count, 1);
