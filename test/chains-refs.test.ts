@@ -19,6 +19,7 @@ import {
   W_CACHE_COUNT, W_CNT, W_HELD, W_RELEASE, W_RES, WORKER_WORDS, E_MARK, E_EXT,
 } from '../src/table/layout.js';
 import { lockOwner } from '../src/table/locks.js';
+import { CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT } from '../src/table/zones.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
 import { udp4 } from './helpers/frames.js';
@@ -153,6 +154,7 @@ test('confirm: a clash returns the clashing tuplehash (slot << 1 | dir), never o
     t.is(r, want, `clash with tuplehash ${want}`);
     t.not(r, code, 'not a status code');
     t.is(table.i32[c.entry(s) + E_STATUS]! & IPS_CONFIRMED, 0, 'the loser stays unconfirmed');
+    t.is(table.i32[table.sec.workers + ct.wid * WORKER_WORDS + W_HELD], 0, '\'noref\' records no reference');
     c.discard(s);
   }
   t.is(table.count, n);
@@ -847,4 +849,28 @@ test('allocSlow: no free slot and nothing in limbo (the free slots sit in anothe
   inv(t, table);
   A.close();
   B.close();
+});
+
+test('confirm refuses an entry whose namespace or zone is at its limit (the race the atLimit hint cannot see) and links nothing', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16, namespaces: 4 });
+  table.setNamespaceLimit(1, 1);
+  table.setZoneLimit(7, 1);
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  ct.beginBatch();
+  insert(t, c, { orig: tup(100), reply: tup(200), ns: 1 });
+  insert(t, c, { orig: tup(300), reply: tup(400), zone: 7 | 7 << 16 });
+  const a = make(c, { orig: tup(500), reply: tup(600), ns: 1 });
+  t.is(c.confirm(a), CONFIRM_NS_LIMIT);
+  t.is(table.i32[c.entry(a) + E_STATUS]! & IPS_CONFIRMED, 0);
+  c.discard(a);
+  const b = make(c, { orig: tup(700), reply: tup(800), zone: 7 | 7 << 16 });
+  t.is(c.confirm(b), CONFIRM_ZONE_LIMIT);
+  c.discard(b);
+  t.is(table.count, 2);
+  t.is(table.namespaceCount(1), 1);
+  t.is(table.zoneCount(7), 1);
+  ct.endBatch();
+  inv(t, table);
+  ct.close();
 });
