@@ -16,7 +16,7 @@ import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import {
   E_HASH, E_NS, E_PRIV, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE, E_GEN, ENTRY_WORDS,
   H_COUNT, H_EPOCH, H_FREE_HEAD, H_GC_WAKE, E_LINK, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, PRIV_WORDS, TUPLE_WORDS, W_CACHE,
-  W_CACHE_COUNT, W_CNT, W_HELD, W_RELEASE, W_RES, WORKER_WORDS, E_MARK, E_EXT,
+  W_CACHE_COUNT, W_CNT, W_HELD, W_INTENT_SLOT, W_RELEASE, W_RES, WORKER_WORDS, E_MARK, E_EXT,
 } from '../src/table/layout.js';
 import { lockOwner } from '../src/table/locks.js';
 import { CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT } from '../src/table/zones.js';
@@ -873,4 +873,25 @@ test('confirm refuses an entry whose namespace or zone is at its limit (the race
   ct.endBatch();
   inv(t, table);
   ct.close();
+});
+
+test('confirm clears its own record\'s W_INTENT_SLOT and no other worker\'s words (worker 0 with 7 zone deltas pending)', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: 16, maxWorkers: 2 });
+  const A = new Conntrack(table);
+  const B = new Conntrack(table);
+  const i32 = table.i32;
+  A.beginBatch();
+  B.beginBatch();
+  // A's zone-delta cache: namespace 0, and the entry and zone counts of zones 1, 2, 3 (7 slots).
+  for (let z = 1; z <= 3; z++) insert(t, A.chains, { orig: tup(100 * z), reply: tup(100 * z + 50), zone: z | z << 16 });
+  const s = insert(t, B.chains, { orig: tup(5000), reply: tup(5100) });
+  t.is(i32[table.sec.workers + B.wid * WORKER_WORDS + W_INTENT_SLOT], 0, 'the insert is over');
+  t.true(s >= 0);
+  A.endBatch();
+  B.endBatch();
+  for (let z = 1; z <= 3; z++) t.is(table.zoneCount(z), 1, `zone ${z}`);
+  t.is(table.count, 4);
+  inv(t, table);
+  A.close();
+  B.close();
 });
