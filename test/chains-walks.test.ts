@@ -279,3 +279,33 @@ test('an entry another thread is deleting (DYING, still linked) is not found, no
   inv(t, table);
   ct.close();
 });
+
+test('a delete unlinks its entry from behind slot 0\'s original tuplehash (reference 0) in the same chain', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: NB });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  ct.beginBatch();
+  // Two keys whose original tuplehashes share a bucket (and whose replies are elsewhere).
+  const seen = new Map<number, number>();
+  let pair: [number, number] | null = null;
+  for (let n = 2000; n < 3000 && !pair; n++) {
+    const k = key(c, n);
+    if (k.b0 === k.b1) continue;
+    const m = seen.get(k.b0);
+    if (m !== undefined && key(c, m).b1 !== k.b1) pair = [m, n];
+    else seen.set(k.b0, n);
+  }
+  t.truthy(pair);
+  const [ny, nx] = pair!;
+  const y = insert(c, ny); // older: behind X in the chain
+  const priv: number[] = [];
+  for (let s = c.newEntry(0, NOW, 0); s !== 0 && priv.length < table.capacity; s = c.newEntry(0, NOW, 0)) priv.push(s);
+  t.is(insert(c, nx, {}, 0), 0, 'X in slot 0, at the head of the chain');
+  for (const s of priv) c.discard(s);
+  t.true(c.kill(y, KILL_DELETE));
+  t.is(c.find(key(c, ny).orig, 0, P, 0, 0, c.hash(key(c, ny).orig, 0, P, 0, 0), NOW), -1);
+  t.is(table.count, 1);
+  ct.endBatch();
+  inv(t, table);
+  ct.close();
+});
