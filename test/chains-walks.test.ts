@@ -309,3 +309,29 @@ test('a delete unlinks its entry from behind slot 0\'s original tuplehash (refer
   inv(t, table);
   ct.close();
 });
+
+test('a delete counts nothing but its own reason and writes no other worker\'s words; a Chains without a destroy hook deletes too', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: NB, maxWorkers: 2 });
+  const A = new Conntrack(table); // worker 0: the words before its record are worker 1's statistics
+  const B = new Conntrack(table);
+  const c = A.chains;
+  A.beginBatch();
+  const s1 = insert(c, 11);
+  const s2 = insert(c, 12);
+  const before = JSON.stringify(table.stats().total);
+  t.true(c.kill(s1, KILL_DELETE));
+  t.is(JSON.stringify(table.stats().total), before, 'no statistic moved');
+  A.endBatch();
+  B.close();
+  const w = table.registerWorker();
+  const bare = new Chains(table, w);
+  t.is(bare.onDestroy, null);
+  bare.qsbr.online();
+  t.true(bare.kill(s2, KILL_DELETE));
+  bare.qsbr.offline();
+  bare.qsbr.quiesce();
+  t.is(table.count, 0);
+  inv(t, table);
+  table.releaseWorker(w);
+  A.close();
+});
