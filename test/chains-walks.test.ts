@@ -15,6 +15,7 @@ import {
   TUPLE_WORDS,
 } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
+import { CONFIRM_ZONE_LIMIT } from '../src/table/zones.js';
 
 const NOW = 1_000_000;
 const P = 17 << 8 | 2;
@@ -334,4 +335,49 @@ test('a delete counts nothing but its own reason and writes no other worker\'s w
   inv(t, table);
   table.releaseWorker(w);
   A.close();
+});
+
+test('early_drop inside a zone limit takes the zone\'s own oldest entry, not an older one of another zone of the namespace', (t) => {
+  const table = ConntrackTable.create({ max: 64, buckets: NB, namespaces: 2 });
+  const ct = new Conntrack(table);
+  const c = ct.chains;
+  ct.beginBatch();
+  const mk = (n: number, zone: number): number => {
+    const k = key(c, n);
+    const h0 = c.hash(k.orig, 0, P, zone, 0);
+    const s = c.newEntry(h0, NOW, 0);
+    const e = c.entry(s);
+    c.i32.set(k.orig, e + E_TUPLE);
+    c.i32.set(k.reply, e + E_TUPLE + TUPLE_WORDS);
+    c.i32[e + E_PROTO] = P;
+    c.i32[e + E_ZONE] = zone | zone << 16;
+    c.i32[e + E_NS] = 0;
+    c.i32[e + E_HASH] = h0 | 0;
+    c.i32[e + E_HASH + 1] = c.hash(k.reply, 0, P, zone, 0) | 0;
+    c.i32[e + E_TIMEOUT] = NOW + 30_000;
+    t.is(c.confirm(s), CONFIRM_OK);
+    return s;
+  };
+  const old0 = mk(1, 0); // the namespace's oldest, zone 0
+  const z7 = mk(2, 7);
+  mk(3, 7);
+  t.true(c.earlyDropWithin(CONFIRM_ZONE_LIMIT, 0, 7, NOW));
+  t.is(table.zoneCount(7), 1, 'zone 7 gave one');
+  t.is(table.zoneCount(0), 1, 'zone 0 kept its entry');
+  t.not(c.i32[c.entry(z7) + E_STATUS]! & IPS_DYING, 0, 'zone 7\'s oldest went');
+  t.is(c.i32[c.entry(old0) + E_STATUS]! & IPS_DYING, 0);
+  // A candidate another thread deletes first: the kill refuses, so no room was made.
+  const z = c.zones;
+  const pick = z.dropCandidate.bind(z);
+  z.dropCandidate = (...a: Parameters<typeof pick>): number => {
+    const s = pick(...a);
+    if (s >= 0) t.true(c.kill(s, KILL_DELETE)); // the other thread's delete
+    return s;
+  };
+  t.false(c.earlyDropWithin(CONFIRM_ZONE_LIMIT, 0, 7, NOW), 'the candidate was gone');
+  t.is(stat(table, 'early_drop'), 1);
+  z.dropCandidate = pick;
+  ct.endBatch();
+  inv(t, table);
+  ct.close();
 });
