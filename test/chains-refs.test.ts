@@ -895,3 +895,27 @@ test('confirm clears its own record\'s W_INTENT_SLOT and no other worker\'s word
   A.close();
   B.close();
 });
+
+test('nf_conntrack_max at the fast path\'s edge: another worker\'s 31 unfolded entries fill a table of max 31', (t) => {
+  // Each record's unfolded part is below COUNT_BATCH (32), so with two records a view of 0 means
+  // at most 31 in the table: at max 31 that may be full, and the exact count must be taken.
+  const table = ConntrackTable.create({ max: 31, buckets: 32, maxWorkers: 2 });
+  const A = new Conntrack(table);
+  const B = new Conntrack(table);
+  const i32 = table.i32;
+  A.beginBatch();
+  B.beginBatch();
+  for (let n = 0; n < 31; n++) {
+    const s = make(A.chains, { orig: tup(100 + n * 20), reply: tup(5000 + n * 20) });
+    i32[A.chains.entry(s) + E_STATUS] = i32[A.chains.entry(s) + E_STATUS]! | IPS_ASSURED;
+    t.is(A.chains.confirm(s), CONFIRM_OK);
+  }
+  t.deepEqual([i32[H_COUNT], i32[table.sec.workers + A.wid * WORKER_WORDS + W_CNT]], [0, 31], 'all unfolded');
+  t.is(B.chains.newEntry(0, NOW, 0), -1, 'B sees the table full');
+  t.is(table.count, 31);
+  A.endBatch();
+  B.endBatch();
+  inv(t, table);
+  A.close();
+  B.close();
+});
