@@ -667,13 +667,13 @@ test('early_drop with a namespace (0 included) and newEntry without one (any nam
   const ct = new Conntrack(table);
   const c = ct.chains;
   ct.beginBatch();
-  // Four not-ASSURED entries of namespace 1: the table is full.
-  const keys = [0, 1, 2, 3].map((n) => ({ orig: tup(100 + n * 20), reply: tup(900 + n * 20), ns: 1 }));
+  // Four not-ASSURED entries of namespace 2: the table is full.
+  const keys = [0, 1, 2, 3].map((n) => ({ orig: tup(100 + n * 20), reply: tup(900 + n * 20), ns: 2 }));
   for (const k of keys) insert(t, c, k);
   // From the first one's bucket: its window holds it.
-  const h0 = c.hash(keys[0]!.orig, 0, P, 0, 1);
+  const h0 = c.hash(keys[0]!.orig, 0, P, 0, 2);
   t.false(c.earlyDrop(h0, NOW, 0), 'namespace 0 has no entry to give');
-  t.false(c.earlyDrop(h0, NOW, 2), 'nor namespace 2');
+  t.false(c.earlyDrop(h0, NOW, 1), 'nor namespace 1');
   t.is(c.newEntry(h0, NOW, 0), -1, 'an insert of namespace 0 is refused');
   const s = c.newEntry(h0, NOW);
   t.true(s >= 0, 'without a namespace any not-ASSURED entry may go');
@@ -740,20 +740,20 @@ test('an entry another worker is creating close to nf_conntrack_max is counted (
   const assured = (c: Chains, s: number): number => { i32[c.entry(s) + E_STATUS] = i32[c.entry(s) + E_STATUS]! | IPS_ASSURED; return s; };
   A.beginBatch();
   B.beginBatch();
-  for (let n = 0; n < 10; n++) t.is(A.chains.confirm(assured(A.chains, make(A.chains, { orig: tup(100 + n * 20), reply: tup(900 + n * 20) }))), CONFIRM_OK);
-  // A allocates its 11th and has not confirmed it yet.
-  const pending = assured(A.chains, make(A.chains, { orig: tup(3000), reply: tup(3100) }));
+  // B (worker 1) inserts 10 and allocates its 11th, not confirmed yet; A (worker 0) then fills.
+  for (let n = 0; n < 10; n++) t.is(B.chains.confirm(assured(B.chains, make(B.chains, { orig: tup(100 + n * 20), reply: tup(900 + n * 20) }))), CONFIRM_OK);
+  const pending = assured(B.chains, make(B.chains, { orig: tup(3000), reply: tup(3100) }));
   t.true(pending >= 0);
-  t.is(i32[table.sec.workers + A.wid * WORKER_WORDS + W_RES], 1, 'announced');
+  t.is(i32[table.sec.workers + B.wid * WORKER_WORDS + W_RES], 1, 'announced');
   let n = 0;
   for (;; n++) {
-    const s = make(B.chains, { orig: tup(5000 + n * 20), reply: tup(9000 + n * 20) });
+    const s = make(A.chains, { orig: tup(5000 + n * 20), reply: tup(9000 + n * 20) });
     if (s < 0) break;
-    t.is(B.chains.confirm(assured(B.chains, s)), CONFIRM_OK);
+    t.is(A.chains.confirm(assured(A.chains, s)), CONFIRM_OK);
   }
-  t.is(n, 5, '10 + A\'s pending one + 5 = 16');
-  t.is(A.chains.confirm(pending), CONFIRM_OK);
-  t.is(i32[table.sec.workers + A.wid * WORKER_WORDS + W_RES], 0, 'counted: no longer announced');
+  t.is(n, 5, '10 + B\'s pending one + 5 = 16');
+  t.is(B.chains.confirm(pending), CONFIRM_OK);
+  t.is(i32[table.sec.workers + B.wid * WORKER_WORDS + W_RES], 0, 'counted: no longer announced');
   t.is(table.count, 16, 'never past max');
   A.endBatch();
   B.endBatch();
