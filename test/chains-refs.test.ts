@@ -17,6 +17,7 @@ import {
   E_HASH, E_NS, E_PRIV, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE, E_GEN, ENTRY_WORDS,
   H_COUNT, H_EPOCH, H_FREE_HEAD, H_GC_WAKE, E_LINK, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, PRIV_WORDS, TUPLE_WORDS, W_CACHE,
   W_CACHE_COUNT, W_CNT, W_HELD, W_INTENT_SLOT, W_RELEASE, W_RES, WORKER_WORDS, E_MARK, E_EXT,
+  LOCK_STRIDE,
 } from '../src/table/layout.js';
 import { lockOwner } from '../src/table/locks.js';
 import { CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT } from '../src/table/zones.js';
@@ -299,7 +300,7 @@ test('confirm and kill change the chains holding both buckets\' lock stripes (on
   const unlink = z.unlink.bind(z);
   const owners = (): number[] => {
     const out: number[] = [];
-    for (let l = 0; l <= lockMask; l++) if (lockOwner(Atomics.load(i32, L + l)) === ct.wid) out.push(l);
+    for (let l = 0; l <= lockMask; l++) if (lockOwner(Atomics.load(i32, L + l * LOCK_STRIDE)) === ct.wid) out.push(l);
     return out;
   };
   z.charge = (ns, zk) => { seen = owners(); return charge(ns, zk); };
@@ -308,7 +309,7 @@ test('confirm and kill change the chains holding both buckets\' lock stripes (on
   let taken: number[] = [];
   const cas = Atomics.compareExchange;
   (Atomics as { compareExchange: typeof cas }).compareExchange = ((a: Int32Array, idx: number, expected: number, v: number): number => {
-    if (a === i32 && idx >= L && idx <= L + lockMask && expected === 0) taken.push(idx - L);
+    if (a === i32 && idx >= L && idx <= L + lockMask * LOCK_STRIDE && (idx - L) % LOCK_STRIDE === 0 && expected === 0) taken.push((idx - L) / LOCK_STRIDE);
     return cas(a, idx, expected, v);
   }) as typeof cas;
   t.teardown(() => { (Atomics as { compareExchange: typeof cas }).compareExchange = cas; });
@@ -344,7 +345,7 @@ test('confirm and kill change the chains holding both buckets\' lock stripes (on
   // stateLock: the stripe of the original tuple's bucket.
   const s = make(c, { orig: tup(1), reply: tup(2) });
   const e = c.entry(s);
-  t.is(c.stateLock(e), L + ((i32[e + E_HASH]! & table.buckets - 1) & lockMask));
+  t.is(c.stateLock(e), L + ((i32[e + E_HASH]! & table.buckets - 1) & lockMask) * LOCK_STRIDE);
   c.discard(s);
   ct.endBatch();
   inv(t, table);
@@ -625,12 +626,12 @@ test('foldCount takes the worker\'s own bucket stripe for the fold', (t) => {
     let owner = -2;
     const z = ct.chains.zones;
     const foldAll = z.foldAll.bind(z);
-    z.foldAll = () => { owner = lockOwner(Atomics.load(i32, table.sec.locks + (ct.wid & (table.locks - 1)))); foldAll(); };
+    z.foldAll = () => { owner = lockOwner(Atomics.load(i32, table.sec.locks + (ct.wid & (table.locks - 1)) * LOCK_STRIDE)); foldAll(); };
     ct.beginBatch();
     insert(t, ct.chains, { orig: tup(1000 + ct.wid * 100), reply: tup(2000 + ct.wid * 100) });
     ct.endBatch();
     t.is(owner, ct.wid, `worker ${ct.wid} held stripe ${ct.wid}`);
-    t.is(lockOwner(Atomics.load(i32, table.sec.locks + ct.wid)), -1, 'released');
+    t.is(lockOwner(Atomics.load(i32, table.sec.locks + ct.wid * LOCK_STRIDE)), -1, 'released');
   }
   t.is(i32[H_COUNT], 3);
   inv(t, table);
