@@ -1,0 +1,351 @@
+/**
+ * More unit tests of src/table/zones.ts on one thread, for the survivors of its mutation run
+ * (docs/mutation/mutzones.md). Every expected value is worked out by hand from layout.ts's
+ * documented formulas or from the scenario, never read back from the code under test:
+ * which lock stripe a zone / namespace list uses, a dead walker's marker taken off its list, list
+ * counts with unfolded deltas, a limit refusal at confirm time after the pre-allocation hint
+ * passed (two trackers on one thread as two workers, the second inserting in between), and the
+ * list order kept across crash recovery's rebuild.
+ */
+import test from 'ava';
+import { Conntrack } from '../src/track/core.js';
+import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
+import {
+  ENTRY_WORDS, E_NNEXT, E_NPREV, E_STATUS, E_ZNEXT, E_ZPREV, IPS_ASSURED, MARKER_WORDS, MK_LIST, MK_NEXT, MK_PREV,
+  NS_COUNT, NS_WORDS, ZA_COUNT, ZA_HEAD, ZA_WORDS, ZC_NS, ZC_ZONE, zoneRec,
+} from '../src/table/layout.js';
+import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
+import { ConntrackTable } from '../src/table/table.js';
+import { lock, lockOwner, unlock } from '../src/table/locks.js';
+import {
+  LIST_NS, LIST_ZONE, ZoneAccounting, cachedDelta, rebuildZoneAccounting,
+} from '../src/table/zones.js';
+import { udp4 } from './helpers/frames.js';
+
+const NOW = 1_000_000;
+const LT = LINKTYPE_RAW;
+
+function inv(t: { true: (v: boolean, m?: string) => void }, table: ConntrackTable): void {
+  const r = checkInvariants(table);
+  t.true(r.ok, formatInvariants(r));
+}
+
+/** A one-way UDP connection (not ASSURED); its slot. */
+function oneWay(ct: Conntrack, a: string, zone: number, ns: number, now = NOW): number {
+  const q = udp4({ src: a, dst: '192.0.2.2', sport: 6000, dport: 53 });
+  const v = ct.frame(LT, q, 0, q.length, now, zone, ns);
+  if (v.slot < 0 || v.drop) throw new Error(`not admitted: ${v.reason}`);
+  return v.slot;
+}
+
+/** An ASSURED UDP stream (request, reply, a request 2.5 s later); its slot. */
+function assured(ct: Conntrack, a: string, zone: number, ns: number): number {
+  const q = udp4({ src: a, dst: '192.0.2.2', sport: 6000, dport: 53 });
+  const r = udp4({ src: '192.0.2.2', dst: a, sport: 53, dport: 6000 });
+  const v0 = ct.frame(LT, q, 0, q.length, NOW - 2500, zone, ns);
+  ct.frame(LT, r, 0, r.length, NOW - 2500, zone, ns);
+  ct.frame(LT, q, 0, q.length, NOW, zone, ns);
+  if ((ct.table.i32[ct.table.sec.entries + v0.slot * ENTRY_WORDS + E_STATUS]! & IPS_ASSURED) === 0) throw new Error('not ASSURED');
+  return v0.slot;
+}
+
+/**
+ * The nodes of a list read straight from the link words (layout.ts: E_ZPREV/E_ZNEXT or
+ * E_NPREV/E_NNEXT, markers at capacity + w), newest first, checking every prev link on the way.
+ */
+function listNodes(table: ConntrackTable, kind: number, key: number): number[] {
+  const i32 = table.i32;
+  const sec = table.sec;
+  const head = kind === LIST_ZONE ? sec.zacct + zoneRec(key) * ZA_WORDS + ZA_HEAD : sec.nsHeads + key;
+  const h = i32[head]! - 1;
+  if (h < 0) return [];
+  const word = (v: number, next: boolean): number => v >= table.capacity
+    ? sec.markers + (v - table.capacity) * MARKER_WORDS + (next ? MK_NEXT : MK_PREV)
+    : sec.entries + v * ENTRY_WORDS + (kind === LIST_ZONE ? (next ? E_ZNEXT : E_ZPREV) : (next ? E_NNEXT : E_NPREV));
+  const out: number[] = [];
+  let v = h;
+  for (let n = 0; n <= table.capacity + table.maxWorkers; n++) {
+    out.push(v);
+    const nx = i32[word(v, true)]!;
+    if (i32[word(nx, false)] !== v) throw new Error(`broken prev link at ${nx}`);
+    if (nx === h) return out;
+    v = nx;
+  }
+  throw new Error('list does not close');
+}
+
+test('lockWord: zone z uses stripe z mod 128, namespace n stripe 128 + (n mod 128), each at the word zlStripe gives', (t) => {
+  const table = ConntrackTable.create({ max: 64, namespaces: 200 });
+  const za = new ZoneAccounting(table, 0);
+  const ZL = table.sec.zlocks;
+  // layout.ts: stripe s sits at word ((s & 7) << 4) | (s >>> 3); namespaces after the 128 zone stripes.
+  // By hand: s 0 -> 0; 9 -> 16 + 1 = 17; 2 -> 32; 127 -> 112 + 15 = 127; 8 -> 1; 3 -> 48.
+  t.is(za.lockWord(LIST_ZONE, 0), ZL + 0);
+  t.is(za.lockWord(LIST_ZONE, 9), ZL + 17);
+  t.is(za.lockWord(LIST_ZONE, 137), ZL + 17, 'zone 137 = 128 + 9');
+  t.is(za.lockWord(LIST_ZONE, 130), ZL + 32);
+  t.is(za.lockWord(LIST_ZONE, 127), ZL + 127);
+  t.is(za.lockWord(LIST_ZONE, 65535), ZL + 127, '65535 mod 128 = 127');
+  t.is(za.lockWord(LIST_NS, 0), ZL + 128);
+  t.is(za.lockWord(LIST_NS, 8), ZL + 128 + 1);
+  t.is(za.lockWord(LIST_NS, 3), ZL + 128 + 48);
+  t.is(za.lockWord(LIST_NS, 131), ZL + 128 + 48, 'namespace 131 = 128 + 3');
+  t.is(za.lockWord(LIST_NS, 127), ZL + 128 + 127);
+  // And the heads: zone z's record at zoneRec(z) = (z & 15) << 12 | z >> 4; namespace n at nsHeads + n.
+  t.is(za.headWord(LIST_ZONE, 17), table.sec.zacct + ((1 << 12) | 1) * ZA_WORDS + ZA_HEAD);
+  t.is(za.headWord(LIST_NS, 5), table.sec.nsHeads + 5);
+});
+
+test('the list stripe is the one confirm, dropCandidate and dropMarker take: held by another worker, dropMarker gives up after its wait', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 4, maxWorkers: 8 });
+  const i32 = table.i32;
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const a = oneWay(ct, '10.20.0.1', 9, 1);
+  const b = oneWay(ct, '10.20.0.2', 9, 1);
+  ct.endBatch();
+  // Worker 5 was walking zone 9 and died: its marker is first on the list, MK_LIST names the list.
+  const dead = 5;
+  const z5 = new ZoneAccounting(table, dead);
+  const mk = table.sec.markers + dead * MARKER_WORDS + MK_LIST;
+  z5.pushMarker(dead, (LIST_ZONE << 17) | 9);
+  i32[mk] = ((LIST_ZONE << 17) | 9) + 1;
+  const M = table.capacity + dead;
+  t.deepEqual(listNodes(table, LIST_ZONE, 9), [M, b, a]);
+  // Zone 9's stripe (word 17, by hand) held by worker 6: dropMarker waits 30 ms and leaves it.
+  const stripe = table.sec.zlocks + 17;
+  lock(i32, stripe, 6);
+  const t0 = Date.now();
+  ct.chains.zones.dropMarker(dead, 30);
+  t.true(Date.now() - t0 >= 25, 'it waited for the stripe');
+  t.deepEqual(listNodes(table, LIST_ZONE, 9), [M, b, a], 'nothing moved without the stripe');
+  t.is(i32[mk], ((LIST_ZONE << 17) | 9) + 1);
+  // Another zone's stripe held instead: no effect on zone 9.
+  unlock(i32, stripe);
+  lock(i32, table.sec.zlocks + 18, 6);
+  ct.chains.zones.dropMarker(dead, 30);
+  t.deepEqual(listNodes(table, LIST_ZONE, 9), [b, a], 'the marker is off');
+  t.is(i32[mk], 0);
+  unlock(i32, table.sec.zlocks + 18);
+  t.is(lockOwner(i32[stripe]!), -1, 'dropMarker released the stripe');
+  // dropCandidate takes the same stripe: it returns at once while it is free.
+  t.is(ct.chains.zones.dropCandidate(LIST_ZONE, 9, 1, NOW), a);
+  ct.close();
+  inv(t, table);
+});
+
+test('dropMarker: a dead walker\'s marker on a namespace list, on zone 0\'s list, in the middle of a list; nothing to do without one', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 4, maxWorkers: 8 });
+  const i32 = table.i32;
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const a = oneWay(ct, '10.21.0.1', 0, 2);
+  const b = oneWay(ct, '10.21.0.2', 0, 2);
+  const c = oneWay(ct, '10.21.0.3', 0, 2);
+  ct.endBatch();
+  const za = ct.chains.zones;
+  const mkOf = (w: number): number => table.sec.markers + w * MARKER_WORDS + MK_LIST;
+  // Worker 4: on namespace 2's list, behind c (a walk that passed one entry): list id (1 << 17 | 2) + 1.
+  new ZoneAccounting(table, 4).pushMarker(4, (LIST_NS << 17) | 2);
+  i32[mkOf(4)] = ((LIST_NS << 17) | 2) + 1;
+  // Worker 3: on zone 0's list, whose list id is 0 (stored as 1).
+  new ZoneAccounting(table, 3).pushMarker(3, (LIST_ZONE << 17) | 0);
+  i32[mkOf(3)] = 1;
+  const M3 = table.capacity + 3;
+  const M4 = table.capacity + 4;
+  t.deepEqual(listNodes(table, LIST_NS, 2), [M4, c, b, a]);
+  t.deepEqual(listNodes(table, LIST_ZONE, 0), [M3, c, b, a]);
+  // Worker 2 has none: nothing changes.
+  za.dropMarker(2, 10);
+  t.deepEqual(listNodes(table, LIST_ZONE, 0), [M3, c, b, a]);
+  za.dropMarker(4, 100);
+  t.deepEqual(listNodes(table, LIST_NS, 2), [c, b, a]);
+  t.deepEqual(listNodes(table, LIST_ZONE, 0), [M3, c, b, a], 'only its own list changed');
+  t.is(i32[mkOf(4)], 0);
+  za.dropMarker(3, 100);
+  t.deepEqual(listNodes(table, LIST_ZONE, 0), [c, b, a]);
+  t.is(i32[mkOf(3)], 0);
+  ct.close();
+  inv(t, table);
+});
+
+test('the next owner of a dead walker\'s record walks normally: the old marker is dropped first, every entry seen once', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 4, maxWorkers: 8 });
+  const i32 = table.i32;
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const s = [1, 2, 3, 4].map((i) => oneWay(ct, `10.22.0.${i}`, 23, 1));
+  ct.endBatch();
+  const w = 6;
+  const zw = new ZoneAccounting(table, w);
+  zw.pushMarker(w, (LIST_ZONE << 17) | 23);
+  i32[table.sec.markers + w * MARKER_WORDS + MK_LIST] = ((LIST_ZONE << 17) | 23) + 1;
+  const seen: number[] = [];
+  const slots = new Int32Array(2);
+  zw.walkList(LIST_ZONE, 23, 2, slots, new Int32Array(2), (n) => { for (let i = 0; i < n; i++) seen.push(slots[i]!); });
+  t.deepEqual(seen, [...s].reverse());
+  t.deepEqual(listNodes(table, LIST_ZONE, 23), [...s].reverse(), 'no marker left');
+  t.is(i32[table.sec.markers + w * MARKER_WORDS + MK_LIST], 0);
+  ct.close();
+  inv(t, table);
+});
+
+test('listCount adds the records\' unfolded deltas mid-batch, for zones and namespaces, and never reads past the namespace records', (t) => {
+  const NSN = 3;
+  const table = ConntrackTable.create({ max: 256, namespaces: NSN });
+  const i32 = table.i32;
+  const ct = new Conntrack(table);
+  const za = ct.chains.zones;
+  ct.beginBatch();
+  for (let i = 0; i < 5; i++) oneWay(ct, `10.23.0.${i + 1}`, 24, 1);
+  oneWay(ct, '10.23.1.1', 25, 2);
+  // 5 in zone 24 / namespace 1, all still in this worker's deltas (fewer than COUNT_BATCH).
+  t.is(cachedDelta(table, ZC_ZONE, 24), 5);
+  t.is(i32[table.sec.zacct + zoneRec(24) * ZA_WORDS + ZA_COUNT], 0);
+  t.is(za.listCount(LIST_ZONE, 24), 5);
+  t.is(za.listCount(LIST_NS, 1), 5);
+  t.is(za.listCount(LIST_NS, 2), 1);
+  t.is(za.listCount(LIST_ZONE, 25), 1);
+  t.is(za.listCount(LIST_ZONE, 26), 0);
+  // Zone 1 and namespace 24 are other lists: the kind decides which counter is read.
+  t.is(za.listCount(LIST_ZONE, 1), 0);
+  // A counter word with a value and a delta of the other sign: word + delta.
+  i32[table.sec.ns + 1 * NS_WORDS + NS_COUNT] = 7;
+  t.is(za.listCount(LIST_NS, 1), 12);
+  i32[table.sec.ns + 1 * NS_WORDS + NS_COUNT] = 0;
+  // Namespace id NSN has no record: the word after the records is the first bucket stripe
+  // (layout.ts: the ns section is followed by the bucket locks); held, it must not be counted.
+  t.is(table.sec.ns + NSN * NS_WORDS, table.sec.locks);
+  ct.endBatch();
+  lock(i32, table.sec.locks, 2);
+  t.is(za.listCount(LIST_NS, NSN), 0);
+  t.is(za.listCount(LIST_NS, -1), 0);
+  unlock(i32, table.sec.locks);
+  t.is(za.listCount(LIST_ZONE, 24), 5);
+  ct.close();
+  inv(t, table);
+});
+
+/**
+ * ct1 inserts; between its limit hint (atLimit, before allocation) and its confirm, ct2 (another
+ * worker record, same thread) fills the limit. `fill` runs once, right before ct1's confirm.
+ */
+function raceAtConfirm(ct1: Conntrack, fill: () => void): void {
+  const chains = ct1.chains;
+  const confirm = chains.confirm.bind(chains);
+  let fired = false;
+  chains.confirm = (slot: number): number => {
+    if (!fired) { fired = true; fill(); }
+    return confirm(slot);
+  };
+}
+
+test('a namespace limit refusing at confirm, after the hint passed: early_drop inside it, or refused when all are ASSURED', (t) => {
+  const table = ConntrackTable.create({ max: 256, namespaces: 4, maxWorkers: 4 });
+  table.setNamespaceLimit(1, 2);
+  const ct1 = new Conntrack(table);
+  const ct2 = new Conntrack(table);
+  t.not(ct1.wid, ct2.wid);
+  ct1.beginBatch();
+  ct2.beginBatch();
+  // ASSURED ones only: 1 of 2 when ct1 looks, 2 of 2 when it confirms; nothing to drop.
+  const A = assured(ct2, '10.24.0.1', 0, 1);
+  let B = -1;
+  raceAtConfirm(ct1, () => { B = assured(ct2, '10.24.0.2', 0, 1); });
+  const q = udp4({ src: '10.24.0.3', dst: '192.0.2.2', sport: 6000, dport: 53 });
+  const v = ct1.frame(LT, q, 0, q.length, NOW, 0, 1);
+  t.true(B >= 0, 'the other worker inserted in between');
+  t.true(v.drop);
+  t.is(v.reason, 'namespace limit');
+  t.is(table.namespaceCount(1), 2);
+  const st = (name: string): number => table.stats().total[name]!;
+  t.is(st('ns_limit'), 1);
+  t.is(st('early_drop'), 0);
+  t.is(st('zone_limit'), 0);
+  t.deepEqual(listNodes(table, LIST_NS, 1), [B, A]);
+  // A one-way entry inserted in between: ct1's confirm is refused, it drops that one (the oldest
+  // not-ASSURED of the namespace) and confirms again.
+  table.setNamespaceLimit(1, 3);
+  let C = -1;
+  raceAtConfirm(ct1, () => { C = oneWay(ct2, '10.24.0.4', 0, 1); });
+  const q2 = udp4({ src: '10.24.0.5', dst: '192.0.2.2', sport: 6000, dport: 53 });
+  const v2 = ct1.frame(LT, q2, 0, q2.length, NOW, 0, 1);
+  t.true(C >= 0);
+  t.false(v2.drop);
+  t.true(v2.slot >= 0);
+  t.is(table.namespaceCount(1), 3);
+  t.is(st('early_drop'), 1);
+  t.is(st('ns_limit'), 1, 'not refused this time');
+  const now = listNodes(table, LIST_NS, 1);
+  t.false(now.includes(C), 'the one-way entry was dropped');
+  t.deepEqual(now, [v2.slot, B, A]);
+  ct1.endBatch();
+  ct2.endBatch();
+  ct1.close();
+  ct2.close();
+  inv(t, table);
+});
+
+test('a zone limit refusing at confirm, after the hint passed: refused with the zone reason, the namespace charge given back', (t) => {
+  const table = ConntrackTable.create({ max: 256, namespaces: 4, maxWorkers: 4 });
+  table.setZoneLimit(33, 1);
+  const ct1 = new Conntrack(table);
+  const ct2 = new Conntrack(table);
+  ct1.beginBatch();
+  ct2.beginBatch();
+  let A = -1;
+  raceAtConfirm(ct1, () => { A = assured(ct2, '10.25.0.1', 33, 2); });
+  const q = udp4({ src: '10.25.0.2', dst: '192.0.2.2', sport: 6000, dport: 53 });
+  const v = ct1.frame(LT, q, 0, q.length, NOW, 33, 2);
+  t.true(A >= 0);
+  t.true(v.drop);
+  t.is(v.reason, 'zone limit');
+  t.is(table.stats().total.zone_limit, 1);
+  t.is(table.stats().total.ns_limit, 0);
+  t.is(table.zoneCount(33), 1);
+  t.is(table.namespaceCount(2), 1, 'only the other worker\'s entry');
+  t.deepEqual(listNodes(table, LIST_ZONE, 33), [A]);
+  // A one-way entry in between: dropped (oldest not-ASSURED of namespace 2 in zone 33), then confirmed.
+  table.setZoneLimit(33, 2);
+  let C = -1;
+  raceAtConfirm(ct1, () => { C = oneWay(ct2, '10.25.0.3', 33, 2); });
+  const q2 = udp4({ src: '10.25.0.4', dst: '192.0.2.2', sport: 6000, dport: 53 });
+  const v2 = ct1.frame(LT, q2, 0, q2.length, NOW, 33, 2);
+  t.true(C >= 0);
+  t.false(v2.drop);
+  t.deepEqual(listNodes(table, LIST_ZONE, 33), [v2.slot, A]);
+  t.is(table.stats().total.early_drop, 1);
+  t.is(table.zoneCount(33), 2);
+  ct1.endBatch();
+  ct2.endBatch();
+  t.is(table.namespaceCount(2), 2);
+  ct1.close();
+  ct2.close();
+  inv(t, table);
+});
+
+test('after crash recovery\'s rebuild the lists are still oldest-last: early_drop in a full zone drops the oldest not-ASSURED entry', (t) => {
+  const table = ConntrackTable.create({ max: 512, namespaces: 2, maxWorkers: 4 });
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  // 40 one-way entries in zone 34 / namespace 1, in this order; their slots do not follow the
+  // insertion order in the buckets, so a rebuild in bucket order would mix them.
+  const s: number[] = [];
+  for (let i = 0; i < 40; i++) s.push(oneWay(ct, `10.26.${i}.1`, 34, 1));
+  ct.endBatch();
+  const newestFirst = [...s].reverse();
+  t.deepEqual(listNodes(table, LIST_ZONE, 34), newestFirst);
+  rebuildZoneAccounting(table);
+  t.deepEqual(listNodes(table, LIST_ZONE, 34), newestFirst, 'zone list order kept');
+  t.deepEqual(listNodes(table, LIST_NS, 1), newestFirst, 'namespace list order kept');
+  t.is(ct.chains.zones.dropCandidate(LIST_ZONE, 34, 1, NOW), s[0]);
+  // The zone at its limit: the next insert evicts s[0], the oldest.
+  table.setZoneLimit(34, 40);
+  ct.beginBatch();
+  const x = oneWay(ct, '10.26.99.1', 34, 1);
+  ct.endBatch();
+  t.deepEqual(listNodes(table, LIST_ZONE, 34), [x, ...newestFirst.slice(0, 39)], 'the oldest, s[0], was evicted');
+  t.is(table.stats().total.early_drop, 1);
+  ct.close();
+  inv(t, table);
+});
