@@ -12,18 +12,21 @@ import { Conntrack } from '../src/track/core.js';
 import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import {
   ENTRY_WORDS, E_NNEXT, E_NPREV, E_STATUS, E_ZNEXT, E_ZPREV, IPS_ASSURED, MARKER_WORDS, MK_LIST, MK_NEXT, MK_PREV,
-  NS_COUNT, NS_WORDS, ZA_COUNT, ZA_HEAD, ZA_WORDS, ZC_NS, ZC_ZONE, zoneRec,
+  NS_COUNT, NS_WORDS, W_ZC, WORKER_WORDS, ZA_COUNT, ZA_HEAD, ZA_WORDS, ZC_NS, ZC_SLOTS, ZC_ZONE, ZC_ZORIG, zoneRec,
 } from '../src/table/layout.js';
 import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
+import { KILL_DELETE } from '../src/table/chains.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { lock, lockOwner, unlock } from '../src/table/locks.js';
 import {
-  LIST_NS, LIST_ZONE, ZoneAccounting, cachedDelta, rebuildZoneAccounting,
+  LIST_NS, LIST_ZONE, ZoneAccounting, cachedDelta, cachedDeltas, rebuildZoneAccounting,
 } from '../src/table/zones.js';
 import { udp4 } from './helpers/frames.js';
 
 const NOW = 1_000_000;
 const LT = LINKTYPE_RAW;
+
+const sorted = (a: number[]): number[] => [...a].sort((x, y) => x - y);
 
 function inv(t: { true: (v: boolean, m?: string) => void }, table: ConntrackTable): void {
   const r = checkInvariants(table);
@@ -346,6 +349,133 @@ test('after crash recovery\'s rebuild the lists are still oldest-last: early_dro
   ct.endBatch();
   t.deepEqual(listNodes(table, LIST_ZONE, 34), [x, ...newestFirst.slice(0, 39)], 'the oldest, s[0], was evicted');
   t.is(table.stats().total.early_drop, 1);
+  ct.close();
+  inv(t, table);
+});
+
+test('the rebuild reads the old order through a half-removed entry and a live walker\'s marker; a damaged list keeps what it can', (t) => {
+  const table = ConntrackTable.create({ max: 512, namespaces: 2, maxWorkers: 4 });
+  const i32 = table.i32;
+  const ct = new Conntrack(table);
+  const E = table.sec.entries;
+  ct.beginBatch();
+  const s: number[] = [];
+  for (let i = 0; i < 12; i++) s.push(oneWay(ct, `10.27.${i}.1`, 36, 1));
+  // A kill of s[5] that died between its two link writes (zones.ts remove(): the newer
+  // neighbour's next first, then the older neighbour's prev): s[4]'s prev still names s[5].
+  t.true(ct.chains.kill(s[5]!, KILL_DELETE));
+  i32[E + s[4]! * ENTRY_WORDS + E_ZPREV] = s[5]!;
+  ct.endBatch();
+  const live = s.filter((x) => x !== s[5]);
+  // A live walker (worker 2) inside a slice, its marker after the three newest entries.
+  const w2 = new ZoneAccounting(table, 2);
+  const slots = new Int32Array(3);
+  let rebuilt = false;
+  let during: number[] = [];
+  w2.walkList(LIST_ZONE, 36, 3, slots, new Int32Array(3), () => {
+    if (rebuilt) return;
+    rebuilt = true;
+    rebuildZoneAccounting(table); // crash recovery for some other worker, mid-walk
+    during = listNodes(table, LIST_ZONE, 36);
+  });
+  t.true(rebuilt);
+  t.deepEqual(during, [table.capacity + 2, ...[...live].reverse()], 'the marker first (its walk starts over), then every entry newest first');
+  t.deepEqual(listNodes(table, LIST_ZONE, 36), [...live].reverse());
+  t.deepEqual(listNodes(table, LIST_NS, 1), [...live].reverse());
+  t.is(table.zoneCount(36), 11);
+  inv(t, table);
+  // A damaged list: s[8]'s prev names an entry of another zone. The walk keeps the order up to
+  // there (s[0]..s[7] without s[5]) and the rest (s[8]..s[11]) go in front, the newest part.
+  ct.beginBatch();
+  const other = oneWay(ct, '10.27.99.1', 37, 1);
+  ct.endBatch();
+  i32[E + s[8]! * ENTRY_WORDS + E_ZPREV] = other;
+  // And namespace 1's old head names a slot past the table: that list is rebuilt in bucket order only.
+  i32[table.sec.nsHeads + 1] = table.capacity + table.maxWorkers + 5;
+  rebuildZoneAccounting(table);
+  const z = listNodes(table, LIST_ZONE, 36);
+  t.is(z.length, 11);
+  t.deepEqual(z.slice(4), [s[7], s[6], s[4], s[3], s[2], s[1], s[0]], 'the part read from the old links keeps its order, oldest last');
+  t.deepEqual(sorted(z.slice(0, 4)), sorted([s[8]!, s[9]!, s[10]!, s[11]!]));
+  t.deepEqual(sorted(listNodes(table, LIST_NS, 1)), sorted([...live, other]));
+  t.deepEqual(listNodes(table, LIST_ZONE, 37), [other]);
+  inv(t, table);
+  ct.close();
+});
+
+test('cachedDeltas / foldAllCaches: exact per-id sums over every worker record, zero slots left out; a limit folds only namespace and zone deltas', (t) => {
+  const table = ConntrackTable.create({ max: 512, namespaces: 4, maxWorkers: 4 });
+  const i32 = table.i32;
+  const ct1 = new Conntrack(table);
+  const ct2 = new Conntrack(table);
+  ct1.beginBatch();
+  ct2.beginBatch();
+  oneWay(ct1, '10.28.0.1', 40, 0);
+  oneWay(ct1, '10.28.0.2', 40, 0);
+  oneWay(ct1, '10.28.0.3', 41, 1);
+  for (let i = 0; i < 3; i++) oneWay(ct2, `10.28.1.${i + 1}`, 40, 0);
+  // 32 = COUNT_BATCH into zone 42 / namespace 2 from ct2: folded at once, its slots left with
+  // delta 0 (ct2 uses 6 keys, ct1 6: fewer than ZC_SLOTS, so nothing is evicted).
+  for (let i = 0; i < 32; i++) oneWay(ct2, `10.28.2.${i + 1}`, 42, 2);
+  const asObj = (m: Map<number, number>): Record<number, number> => Object.fromEntries([...m].sort((a, b) => a[0] - b[0]));
+  t.deepEqual(asObj(cachedDeltas(table, ZC_ZONE)), { 40: 5, 41: 1 });
+  t.deepEqual(asObj(cachedDeltas(table, ZC_NS)), { 0: 5, 1: 1 });
+  t.deepEqual(asObj(cachedDeltas(table, ZC_ZORIG)), { 40: 5, 41: 1 });
+  t.is(i32[table.sec.zacct + zoneRec(42) * ZA_WORDS + ZA_COUNT], 32);
+  // A limit on namespace 3: every record's namespace and zone deltas go into their words first.
+  table.setNamespaceLimit(3, 10);
+  t.is(i32[table.sec.ns + 0 * NS_WORDS + NS_COUNT], 5);
+  t.is(i32[table.sec.ns + 1 * NS_WORDS + NS_COUNT], 1);
+  t.is(i32[table.sec.ns + 2 * NS_WORDS + NS_COUNT], 32);
+  t.is(i32[table.sec.zacct + zoneRec(40) * ZA_WORDS + ZA_COUNT], 5);
+  t.is(i32[table.sec.zacct + zoneRec(41) * ZA_WORDS + ZA_COUNT], 1);
+  t.is(cachedDeltas(table, ZC_ZONE).size, 0);
+  t.is(cachedDeltas(table, ZC_NS).size, 0);
+  // Their slots are free again (key word 0) in both records; the original-zone deltas stay.
+  for (const w of [ct1.wid, ct2.wid]) {
+    const base = table.sec.workers + w * WORKER_WORDS + W_ZC;
+    for (let s = 0; s < ZC_SLOTS; s++) {
+      const k = i32[base + 2 * s]! - 1;
+      if (k >= 0) t.is(k >>> 17, ZC_ZORIG, `record ${w} slot ${s} holds only an original-zone key`);
+    }
+  }
+  t.deepEqual(asObj(cachedDeltas(table, ZC_ZORIG)), { 40: 5, 41: 1 });
+  t.is(i32[table.sec.zones + zoneRec(40)], 0, 'not folded by a limit');
+  t.is(table.zoneCount(40), 5);
+  ct1.endBatch();
+  ct2.endBatch();
+  t.is(i32[table.sec.zones + zoneRec(40)], 5);
+  ct1.close();
+  ct2.close();
+  inv(t, table);
+});
+
+test('the counters read and fold the worker records\' deltas only, never the words after the last record (the zones section)', (t) => {
+  const table = ConntrackTable.create({ max: 256, namespaces: 4, maxWorkers: 2 });
+  const i32 = table.i32;
+  // layout.ts: the zones section (one counter per original zone, at zoneRec(z)) follows the last
+  // worker record. A record's W_ZC slot s is its words W_ZC + 2s, W_ZC + 2s + 1: one record past
+  // the last would be zone records 80 + 2s, 81 + 2s; one slot past a record's 8 slots is the next
+  // record's words 0, 1 (for the last record: zone records 0, 1).
+  t.is(table.sec.workers + table.maxWorkers * WORKER_WORDS, table.sec.zones);
+  t.is(W_ZC + 2 * ZC_SLOTS, WORKER_WORDS);
+  // zoneRec(z) = (z & 15) << 12 | z >> 4: record 80 is zone 1280, 81 zone 1296, 0 zone 0, 1 zone 16.
+  t.deepEqual([1280, 1296, 0, 16].map(zoneRec), [80, 81, 0, 1]);
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  // Counter values that read as a key would be namespace 1's ((ZC_NS << 17 | 1) + 1 = 2), its "delta" the next.
+  for (const [z, n] of [[1280, 2], [1296, 3], [0, 2], [16, 3]] as const) {
+    for (let i = 0; i < n; i++) oneWay(ct, `10.29.${z & 255}.${i + 1}`, z, 0);
+  }
+  ct.endBatch();
+  t.deepEqual([80, 81, 0, 1].map((r) => i32[table.sec.zones + r]), [2, 3, 2, 3]);
+  t.is(table.namespaceCount(1), 0);
+  t.is(cachedDelta(table, ZC_NS, 1), 0);
+  t.is(cachedDeltas(table, ZC_NS).size, 0);
+  t.is(ct.chains.zones.listCount(LIST_NS, 1), 0);
+  table.setNamespaceLimit(2, 7); // folds every record: nothing past them
+  t.deepEqual([80, 81, 0, 1].map((r) => i32[table.sec.zones + r]), [2, 3, 2, 3]);
+  t.is(table.namespaceCount(0), 10);
   ct.close();
   inv(t, table);
 });
