@@ -479,3 +479,124 @@ test('the counters read and fold the worker records\' deltas only, never the wor
   ct.close();
   inv(t, table);
 });
+
+test('a record\'s leftover deltas (a previous owner\'s) are folded at its new owner\'s first batch end, even with no insert', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 4 });
+  const i32 = table.i32;
+  const a = new Conntrack(table);
+  a.beginBatch();
+  for (let i = 0; i < 3; i++) oneWay(a, `10.30.0.${i + 1}`, 44, 1);
+  a.endBatch();
+  a.close();
+  const nsw = table.sec.ns + 1 * NS_WORDS + NS_COUNT;
+  t.is(i32[nsw], 3);
+  const b = new Conntrack(table);
+  // What a previous owner of b's record left unfolded: 2 of namespace 1's count still in slot 0.
+  const base = table.sec.workers + b.wid * WORKER_WORDS + W_ZC;
+  i32[base] = ((ZC_NS << 17) | 1) + 1;
+  i32[base + 1] = 2;
+  i32[nsw] = 1;
+  t.is(table.namespaceCount(1), 3);
+  b.beginBatch();
+  b.endBatch();
+  t.is(i32[nsw], 3, 'folded: the word alone is exact at rest');
+  t.is(i32[base + 1], 0);
+  b.close();
+  inv(t, table);
+});
+
+test('nsLimit: 0 for a namespace without a record, whatever the words around the records hold', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 3 });
+  const i32 = table.i32;
+  const za = new ZoneAccounting(table, 0);
+  table.setNamespaceLimit(2, 9);
+  t.is(za.nsLimit(2), 9);
+  // layout.ts: namespace 3's limit word would be the second bucket stripe; namespace -1's the
+  // last word of the zones section (zone 65535's counter, zoneRec(65535) = 65535).
+  t.is(table.sec.ns + 3 * NS_WORDS + 1, table.sec.locks + 1);
+  t.is(table.sec.ns - NS_WORDS + 1, table.sec.zones + zoneRec(65535));
+  lock(i32, table.sec.locks + 1, 1);
+  i32[table.sec.zones + 65535] = 4;
+  t.is(za.nsLimit(3), 0);
+  t.is(za.nsLimit(-1), 0);
+  t.is(za.atLimit(3, 0), 0);
+  unlock(i32, table.sec.locks + 1);
+  i32[table.sec.zones + 65535] = 0;
+});
+
+test('deletes fold at -COUNT_BATCH: the 32nd delete of a batch moves the counter words', (t) => {
+  const table = ConntrackTable.create({ max: 256, namespaces: 4 });
+  const i32 = table.i32;
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const s: number[] = [];
+  for (let i = 0; i < 40; i++) s.push(oneWay(ct, `10.31.0.${i + 1}`, 45, 1));
+  ct.endBatch();
+  const nsw = table.sec.ns + 1 * NS_WORDS + NS_COUNT;
+  const zw = table.sec.zacct + zoneRec(45) * ZA_WORDS + ZA_COUNT;
+  t.is(i32[nsw], 40);
+  ct.beginBatch();
+  for (let i = 0; i < 31; i++) t.true(ct.chains.kill(s[i]!, KILL_DELETE));
+  t.is(i32[nsw], 40, '31 deletes: still in the delta');
+  t.is(cachedDelta(table, ZC_NS, 1), -31);
+  t.true(ct.chains.kill(s[31]!, KILL_DELETE));
+  t.is(i32[nsw], 8, 'the 32nd folds');
+  t.is(i32[zw], 8);
+  t.is(cachedDelta(table, ZC_NS, 1), 0);
+  t.is(table.namespaceCount(1), 8);
+  ct.endBatch();
+  t.is(table.zoneCount(45), 8);
+  ct.close();
+  inv(t, table);
+});
+
+test('the rebuild drops every record\'s namespace, zone and original-zone deltas and recounts the words', (t) => {
+  const table = ConntrackTable.create({ max: 256, namespaces: 4, maxWorkers: 4 });
+  const i32 = table.i32;
+  const ct1 = new Conntrack(table);
+  const ct2 = new Conntrack(table);
+  ct1.beginBatch();
+  ct2.beginBatch();
+  for (let i = 0; i < 3; i++) oneWay(ct1, `10.32.0.${i + 1}`, 46 + i, i);
+  for (let i = 0; i < 4; i++) oneWay(ct2, `10.32.1.${i + 1}`, 46 + i, i);
+  t.true(cachedDeltas(table, ZC_ZORIG).size > 0);
+  rebuildZoneAccounting(table);
+  for (const k of [ZC_NS, ZC_ZONE, ZC_ZORIG]) t.is(cachedDeltas(table, k).size, 0, `kind ${k}`);
+  for (const w of [ct1.wid, ct2.wid]) {
+    const base = table.sec.workers + w * WORKER_WORDS + W_ZC;
+    for (let s = 0; s < 2 * ZC_SLOTS; s++) t.is(i32[base + s], 0, `record ${w} word ${s}`);
+  }
+  // By hand: zone / namespace 46+i / i got one entry from ct1 (i < 3) and one from ct2.
+  t.deepEqual([0, 1, 2, 3].map((i) => i32[table.sec.ns + i * NS_WORDS + NS_COUNT]), [2, 2, 2, 1]);
+  t.deepEqual([46, 47, 48, 49].map((z) => i32[table.sec.zacct + zoneRec(z) * ZA_WORDS + ZA_COUNT]), [2, 2, 2, 1]);
+  t.deepEqual([46, 47, 48, 49].map((z) => i32[table.sec.zones + zoneRec(z)]), [2, 2, 2, 1]);
+  ct1.endBatch();
+  ct2.endBatch();
+  ct1.close();
+  ct2.close();
+  inv(t, table);
+});
+
+test('setting a limit waits for every bucket stripe: a stripe held by another thread delays it until released', async (t) => {
+  const { Worker } = await import('node:worker_threads');
+  const table = ConntrackTable.create({ max: 64, namespaces: 2 });
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  const idx = table.sec.locks + table.locks - 1; // the last stripe: the whole range is taken
+  const w = new Worker(`
+    const { workerData, parentPort } = require('node:worker_threads');
+    import(workerData.locks).then(({ lock, unlock }) => {
+      const i32 = new Int32Array(workerData.buf);
+      lock(i32, workerData.idx, 7);
+      parentPort.postMessage('held');
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+      Atomics.store(workerData.flag, 0, 1); // released from here on
+      unlock(i32, workerData.idx);
+    });
+  `, { eval: true, workerData: { buf: table.buffer, idx, flag, locks: new URL('../src/table/locks.js', import.meta.url).href } });
+  await new Promise<void>((res, rej) => { w.once('message', () => res()); w.once('error', rej); });
+  table.setNamespaceLimit(1, 5);
+  t.is(Atomics.load(flag, 0), 1, 'the limit was stored only after the other thread released its stripe');
+  t.is(table.namespaceLimit(1), 5);
+  await new Promise((res) => w.once('exit', res));
+  t.is(lockOwner(table.i32[idx]!), -1);
+});
