@@ -600,3 +600,49 @@ test('setting a limit waits for every bucket stripe: a stripe held by another th
   await new Promise((res) => w.once('exit', res));
   t.is(lockOwner(table.i32[idx]!), -1);
 });
+
+test('namespace id = namespaces (no record): dropCandidate, walkList and unlink use no word past the namespace heads', (t) => {
+  // With 16 namespaces the word after the heads is zone 0's list stripe (layout.ts: heads, then
+  // the zone-list stripes aligned to 16 words; zone 0's stripe at word zlStripe(0) = 0).
+  const NSN = 16;
+  const table = ConntrackTable.create({ max: 128, namespaces: NSN });
+  const i32 = table.i32;
+  t.is(table.sec.nsHeads + NSN, table.sec.zlocks);
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const s = [1, 2, 3, 4, 5, 6].map((i) => oneWay(ct, `10.33.0.${i}`, 5, 1));
+  ct.endBatch();
+  // Hold zone 0's stripe as an owner whose lock word, read as a head (slot + 1), names one of them:
+  // the word is ((owner + 1) << 2) | 1, so the slot would be (owner + 1) * 4.
+  const owner = s.map((x) => x / 4 - 1).find((o) => Number.isInteger(o) && o >= 0)!;
+  t.true(owner !== undefined);
+  lock(i32, table.sec.zlocks, owner);
+  const word = i32[table.sec.zlocks]!;
+  const za = ct.chains.zones;
+  t.is(za.dropCandidate(LIST_NS, NSN, 0, NOW), -1);
+  let called = 0;
+  za.walkList(LIST_NS, NSN, 8, new Int32Array(8), new Int32Array(8), () => { called++; });
+  t.is(called, 0);
+  t.is(i32[table.sec.zlocks], word, 'the stripe word is untouched');
+  unlock(i32, table.sec.zlocks);
+  t.deepEqual(listNodes(table, LIST_NS, 1), [...s].reverse());
+  // unlink of an entry without a namespace record whose namespace links are stale (its slot was
+  // on namespace 1's list before): nothing of namespace 1's list may change.
+  ct.beginBatch();
+  t.true(ct.chains.kill(s[2]!, KILL_DELETE)); // its links keep naming s[3] and s[1]
+  t.true(ct.chains.kill(s[1]!, KILL_DELETE));
+  ct.endBatch();
+  ct.beginBatch();
+  ct.endBatch(); // a grace period: the slots are free again
+  ct.beginBatch();
+  const again: number[] = [];
+  for (let i = 0; i < 4; i++) again.push(oneWay(ct, `10.33.1.${i + 1}`, 6, NSN));
+  t.true(again.includes(s[2]!), 'a freed slot is reused');
+  const before = listNodes(table, LIST_NS, 1);
+  t.deepEqual(before, [s[5], s[4], s[3], s[0]]);
+  t.true(ct.chains.kill(s[2]!, KILL_DELETE));
+  ct.endBatch();
+  t.deepEqual(listNodes(table, LIST_NS, 1), before);
+  ct.close();
+  inv(t, table);
+});
