@@ -12,7 +12,7 @@ import { Conntrack } from '../src/track/core.js';
 import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import {
   ENTRY_WORDS, E_NNEXT, E_NPREV, E_STATUS, E_ZNEXT, E_ZPREV, IPS_ASSURED, MARKER_WORDS, MK_LIST, MK_NEXT, MK_PREV,
-  NS_COUNT, NS_WORDS, W_ZC, WORKER_WORDS, ZA_COUNT, ZA_HEAD, ZA_WORDS, ZC_NS, ZC_SLOTS, ZC_ZONE, ZC_ZORIG, zoneRec,
+  NS_COUNT, NS_WORDS, W_CNT, W_ZC, WORKER_WORDS, ZA_COUNT, ZA_HEAD, ZA_WORDS, ZC_NS, ZC_SLOTS, ZC_ZONE, ZC_ZORIG, zoneRec,
 } from '../src/table/layout.js';
 import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
 import { KILL_DELETE } from '../src/table/chains.js';
@@ -643,6 +643,39 @@ test('namespace id = namespaces (no record): dropCandidate, walkList and unlink 
   t.true(ct.chains.kill(s[2]!, KILL_DELETE));
   ct.endBatch();
   t.deepEqual(listNodes(table, LIST_NS, 1), before);
+  ct.close();
+  inv(t, table);
+});
+
+test('a batch whose entry count nets to 0 still folds its namespace and zone deltas; the last record folds nothing past its slots', (t) => {
+  const table = ConntrackTable.create({ max: 256, namespaces: 4, maxWorkers: 2 });
+  const i32 = table.i32;
+  const first = new Conntrack(table);
+  const ct = new Conntrack(table);
+  t.is(ct.wid, table.maxWorkers - 1, 'the last record');
+  // As in the test above: original zones 0 and 16 (zone records 0 and 1, the words right after
+  // the last record's slots) get counts 2 and 3, which read as a slot would be namespace 1's key and a delta.
+  first.beginBatch();
+  const theirs = [1, 2, 3, 4].map((i) => oneWay(first, `10.34.9.${i}`, 47, 2));
+  first.endBatch();
+  ct.beginBatch();
+  const old = oneWay(ct, '10.34.0.1', 47, 2);
+  ct.endBatch();
+  ct.beginBatch();
+  for (const [z, n] of [[0, 2], [16, 3]] as const) for (let i = 0; i < n; i++) oneWay(ct, `10.34.${z + 1}.${i + 1}`, z, 3);
+  for (const x of [old, ...theirs]) t.true(ct.chains.kill(x, KILL_DELETE));
+  t.is(i32[table.sec.workers + ct.wid * WORKER_WORDS + W_CNT], 0, 'ct: 5 inserts, 5 deletes');
+  ct.endBatch();
+  t.deepEqual([0, 1].map((r) => i32[table.sec.zones + r]), [2, 3]);
+  t.is(i32[table.sec.ns + 3 * NS_WORDS + NS_COUNT], 5, 'folded at batch end');
+  t.is(i32[table.sec.zacct + zoneRec(0) * ZA_WORDS + ZA_COUNT], 2);
+  t.is(i32[table.sec.zacct + zoneRec(16) * ZA_WORDS + ZA_COUNT], 3);
+  t.is(table.namespaceCount(1), 0);
+  t.is(i32[table.sec.ns + 1 * NS_WORDS + NS_COUNT], 0);
+  t.is(i32[table.sec.ns + 2 * NS_WORDS + NS_COUNT], 0);
+  t.is(i32[table.sec.zacct + zoneRec(47) * ZA_WORDS + ZA_COUNT], 0);
+  t.is(i32[table.sec.zones + zoneRec(47)], 0);
+  first.close();
   ct.close();
   inv(t, table);
 });
