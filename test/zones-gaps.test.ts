@@ -679,3 +679,21 @@ test('a batch whose entry count nets to 0 still folds its namespace and zone del
   ct.close();
   inv(t, table);
 });
+
+test('setting a limit takes exactly the bucket stripes: the word after the last one (here bucket 0\'s head) is left alone', (t) => {
+  // max 64 with 8 namespaces: the stripes end on a 16-word boundary, so the buckets follow at once.
+  const table = ConntrackTable.create({ max: 64, namespaces: 8 });
+  t.is(table.sec.locks + table.locks, table.sec.buckets);
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  for (let i = 0; i < 20; i++) oneWay(ct, `10.35.0.${i + 1}`, 0, 1);
+  ct.endBatch();
+  const head0 = table.i32[table.sec.buckets]!;
+  table.setNamespaceLimit(1, 30);
+  table.setZoneLimit(3, 5);
+  t.is(table.i32[table.sec.buckets], head0);
+  for (let l = 0; l < table.locks; l++) t.is(table.i32[table.sec.locks + l], 0, `stripe ${l} released`);
+  t.is(table.namespaceCount(1), 20);
+  ct.close();
+  inv(t, table);
+});
