@@ -697,3 +697,40 @@ test('setting a limit takes exactly the bucket stripes: the word after the last 
   ct.close();
   inv(t, table);
 });
+
+test('namespace -1 (no record): charge, link, unlink, dropCandidate, walkList and listCount touch no word before the namespace records', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 4 });
+  const i32 = table.i32;
+  // layout.ts: namespace -1's count / limit words would be the zones section's last two (zone
+  // records 65534, 65535: zones 65519 and 65535); its list head the word before the heads, zone
+  // record 65535's ZA_HEAD (zone 65535's list).
+  t.deepEqual([65519, 65535].map(zoneRec), [65534, 65535]);
+  t.is(table.sec.nsHeads - 1, table.sec.zacct + 65535 * ZA_WORDS + ZA_HEAD);
+  const watch = [table.sec.zones + 65534, table.sec.zones + 65535, table.sec.nsHeads - 1,
+    table.sec.zacct + 65535 * ZA_WORDS + ZA_COUNT, table.sec.zacct + 65534 * ZA_WORDS + ZA_HEAD];
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const s = [1, 2, 3].map((i) => oneWay(ct, `10.36.0.${i}`, 48, -1));
+  const other = oneWay(ct, '10.36.1.1', 65535, 1); // zone 65535's own list: one entry
+  oneWay(ct, '10.36.1.2', 65519, 1); // and one in zone 65519
+  t.true(ct.chains.kill(s[1]!, KILL_DELETE));
+  ct.endBatch();
+  const zw = watch.map((w) => i32[w]);
+  t.deepEqual(zw.slice(0, 2), [1, 1], 'zones 65519 and 65535 count one each');
+  t.is(zw[2], other + 1, 'zone 65535\'s head is its own entry');
+  t.deepEqual(listNodes(table, LIST_ZONE, 48), [s[2], s[0]]);
+  t.deepEqual(listNodes(table, LIST_ZONE, 65535), [other]);
+  t.is(table.zoneCount(48), 2);
+  const za = ct.chains.zones;
+  t.is(za.listCount(LIST_NS, -1), 0);
+  t.is(za.dropCandidate(LIST_NS, -1, 0, NOW), -1);
+  let called = 0;
+  za.walkList(LIST_NS, -1, 8, new Int32Array(8), new Int32Array(8), () => { called++; });
+  t.is(called, 0);
+  t.is(za.charge(-1, 49), 0);
+  za.uncharge(-1, 49);
+  t.deepEqual(watch.map((w) => i32[w]), zw, 'nothing of zone 65519 / 65535 changed');
+  t.deepEqual(listNodes(table, LIST_ZONE, 65535), [other]);
+  ct.close();
+  inv(t, table);
+});
