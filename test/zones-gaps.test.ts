@@ -19,7 +19,7 @@ import { KILL_DELETE } from '../src/table/chains.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { lock, lockOwner, unlock } from '../src/table/locks.js';
 import {
-  LIST_NS, LIST_ZONE, ZoneAccounting, cachedDelta, cachedDeltas, rebuildZoneAccounting,
+  CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, LIST_NS, LIST_ZONE, ZoneAccounting, cachedDelta, cachedDeltas, rebuildZoneAccounting,
 } from '../src/table/zones.js';
 import { udp4 } from './helpers/frames.js';
 
@@ -731,6 +731,51 @@ test('namespace -1 (no record): charge, link, unlink, dropCandidate, walkList an
   za.uncharge(-1, 49);
   t.deepEqual(watch.map((w) => i32[w]), zw, 'nothing of zone 65519 / 65535 changed');
   t.deepEqual(listNodes(table, LIST_ZONE, 65535), [other]);
+  ct.close();
+  inv(t, table);
+});
+
+test('a limited namespace or zone is counted in its word only: a delete frees room at once, a refused charge leaves no delta', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 4 });
+  const i32 = table.i32;
+  table.setNamespaceLimit(1, 2);
+  table.setZoneLimit(50, 2);
+  const ct = new Conntrack(table);
+  const za = ct.chains.zones;
+  const nsw = table.sec.ns + 1 * NS_WORDS + NS_COUNT;
+  const zw = table.sec.zacct + zoneRec(50) * ZA_WORDS + ZA_COUNT;
+  ct.beginBatch();
+  const a = oneWay(ct, '10.37.0.1', 51, 1);
+  const b = oneWay(ct, '10.37.0.2', 51, 1);
+  const c = oneWay(ct, '10.37.1.1', 50, 2);
+  const d = oneWay(ct, '10.37.1.2', 50, 2);
+  t.is(i32[nsw], 2);
+  t.is(i32[zw], 2);
+  // Delete one of each mid-batch: the words drop at once (no delta), so an insert fits without early_drop.
+  t.true(ct.chains.kill(a, KILL_DELETE));
+  t.true(ct.chains.kill(c, KILL_DELETE));
+  t.is(i32[nsw], 1);
+  t.is(i32[zw], 1);
+  t.is(cachedDelta(table, ZC_NS, 1), 0);
+  t.is(cachedDelta(table, ZC_ZONE, 50), 0);
+  t.is(za.atLimit(1, 51), 0);
+  t.is(za.atLimit(2, 50), 0);
+  const e = oneWay(ct, '10.37.0.3', 51, 1);
+  const f = oneWay(ct, '10.37.1.3', 50, 2);
+  t.is(table.stats().total.early_drop, 0);
+  t.deepEqual(listNodes(table, LIST_NS, 1), [e, b]);
+  t.deepEqual(listNodes(table, LIST_ZONE, 50), [f, d]);
+  // Zone 50 full again: a charge for namespace 1 (full too) is refused by the namespace first;
+  // with room in namespace 1 (limit 3) the zone refuses and the namespace word is given back.
+  t.is(za.charge(1, 50), CONFIRM_NS_LIMIT);
+  table.setNamespaceLimit(1, 3);
+  t.is(za.charge(1, 50), CONFIRM_ZONE_LIMIT);
+  t.is(i32[nsw], 2, 'given back in the word');
+  t.is(cachedDelta(table, ZC_NS, 1), 0, 'not as a delta');
+  // A namespace without a record refused by the zone: nothing to give back, no word touched.
+  t.is(za.charge(4, 50), CONFIRM_ZONE_LIMIT);
+  t.is(i32[zw], 2);
+  ct.endBatch();
   ct.close();
   inv(t, table);
 });
