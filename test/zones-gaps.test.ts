@@ -577,28 +577,56 @@ test('the rebuild drops every record\'s namespace, zone and original-zone deltas
   inv(t, table);
 });
 
-test('setting a limit waits for every bucket stripe: a stripe held by another thread delays it until released', async (t) => {
+/**
+ * Another thread takes lock word `idx` (as owner 7), says so, holds it `ms` ms, sets `flag[0]`
+ * and releases it. Resolves once it holds the lock; `done` resolves when the thread has exited.
+ */
+async function holdElsewhere(buffer: SharedArrayBuffer, idx: number, ms: number): Promise<{ flag: Int32Array; done: Promise<unknown> }> {
   const { Worker } = await import('node:worker_threads');
-  const table = ConntrackTable.create({ max: 64, namespaces: 2 });
   const flag = new Int32Array(new SharedArrayBuffer(4));
-  const idx = table.sec.locks + table.locks - 1; // the last stripe: the whole range is taken
   const w = new Worker(`
     const { workerData, parentPort } = require('node:worker_threads');
     import(workerData.locks).then(({ lock, unlock }) => {
       const i32 = new Int32Array(workerData.buf);
       lock(i32, workerData.idx, 7);
       parentPort.postMessage('held');
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, workerData.ms);
       Atomics.store(workerData.flag, 0, 1); // released from here on
       unlock(i32, workerData.idx);
     });
-  `, { eval: true, workerData: { buf: table.buffer, idx, flag, locks: new URL('../src/table/locks.js', import.meta.url).href } });
+  `, { eval: true, workerData: { buf: buffer, idx, ms, flag, locks: new URL('../src/table/locks.js', import.meta.url).href } });
+  const done = new Promise((res) => w.once('exit', res));
   await new Promise<void>((res, rej) => { w.once('message', () => res()); w.once('error', rej); });
+  return { flag, done };
+}
+
+test('setting a limit waits for every bucket stripe: a stripe held by another thread delays it until released', async (t) => {
+  const table = ConntrackTable.create({ max: 64, namespaces: 2 });
+  const idx = table.sec.locks + table.locks - 1; // the last stripe: the whole range is taken
+  const h = await holdElsewhere(table.buffer, idx, 300);
   table.setNamespaceLimit(1, 5);
-  t.is(Atomics.load(flag, 0), 1, 'the limit was stored only after the other thread released its stripe');
+  t.is(Atomics.load(h.flag, 0), 1, 'the limit was stored only after the other thread released its stripe');
   t.is(table.namespaceLimit(1), 5);
-  await new Promise((res) => w.once('exit', res));
+  await h.done;
   t.is(lockOwner(table.i32[idx]!), -1);
+});
+
+test('the rebuild waits for a list stripe a live walker holds (inside a slice), and rebuilds after it', async (t) => {
+  const table = ConntrackTable.create({ max: 64, namespaces: 2 });
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const a = oneWay(ct, '10.38.0.1', 9, 1);
+  ct.endBatch();
+  // Zone 9's stripe (word 17 by hand), held by a live walker on another thread for 300 ms.
+  const idx = table.sec.zlocks + 17;
+  const h = await holdElsewhere(table.buffer, idx, 300);
+  rebuildZoneAccounting(table);
+  t.is(Atomics.load(h.flag, 0), 1, 'the rebuild ran only after the walker released the stripe');
+  await h.done;
+  t.is(lockOwner(table.i32[idx]!), -1);
+  t.deepEqual(listNodes(table, LIST_ZONE, 9), [a]);
+  ct.close();
+  inv(t, table);
 });
 
 test('namespace id = namespaces (no record): dropCandidate, walkList and unlink use no word past the namespace heads', (t) => {
