@@ -11,7 +11,7 @@ import test from 'ava';
 import { Conntrack } from '../src/track/core.js';
 import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import {
-  ENTRY_WORDS, E_NNEXT, E_NPREV, E_STATUS, E_ZNEXT, E_ZPREV, IPS_ASSURED, MARKER_WORDS, MK_LIST, MK_NEXT, MK_PREV,
+  ENTRY_WORDS, E_NEXT, E_NNEXT, E_NPREV, E_STATUS, E_ZNEXT, E_ZPREV, IPS_ASSURED, MARKER_WORDS, MK_LIST, MK_NEXT, MK_PREV,
   NS_COUNT, NS_WORDS, W_CNT, W_ZC, WORKER_WORDS, ZA_COUNT, ZA_HEAD, ZA_WORDS, ZC_NS, ZC_SLOTS, ZC_ZONE, ZC_ZORIG, zoneRec,
 } from '../src/table/layout.js';
 import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
@@ -50,6 +50,18 @@ function assured(ct: Conntrack, a: string, zone: number, ns: number): number {
   ct.frame(LT, q, 0, q.length, NOW, zone, ns);
   if ((ct.table.i32[ct.table.sec.entries + v0.slot * ENTRY_WORDS + E_STATUS]! & IPS_ASSURED) === 0) throw new Error('not ASSURED');
   return v0.slot;
+}
+
+/** Linked entries in bucket order, by their original tuplehash (layout.ts: E_NEXT + dir, ref = slot << 1 | dir). */
+function bucketOrder(table: ConntrackTable): number[] {
+  const i32 = table.i32;
+  const out: number[] = [];
+  for (let b = 0; b < table.buckets; b++) {
+    for (let ref = i32[table.sec.buckets + b]!; ref >= 0; ref = i32[table.sec.entries + (ref >>> 1) * ENTRY_WORDS + E_NEXT + (ref & 1)]!) {
+      if ((ref & 1) === 0) out.push(ref >>> 1);
+    }
+  }
+  return out;
 }
 
 /**
@@ -385,7 +397,7 @@ test('the rebuild reads the old order through a half-removed entry and a live wa
   t.is(table.zoneCount(36), 11);
   inv(t, table);
   // A damaged list: s[8]'s prev names an entry of another zone. The walk keeps the order up to
-  // there (s[0]..s[7] without s[5]) and the rest (s[8]..s[11]) go in front, the newest part.
+  // there (s[0]..s[8] without s[5]) and the rest (s[9]..s[11]) go in front, the newest part.
   ct.beginBatch();
   const other = oneWay(ct, '10.27.99.1', 37, 1);
   ct.endBatch();
@@ -395,9 +407,12 @@ test('the rebuild reads the old order through a half-removed entry and a live wa
   rebuildZoneAccounting(table);
   const z = listNodes(table, LIST_ZONE, 36);
   t.is(z.length, 11);
-  t.deepEqual(z.slice(4), [s[7], s[6], s[4], s[3], s[2], s[1], s[0]], 'the part read from the old links keeps its order, oldest last');
-  t.deepEqual(sorted(z.slice(0, 4)), sorted([s[8]!, s[9]!, s[10]!, s[11]!]));
-  t.deepEqual(sorted(listNodes(table, LIST_NS, 1)), sorted([...live, other]));
+  t.deepEqual(z.slice(3), [s[8], s[7], s[6], s[4], s[3], s[2], s[1], s[0]], 'the part read from the old links keeps its order, oldest last');
+  // Entries the walk did not reach go first in bucket order (each pushed in front: the list shows
+  // them reversed). The bucket order, read here from the chains' original tuplehashes:
+  const inBuckets = bucketOrder(table);
+  t.deepEqual(z.slice(0, 3), inBuckets.filter((x) => [s[9], s[10], s[11]].includes(x)).reverse());
+  t.deepEqual(listNodes(table, LIST_NS, 1), inBuckets.filter((x) => [...live, other].includes(x)).reverse());
   t.deepEqual(listNodes(table, LIST_ZONE, 37), [other]);
   inv(t, table);
   ct.close();
@@ -804,6 +819,37 @@ test('a limited namespace or zone is counted in its word only: a delete frees ro
   t.is(za.charge(4, 50), CONFIRM_ZONE_LIMIT);
   t.is(i32[zw], 2);
   ct.endBatch();
+  ct.close();
+  inv(t, table);
+});
+
+test('the rebuild under the caller\'s bucket stripes: they stay held, limits stay; a cyclic chain does not stop it', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 4 });
+  const i32 = table.i32;
+  table.setZoneLimit(52, 9);
+  table.setNamespaceLimit(2, 7);
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const s = [1, 2, 3].map((i) => oneWay(ct, `10.39.0.${i}`, 52, 2));
+  ct.endBatch();
+  // Recovery holds every bucket stripe around the rebuild (as owner 3 here).
+  for (let l = 0; l < table.locks; l++) lock(i32, table.sec.locks + l, 3);
+  rebuildZoneAccounting(table);
+  for (let l = 0; l < table.locks; l++) t.is(lockOwner(i32[table.sec.locks + l]!), 3, `stripe ${l} still the caller's`);
+  for (let l = 0; l < table.locks; l++) unlock(i32, table.sec.locks + l);
+  t.deepEqual(table.zoneLimit(52), { limit: 9, own: true });
+  t.is(table.namespaceLimit(2), 7);
+  t.deepEqual(listNodes(table, LIST_ZONE, 52), [...s].reverse());
+  // A chain that loops on itself (s[0]'s original next names its own original tuplehash): the
+  // rebuild's walk of that bucket is bounded and it returns.
+  const e0 = table.sec.entries + s[0]! * ENTRY_WORDS;
+  const saved = i32[e0 + E_NEXT]!;
+  i32[e0 + E_NEXT] = s[0]! << 1;
+  rebuildZoneAccounting(table);
+  t.pass('returned');
+  i32[e0 + E_NEXT] = saved;
+  rebuildZoneAccounting(table);
+  t.is(table.zoneCount(52), 3);
   ct.close();
   inv(t, table);
 });

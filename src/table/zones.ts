@@ -676,8 +676,10 @@ export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): v
   const nodes = cap + table.maxWorkers; // entries, then the walkers' markers
   const placed = new Uint8Array(cap);
   const found = new Int32Array(cap);
+  const walked = new Uint8Array(ZONES); // by zone record or namespace: its old list was read
   for (const kind of [LIST_ZONE, LIST_NS]) {
     placed.fill(0);
+    walked.fill(0);
     const keyOf = (slot: number): number => {
       const e = sec.entries + slot * ENTRY_WORDS;
       return kind === LIST_ZONE ? zoneKey(i32[e + E_ZONE]!) : i32[e + E_NS]!;
@@ -687,11 +689,13 @@ export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): v
       if (placed[slot] !== 0) continue;
       const key = keyOf(slot);
       if (kind === LIST_NS && (key < 0 || key >= table.namespaces)) continue; // no record, no list
-      // First entry of this list in bucket order: rebuild the whole list from its old links.
-      const h = (kind === LIST_ZONE ? oldZone[zoneRec(key)]! : oldNs[key]!) - 1;
-      const count = kind === LIST_ZONE ? i32[sec.zacct + zoneRec(key) * ZA_WORDS + ZA_COUNT]! : i32[sec.ns + key * NS_WORDS + NS_COUNT]!;
+      // The list's first entry in bucket order: its old links give the order of what they still
+      // reach (read once: the entries relinked below have new links).
+      const r = kind === LIST_ZONE ? zoneRec(key) : key;
+      const h = (kind === LIST_ZONE ? oldZone[r]! : oldNs[r]!) - 1;
+      const count = kind === LIST_ZONE ? i32[sec.zacct + r * ZA_WORDS + ZA_COUNT]! : i32[sec.ns + r * NS_WORDS + NS_COUNT]!;
       let n = 0;
-      if (h >= 0 && h < nodes) {
+      if (walked[r] === 0 && h >= 0 && h < nodes) {
         let v = za.prevOf(h, kind); // the oldest
         // Its entries, the markers on it, one half-removed entry per worker at most.
         for (let step = 0; step < count + 2 * table.maxWorkers; step++) {
@@ -706,6 +710,7 @@ export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): v
       }
       // Oldest first, each pushed in front: the head ends up the newest. (Links are rewritten
       // only now, after the walk read them.)
+      walked[r] = 1;
       for (let k = 0; k < n; k++) za.relinkFirst(kind, key, found[k]!);
       if (placed[slot] === 0) { za.relinkFirst(kind, key, slot); placed[slot] = 1; }
     }
