@@ -214,14 +214,17 @@ test('listCount adds the records\' unfolded deltas mid-batch, for zones and name
   ct.beginBatch();
   for (let i = 0; i < 5; i++) oneWay(ct, `10.23.0.${i + 1}`, 24, 1);
   oneWay(ct, '10.23.1.1', 25, 2);
+  oneWay(ct, '10.23.2.1', 25, 0);
+  oneWay(ct, '10.23.2.2', 25, 0);
   // 5 in zone 24 / namespace 1, all still in this worker's deltas (fewer than COUNT_BATCH).
   t.is(cachedDelta(table, ZC_ZONE, 24), 5);
   t.is(i32[table.sec.zacct + zoneRec(24) * ZA_WORDS + ZA_COUNT], 0);
   t.is(za.listCount(LIST_ZONE, 24), 5);
   t.is(za.listCount(LIST_NS, 1), 5);
   t.is(za.listCount(LIST_NS, 2), 1);
-  t.is(za.listCount(LIST_ZONE, 25), 1);
+  t.is(za.listCount(LIST_ZONE, 25), 3);
   t.is(za.listCount(LIST_ZONE, 26), 0);
+  t.is(za.listCount(LIST_NS, 0), 2, 'namespace 0 has a record');
   // Zone 1 and namespace 24 are other lists: the kind decides which counter is read.
   t.is(za.listCount(LIST_ZONE, 1), 0);
   // A counter word with a value and a delta of the other sign: word + delta.
@@ -340,24 +343,24 @@ test('a zone limit refusing at confirm, after the hint passed: refused with the 
 });
 
 test('after crash recovery\'s rebuild the lists are still oldest-last: early_drop in a full zone drops the oldest not-ASSURED entry', (t) => {
-  const table = ConntrackTable.create({ max: 512, namespaces: 2, maxWorkers: 4 });
+  const table = ConntrackTable.create({ max: 512, namespaces: 3, maxWorkers: 4 });
   const ct = new Conntrack(table);
   ct.beginBatch();
-  // 40 one-way entries in zone 34 / namespace 1, in this order; their slots do not follow the
+  // 40 one-way entries in zone 34 / namespace 2, in this order; their slots do not follow the
   // insertion order in the buckets, so a rebuild in bucket order would mix them.
   const s: number[] = [];
-  for (let i = 0; i < 40; i++) s.push(oneWay(ct, `10.26.${i}.1`, 34, 1));
+  for (let i = 0; i < 40; i++) s.push(oneWay(ct, `10.26.${i}.1`, 34, 2));
   ct.endBatch();
   const newestFirst = [...s].reverse();
   t.deepEqual(listNodes(table, LIST_ZONE, 34), newestFirst);
   rebuildZoneAccounting(table);
   t.deepEqual(listNodes(table, LIST_ZONE, 34), newestFirst, 'zone list order kept');
-  t.deepEqual(listNodes(table, LIST_NS, 1), newestFirst, 'namespace list order kept');
-  t.is(ct.chains.zones.dropCandidate(LIST_ZONE, 34, 1, NOW), s[0]);
+  t.deepEqual(listNodes(table, LIST_NS, 2), newestFirst, 'namespace list order kept');
+  t.is(ct.chains.zones.dropCandidate(LIST_ZONE, 34, 2, NOW), s[0]);
   // The zone at its limit: the next insert evicts s[0], the oldest.
   table.setZoneLimit(34, 40);
   ct.beginBatch();
-  const x = oneWay(ct, '10.26.99.1', 34, 1);
+  const x = oneWay(ct, '10.26.99.1', 34, 2);
   ct.endBatch();
   t.deepEqual(listNodes(table, LIST_ZONE, 34), [x, ...newestFirst.slice(0, 39)], 'the oldest, s[0], was evicted');
   t.is(table.stats().total.early_drop, 1);
@@ -373,14 +376,15 @@ test('the rebuild reads the old order through a half-removed entry and a live wa
   ct.beginBatch();
   const s: number[] = [];
   for (let i = 0; i < 12; i++) s.push(oneWay(ct, `10.27.${i}.1`, 36, 1));
+  const zero = [oneWay(ct, '10.27.50.1', 0, 0), oneWay(ct, '10.27.50.2', 0, 0)]; // zone 0's list
   // A kill of s[5] that died between its two link writes (zones.ts remove(): the newer
   // neighbour's next first, then the older neighbour's prev): s[4]'s prev still names s[5].
   t.true(ct.chains.kill(s[5]!, KILL_DELETE));
   i32[E + s[4]! * ENTRY_WORDS + E_ZPREV] = s[5]!;
   ct.endBatch();
   const live = s.filter((x) => x !== s[5]);
-  // A live walker (worker 2) inside a slice, its marker after the three newest entries.
-  const w2 = new ZoneAccounting(table, 2);
+  // A live walker (worker 1) inside a slice, its marker after the three newest entries.
+  const w2 = new ZoneAccounting(table, 1);
   const slots = new Int32Array(3);
   let rebuilt = false;
   let during: number[] = [];
@@ -391,7 +395,8 @@ test('the rebuild reads the old order through a half-removed entry and a live wa
     during = listNodes(table, LIST_ZONE, 36);
   });
   t.true(rebuilt);
-  t.deepEqual(during, [table.capacity + 2, ...[...live].reverse()], 'the marker first (its walk starts over), then every entry newest first');
+  t.deepEqual(during, [table.capacity + 1, ...[...live].reverse()], 'the marker first (its walk starts over), then every entry newest first');
+  t.deepEqual(listNodes(table, LIST_ZONE, 0), [...zero].reverse(), 'zone 0\'s list as it was');
   t.deepEqual(listNodes(table, LIST_ZONE, 36), [...live].reverse());
   t.deepEqual(listNodes(table, LIST_NS, 1), [...live].reverse());
   t.is(table.zoneCount(36), 11);
@@ -402,8 +407,10 @@ test('the rebuild reads the old order through a half-removed entry and a live wa
   const other = oneWay(ct, '10.27.99.1', 37, 1);
   ct.endBatch();
   i32[E + s[8]! * ENTRY_WORDS + E_ZPREV] = other;
-  // And namespace 1's old head names a slot past the table: that list is rebuilt in bucket order only.
-  i32[table.sec.nsHeads + 1] = table.capacity + table.maxWorkers + 5;
+  // And namespace 1's old head names a node past the table: that list is rebuilt in bucket order
+  // only; zone 37's names a node far past it: the same.
+  i32[table.sec.nsHeads + 1] = table.capacity + table.maxWorkers + 1;
+  i32[table.sec.zacct + zoneRec(37) * ZA_WORDS + ZA_HEAD] = 1 << 30;
   rebuildZoneAccounting(table);
   const z = listNodes(table, LIST_ZONE, 36);
   t.is(z.length, 11);
@@ -816,8 +823,10 @@ test('a limited namespace or zone is counted in its word only: a delete frees ro
   t.is(i32[nsw], 2, 'given back in the word');
   t.is(cachedDelta(table, ZC_NS, 1), 0, 'not as a delta');
   // A namespace without a record refused by the zone: nothing to give back, no word touched.
+  const header = Array.from(i32.subarray(0, table.sec.zacct));
   t.is(za.charge(4, 50), CONFIRM_ZONE_LIMIT);
   t.is(i32[zw], 2);
+  t.deepEqual(Array.from(i32.subarray(0, table.sec.zacct)), header, 'no word before the zone records changed');
   ct.endBatch();
   ct.close();
   inv(t, table);
@@ -831,6 +840,8 @@ test('the rebuild under the caller\'s bucket stripes: they stay held, limits sta
   const ct = new Conntrack(table);
   ct.beginBatch();
   const s = [1, 2, 3].map((i) => oneWay(ct, `10.39.0.${i}`, 52, 2));
+  oneWay(ct, '10.39.1.1', 53, 4); // namespaces without a record
+  oneWay(ct, '10.39.1.2', 53, -1);
   ct.endBatch();
   // Recovery holds every bucket stripe around the rebuild (as owner 3 here).
   for (let l = 0; l < table.locks; l++) lock(i32, table.sec.locks + l, 3);
@@ -850,6 +861,27 @@ test('the rebuild under the caller\'s bucket stripes: they stay held, limits sta
   i32[e0 + E_NEXT] = saved;
   rebuildZoneAccounting(table);
   t.is(table.zoneCount(52), 3);
+  t.is(table.zoneCount(53), 2);
+  ct.close();
+  inv(t, table);
+});
+
+test('the rebuild leaves a stripe held by another dead holder alone (after its 2 s wait) and reads a list that loops', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 4, maxWorkers: 8 });
+  const i32 = table.i32;
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const s = [1, 2, 3, 4, 5].map((i) => oneWay(ct, `10.40.0.${i}`, 54, 1));
+  ct.endBatch();
+  // Zone 54's old list loops: s[3]'s prev names s[1] (s1 -> s2 -> s3 -> s1 ...) instead of s[4].
+  i32[table.sec.entries + s[3]! * ENTRY_WORDS + E_ZPREV] = s[1]!;
+  // Worker 5 died holding zone 200's stripe (200 & 127 = 72: word (0 << 4) | 9 = 9); worker 6 is the one recovered.
+  lock(i32, table.sec.zlocks + 9, 5);
+  rebuildZoneAccounting(table, 6);
+  t.is(lockOwner(i32[table.sec.zlocks + 9]!), 5, 'still worker 5\'s: left to its own recovery');
+  // The loop is read once around (s[0]..s[3] in order); s[4], not reached, goes in front.
+  t.deepEqual(listNodes(table, LIST_ZONE, 54), [s[4], s[3], s[2], s[1], s[0]]);
+  unlock(i32, table.sec.zlocks + 9);
   ct.close();
   inv(t, table);
 });
