@@ -383,12 +383,12 @@ test('the rebuild reads the old order through a half-removed entry and a live wa
   i32[E + s[4]! * ENTRY_WORDS + E_ZPREV] = s[5]!;
   ct.endBatch();
   const live = s.filter((x) => x !== s[5]);
-  // A live walker (worker 1) inside a slice, its marker after the three newest entries.
+  // A live walker (worker 1) inside a slice, its marker after the eight newest entries.
   const w2 = new ZoneAccounting(table, 1);
-  const slots = new Int32Array(3);
+  const slots = new Int32Array(8);
   let rebuilt = false;
   let during: number[] = [];
-  w2.walkList(LIST_ZONE, 36, 3, slots, new Int32Array(3), () => {
+  w2.walkList(LIST_ZONE, 36, 8, slots, new Int32Array(8), () => {
     if (rebuilt) return;
     rebuilt = true;
     rebuildZoneAccounting(table); // crash recovery for some other worker, mid-walk
@@ -561,6 +561,7 @@ test('deletes fold at -COUNT_BATCH: the 32nd delete of a batch moves the counter
   for (let i = 0; i < 31; i++) t.true(ct.chains.kill(s[i]!, KILL_DELETE));
   t.is(i32[nsw], 40, '31 deletes: still in the delta');
   t.is(cachedDelta(table, ZC_NS, 1), -31);
+  t.is(i32[zw], 40, 'the unlimited zone too');
   t.true(ct.chains.kill(s[31]!, KILL_DELETE));
   t.is(i32[nsw], 8, 'the 32nd folds');
   t.is(i32[zw], 8);
@@ -843,9 +844,19 @@ test('the rebuild under the caller\'s bucket stripes: they stay held, limits sta
   oneWay(ct, '10.39.1.1', 53, 4); // namespaces without a record
   oneWay(ct, '10.39.1.2', 53, -1);
   ct.endBatch();
-  // Recovery holds every bucket stripe around the rebuild (as owner 3 here).
+  // Recovery holds every bucket stripe around the rebuild (as owner 3 here). A second worker is
+  // online (inside a batch): its record's words other than its delta slots must not change.
+  const ct2 = new Conntrack(table);
+  ct2.beginBatch();
+  const rec = (w: number): number[] => Array.from(i32.subarray(table.sec.workers + w * WORKER_WORDS, table.sec.workers + w * WORKER_WORDS + W_ZC));
+  const recs = [ct.wid, ct2.wid].map(rec);
+  t.not(recs[1]![0], 0, 'ct2 is online');
   for (let l = 0; l < table.locks; l++) lock(i32, table.sec.locks + l, 3);
   rebuildZoneAccounting(table);
+  t.deepEqual([ct.wid, ct2.wid].map(rec), recs, 'the records outside their delta slots are untouched');
+  ct2.endBatch();
+  ct2.close();
+  t.is(i32[table.sec.zacct + 65535 * ZA_WORDS + ZA_HEAD], 0, 'zone 65535 has no list: nothing of namespace -1 was linked there');
   for (let l = 0; l < table.locks; l++) t.is(lockOwner(i32[table.sec.locks + l]!), 3, `stripe ${l} still the caller's`);
   for (let l = 0; l < table.locks; l++) unlock(i32, table.sec.locks + l);
   t.deepEqual(table.zoneLimit(52), { limit: 9, own: true });
@@ -882,6 +893,76 @@ test('the rebuild leaves a stripe held by another dead holder alone (after its 2
   // The loop is read once around (s[0]..s[3] in order); s[4], not reached, goes in front.
   t.deepEqual(listNodes(table, LIST_ZONE, 54), [s[4], s[3], s[2], s[1], s[0]]);
   unlock(i32, table.sec.zlocks + 9);
+  ct.close();
+  inv(t, table);
+});
+
+test('namespace 0 is a namespace with a record like the others: its limit, its early_drop, its list walk', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 2 });
+  table.setNamespaceLimit(0, 2);
+  const ct = new Conntrack(table);
+  const za = ct.chains.zones;
+  ct.beginBatch();
+  const a = oneWay(ct, '10.41.0.1', 55, 0);
+  const b = oneWay(ct, '10.41.0.2', 55, 0);
+  t.is(za.nsLimit(0), 2);
+  t.is(za.atLimit(0, 55), CONFIRM_NS_LIMIT);
+  t.is(za.dropCandidate(LIST_NS, 0, 0, NOW), a);
+  const c = oneWay(ct, '10.41.0.3', 56, 0); // evicts a, the oldest not-ASSURED of namespace 0
+  ct.endBatch();
+  t.is(table.namespaceCount(0), 2);
+  t.is(table.stats().total.early_drop, 1);
+  const seen: number[] = [];
+  const slots = new Int32Array(4);
+  za.walkList(LIST_NS, 0, 4, slots, new Int32Array(4), (n) => { for (let i = 0; i < n; i++) seen.push(slots[i]!); });
+  t.deepEqual(seen, [c, b]);
+  ct.close();
+  inv(t, table);
+});
+
+test('slot 0 as a list\'s newest entry (head word 1): early_drop finds it, the rebuild reads that list', (t) => {
+  const table = ConntrackTable.create({ max: 64, namespaces: 2 });
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  // Allocate until slot 0 comes out, each in its own zone; then slot 0's zone gets an older entry first.
+  let z0 = -1;
+  for (let i = 0; i < table.capacity && z0 < 0; i++) {
+    if (oneWay(ct, `10.42.${i >> 8}.${i & 255}`, 100 + i, 1) === 0) z0 = 100 + i;
+  }
+  ct.endBatch();
+  t.true(z0 >= 0, 'slot 0 was handed out');
+  t.deepEqual(listNodes(table, LIST_ZONE, z0), [0]);
+  t.is(table.i32[table.sec.zacct + zoneRec(z0) * ZA_WORDS + ZA_HEAD], 1);
+  t.is(ct.chains.zones.dropCandidate(LIST_ZONE, z0, 1, NOW), 0);
+  t.is(ct.chains.zones.dropCandidate(LIST_NS, 1, 0, NOW) >= 0, true);
+  // The namespace list: slot 0 is its newest entry too. Its order survives the rebuild.
+  const nsBefore = listNodes(table, LIST_NS, 1);
+  t.is(nsBefore[0], 0);
+  rebuildZoneAccounting(table);
+  t.deepEqual(listNodes(table, LIST_NS, 1), nsBefore);
+  t.deepEqual(listNodes(table, LIST_ZONE, z0), [0]);
+  ct.close();
+  inv(t, table);
+});
+
+test('the rebuild reads an old list through worker 0\'s marker (node number = capacity)', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 2, maxWorkers: 4 });
+  const i32 = table.i32;
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const s = [1, 2, 3].map((i) => oneWay(ct, `10.43.0.${i}`, 57, 1));
+  ct.endBatch();
+  // Worker 0 is walking zone 57 (its marker first), then six more entries come in front of it.
+  const w0 = new ZoneAccounting(table, 0);
+  w0.pushMarker(0, (LIST_ZONE << 17) | 57);
+  i32[table.sec.markers + MK_LIST] = ((LIST_ZONE << 17) | 57) + 1;
+  ct.beginBatch();
+  for (let i = 4; i <= 9; i++) s.push(oneWay(ct, `10.43.0.${i}`, 57, 1));
+  ct.endBatch();
+  t.deepEqual(listNodes(table, LIST_ZONE, 57), [...s.slice(3).reverse(), table.capacity, ...s.slice(0, 3).reverse()]);
+  rebuildZoneAccounting(table);
+  t.deepEqual(listNodes(table, LIST_ZONE, 57), [table.capacity, ...[...s].reverse()], 'every entry in its order, the marker first');
+  w0.dropMarker(0, 100);
   ct.close();
   inv(t, table);
 });
