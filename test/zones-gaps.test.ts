@@ -966,3 +966,30 @@ test('the rebuild reads an old list through worker 0\'s marker (node number = ca
   ct.close();
   inv(t, table);
 });
+
+test('the end-of-batch fold sees a delta in any slot, also when the first slots hold none', (t) => {
+  const table = ConntrackTable.create({ max: 128, namespaces: 4 });
+  const i32 = table.i32;
+  const ct = new Conntrack(table);
+  ct.beginBatch();
+  const x = oneWay(ct, '10.44.0.1', 58, 0); // slots 0-2: namespace 0, zone 58, original zone 58
+  const w = oneWay(ct, '10.44.0.2', 60, 1); // slots 3-5: namespace 1, zone 60, original zone 60
+  ct.endBatch();
+  ct.beginBatch();
+  t.true(ct.chains.kill(x, KILL_DELETE)); // slots 0-2: -1
+  t.true(ct.chains.kill(w, KILL_DELETE)); // slots 3-5: -1
+  // Zone 59 / namespace 1: slot 3 back to 0, then zone 59 takes the first free or zero-delta
+  // slot (3), original zone 59 the next (6, free).
+  oneWay(ct, '10.44.0.4', 59, 1);
+  oneWay(ct, '10.44.0.3', 58, 0); // slots 0-2 back to 0
+  const base = table.sec.workers + ct.wid * WORKER_WORDS + W_ZC;
+  t.deepEqual([0, 1, 2, 3, 4, 5, 6, 7].map((s) => i32[base + 2 * s + 1]), [0, 0, 0, 1, -1, -1, 1, 0]);
+  t.is(i32[table.sec.workers + ct.wid * WORKER_WORDS + W_CNT], 0, 'two inserts, two deletes');
+  ct.endBatch();
+  t.is(i32[table.sec.zacct + zoneRec(60) * ZA_WORDS + ZA_COUNT], 0);
+  t.is(i32[table.sec.zacct + zoneRec(59) * ZA_WORDS + ZA_COUNT], 1);
+  t.is(i32[table.sec.zones + zoneRec(60)], 0);
+  t.is(i32[table.sec.zones + zoneRec(59)], 1);
+  ct.close();
+  inv(t, table);
+});
