@@ -6,7 +6,7 @@
 # MUTATE_TESTS="tcp parse ..." narrows the files (a run over part of the scope).
 # ava is started with node directly: npx resolving it cost 0.4 s of each ~1.5 s mutant.
 cd "$(dirname "$0")/../.." || exit 2
-files="${MUTATE_TESTS:-kernel-reference ext zones events reclaim kernel-fixtures tcp parse parse-edges checksum-edges proto-other malformed gc gc-units invariants nat offload zones-units chains-units chains-refs chains-recovery chains-walks core-clash gc-engine gc-handle}"
+files="${MUTATE_TESTS:-kernel-reference ext zones events reclaim kernel-fixtures tcp parse parse-edges checksum-edges proto-other malformed gc gc-units invariants nat offload zones-units zones-gaps chains-units chains-refs chains-recovery chains-walks core-clash gc-engine gc-handle}"
 set --
 for f in $files; do [ -f "dist/test/$f.test.js" ] && set -- "$@" "dist/test/$f.test.js"; done
 # MUTATE_INPROC=1: the tests run in one long-lived process per sandbox (inproc/server.mjs), which

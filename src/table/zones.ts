@@ -448,10 +448,14 @@ export class ZoneAccounting {
     unlock(i32, lk);
   }
 
-  /** link() without the stripes, for rebuildZoneAccounting (which holds all of them). */
-  relink(slot: number, ns: number, zk: number): void {
-    this.pushFront(LIST_ZONE, this.headWord(LIST_ZONE, zk), slot);
-    if (ns >= 0 && ns < this.nsMax) this.pushFront(LIST_NS, this.headWord(LIST_NS, ns), slot);
+  /** Node v's prev link in a list of `kind`: its newer neighbour (the head's is the oldest). */
+  prevOf(v: number, kind: number): number {
+    return this.i32[this.linkWord(v, kind)]!;
+  }
+
+  /** Put node v first on list (kind, key) without the stripe, for rebuildZoneAccounting (which holds all). */
+  relinkFirst(kind: number, key: number, v: number): void {
+    this.pushFront(kind, this.headWord(kind, key), v);
   }
 
   /**
@@ -477,9 +481,7 @@ export class ZoneAccounting {
 
   /** Put worker w's marker first on list `list` ((kind << 17) | key), for rebuildZoneAccounting. */
   pushMarker(w: number, list: number): void {
-    const kind = list >>> 17;
-    const key = list & 0x1ffff;
-    this.pushFront(kind, this.headWord(kind, key), this.cap + w);
+    this.relinkFirst(list >>> 17, list & 0x1ffff, this.cap + w);
   }
 
   /** Unlink an entry from both lists (kill, bucket locks held). */
@@ -605,6 +607,15 @@ export class ZoneAccounting {
  * the records' deltas dropped) and rebuild every list from the chains, and release list locks
  * and the marker of `deadWorker` (>= 0). For crash recovery: the caller holds every bucket lock
  * (so no confirm, kill or fold is in progress) and no walker of another worker runs.
+ *
+ * The lists keep their age order (newest first, so early_drop inside a limit still finds the
+ * oldest): each list is rebuilt in the order its old links give, read from the oldest (the old
+ * head's prev) towards the head, taking only entries the chains hold for that list. The old list
+ * may be damaged where the dead worker was linking or unlinking: an entry not in the chains (a
+ * half-removed one) is passed through its own prev link, a node of another list or a bad link
+ * ends the walk, and entries the walk did not reach go first (as the newest), in bucket order.
+ * Each walk is bounded by the list's count and the number of worker records (a cycle only
+ * repeats nodes already placed).
  */
 export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): void {
   const i32 = table.i32;
@@ -626,30 +637,82 @@ export function rebuildZoneAccounting(table: ConntrackTable, deadWorker = -1): v
     else walking.push(w, list - 1);
   }
   dropAllCaches(table, [ZC_NS, ZC_ZONE, ZC_ZORIG]);
+  // The old heads (slot + 1) by zone record and namespace, read before they are cleared.
+  const oldZone = new Int32Array(ZONES);
+  const oldNs = new Int32Array(table.namespaces);
   for (let z = 0; z < ZONES; z++) {
+    oldZone[z] = i32[sec.zacct + z * ZA_WORDS + ZA_HEAD]!;
     i32[sec.zacct + z * ZA_WORDS + ZA_COUNT] = 0; // every record: the order does not matter
     i32[sec.zacct + z * ZA_WORDS + ZA_HEAD] = 0;
     i32[sec.zones + z] = 0;
   }
   for (let n = 0; n < table.namespaces; n++) {
+    oldNs[n] = i32[sec.nsHeads + n]!;
     i32[sec.ns + n * NS_WORDS + NS_COUNT] = 0;
     i32[sec.nsHeads + n] = 0;
   }
-  const za = new ZoneAccounting(table, 0);
+  // Count the linked entries (through their original tuplehash) and note them, in bucket order.
+  const cap = table.capacity;
+  const linked = new Uint8Array(cap);
+  const order = new Int32Array(cap);
+  let nLinked = 0;
   for (let b = 0; b < table.buckets; b++) {
     let ref = i32[sec.buckets + b]!;
-    for (let guard = 0; ref >= 0 && guard <= 2 * table.capacity; guard++) {
+    for (let guard = 0; ref >= 0 && guard <= 2 * cap; guard++) {
       const slot = ref >>> 1;
       const e = sec.entries + slot * ENTRY_WORDS;
       if ((ref & 1) === DIR_ORIGINAL) {
         const ns = i32[e + E_NS]!;
-        const zk = zoneKey(i32[e + E_ZONE]!);
-        i32[sec.zacct + zoneRec(zk) * ZA_WORDS + ZA_COUNT]!++;
+        i32[sec.zacct + zoneRec(zoneKey(i32[e + E_ZONE]!)) * ZA_WORDS + ZA_COUNT]!++;
         i32[sec.zones + zoneRec(i32[e + E_ZONE]! & 0xffff)]!++;
         if (ns >= 0 && ns < table.namespaces) i32[sec.ns + ns * NS_WORDS + NS_COUNT]!++;
-        za.relink(slot, ns, zk);
+        order[nLinked++] = slot;
+        linked[slot] = 1;
       }
       ref = i32[e + E_NEXT + (ref & 1)]!;
+    }
+  }
+  const za = new ZoneAccounting(table, 0);
+  const nodes = cap + table.maxWorkers; // entries, then the walkers' markers
+  const placed = new Uint8Array(cap);
+  const found = new Int32Array(cap);
+  const walked = new Uint8Array(ZONES); // by zone record or namespace: its old list was read
+  for (const kind of [LIST_ZONE, LIST_NS]) {
+    placed.fill(0);
+    walked.fill(0);
+    const keyOf = (slot: number): number => {
+      const e = sec.entries + slot * ENTRY_WORDS;
+      return kind === LIST_ZONE ? zoneKey(i32[e + E_ZONE]!) : i32[e + E_NS]!;
+    };
+    for (let i = 0; i < nLinked; i++) {
+      const slot = order[i]!;
+      if (placed[slot] !== 0) continue;
+      const key = keyOf(slot);
+      if (kind === LIST_NS && (key < 0 || key >= table.namespaces)) continue; // no record, no list
+      // The list's first entry in bucket order: its old links give the order of what they still
+      // reach (read once: the entries relinked below have new links).
+      const r = kind === LIST_ZONE ? zoneRec(key) : key;
+      const h = (kind === LIST_ZONE ? oldZone[r]! : oldNs[r]!) - 1;
+      const count = kind === LIST_ZONE ? i32[sec.zacct + r * ZA_WORDS + ZA_COUNT]! : i32[sec.ns + r * NS_WORDS + NS_COUNT]!;
+      let n = 0;
+      if (walked[r] === 0 && h >= 0 && h < nodes) {
+        let v = za.prevOf(h, kind); // the oldest
+        // Its entries, the markers on it, one half-removed entry per worker at most.
+        for (let step = 0; step < count + 2 * table.maxWorkers; step++) {
+          if (v < 0 || v >= nodes) break;
+          if (v < cap && linked[v] !== 0) {
+            if (keyOf(v) !== key) break; // another list's entry: the links on are not this list's
+            if (placed[v] === 0) { found[n++] = v; placed[v] = 1; }
+          }
+          if (v === h) break;
+          v = za.prevOf(v, kind);
+        }
+      }
+      // Oldest first, each pushed in front: the head ends up the newest. (Links are rewritten
+      // only now, after the walk read them.)
+      walked[r] = 1;
+      for (let k = 0; k < n; k++) za.relinkFirst(kind, key, found[k]!);
+      if (placed[slot] === 0) { za.relinkFirst(kind, key, slot); placed[slot] = 1; }
     }
   }
   // Each live walker's marker goes back on its list, first: its walk starts over from the newest
