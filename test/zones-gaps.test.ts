@@ -18,6 +18,7 @@ import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
 import { KILL_DELETE } from '../src/table/chains.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { lock, lockOwner, unlock } from '../src/table/locks.js';
+import { LOCK_STRIDE } from '../src/table/layout.js';
 import {
   CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, LIST_NS, LIST_ZONE, ZoneAccounting, cachedDelta, cachedDeltas, rebuildZoneAccounting,
 } from '../src/table/zones.js';
@@ -231,14 +232,16 @@ test('listCount adds the records\' unfolded deltas mid-batch, for zones and name
   i32[table.sec.ns + 1 * NS_WORDS + NS_COUNT] = 7;
   t.is(za.listCount(LIST_NS, 1), 12);
   i32[table.sec.ns + 1 * NS_WORDS + NS_COUNT] = 0;
-  // Namespace id NSN has no record: the word after the records is the first bucket stripe
-  // (layout.ts: the ns section is followed by the bucket locks); held, it must not be counted.
-  t.is(table.sec.ns + NSN * NS_WORDS, table.sec.locks);
+  // Namespace id NSN has no record: the word its counter would be (after the records: padding
+  // before the cache-line-aligned bucket stripes, layout 4) holds a value that must not be counted.
+  const past = table.sec.ns + NSN * NS_WORDS + NS_COUNT;
+  t.true(past < table.sec.locks);
   ct.endBatch();
-  lock(i32, table.sec.locks, 2);
+  const keep = i32[past]!;
+  i32[past] = 7;
   t.is(za.listCount(LIST_NS, NSN), 0);
   t.is(za.listCount(LIST_NS, -1), 0);
-  unlock(i32, table.sec.locks);
+  i32[past] = keep;
   t.is(za.listCount(LIST_ZONE, 24), 5);
   ct.close();
   inv(t, table);
@@ -533,16 +536,18 @@ test('nsLimit: 0 for a namespace without a record, whatever the words around the
   const za = new ZoneAccounting(table, 0);
   table.setNamespaceLimit(2, 9);
   t.is(za.nsLimit(2), 9);
-  // layout.ts: namespace 3's limit word would be the second bucket stripe; namespace -1's the
-  // last word of the zones section (zone 65535's counter, zoneRec(65535) = 65535).
-  t.is(table.sec.ns + 3 * NS_WORDS + 1, table.sec.locks + 1);
+  // layout.ts: namespace 3's limit word would be past the records (padding before the bucket
+  // stripes, layout 4); namespace -1's the last word of the zones section (zone 65535's counter,
+  // zoneRec(65535) = 65535). Both hold values here.
+  const past = table.sec.ns + 3 * NS_WORDS + 1;
+  t.true(past < table.sec.locks);
   t.is(table.sec.ns - NS_WORDS + 1, table.sec.zones + zoneRec(65535));
-  lock(i32, table.sec.locks + 1, 1);
+  i32[past] = 9;
   i32[table.sec.zones + 65535] = 4;
   t.is(za.nsLimit(3), 0);
   t.is(za.nsLimit(-1), 0);
   t.is(za.atLimit(3, 0), 0);
-  unlock(i32, table.sec.locks + 1);
+  i32[past] = 0;
   i32[table.sec.zones + 65535] = 0;
 });
 
@@ -625,7 +630,7 @@ async function holdElsewhere(buffer: SharedArrayBuffer, idx: number, ms: number)
 
 test('setting a limit waits for every bucket stripe: a stripe held by another thread delays it until released', async (t) => {
   const table = ConntrackTable.create({ max: 64, namespaces: 2 });
-  const idx = table.sec.locks + table.locks - 1; // the last stripe: the whole range is taken
+  const idx = table.sec.locks + (table.locks - 1) * LOCK_STRIDE; // the last stripe: the whole range is taken
   const h = await holdElsewhere(table.buffer, idx, 300);
   table.setNamespaceLimit(1, 5);
   t.is(Atomics.load(h.flag, 0), 1, 'the limit was stored only after the other thread released its stripe');
@@ -734,7 +739,7 @@ test('a batch whose entry count nets to 0 still folds its namespace and zone del
 test('setting a limit takes exactly the bucket stripes: the word after the last one (here bucket 0\'s head) is left alone', (t) => {
   // max 64 with 8 namespaces: the stripes end on a 16-word boundary, so the buckets follow at once.
   const table = ConntrackTable.create({ max: 64, namespaces: 8 });
-  t.is(table.sec.locks + table.locks, table.sec.buckets);
+  t.is(table.sec.locks + table.locks * LOCK_STRIDE, table.sec.buckets);
   const ct = new Conntrack(table);
   ct.beginBatch();
   for (let i = 0; i < 20; i++) oneWay(ct, `10.35.0.${i + 1}`, 0, 1);
@@ -743,7 +748,7 @@ test('setting a limit takes exactly the bucket stripes: the word after the last 
   table.setNamespaceLimit(1, 30);
   table.setZoneLimit(3, 5);
   t.is(table.i32[table.sec.buckets], head0);
-  for (let l = 0; l < table.locks; l++) t.is(table.i32[table.sec.locks + l], 0, `stripe ${l} released`);
+  for (let l = 0; l < table.locks; l++) t.is(table.i32[table.sec.locks + l * LOCK_STRIDE], 0, `stripe ${l} released`);
   t.is(table.namespaceCount(1), 20);
   ct.close();
   inv(t, table);
