@@ -8,12 +8,12 @@
 import test from 'ava';
 import { Conntrack } from '../src/track/core.js';
 import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
-import { E_GEN, E_HASH, E_STATUS, E_TIMEOUT, ENTRY_WORDS, H_KEY0, H_KEY1, IPS_ASSURED, IPS_DYING } from '../src/table/layout.js';
+import { E_GEN, E_HASH, E_STATUS, E_TIMEOUT, E_TUPLE, ENTRY_WORDS, H_KEY0, H_KEY1, IPS_ASSURED, IPS_DYING, T_DST, T_PORTS, T_SRC } from '../src/table/layout.js';
 import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { KILL_DELETE, KILL_EXPIRED } from '../src/table/chains.js';
 import { CONFIRM_NS_LIMIT, LIST_NS } from '../src/table/zones.js';
-import { udp4 } from './helpers/frames.js';
+import { udp4, udp6 } from './helpers/frames.js';
 
 const NOW = 1_000_000;
 const LT = LINKTYPE_RAW;
@@ -207,4 +207,30 @@ test('the global early_drop (table full) takes a not-ASSURED entry of the insert
   ct.endBatch();
   inv(t, table);
   ct.close();
+});
+
+test('a lookup compares every tuple word, not only the hash: one word changed in the stored tuple is a miss', (t) => {
+  // The stored 32-bit hash still matches, so only the word comparison can tell the tuples apart
+  // (the kernel's nf_ct_key_equal compares the whole tuple after the hash picked the chain).
+  const words = [
+    ['source word 0', T_SRC], ['source word 1', T_SRC + 1], ['source word 2', T_SRC + 2], ['source word 3', T_SRC + 3],
+    ['destination word 0', T_DST], ['destination word 1', T_DST + 1], ['destination word 2', T_DST + 2],
+    ['destination word 3', T_DST + 3], ['ports', T_PORTS],
+  ] as const;
+  const frame = (): Uint8Array => udp6({ src: '2001:db8:1:2:3:4:5:6', dst: '2001:db8:a:b:c:d:e:f', sport: 4000, dport: 53, payload: 'q' });
+  for (const [name, w] of words) {
+    const table = ConntrackTable.create({ max: 64 });
+    const ct = new Conntrack(table);
+    const first = ct.decide(frame(), { linktype: LINKTYPE_RAW, now: 1000 });
+    t.is(first.ctstate, 'new');
+    const slot = first.slot; // the verdict object is reused by the next decide
+    t.is(ct.decide(frame(), { linktype: LINKTYPE_RAW, now: 1001 }).slot, slot, 'the same tuple finds its entry');
+    const at = ct.chains.entry(slot) + E_TUPLE + w;
+    table.i32[at] = table.i32[at]! ^ 0x100;
+    // The lookup must miss (the insert that follows then meets the stored entry's unchanged reply
+    // tuple and is refused); had the word not been compared, the packet would land on it.
+    const v = ct.decide(frame(), { linktype: LINKTYPE_RAW, now: 1002 });
+    t.not(v.slot, slot, `${name} differs: the lookup missed`);
+    ct.close();
+  }
 });
