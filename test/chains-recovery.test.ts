@@ -20,20 +20,14 @@ import {
 import { recoverDeadWorker, reclaimOrphans } from '../src/table/recovery.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { EVENT_DESTROY, subscribeEvents } from '../src/table/ecache.js';
+import { inv, tup } from './helpers/table-checks.js';
 
 const NOW = 1_000_000;
 const P = 17 << 8 | 2;
 
 class Died extends Error {}
 
-function inv(t: { true: (v: boolean, m?: string) => void }, table: ConntrackTable): void {
-  const r = checkInvariants(table);
-  t.true(r.ok, formatInvariants(r));
-}
 
-function tup(base: number): Int32Array {
-  return Int32Array.from({ length: TUPLE_WORDS }, (_, k) => base + k);
-}
 
 /** A private entry (hashes as the tracker computes them), 30 s to live; its slot. */
 function make(c: Chains, n: number, zone = 0): number {

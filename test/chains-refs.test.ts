@@ -12,7 +12,6 @@
 import test from 'ava';
 import { Chains, CONFIRM_CHAIN_TOOLONG, CONFIRM_DYING, CONFIRM_OK, KILL_DELETE } from '../src/table/chains.js';
 import { Conntrack } from '../src/track/core.js';
-import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import {
   E_HASH, E_NS, E_PRIV, E_PROTO, E_REFCNT, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE, E_GEN, ENTRY_WORDS,
   H_COUNT, H_EPOCH, H_FREE_HEAD, H_GC_WAKE, E_LINK, IPS_ASSURED, IPS_CONFIRMED, IPS_DYING, PRIV_WORDS, TUPLE_WORDS, W_CACHE,
@@ -24,21 +23,13 @@ import { CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT } from '../src/table/zones.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
 import { udp4 } from './helpers/frames.js';
+import { inv, stat, tup } from './helpers/table-checks.js';
 
 const NOW = 1_000_000;
 const P = 17 << 8 | 2; // E_PROTO of UDP over IPv4 (l4 << 8 | family); chains only compares it
 
-function inv(t: { true: (v: boolean, m?: string) => void }, table: ConntrackTable): void {
-  const r = checkInvariants(table);
-  t.true(r.ok, formatInvariants(r));
-}
 
-const stat = (table: ConntrackTable, name: string): number => table.stats().total[name] ?? 0;
 
-/** A tuple of 9 words (chains never interprets them): base, base+1, ... */
-function tup(base: number): Int32Array {
-  return Int32Array.from({ length: TUPLE_WORDS }, (_, k) => base + k);
-}
 
 interface Key { orig: Int32Array; reply: Int32Array; proto?: number; zone?: number; ns?: number; h0?: number; h1?: number }
 

@@ -7,21 +7,17 @@
  */
 import test from 'ava';
 import { Conntrack } from '../src/track/core.js';
-import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import { E_GEN, E_HASH, E_STATUS, E_TIMEOUT, E_TUPLE, ENTRY_WORDS, H_KEY0, H_KEY1, IPS_ASSURED, IPS_DYING, T_DST, T_PORTS, T_SRC } from '../src/table/layout.js';
 import { LINKTYPE_RAW } from '../src/input/packet/packet.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { KILL_DELETE, KILL_EXPIRED } from '../src/table/chains.js';
 import { CONFIRM_NS_LIMIT, LIST_NS } from '../src/table/zones.js';
 import { udp4, udp6 } from './helpers/frames.js';
+import { inv, stat } from './helpers/table-checks.js';
 
 const NOW = 1_000_000;
 const LT = LINKTYPE_RAW;
 
-function inv(t: { true: (v: boolean, m?: string) => void }, table: ConntrackTable): void {
-  const r = checkInvariants(table);
-  t.true(r.ok, formatInvariants(r));
-}
 
 function addr(i: number): string {
   return `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
@@ -43,7 +39,6 @@ function assured(ct: Conntrack, i: number, ns: number): number {
   return v0.slot;
 }
 
-const stat = (table: ConntrackTable, name: string): number => table.stats().total[name] ?? 0;
 
 test('kill: refuses a stale generation, an entry refreshed past expiredAt, a second kill; counts exact', (t) => {
   const table = ConntrackTable.create({ max: 64 });

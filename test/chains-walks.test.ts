@@ -9,28 +9,20 @@
 import test from 'ava';
 import { Chains, CONFIRM_OK, KILL_DELETE } from '../src/table/chains.js';
 import { Conntrack } from '../src/track/core.js';
-import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import {
   E_HASH, E_ID, E_NS, E_PROTO, E_STATUS, E_TIMEOUT, E_TUPLE, E_ZONE, H_ID_EPOCH, ID_RANGE, IPS_ASSURED, IPS_DYING,
   TUPLE_WORDS,
 } from '../src/table/layout.js';
 import { ConntrackTable } from '../src/table/table.js';
 import { CONFIRM_ZONE_LIMIT } from '../src/table/zones.js';
+import { inv, stat, tup } from './helpers/table-checks.js';
 
 const NOW = 1_000_000;
 const P = 17 << 8 | 2;
 const NB = 16;
 
-function inv(t: { true: (v: boolean, m?: string) => void }, table: ConntrackTable): void {
-  const r = checkInvariants(table);
-  t.true(r.ok, formatInvariants(r));
-}
 
-const stat = (table: ConntrackTable, name: string): number => table.stats().total[name] ?? 0;
 
-function tup(base: number): Int32Array {
-  return Int32Array.from({ length: TUPLE_WORDS }, (_, k) => base + k);
-}
 
 /** Key n: its tuples, and the buckets of its two tuplehashes. */
 function key(c: Chains, n: number): { orig: Int32Array; reply: Int32Array; b0: number; b1: number } {

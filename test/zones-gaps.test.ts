@@ -9,7 +9,6 @@
  */
 import test from 'ava';
 import { Conntrack } from '../src/track/core.js';
-import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import {
   ENTRY_WORDS, E_NEXT, E_NNEXT, E_NPREV, E_STATUS, E_ZNEXT, E_ZPREV, IPS_ASSURED, MARKER_WORDS, MK_LIST, MK_NEXT, MK_PREV,
   NS_COUNT, NS_WORDS, W_CNT, W_ZC, WORKER_WORDS, ZA_COUNT, ZA_HEAD, ZA_WORDS, ZC_NS, ZC_SLOTS, ZC_ZONE, ZC_ZORIG, zoneRec,
@@ -23,16 +22,13 @@ import {
   CONFIRM_NS_LIMIT, CONFIRM_ZONE_LIMIT, LIST_NS, LIST_ZONE, ZoneAccounting, cachedDelta, cachedDeltas, rebuildZoneAccounting,
 } from '../src/table/zones.js';
 import { udp4 } from './helpers/frames.js';
+import { inv, assuredUdp } from './helpers/table-checks.js';
 
 const NOW = 1_000_000;
 const LT = LINKTYPE_RAW;
 
 const sorted = (a: number[]): number[] => [...a].sort((x, y) => x - y);
 
-function inv(t: { true: (v: boolean, m?: string) => void }, table: ConntrackTable): void {
-  const r = checkInvariants(table);
-  t.true(r.ok, formatInvariants(r));
-}
 
 /** A one-way UDP connection (not ASSURED); its slot. */
 function oneWay(ct: Conntrack, a: string, zone: number, ns: number, now = NOW): number {
@@ -42,16 +38,7 @@ function oneWay(ct: Conntrack, a: string, zone: number, ns: number, now = NOW): 
   return v.slot;
 }
 
-/** An ASSURED UDP stream (request, reply, a request 2.5 s later); its slot. */
-function assured(ct: Conntrack, a: string, zone: number, ns: number): number {
-  const q = udp4({ src: a, dst: '192.0.2.2', sport: 6000, dport: 53 });
-  const r = udp4({ src: '192.0.2.2', dst: a, sport: 53, dport: 6000 });
-  const v0 = ct.frame(LT, q, 0, q.length, NOW - 2500, zone, ns);
-  ct.frame(LT, r, 0, r.length, NOW - 2500, zone, ns);
-  ct.frame(LT, q, 0, q.length, NOW, zone, ns);
-  if ((ct.table.i32[ct.table.sec.entries + v0.slot * ENTRY_WORDS + E_STATUS]! & IPS_ASSURED) === 0) throw new Error('not ASSURED');
-  return v0.slot;
-}
+const assured = (ct: Conntrack, a: string, zone: number, ns: number): number => assuredUdp(ct, a, zone, ns, NOW);
 
 /** Linked entries in bucket order, by their original tuplehash (layout.ts: E_NEXT + dir, ref = slot << 1 | dir). */
 function bucketOrder(table: ConntrackTable): number[] {

@@ -7,7 +7,6 @@
  */
 import test from 'ava';
 import { Conntrack } from '../src/track/core.js';
-import { checkInvariants, formatInvariants } from '../src/table/invariants.js';
 import {
   COUNT_BATCH, E_GEN, E_STATUS, E_TIMEOUT, ENTRY_WORDS, IPS_ASSURED, MARKER_WORDS, MK_LIST, NS_COUNT, NS_WORDS,
   ZA_COUNT, ZA_HEAD, ZA_WORDS, ZC_NS, ZC_SLOTS, ZC_ZONE, zoneRec,
@@ -21,15 +20,12 @@ import {
   rebuildZoneAccounting, zoneWord,
 } from '../src/table/zones.js';
 import { udp4 } from './helpers/frames.js';
+import { inv, assuredUdp } from './helpers/table-checks.js';
 
 const NOW = 1_000_000;
 const LT = LINKTYPE_RAW;
 const FAR = NOW + 1_000_000_000; // every timeout has run out
 
-function inv(t: { true: (v: boolean, m?: string) => void }, table: ConntrackTable): void {
-  const r = checkInvariants(table);
-  t.true(r.ok, formatInvariants(r));
-}
 
 /** A one-way UDP connection (not ASSURED); its slot. */
 function oneWay(ct: Conntrack, a: string, zone: number, ns: number, dir?: number): number {
@@ -39,16 +35,7 @@ function oneWay(ct: Conntrack, a: string, zone: number, ns: number, dir?: number
   return v.slot;
 }
 
-/** An ASSURED UDP stream (reply, then a request 2.5 s after the first); its slot. */
-function assured(ct: Conntrack, a: string, zone: number, ns: number): number {
-  const q = udp4({ src: a, dst: '192.0.2.2', sport: 6000, dport: 53 });
-  const r = udp4({ src: '192.0.2.2', dst: a, sport: 53, dport: 6000 });
-  const v0 = ct.frame(LT, q, 0, q.length, NOW - 2500, zone, ns);
-  ct.frame(LT, r, 0, r.length, NOW - 2500, zone, ns);
-  ct.frame(LT, q, 0, q.length, NOW, zone, ns);
-  if ((ct.table.i32[ct.table.sec.entries + v0.slot * ENTRY_WORDS + E_STATUS]! & IPS_ASSURED) === 0) throw new Error('not ASSURED');
-  return v0.slot;
-}
+const assured = (ct: Conntrack, a: string, zone: number, ns: number): number => assuredUdp(ct, a, zone, ns, NOW);
 
 test('dropCandidate: the oldest not-ASSURED entry of the namespace; ASSURED only once expired; -1 outside', (t) => {
   const table = ConntrackTable.create({ max: 256, namespaces: 4 });
