@@ -3,20 +3,6 @@
 // tracker part (reports/stryker-incremental.json) without either overwriting the other.
 //   nice -n 10 npx stryker run stryker.table.config.mjs [--mutate FILE]
 // `node scripts/mutate/report.mjs --merge ...` joins the two parts.
-import { readFileSync } from 'node:fs';
+import { partConfig } from './scripts/mutate/part-config.mjs';
 
-const base = JSON.parse(readFileSync(new URL('./stryker.config.json', import.meta.url), 'utf8'));
-delete base.$schema;
-delete base._comment;
-// MUT_PART=NAME: a run in parallel with another (own temp dir, incremental and report files),
-// joined afterwards with report.mjs --merge.
-const part = process.env.MUT_PART ? `-${process.env.MUT_PART}` : '';
-export default {
-  ...base,
-  mutate: ['src/table/chains.ts', 'src/table/gc.ts', 'src/table/zones.ts', 'src/input/packet/**/*.ts'],
-  incrementalFile: `reports/stryker-incremental-table${part}.json`,
-  jsonReporter: { fileName: `reports/mutation/mutation-table${part}.json` },
-  tempDirName: `.stryker-tmp${part}`,
-  ignorePatterns: [...base.ignorePatterns, '.stryker-tmp*', 'reports/mutation'],
-  reporters: ['json', 'clear-text', 'progress-append-only'],
-};
+export default partConfig('table', ['src/table/chains.ts', 'src/table/gc.ts', 'src/table/zones.ts', 'src/input/packet/**/*.ts']);
